@@ -1,0 +1,26 @@
+"""fastmomentum: fast, bit-faithful momentum-SGD and EMA kernels.
+
+Momentum is an exponentially weighted moving average of gradients; fastmomentum runs the
+update loops in typed Cython over contiguous float32/float64 NumPy buffers, in place.
+
+* :func:`momentum_step`: one ``torch.optim.SGD`` step on one buffer, bit for bit.
+* :func:`ema_update`: ``average = decay*average + (1-decay)*value`` in place.
+* :func:`set_num_threads` / :func:`get_num_threads`: threads used for large buffers.
+* :mod:`fastmomentum.baseline`: the same API in pure NumPy (the benchmark reference).
+* ``fastmomentum/kernels.pxd``: the raw loops for other Cython code.
+"""
+from ._dispatch import kernels as _kernels
+
+momentum_step = _kernels.momentum_step
+ema_update = _kernels.ema_update
+set_num_threads = _kernels.set_num_threads
+get_num_threads = _kernels.get_num_threads
+
+#: Which compiled build runs here ("avx2" or "portable") and whether it has OpenMP.
+BUILD_TARGET = _kernels.BUILD_TARGET
+HAS_OPENMP = _kernels.HAS_OPENMP
+
+__version__ = "0.1.0"
+
+__all__ = ["momentum_step", "ema_update", "set_num_threads", "get_num_threads",
+           "BUILD_TARGET", "HAS_OPENMP", "__version__"]

@@ -1,0 +1,114 @@
+"""Argument checks shared by the compiled kernels and the NumPy baseline.
+
+The compiled entry points test the same conditions in C on their fast path and call these
+functions only when something is wrong, so both implementations raise the same errors with
+the same messages. Every check runs before anything is written.
+"""
+import math
+
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def describe(x):
+    """A short account of what the caller passed, for error messages."""
+    if isinstance(x, np.ndarray):
+        flags = []
+        if not x.flags.c_contiguous:
+            flags.append("not C-contiguous")
+        if not x.flags.writeable:
+            flags.append("read-only")
+        if not x.flags.aligned:
+            flags.append("unaligned")
+        if not x.dtype.isnative:
+            flags.append("non-native byte order")
+        extra = (", " + ", ".join(flags)) if flags else ""
+        return f"dtype={x.dtype}, shape={x.shape}{extra}"
+    return f"{type(x).__module__}.{type(x).__qualname__}".replace("builtins.", "")
+
+
+def _usable(x, writeable):
+    return (isinstance(x, np.ndarray) and x.dtype in FLOAT_DTYPES and x.dtype.isnative
+            and x.flags.c_contiguous and x.flags.aligned
+            and (x.flags.writeable or not writeable))
+
+
+def check_lead_array(func, name, x, writeable=True):
+    """The first array fixes the dtype and shape the others must match."""
+    if not _usable(x, writeable):
+        what = "a writeable" if writeable else "a"
+        raise TypeError(f"{func}: `{name}` must be {what} C-contiguous float32 or float64 "
+                        f"NumPy array (in-place arguments are never copied); got {describe(x)}")
+
+
+def check_like(func, name, x, lead_name, lead, writeable):
+    if not (_usable(x, writeable) and x.dtype == lead.dtype):
+        what = "a writeable" if writeable else "a"
+        raise TypeError(f"{func}: `{name}` must be {what} C-contiguous {lead.dtype} array like "
+                        f"`{lead_name}`; got {describe(x)}")
+    if x.shape != lead.shape:
+        raise ValueError(f"{func}: `{name}` must have the shape of `{lead_name}` "
+                         f"{lead.shape}; got shape={x.shape}")
+
+
+def _overlap(a, b):
+    if a.size == 0 or b.size == 0:
+        return False
+    a0 = a.__array_interface__["data"][0]
+    b0 = b.__array_interface__["data"][0]
+    return a0 < b0 + b.nbytes and b0 < a0 + a.nbytes
+
+
+def check_disjoint(func, name, x, other_name, other):
+    if _overlap(x, other):
+        raise ValueError(f"{func}: `{name}` must not share memory with `{other_name}`")
+
+
+def check_scalar(func, name, value, *, low=0.0, high=math.inf, label):
+    """Finite ``value`` in [low, high]; ``label`` is torch's wording for the quantity."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{func}: `{name}` must be a real number; got "
+                        f"{describe(value)}") from None
+    if not (math.isfinite(v) and low <= v <= high):
+        if low == -math.inf:
+            bounds = ""
+        elif high == math.inf:
+            bounds = f" >= {low:g}"
+        else:
+            bounds = f" in [{low:g}, {high:g}]"
+        raise ValueError(f"{func}: Invalid {label}: {value} (`{name}` must be a finite "
+                         f"number{bounds})")
+    return v
+
+
+def check_momentum_step(param, grad, velocity, lr, momentum, dampening, weight_decay,
+                        nesterov, maximize, first_step):
+    func = "momentum_step"
+    check_scalar(func, "lr", lr, label="learning rate")
+    check_scalar(func, "momentum", momentum, label="momentum value")
+    check_scalar(func, "dampening", dampening, low=-math.inf, label="dampening value")
+    check_scalar(func, "weight_decay", weight_decay, label="weight_decay value")
+    if nesterov and (momentum <= 0 or dampening != 0):
+        raise ValueError(f"{func}: Nesterov momentum requires a momentum and zero dampening "
+                         f"(got momentum={momentum}, dampening={dampening})")
+    check_lead_array(func, "param", param)
+    check_like(func, "grad", grad, "param", param, writeable=False)
+    check_disjoint(func, "grad", grad, "param", param)
+    if momentum != 0:
+        if velocity is None:
+            raise TypeError(f"{func}: `velocity` must be an array like `param` when "
+                            f"momentum != 0; got None")
+        check_like(func, "velocity", velocity, "param", param, writeable=True)
+        check_disjoint(func, "velocity", velocity, "param", param)
+        check_disjoint(func, "velocity", velocity, "grad", grad)
+
+
+def check_ema_update(average, value, decay):
+    func = "ema_update"
+    check_scalar(func, "decay", decay, high=1.0, label="decay")
+    check_lead_array(func, "average", average)
+    check_like(func, "value", value, "average", average, writeable=False)
+    check_disjoint(func, "value", value, "average", average)

@@ -1,0 +1,42 @@
+"""One definition of every benchmark case, shared by ``benchmarks/`` (pytest-benchmark) and
+``python -m fastmomentum bench``.
+
+A :class:`Case` builds its inputs only when asked (``case.make()``), so listing cases is free
+and a case whose optional peer (torch, pandas, scipy) is missing is reported as skipped.
+"""
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+
+@dataclass(eq=False)  # identity-hashed: cases are dict keys in reports
+class Case:
+    #: what is measured, e.g. "momentum_step"; rows of one kernel and size compare directly
+    kernel: str
+    #: who computes it, e.g. "fastmomentum", "baseline", "torch-fused"
+    impl: str
+    #: number of elements (for a whole-model case: parameters in all tensors)
+    size: int
+    dtype: str
+    #: builds fresh inputs and returns the zero-argument callable to time
+    make: Callable[[], Callable[[], object]]
+    #: bytes read plus bytes written by one call (for GB/s and the roofline)
+    bytes_moved: int
+    #: why the case cannot run here (a missing optional package), or None
+    skip: Optional[str] = None
+    #: free-form details shown in reports, e.g. {"variant": "nesterov"}
+    params: dict = field(default_factory=dict)
+
+    @property
+    def group(self):
+        """pytest-benchmark group: one kernel, one size, one dtype."""
+        extra = "".join(f"-{v}" for v in self.params.values())
+        return f"{self.kernel}{extra}-{self.dtype}-n{self.size}"
+
+
+def optional_import(name):
+    """The module, or None when the optional peer is not installed."""
+    import importlib
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        return None

@@ -1,0 +1,73 @@
+# cython: language_level=3
+"""fastmomentum's C-level API for other Cython code.
+
+    from fastmomentum.kernels cimport momentum_kernel, sgd_kernel, ema_kernel
+
+Raw-pointer, serial, ``noexcept nogil`` loops over ``n`` contiguous elements, for float32
+(``float``) and float64 (``double``) alike: the same loops the Python API runs, on one thread.
+They are UNCHECKED: no type, size, alias or NaN checks; the caller guarantees valid pointers
+of ``n`` elements each, that ``velocity`` overlaps neither ``param`` nor ``grad``, and the
+hyper-parameter rules of ``fastmomentum.momentum_step``. Scalars are passed already rounded
+to the buffer's type, like torch does, so results match ``torch.optim.SGD`` bit for bit.
+
+They are ``inline``: cimporting this file compiles them into your module (no runtime import
+of fastmomentum). Compile with ``-ffp-contract=off`` (and ``-mfma`` where you can) to keep the
+exact rounding: every multiply-add below is an explicit ``fma``.
+"""
+from libc.math cimport fma, fmaf
+
+ctypedef fused real:
+    float
+    double
+
+
+cdef inline real fused_multiply_add(real a, real b, real c) noexcept nogil:
+    """a*b + c rounded once (float32 needs fmaf: double-rounding through fma is not exact)."""
+    if real is float:
+        return fmaf(a, b, c)
+    else:
+        return fma(a, b, c)
+
+
+cdef inline void sgd_kernel(real* param, const real* grad, Py_ssize_t n,
+                            real neg_lr, real weight_decay,
+                            bint has_weight_decay, bint maximize) noexcept nogil:
+    """Momentum-free SGD: ``param -= lr * (±grad + weight_decay*param)``."""
+    cdef Py_ssize_t i
+    cdef real g
+    for i in range(n):
+        g = -grad[i] if maximize else grad[i]
+        if has_weight_decay:
+            g = fused_multiply_add(param[i], weight_decay, g)
+        param[i] = fused_multiply_add(g, neg_lr, param[i])
+
+
+cdef inline void momentum_kernel(real* param, const real* grad, real* velocity, Py_ssize_t n,
+                                 real neg_lr, real momentum, real one_minus_dampening,
+                                 real weight_decay, bint has_weight_decay, bint nesterov,
+                                 bint maximize, bint first_step) noexcept nogil:
+    """torch.optim.SGD's step for one buffer, in torch's rounding order:
+
+    g = ±grad; g = fma(param, wd, g); v = first_step ? g : fma(g, 1-dampening, v*momentum);
+    g = nesterov ? fma(v, momentum, g) : v; param = fma(g, -lr, param).
+    """
+    cdef Py_ssize_t i
+    cdef real g, v
+    for i in range(n):
+        g = -grad[i] if maximize else grad[i]
+        if has_weight_decay:
+            g = fused_multiply_add(param[i], weight_decay, g)
+        # velocity[i] is read even on the first step so the loop stays branch-free (the
+        # select below discards it); first_step buffers may hold anything.
+        v = g if first_step else fused_multiply_add(g, one_minus_dampening, velocity[i] * momentum)
+        velocity[i] = v
+        g = fused_multiply_add(v, momentum, g) if nesterov else v
+        param[i] = fused_multiply_add(g, neg_lr, param[i])
+
+
+cdef inline void ema_kernel(real* average, const real* value, Py_ssize_t n,
+                            real decay, real one_minus_decay) noexcept nogil:
+    """``average = decay*average + (1-decay)*value`` as ``fma(decay, average, (1-decay)*value)``."""
+    cdef Py_ssize_t i
+    for i in range(n):
+        average[i] = fused_multiply_add(decay, average[i], one_minus_decay * value[i])

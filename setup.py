@@ -1,0 +1,119 @@
+"""Build fastmomentum's Cython kernels.
+
+Each kernel module is compiled twice from one source (``src/_kernels.pxi``):
+
+* ``_kernels_portable``: the compiler's default target, runs on any x86-64 or arm64 CPU;
+* ``_kernels_avx2`` (x86-64 only): the same code built with ``-mavx2 -mfma``.
+
+``fastmomentum/_dispatch.py`` picks the AVX2 build at import time when the CPU has AVX2+FMA,
+so the choice costs nothing per call. Both builds give bit-identical results: every
+multiply-add in the kernels is an explicit ``fma()`` and ``-ffp-contract=off`` forbids the
+compiler from fusing anything else.
+
+Environment switches:
+
+* ``FASTMOMENTUM_DEBUG=1``: bounds and wrap-around checks on, ``-O0 -g``.
+* ``FASTMOMENTUM_NO_OPENMP=1``: build serial kernels even if the compiler has OpenMP.
+* ``FASTMOMENTUM_NO_AVX2=1``: skip the AVX2 build (portable kernels only).
+"""
+import os
+import platform
+import sys
+import tempfile
+
+import numpy as np
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+from setuptools._distutils import ccompiler, sysconfig
+from setuptools._distutils.errors import CompileError, LinkError
+
+DEBUG = os.environ.get("FASTMOMENTUM_DEBUG") == "1"
+
+
+def _log(msg):
+    print(f"fastmomentum build: {msg}", file=sys.stderr)
+
+
+def compiler_accepts(code, compile_args, link_args=()):
+    """True when the C compiler builds and links ``code`` with these flags."""
+    compiler = ccompiler.new_compiler()
+    sysconfig.customize_compiler(compiler)
+    with tempfile.TemporaryDirectory() as tmp:
+        src = os.path.join(tmp, "probe.c")
+        with open(src, "w") as f:
+            f.write(code)
+        try:
+            objs = compiler.compile([src], output_dir=tmp, extra_postargs=list(compile_args))
+            compiler.link_executable(objs, os.path.join(tmp, "probe"),
+                                     extra_postargs=list(link_args))
+        except (CompileError, LinkError, OSError):
+            return False
+    return True
+
+
+OPENMP_PROBE = """
+#include <omp.h>
+int main(void) { int n = 0;
+#pragma omp parallel reduction(+:n)
+n += 1;
+return n > 0 && omp_get_max_threads() > 0 ? 0 : 1; }
+"""
+AVX2_PROBE = """
+#include <immintrin.h>
+int main(void) { __m256d a = _mm256_set1_pd(1.0);
+a = _mm256_fmadd_pd(a, a, a); return (int)_mm256_cvtsd_f64(a) == 2 ? 0 : 1; }
+"""
+
+if os.environ.get("FASTMOMENTUM_NO_OPENMP") == "1":
+    openmp_flags = []
+    _log("OpenMP disabled by FASTMOMENTUM_NO_OPENMP=1: kernels run on one thread")
+elif compiler_accepts(OPENMP_PROBE, ["-fopenmp"], ["-fopenmp"]):
+    openmp_flags = ["-fopenmp"]
+    _log("OpenMP found: large buffers are split across threads")
+else:
+    openmp_flags = []
+    _log("WARNING: the C compiler has no OpenMP; building serial kernels (one thread)")
+
+opt_flags = ["-O0", "-g"] if DEBUG else ["-O3"]
+common_flags = opt_flags + ["-ffp-contract=off", "-fno-strict-aliasing"]
+
+variants = {"portable": []}
+is_x86_64 = platform.machine().lower() in ("x86_64", "amd64")
+if is_x86_64 and os.environ.get("FASTMOMENTUM_NO_AVX2") != "1":
+    if compiler_accepts(AVX2_PROBE, ["-mavx2", "-mfma"]):
+        variants["avx2"] = ["-mavx2", "-mfma"]
+    else:
+        _log("the C compiler cannot target AVX2/FMA: portable kernels only")
+
+extensions = [
+    Extension(
+        f"fastmomentum._kernels_{name}",
+        [f"src/_kernels_{name}.pyx"],
+        include_dirs=[np.get_include(), "src"],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")],
+        extra_compile_args=common_flags + flags + openmp_flags,
+        extra_link_args=openmp_flags,
+    )
+    for name, flags in variants.items()
+]
+
+compiler_directives = {
+    "language_level": 3,
+    "boundscheck": DEBUG,
+    "wraparound": DEBUG,
+    "initializedcheck": DEBUG,
+    "cdivision": not DEBUG,
+}
+
+setup(
+    # Explicit: with src/ and fastmomentum/ side by side setuptools would guess a src-layout
+    # and ship a wheel without __init__.py.
+    packages=["fastmomentum"],
+    package_data={"fastmomentum": ["*.pxd", "py.typed"]},
+    ext_modules=cythonize(
+        extensions,
+        compiler_directives=compiler_directives,
+        include_path=["."],
+    ),
+    zip_safe=False,
+)

@@ -1,0 +1,271 @@
+# The compiled entry points. Included by _kernels_portable.pyx and _kernels_avx2.pyx, which
+# setup.py builds with different target flags from this one source.
+#
+# Every entry point checks its arguments in C through the NumPy C-API macros (a few ns) and
+# only on failure calls fastmomentum._validation, which raises the same error the NumPy
+# baseline raises. Nothing is written before every check has passed.
+cimport numpy as cnp
+from cython.parallel cimport prange
+from libc.math cimport INFINITY
+
+from fastmomentum.kernels cimport ema_kernel, momentum_kernel, sgd_kernel
+
+from fastmomentum import _validation
+
+cnp.import_array()
+
+cdef extern from "fm_openmp.h" nogil:
+    int omp_get_max_threads()
+    void omp_set_num_threads(int)
+    int FM_HAVE_OPENMP
+
+cdef extern from "fm_cpu.h" nogil:
+    const char* FM_BUILD_TARGET
+    int fm_cpu_has_avx2_fma()
+
+#: "avx2" or "portable": the target this module was compiled for.
+BUILD_TARGET = FM_BUILD_TARGET.decode()
+#: Whether this build splits large buffers across OpenMP threads.
+HAS_OPENMP = bool(FM_HAVE_OPENMP)
+
+
+def cpu_has_avx2_fma():
+    """True when this CPU (and OS) can run the AVX2+FMA build."""
+    return bool(fm_cpu_has_avx2_fma())
+
+
+# Threads pay only once a buffer is much larger than the cost of waking them (a few us):
+# below PARALLEL_MIN_SIZE elements a step runs on the calling thread, and each extra thread
+# gets at least that many elements. Chunks start on 64-element boundaries so no two threads
+# write the same cache line.
+cdef Py_ssize_t PARALLEL_MIN_SIZE = 1 << 16
+cdef Py_ssize_t CHUNK_ALIGN = 64
+# Releasing the GIL costs ~0.1 us: worth it only when the loop itself takes several us.
+cdef Py_ssize_t NOGIL_MIN_SIZE = 1 << 14
+
+
+def set_num_threads(n):
+    """Use ``n`` threads (>= 1) for large buffers, from the calling thread on.
+
+    This sets OpenMP's thread count, as ``OMP_NUM_THREADS`` and
+    ``threadpoolctl.threadpool_limits`` do; results do not depend on it."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"set_num_threads: `n` must be an integer >= 1; got {n!r}")
+    omp_set_num_threads(min(n, 1 << 16))
+
+
+def get_num_threads():
+    """The number of threads large steps use (default: the cores this process may use)."""
+    return omp_get_max_threads()
+
+
+# ---------------------------------------------------------------------------------------
+# Parallel driver: one for every kernel. A kernel call is described by KernelCall and run
+# over [start, stop) by _run_range; _run splits [0, n) across threads. All kernels are
+# element-wise, so the split cannot change a single bit of the result.
+
+cdef enum Kernel:
+    SGD_F32, SGD_F64, MOMENTUM_F32, MOMENTUM_F64, EMA_F32, EMA_F64
+
+ctypedef struct KernelCall:
+    Kernel kernel
+    char* out          # param (SGD/momentum) or average (EMA)
+    const char* inp    # grad or value
+    char* state        # velocity (momentum only)
+    double a, b, c, d  # scalars, see _run_range
+    bint has_weight_decay, nesterov, maximize, first_step
+
+
+cdef void _run_range(const KernelCall* k, Py_ssize_t start, Py_ssize_t stop) noexcept nogil:
+    cdef Py_ssize_t n = stop - start
+    # Scalars are rounded to the buffer's type here, as torch rounds them.
+    if k.kernel == SGD_F32:
+        sgd_kernel(<float*>k.out + start, <const float*>k.inp + start, n,
+                   <float>k.a, <float>k.d, k.has_weight_decay, k.maximize)
+    elif k.kernel == SGD_F64:
+        sgd_kernel(<double*>k.out + start, <const double*>k.inp + start, n,
+                   k.a, k.d, k.has_weight_decay, k.maximize)
+    elif k.kernel == MOMENTUM_F32:
+        momentum_kernel(<float*>k.out + start, <const float*>k.inp + start,
+                        <float*>k.state + start, n, <float>k.a, <float>k.b, <float>k.c,
+                        <float>k.d, k.has_weight_decay, k.nesterov, k.maximize, k.first_step)
+    elif k.kernel == MOMENTUM_F64:
+        momentum_kernel(<double*>k.out + start, <const double*>k.inp + start,
+                        <double*>k.state + start, n, k.a, k.b, k.c, k.d,
+                        k.has_weight_decay, k.nesterov, k.maximize, k.first_step)
+    elif k.kernel == EMA_F32:
+        ema_kernel(<float*>k.out + start, <const float*>k.inp + start, n, <float>k.a, <float>k.b)
+    elif k.kernel == EMA_F64:
+        ema_kernel(<double*>k.out + start, <const double*>k.inp + start, n, k.a, k.b)
+
+
+cdef inline int _threads_for(Py_ssize_t n) noexcept nogil:
+    if n < 2 * PARALLEL_MIN_SIZE:
+        return 1
+    return <int>min(<Py_ssize_t>omp_get_max_threads(), n // PARALLEL_MIN_SIZE)
+
+
+cdef void _run_parallel(const KernelCall* k, Py_ssize_t n, int nthreads) noexcept nogil:
+    cdef Py_ssize_t chunk = (n + nthreads - 1) // nthreads
+    chunk = (chunk + CHUNK_ALIGN - 1) // CHUNK_ALIGN * CHUNK_ALIGN
+    cdef Py_ssize_t t, start
+    for t in prange(nthreads, num_threads=nthreads, schedule="static"):
+        start = t * chunk
+        if start < n:
+            _run_range(k, start, min(n, start + chunk))
+
+
+cdef void _run(const KernelCall* k, Py_ssize_t n) noexcept:
+    cdef int nthreads = _threads_for(n)
+    if n < NOGIL_MIN_SIZE:
+        _run_range(k, 0, n)
+    elif nthreads == 1:
+        with nogil:
+            _run_range(k, 0, n)
+    else:
+        with nogil:
+            _run_parallel(k, n, nthreads)
+
+
+# ---------------------------------------------------------------------------------------
+# Argument checks in C. They test exactly what fastmomentum._validation tests.
+
+cdef inline bint _is_float_type(int typenum) noexcept:
+    return typenum == cnp.NPY_FLOAT or typenum == cnp.NPY_DOUBLE
+
+
+cdef inline bint _usable(object x, int typenum, bint writeable) noexcept:
+    """A native, aligned, C-contiguous array of ``typenum`` (and writeable if asked)."""
+    if not cnp.PyArray_Check(x):
+        return False
+    cdef cnp.ndarray a = <cnp.ndarray>x
+    return (cnp.PyArray_TYPE(a) == typenum and cnp.PyArray_IS_C_CONTIGUOUS(a)
+            and cnp.PyArray_ISALIGNED(a) and cnp.PyArray_ISNOTSWAPPED(a)
+            and (cnp.PyArray_ISWRITEABLE(a) or not writeable))
+
+
+cdef inline bint _like(object x, cnp.ndarray lead, bint writeable) noexcept:
+    return (_usable(x, cnp.PyArray_TYPE(lead), writeable)
+            and cnp.PyArray_SAMESHAPE(<cnp.ndarray>x, lead))
+
+
+cdef inline bint _overlap(cnp.ndarray a, cnp.ndarray b) noexcept:
+    cdef char* a0 = cnp.PyArray_BYTES(a)
+    cdef char* b0 = cnp.PyArray_BYTES(b)
+    cdef cnp.npy_intp na = cnp.PyArray_NBYTES(a), nb = cnp.PyArray_NBYTES(b)
+    return na > 0 and nb > 0 and a0 < b0 + nb and b0 < a0 + na
+
+
+cdef inline bint _finite_in(double x, double low, double high) noexcept:
+    # False for NaN, which fails both comparisons; high=inf still refuses inf through x-x.
+    return low <= x <= high and x - x == 0.0
+
+
+# ---------------------------------------------------------------------------------------
+# Entry points
+
+def momentum_step(param, grad, velocity, *, lr, momentum=0.0, dampening=0.0,
+                  weight_decay=0.0, nesterov=False, maximize=False, first_step=False):
+    """One in-place SGD step on one buffer, bit for bit as ``torch.optim.SGD``.
+
+    ``param`` (writeable), ``grad`` and ``velocity`` (writeable; may be None when
+    ``momentum == 0``) are C-contiguous arrays of one dtype, float32 or float64, and one
+    shape. In torch's order and rounding (scalars rounded to the dtype, every multiply-add
+    fused)::
+
+        g = -grad if maximize else grad
+        g = g + weight_decay * param                   # coupled weight decay
+        velocity = g if first_step else momentum * velocity + (1 - dampening) * g
+        g = g + momentum * velocity if nesterov else velocity
+        param -= lr * g
+
+    Without momentum (``momentum == 0``) ``velocity`` is neither read nor written.
+    ``first_step=True`` is torch's first step, where the momentum buffer does not exist yet:
+    ``velocity`` is set to ``g`` whatever it held, with no dampening. The textbook EMA form
+    ``v = beta*v + (1-beta)*g`` is ``momentum=beta, dampening=beta``.
+
+    Raises TypeError/ValueError (and writes nothing) for non-float or mismatched arrays,
+    read-only, non-contiguous or overlapping in-place buffers, negative or non-finite
+    ``lr``/``momentum``/``weight_decay``, and ``nesterov`` without momentum or with
+    dampening. Empty buffers are a no-op; NaN in ``grad`` propagates as in torch.
+    Returns None."""
+    cdef double lr_, momentum_, dampening_, weight_decay_
+    cdef bint nesterov_ = nesterov, maximize_ = maximize, first_step_ = first_step
+    cdef KernelCall k
+    cdef cnp.ndarray p, g, v
+    cdef bint ok = False
+    try:
+        lr_, momentum_ = lr, momentum
+        dampening_, weight_decay_ = dampening, weight_decay
+        ok = (_finite_in(lr_, 0.0, INFINITY) and _finite_in(momentum_, 0.0, INFINITY)
+              and _finite_in(dampening_, -INFINITY, INFINITY)
+              and _finite_in(weight_decay_, 0.0, INFINITY)
+              and not (nesterov_ and (momentum_ <= 0.0 or dampening_ != 0.0))
+              and cnp.PyArray_Check(param)
+              and _is_float_type(cnp.PyArray_TYPE(<cnp.ndarray>param))
+              and _usable(param, cnp.PyArray_TYPE(<cnp.ndarray>param), True)
+              and _like(grad, <cnp.ndarray>param, False)
+              and not _overlap(<cnp.ndarray>grad, <cnp.ndarray>param)
+              and (momentum_ == 0.0
+                   or (_like(velocity, <cnp.ndarray>param, True)
+                       and not _overlap(<cnp.ndarray>velocity, <cnp.ndarray>param)
+                       and not _overlap(<cnp.ndarray>velocity, <cnp.ndarray>grad))))
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok:
+        _validation.check_momentum_step(param, grad, velocity, lr, momentum, dampening,
+                                        weight_decay, nesterov, maximize, first_step)
+        raise AssertionError("momentum_step: internal error, arguments refused in C "
+                             "but accepted by the validator")
+    p = <cnp.ndarray>param
+    g = <cnp.ndarray>grad
+    k.out = cnp.PyArray_BYTES(p)
+    k.inp = cnp.PyArray_BYTES(g)
+    k.a = -lr_
+    k.d = weight_decay_
+    k.has_weight_decay = weight_decay_ != 0.0
+    k.maximize = maximize_
+    if momentum_ == 0.0:
+        k.kernel = SGD_F32 if cnp.PyArray_TYPE(p) == cnp.NPY_FLOAT else SGD_F64
+    else:
+        v = <cnp.ndarray>velocity
+        k.kernel = MOMENTUM_F32 if cnp.PyArray_TYPE(p) == cnp.NPY_FLOAT else MOMENTUM_F64
+        k.state = cnp.PyArray_BYTES(v)
+        k.b = momentum_
+        k.c = 1.0 - dampening_
+        k.nesterov = nesterov_
+        k.first_step = first_step_
+    _run(&k, cnp.PyArray_SIZE(p))
+
+
+def ema_update(average, value, decay):
+    """In place ``average = decay*average + (1-decay)*value``; returns ``average``.
+
+    ``average`` (writeable) and ``value`` are C-contiguous arrays of one float dtype and
+    shape, not sharing memory; ``0 <= decay <= 1``. Computed as
+    ``fma(decay, average, (1-decay)*value)`` with the scalars rounded to the dtype.
+    Raises TypeError/ValueError (and writes nothing) for bad input."""
+    cdef double decay_
+    cdef KernelCall k
+    cdef bint ok = False
+    try:
+        decay_ = decay
+        ok = (_finite_in(decay_, 0.0, 1.0)
+              and cnp.PyArray_Check(average)
+              and _is_float_type(cnp.PyArray_TYPE(<cnp.ndarray>average))
+              and _usable(average, cnp.PyArray_TYPE(<cnp.ndarray>average), True)
+              and _like(value, <cnp.ndarray>average, False)
+              and not _overlap(<cnp.ndarray>value, <cnp.ndarray>average))
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok:
+        _validation.check_ema_update(average, value, decay)
+        raise AssertionError("ema_update: internal error, arguments refused in C "
+                             "but accepted by the validator")
+    k.kernel = EMA_F32 if cnp.PyArray_TYPE(<cnp.ndarray>average) == cnp.NPY_FLOAT else EMA_F64
+    k.out = cnp.PyArray_BYTES(<cnp.ndarray>average)
+    k.inp = cnp.PyArray_BYTES(<cnp.ndarray>value)
+    k.a = decay_
+    k.b = 1.0 - decay_
+    _run(&k, cnp.PyArray_SIZE(<cnp.ndarray>average))
+    return average
