@@ -67,11 +67,11 @@ def check_disjoint(func, name, x, other_name, other):
 
 def check_scalar(func, name, value, *, low=0.0, high=math.inf, label):
     """Finite ``value`` in [low, high]; ``label`` is torch's wording for the quantity."""
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{func}: `{name}` must be a real number; got "
-                        f"{describe(value)}") from None
+    # Like the C API (PyFloat_AsDouble): numbers only, no parsing of strings.
+    if not (hasattr(type(value), "__float__") or hasattr(type(value), "__index__")) \
+            or isinstance(value, (str, bytes)):
+        raise TypeError(f"{func}: `{name}` must be a real number; got {describe(value)}")
+    v = float(value)
     if not (math.isfinite(v) and low <= v <= high):
         if low == -math.inf:
             bounds = ""
