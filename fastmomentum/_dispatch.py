@@ -5,7 +5,14 @@ give bit-identical results, the AVX2 one is faster on CPUs that have AVX2 and FM
 """
 import os
 
-from . import _kernels_portable
+try:
+    from . import _kernels_portable
+except ImportError as exc:  # e.g. a source checkout without compiled kernels
+    raise ImportError(
+        f"fastmomentum: the compiled kernels are missing next to {__file__} ({exc}). "
+        "Build them with `pip install -e .` (or `python setup.py build_ext --inplace`); "
+        "from a source checkout, a non-editable install is shadowed by the source folder."
+    ) from exc
 
 try:
     from . import _kernels_avx2
