@@ -23,7 +23,7 @@ import tempfile
 
 import numpy as np
 from Cython.Build import cythonize
-from setuptools import Extension, setup
+from setuptools import Extension, find_packages, setup
 from setuptools._distutils import ccompiler, sysconfig
 from setuptools._distutils.errors import CompileError, LinkError
 
@@ -108,7 +108,7 @@ compiler_directives = {
 setup(
     # Explicit: with src/ and fastmomentum/ side by side setuptools would guess a src-layout
     # and ship a wheel without __init__.py.
-    packages=["fastmomentum"],
+    packages=find_packages(include=["fastmomentum", "fastmomentum.*"]),
     package_data={"fastmomentum": ["*.pxd", "py.typed"]},
     ext_modules=cythonize(
         extensions,
