@@ -25,7 +25,7 @@ def have_matplotlib():
     return True
 
 
-def new_figure(width, height, ncols=1, **subplot_kw):
+def new_figure(width, height, ncols, **subplot_kw):
     """A ``width`` x ``height`` inch figure with ``ncols`` side-by-side axes.
 
     Raises ImportError (with the install hint) when matplotlib is missing."""

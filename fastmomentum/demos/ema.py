@@ -14,6 +14,9 @@ import numpy as np
 from .. import ema_update
 from . import _plotting
 
+#: Size of the PNG in inches (at _plotting.DPI pixels per inch).
+FIGSIZE = (12, 4.6)
+
 BYTES_PER_VALUE = np.dtype(np.float64).itemsize
 
 
@@ -145,7 +148,7 @@ def summary(result):
 def plot(result, path):
     """Draw the ``ema`` demo to the PNG file ``path``."""
     r = result
-    fig, (left, right) = _plotting.new_figure(12, 4.6, ncols=2)
+    fig, (left, right) = _plotting.new_figure(*FIGSIZE, ncols=2)
     t = np.arange(1, len(r.values) + 1)
     left.plot(t, r.values, "o", color="0.6", label="values $x_t$")
     left.plot(t, r.ewa, "o-", color="#d62728", label=f"EMA $v_t$, $\\beta$={r.beta:g}")

@@ -13,6 +13,9 @@ import numpy as np
 from . import _plotting
 from ._descent import descend, steps_to_tolerance
 
+#: Size of the PNG in inches (at _plotting.DPI pixels per inch).
+FIGSIZE = (12, 4.6)
+
 
 COLOR_KEYS = {"gd": "plain", "momentum": "momentum", "sgd": "mini-batch"}
 
@@ -23,6 +26,7 @@ class Run:
     lr: float
     momentum: float
     batch_size: int
+    weights: np.ndarray         #: w after each step, shape (steps+1, features)
     epochs: np.ndarray          #: passes over the data after each step (x axis)
     excess_loss: np.ndarray     #: loss - loss of the closed-form solution, per step
     distance: np.ndarray        #: |w - w_closed| / |w_closed|, per step
@@ -94,7 +98,7 @@ def compute(samples=2000, seed=0, tol=1e-6, gd_steps=4000, momentum=0.9,
         # For least squares the loss is exactly quadratic around its minimiser.
         excess = 0.5 * np.einsum("ij,jk,ik->i", error, hessian, error)
         distance = np.linalg.norm(error, axis=1) / np.linalg.norm(w_closed)
-        return Run(lr=lr, momentum=beta, batch_size=batch,
+        return Run(lr=lr, momentum=beta, batch_size=batch, weights=path,
                    epochs=np.arange(steps + 1) * batch / n, excess_loss=excess,
                    distance=distance, steps_to_tol=steps_to_tolerance(distance, tol))
 
@@ -152,7 +156,7 @@ def _last_visible(distance, floor):
 def plot(result, path):
     """Draw the ``least-squares`` demo to the PNG file ``path``."""
     r = result
-    fig, (left, right) = _plotting.new_figure(12, 4.6, ncols=2)
+    fig, (left, right) = _plotting.new_figure(*FIGSIZE, ncols=2)
     for name, run in r.runs.items():
         label = f"{name} (batch {run.batch_size})" if name == "sgd" else name
         color = _plotting.COLORS[COLOR_KEYS[name]]

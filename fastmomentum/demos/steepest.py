@@ -14,6 +14,9 @@ import numpy as np
 from .. import momentum_step
 from . import _plotting
 
+#: Size of the PNG in inches (at _plotting.DPI pixels per inch).
+FIGSIZE = (12, 5.0)
+
 
 def valley(x, y):
     """The demo's function: a curved valley, f(x, y) = (1 - x)^2 + 5 (y - x^2)^2."""
@@ -100,7 +103,7 @@ def summary(result):
 def plot(result, path):
     """Draw the ``steepest`` demo to the PNG file ``path``."""
     r = result
-    fig, (left, right) = _plotting.new_figure(12, 5, ncols=2)
+    fig, (left, right) = _plotting.new_figure(*FIGSIZE, ncols=2)
     px, py = r.point
     radius = 0.35
     gx, gy = np.meshgrid(np.linspace(px - 0.8, px + 0.8, 300), np.linspace(py - 0.8, py + 0.8, 300))

@@ -14,6 +14,9 @@ import numpy as np
 from . import _plotting
 from ._descent import descend, steps_to_tolerance
 
+#: Size of the PNG in inches (at _plotting.DPI pixels per inch).
+FIGSIZE = (12, 4.8)
+
 #: Keyword arguments of ``momentum_step`` that tell the two momentum methods apart.
 METHODS = {"sgd": {}, "momentum": {}, "nesterov": {"nesterov": True}}
 COLOR_KEYS = {"sgd": "plain", "momentum": "momentum", "nesterov": "nesterov"}
@@ -101,7 +104,7 @@ def summary(result):
 def plot(result, path):
     """Draw the ``zigzag`` demo to the PNG file ``path``."""
     r = result
-    fig, (left, right) = _plotting.new_figure(12, 4.8, ncols=2,
+    fig, (left, right) = _plotting.new_figure(*FIGSIZE, ncols=2,
                                               gridspec_kw={"width_ratios": [1.35, 1]})
     shown = {name: p[:r.shown_steps + 1] for name, p in r.paths.items()}
     every = np.concatenate(list(shown.values()))
