@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import ema_update
-from . import _plotting
+from . import _plotting, _report
 
 #: Size of the PNG in inches (at _plotting.DPI pixels per inch).
 FIGSIZE = (12, 4.6)
@@ -127,8 +127,8 @@ def summary(result):
     lines += [
         f"  final: EMA {r.ewa[-1]:.4f} (pulled towards its start at 0), bias-corrected "
         f"{r.ewa_corrected[-1]:.4f} (weighted towards recent values), mean {r.running_mean[-1]:g}",
-        f"Noisy sine (period {r.period:g} steps, noise std {r.noise_std:g}) smoothed by a "
-        f"bias-corrected EMA; statistics from step {r.settle} on:",
+        f"Noisy sine (period {r.period:g}, noise std {r.noise_std:g}) through a bias-corrected "
+        f"EMA, measured from step {r.settle}:",
         f"  {'beta':>5} {'window':>7} {'lag':>5} {'(theory)':>9} {'noise left':>11} "
         f"{'(theory)':>9} {'RMSE':>7}",
     ]
@@ -142,7 +142,7 @@ def summary(result):
         f"average over the last {window:.0f} values keeps all {window:.0f} "
         f"({window * BYTES_PER_VALUE:.0f} bytes), and momentum keeps one per parameter.",
     ]
-    return "\n".join(lines)
+    return _report.join(lines)
 
 
 def plot(result, path):

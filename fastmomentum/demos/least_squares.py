@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _plotting
+from . import _plotting, _report
 from ._descent import descend, steps_to_tolerance
 
 #: Size of the PNG in inches (at _plotting.DPI pixels per inch).
@@ -144,7 +144,7 @@ def summary(result):
         "a few epochs give a good enough answer; a constant lr leaves a noise floor (decay it "
         "to go lower).",
     ]
-    return "\n".join(lines)
+    return _report.join(lines)
 
 
 def _last_visible(distance, floor):
@@ -158,7 +158,11 @@ def plot(result, path):
     r = result
     fig, (left, right) = _plotting.new_figure(*FIGSIZE, ncols=2)
     for name, run in r.runs.items():
-        label = f"{name} (batch {run.batch_size})" if name == "sgd" else name
+        reached = ("stalls above tol" if run.steps_to_tol is None
+                   else f"{run.epochs[run.steps_to_tol]:.0f} epochs to tol")
+        kind = (f"mini-batch sgd, batch {run.batch_size}" if name == "sgd"
+                else f"full-batch {name}" if name == "momentum" else "full-batch gd")
+        label = f"{kind}: {reached}"
         color = _plotting.COLORS[COLOR_KEYS[name]]
         # Epoch 0 cannot sit on a log axis: plot from the first step on, and stop once
         # rounding error is all that is left.
@@ -170,6 +174,9 @@ def plot(result, path):
                    textcoords="offset points", fontsize=8, color="0.3")
     for ax in (left, right):
         ax.legend(loc="lower left", fontsize=9)
+    left.text(0.03, 0.45, "closed form (lstsq):\nexact in one solve", transform=left.transAxes,
+              ha="left", va="center", fontsize=9,
+              bbox=dict(boxstyle="round", facecolor="white", edgecolor="0.7"))
     _plotting.style(left, f"Loss above the closed-form optimum ({r.samples} samples, "
                     f"condition {r.condition:.0f})", "epochs (passes over the data)",
                     "loss - loss(lstsq)")

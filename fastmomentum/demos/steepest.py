@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import momentum_step
-from . import _plotting
+from . import _plotting, _report
 
 #: Size of the PNG in inches (at _plotting.DPI pixels per inch).
 FIGSIZE = (12, 5.0)
@@ -86,7 +86,7 @@ def summary(result):
     g = r.gradient
     descent = r.descent
     angle = np.degrees(np.arctan2(r.steepest[1], r.steepest[0]))
-    return "\n".join([
+    return _report.join([
         f"f(x, y) = (1 - x)^2 + 5 (y - x^2)^2 at p = ({r.point[0]:g}, {r.point[1]:g}); "
         f"D_u f measured by central differences (h = {r.step:g}) over {len(r.angles)} "
         f"directions, refined around the smallest",
