@@ -108,7 +108,7 @@ compiler_directives = {
 setup(
     # Explicit: with src/ and fastmomentum/ side by side setuptools would guess a src-layout
     # and ship a wheel without __init__.py.
-    packages=["fastmomentum"],
+    packages=["fastmomentum", "fastmomentum.demos"],
     package_data={"fastmomentum": ["*.pxd", "py.typed"]},
     ext_modules=cythonize(
         extensions,
