@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import fastmomentum
 import fastmomentum.baseline
 from fastmomentum import demos
 from fastmomentum.__main__ import main as fastmomentum_main
@@ -59,6 +60,15 @@ def test_run_ema_matches_closed_form(values, beta, columns):
     np.testing.assert_allclose(corrected,
                                expected / (1 - beta ** np.arange(1, len(values) + 1))[:, None],
                                rtol=1e-10, atol=1e-9)
+
+
+def test_momentum_velocity_with_dampening_beta_is_the_same_ema():
+    x = np.arange(10.0)
+    velocity, param = np.zeros(1), np.zeros(1)
+    for value in x:
+        fastmomentum.momentum_step(param, value[None], velocity, lr=0.0, momentum=0.9,
+                                   dampening=0.9)
+    assert velocity[0] == pytest.approx(ema.compute().ewa[-1], rel=1e-13)
 
 
 def test_ema_beta_trades_noise_for_lag():

@@ -4,7 +4,8 @@ An exponentially weighted moving average (EMA) keeps one running value,
 ``v_t = beta*v_{t-1} + (1-beta)*x_t`` with ``v_0 = 0``, which unrolls to
 ``v_t = (1-beta) * sum_k beta**(t-k) * x_k``. Its weights sum to ``1 - beta**t``, not 1,
 so early values are pulled towards the zero it started from; dividing by ``1 - beta**t``
-(bias correction) removes that. Momentum SGD keeps exactly such an average of gradients.
+(bias correction) removes that. Momentum SGD keeps such an average of the gradients:
+``momentum_step(..., momentum=beta, dampening=beta)`` keeps exactly this one in ``velocity``.
 Every average here is computed by :func:`fastmomentum.ema_update`.
 """
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ class Smoothing:
 
     @property
     def window(self):
-        """1/(1-beta): the number of recent values that carry most (1-1/e) of the weight."""
+        """1/(1-beta): the number of recent values that carry about 63% (1-1/e) of the weight."""
         return 1.0 / (1.0 - self.beta)
 
 
