@@ -3,6 +3,7 @@ import sys
 
 COMMANDS = {
     "bench": ("fastmomentum.bench", "benchmark report against the NumPy baseline and peers"),
+    "demo": ("fastmomentum.demos", "why momentum works: runnable demos with plots"),
 }
 
 
