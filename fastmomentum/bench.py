@@ -254,28 +254,29 @@ def _label(row):
     return f"{row['kernel']}{extra}"
 
 
-def _cells(row, with_spread):
+def _cells(row):
     """One row's table cells after kernel/dtype/size/impl."""
     if row["status"] != "ok":
-        return ["skipped"] + [""] * (6 if with_spread else 5)
-    spread = [f"{100 * (row['q3_s'] - row['q1_s']) / row['median_s']:.1f}%"] if with_spread else []
+        return ["skipped"] + [""] * 5
+    spread = (row["q3_s"] - row["q1_s"]) / row["median_s"]
     best = row.get("best_other")
-    return ([_format_time(row["median_s"])] + spread
-            + [_ratio(row.get("vs_baseline")),
-               f"{_ratio(row.get('vs_best_other'))} {best}" if best else "-",
-               f"{row['gbps']:.1f}" if row.get("gbps") else "-",
-               f"{row['roofline_pct']:.0f}%" if row.get("roofline_pct") else "-"])
+    return [_format_time(row["median_s"]),
+            f"{100 * spread:.1f}%{'!' if spread > NOISY_SPREAD else ''}",
+            _ratio(row.get("vs_baseline")),
+            f"{_ratio(row.get('vs_best_other'))} {best}" if best else "-",
+            f"{row['gbps']:.1f}" if row.get("gbps") else "-",
+            f"{row['roofline_pct']:.0f}%" if row.get("roofline_pct") else "-"]
 
 
-TEXT_HEADER = ["kernel", "dtype", "size", "impl", "median", "IQR", "vs baseline",
-               "vs best other", "GB/s", "% roofline"]
-MARKDOWN_HEADER = ["kernel", "dtype", "size", "impl", "median", "vs baseline",
-                   "vs best other", "GB/s", "% roofline"]
+HEADER = ["kernel", "dtype", "size", "impl", "median", "IQR", "vs baseline", "vs best other",
+          "GB/s", "% roofline"]
+#: An interquartile range above this fraction of the median marks a row as noisy ("!").
+NOISY_SPREAD = 0.25
 
 
 def text_table(rows):
     """Every measured row, one block per group, aligned for a terminal."""
-    lines, previous = [TEXT_HEADER], None
+    lines, previous = [HEADER], None
     for row in rows:
         if row["status"] != "ok":
             continue
@@ -285,8 +286,8 @@ def text_table(rows):
         previous = row["group"]
         impl = "roofline: " + row["impl"] if row["reference"] else row["impl"]
         lines.append(([_label(row), row["dtype"], format_size(row["size"])] if first
-                      else ["", "", ""]) + [impl] + _cells(row, with_spread=True))
-    widths = [max(len(line[i]) for line in lines if line) for i in range(len(TEXT_HEADER))]
+                      else ["", "", ""]) + [impl] + _cells(row))
+    widths = [max(len(line[i]) for line in lines if line) for i in range(len(HEADER))]
     right = {2, 4, 5, 6, 8, 9}
     out = []
     for line in lines:
@@ -300,13 +301,12 @@ def text_table(rows):
 
 def markdown_table(rows):
     """fastmomentum's rows only, as a Markdown table (for the README)."""
-    out = ["| " + " | ".join(MARKDOWN_HEADER) + " |",
-           "|" + "|".join("---:" if i >= 4 or i == 2 else "---"
-                          for i in range(len(MARKDOWN_HEADER))) + "|"]
+    out = ["| " + " | ".join(HEADER) + " |",
+           "|" + "|".join("---:" if i >= 4 or i == 2 else "---" for i in range(len(HEADER))) + "|"]
     for row in rows:
         if row["status"] == "ok" and row["impl"].startswith("fastmomentum"):
             cells = [_label(row), row["dtype"], format_size(row["size"]), row["impl"]]
-            out.append("| " + " | ".join(cells + _cells(row, with_spread=False)) + " |")
+            out.append("| " + " | ".join(cells + _cells(row)) + " |")
     return "\n".join(out)
 
 
@@ -328,7 +328,8 @@ def header_lines(report):
     lines = [f"fastmomentum {v['fastmomentum']} ({m['build_target']} build, "
              f"{'OpenMP' if m['openmp'] else 'no OpenMP'}, {m['threads']} threads) | "
              f"{m['cpu']}, {m['cores']} cores | {peers}",
-             f"median of {report['repeats']} interleaved samples per row; "
+             f"median of {report['repeats']} interleaved samples per row, IQR in % of it "
+             f"('!' above {100 * NOISY_SPREAD:.0f}%: a busy machine, rerun); "
              f"speed-ups are time ratios (>1 = faster)"]
     for dtype, roof in report["roofline"].items():
         lines.append(f"roofline {dtype}: {roof['gbps']:.1f} GB/s (C OpenMP stream loop, "
@@ -518,8 +519,8 @@ def main(argv=None):
             json.dump(report, f, indent=1)
     if args.markdown:
         with open(args.markdown, "w") as f:
-            f.write("\n".join(header_lines(report)) + "\n\n" + markdown_table(report["rows"])
-                    + "\n")
+            f.write("".join(f"- {line}\n" for line in header_lines(report) + skipped_lines(
+                report["rows"])) + "\n" + markdown_table(report["rows"]) + "\n")
     if args.plot:
         write_plot(report, args.plot)
     return 0
