@@ -255,9 +255,7 @@ def _label(row):
 
 
 def _cells(row):
-    """One row's table cells after kernel/dtype/size/impl."""
-    if row["status"] != "ok":
-        return ["skipped"] + [""] * 5
+    """A measured row's table cells after kernel/dtype/size/impl."""
     spread = (row["q3_s"] - row["q1_s"]) / row["median_s"]
     best = row.get("best_other")
     return [_format_time(row["median_s"]),
@@ -416,8 +414,12 @@ class Progress:
 # ---------------------------------------------------------------------------------------
 # Command line
 
-def _csv(parse):
-    return lambda text: [parse(x) for x in text.split(",") if x.strip()]
+def _csv(parse, name):
+    """argparse type: a comma-separated list of ``parse`` values."""
+    def parse_list(text):
+        return [parse(x) for x in text.split(",") if x.strip()]
+    parse_list.__name__ = name  # argparse's error says "invalid <name> value"
+    return parse_list
 
 
 def _dtype(text):
@@ -434,20 +436,23 @@ def _kernel(text):
 
 def build_parser():
     parser = argparse.ArgumentParser(
-        prog="python -m fastmomentum bench", description=__doc__.split("\n\n")[0],
+        prog="python -m fastmomentum bench",
+        description="The benchmark report: fastmomentum vs the NumPy baseline and the installed "
+                    "peers (torch, pandas, scipy), timed interleaved, with the machine's "
+                    "memory-bandwidth roofline.",
         epilog="Example: python -m fastmomentum bench --quick --plot bench.png")
     parser.add_argument("--quick", action="store_true",
                         help="fewer sizes (16, 4k, 256k, 16M), float32, fewer samples: "
                              "under a minute")
-    parser.add_argument("--sizes", type=_csv(parse_size), default=None,
+    parser.add_argument("--sizes", type=_csv(parse_size, "size"), default=None,
                         help="element counts for momentum_step/ema_update, e.g. 16,4k,16M "
                              "(default: 16 to 16M, every power of 4)")
-    parser.add_argument("--dtype", type=_csv(_dtype), default=None,
+    parser.add_argument("--dtype", type=_csv(_dtype, "dtype"), default=None,
                         help="float32, float64 or both comma-separated (default: both; "
                              "float32 with --quick)")
     parser.add_argument("--threads", type=int, default=None,
                         help="threads for fastmomentum and torch (default: all cores)")
-    parser.add_argument("--only", type=_csv(_kernel), default=None,
+    parser.add_argument("--only", type=_csv(_kernel, "kernel"), default=None,
                         help=f"comma-separated kernels: {', '.join(KERNELS)}")
     parser.add_argument("--json", metavar="PATH", help="write every row and the machine here")
     parser.add_argument("--plot", metavar="PATH", help="write a PNG plot here (needs matplotlib)")
