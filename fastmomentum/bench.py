@@ -506,6 +506,7 @@ def run_report(quick=False, sizes=None, dtypes=None, only=None, threads=None):
 
 def main(argv=None):
     """Run the report; returns the exit status (0 also when optional peers are missing)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     if args.threads is not None and args.threads < 1:
         build_parser().error(f"--threads must be >= 1; got {args.threads}")
@@ -514,6 +515,7 @@ def main(argv=None):
               "The table is printed anyway.", file=sys.stderr)
         args.plot = None
     report = run_report(args.quick, args.sizes, args.dtype, args.only, args.threads)
+    report["command"] = " ".join(["python -m fastmomentum bench", *argv])
     print("\n".join(header_lines(report)))
     print()
     print(text_table(report["rows"]))

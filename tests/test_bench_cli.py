@@ -60,6 +60,7 @@ def test_quick_run_writes_every_row_json_markdown_and_png(tmp_path, capsys):
         assert row["vs_best_other"] == pytest.approx(min(others.values()) / row["median_s"])
         assert "roofline_pct" not in row  # these sizes are below the roofline's
 
+    assert report["command"].startswith("python -m fastmomentum bench --quick --sizes 16,64")
     machine = report["machine"]
     assert machine["build_target"] == fastmomentum.BUILD_TARGET
     assert machine["threads"] == fastmomentum.get_num_threads()
@@ -181,3 +182,35 @@ def test_module_entry_point_runs(tmp_path):
         cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert {r["impl"] for r in json.loads(json_path.read_text())["rows"]} == EMA_IMPLS
+
+
+def test_cases_of_other_providers_are_measured_and_filtered(tmp_path, capsys, monkeypatch):
+    """A provider module added later (ewm, models) plugs in through PROVIDERS: called with
+    ``quick``, its cases filtered by --dtype and --only, timed with the roofline when large."""
+    from fastmomentum.benchcases import Case
+
+    calls = []
+
+    def make_sum(n, dtype):
+        x = np.ones(n, dtype)
+        return lambda: np.cumsum(x)
+
+    def fake_ewm_cases(quick=False):
+        calls.append(quick)
+        n = bench.ROOFLINE_MIN_SIZE
+        return [Case("ewm_mean", impl, n, dtype, make=lambda dtype=dtype: make_sum(n, dtype),
+                     bytes_moved=2 * n * np.dtype(dtype).itemsize, params={"shape": "1-D"})
+                for dtype in ("float32", "float64") for impl in ("fastmomentum", "baseline")]
+
+    monkeypatch.setitem(bench.PROVIDERS, "ewm", (fake_ewm_cases, ("ewm_mean",)))
+    json_path = tmp_path / "r.json"
+    status, out, _ = run_cli(capsys, "--quick", "--only", "ewm_mean", "--dtype", "float64",
+                             "--json", str(json_path))
+    assert status == 0 and calls == [True]
+    rows = json.loads(json_path.read_text())["rows"]
+    assert [(r["kernel"], r["impl"], r["dtype"], r["params"]) for r in rows] == [
+        ("ewm_mean", "fastmomentum", "float64", {"shape": "1-D"}),
+        ("ewm_mean", "baseline", "float64", {"shape": "1-D"}),
+        ("roofline", "C stream loop", "float64", {})]
+    assert rows[0]["roofline_pct"] == pytest.approx(100 * rows[0]["gbps"] / rows[2]["gbps"])
+    assert "ewm_mean 1-D" in out
