@@ -17,8 +17,8 @@ class Case:
     #: number of elements (for a whole-model case: parameters in all tensors)
     size: int
     dtype: str
-    #: builds fresh inputs and returns the zero-argument callable to time
-    make: Callable[[], Callable[[], object]]
+    #: builds fresh inputs and returns the zero-argument callable to time (None when skipped)
+    make: Optional[Callable[[], Callable[[], object]]]
     #: bytes read plus bytes written by one call (for GB/s and the roofline)
     bytes_moved: int
     #: why the case cannot run here (a missing optional package), or None

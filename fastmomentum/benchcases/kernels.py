@@ -1,85 +1,111 @@
-"""Benchmark cases for the single-buffer kernels: momentum_step and ema_update."""
+"""Benchmark cases for the single-buffer kernels (momentum_step, ema_update) and the roofline."""
+from functools import partial
+
 import numpy as np
 
 from .. import baseline, ema_update, momentum_step
+from .._dispatch import kernels as _kernels
 from . import Case, optional_import
 
-#: 16 elements to out-of-cache (16M float32 = 64 MB per buffer).
+#: issue 2's benchmark sizes, 16 elements to out-of-cache (16M float32 = 64 MB per buffer);
+#: also the sizes of the quick report.
 DEFAULT_SIZES = (16, 4096, 262144, 16777216)
+#: the full report: 16 to 16M elements, every power of 4.
+REPORT_SIZES = tuple(4 ** k for k in range(2, 13))
+DTYPES = ("float32", "float64")
 HYPER = dict(lr=0.01, momentum=0.9)
 
 
 def _buffers(n, dtype, count, seed=0):
     rng = np.random.default_rng(seed)
-    return [rng.standard_normal(n).astype(dtype) for _ in range(count)]
+    return [rng.standard_normal(n, dtype=dtype) for _ in range(count)]
 
 
-def _numpy_momentum(step, nesterov):
-    def make(n, dtype):
-        p, g, v = _buffers(n, dtype, 3)
-        return lambda: step(p, g, v, nesterov=nesterov, **HYPER)
-    return make
+def _numpy_momentum(step, nesterov, n, dtype):
+    p, g, v = _buffers(n, dtype, 3)
+    return lambda: step(p, g, v, nesterov=nesterov, **HYPER)
 
 
-def _torch_sgd(torch, impl, nesterov):
-    flags = {"torch-forloop": dict(foreach=False), "torch-foreach": dict(foreach=True),
-             "torch-fused": dict(fused=True)}[impl]
+_TORCH_SGD_FLAGS = {"torch-forloop": dict(foreach=False), "torch-foreach": dict(foreach=True),
+                    "torch-fused": dict(fused=True)}
 
-    def make(n, dtype):
-        p, g = (torch.from_numpy(a) for a in _buffers(n, dtype, 2))
-        p.grad = g
-        opt = torch.optim.SGD([p], nesterov=nesterov, **HYPER, **flags)
-        opt.step()  # creates the momentum buffer: time steady-state steps
-        return opt.step
-    return make
+
+def _torch_sgd(torch, impl, nesterov, n, dtype):
+    p, g = (torch.from_numpy(a) for a in _buffers(n, dtype, 2))
+    p.grad = g
+    opt = torch.optim.SGD([p], nesterov=nesterov, **HYPER, **_TORCH_SGD_FLAGS[impl])
+    opt.step()  # creates the momentum buffer: time steady-state steps
+    return opt.step
 
 
 def momentum_cases(sizes=DEFAULT_SIZES, dtypes=("float32",), variants=("plain", "nesterov"),
-                   torch_impls=("torch-forloop", "torch-foreach", "torch-fused")):
+                   torch_impls=tuple(_TORCH_SGD_FLAGS)):
+    """momentum_step vs the baseline and torch.optim.SGD (for-loop, foreach, fused)."""
     torch = optional_import("torch")
     cases = []
     for variant in variants:
         nesterov = variant == "nesterov"
-        makers = {"fastmomentum": _numpy_momentum(momentum_step, nesterov),
-                  "baseline": _numpy_momentum(baseline.momentum_step, nesterov)}
+        makers = {"fastmomentum": partial(_numpy_momentum, momentum_step, nesterov),
+                  "baseline": partial(_numpy_momentum, baseline.momentum_step, nesterov)}
         for impl in torch_impls:
-            makers[impl] = _torch_sgd(torch, impl, nesterov) if torch else None
+            makers[impl] = partial(_torch_sgd, torch, impl, nesterov) if torch else None
         for dtype in dtypes:
+            itemsize = np.dtype(dtype).itemsize
             for n in sizes:
-                itemsize = np.dtype(dtype).itemsize
                 for impl, make in makers.items():
                     cases.append(Case(
                         "momentum_step", impl, n, dtype,
-                        make=(lambda make=make, n=n, dtype=dtype: make(n, dtype)),
+                        make=partial(make, n, dtype) if make else None,
                         bytes_moved=5 * n * itemsize,  # read p, g, v; write p, v
                         skip=None if make else "torch not installed",
                         params={"variant": variant}))
     return cases
 
 
+def _numpy_ema(update, n, dtype):
+    a, x = _buffers(n, dtype, 2)
+    return lambda: update(a, x, 0.9)
+
+
+def _torch_lerp(torch, n, dtype):
+    a, x = (torch.from_numpy(b) for b in _buffers(n, dtype, 2))
+    return lambda: a.lerp_(x, 0.1)
+
+
 def ema_cases(sizes=DEFAULT_SIZES, dtypes=("float32",)):
+    """ema_update vs the baseline and torch's ``Tensor.lerp_``."""
     torch = optional_import("torch")
-
-    def numpy_ema(update):
-        def make(n, dtype):
-            a, x = _buffers(n, dtype, 2)
-            return lambda: update(a, x, 0.9)
-        return make
-
-    def torch_lerp(n, dtype):
-        a, x = (torch.from_numpy(b) for b in _buffers(n, dtype, 2))
-        return lambda: a.lerp_(x, 0.1)
-
-    makers = {"fastmomentum": numpy_ema(ema_update), "baseline": numpy_ema(baseline.ema_update),
-              "torch-lerp_": torch_lerp if torch else None}
+    makers = {"fastmomentum": partial(_numpy_ema, ema_update),
+              "baseline": partial(_numpy_ema, baseline.ema_update),
+              "torch-lerp_": partial(_torch_lerp, torch) if torch else None}
     cases = []
     for dtype in dtypes:
+        itemsize = np.dtype(dtype).itemsize
         for n in sizes:
-            itemsize = np.dtype(dtype).itemsize
             for impl, make in makers.items():
                 cases.append(Case(
                     "ema_update", impl, n, dtype,
-                    make=(lambda make=make, n=n, dtype=dtype: make(n, dtype)),
+                    make=partial(make, n, dtype) if make else None,
                     bytes_moved=3 * n * itemsize,  # read average, value; write average
                     skip=None if make else "torch not installed"))
     return cases
+
+
+def _stream(n, dtype):
+    p, g, v = _buffers(n, dtype, 3)
+    return lambda: _kernels.roofline_stream(p, g, v, 0.5)
+
+
+def roofline_case(n, dtype):
+    """The yardstick at ``n`` elements: a plain C OpenMP loop (src/fm_stream.h) moving the
+    same bytes as momentum_step (reads 3 arrays, writes 2), on the kernels' thread count."""
+    return Case("roofline", "C stream loop", n, dtype, make=partial(_stream, n, dtype),
+                bytes_moved=5 * n * np.dtype(dtype).itemsize)
+
+
+def kernel_cases(quick=False, sizes=None, dtypes=None):
+    """The report's single-buffer cases: issue 2's sizes in float32 when ``quick``, else
+    16 to 16M elements in float32 and float64; ``sizes`` and ``dtypes`` override them."""
+    sizes = sizes or (DEFAULT_SIZES if quick else REPORT_SIZES)
+    dtypes = dtypes or (("float32",) if quick else DTYPES)
+    return momentum_cases(sizes, dtypes) + ema_cases(sizes, dtypes)
