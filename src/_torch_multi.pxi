@@ -1,0 +1,184 @@
+# torch.Tensor access for fastmomentum.torch without a Python call per tensor.
+#
+# Reading a tensor's metadata from Python costs 50-100 ns per attribute; a model step needs
+# about eight per tensor. Instead we call PyTorch's stable C shim (the extern "C"
+# aoti_torch_* functions of libtorch that AOTInductor and libtorch-stable extensions are
+# built on): fastmomentum/torch.py looks their addresses up in the loaded libtorch and hands
+# them to torch_bind(), so this module neither links against nor needs torch. A shim
+# handle is an ``at::Tensor*``; the Python tensor object holds its ``at::Tensor`` right
+# after the object header (THPVariable, torch/csrc/autograd/python_variable.h), which
+# torch.py verifies against ``Tensor._cdata`` before enabling this path. Tensors that are
+# not plain dense CPU float32/float64 C-contiguous torch.Tensor/Parameter objects are
+# reported back and stepped by torch itself.
+from cpython.object cimport Py_TYPE
+from libc.stdint cimport uint8_t
+
+cdef extern from "Python.h":
+    PyObject* _PyDict_GetItem_KnownHash(object mp, object key, Py_hash_t hash)
+    PyObject* PyDict_GetItem(object mp, object key)
+    bint PyDict_Check(object o)
+
+ctypedef void* TensorHandle
+ctypedef int32_t (*shim_data_ptr_fn)(TensorHandle, void**) noexcept nogil
+ctypedef int32_t (*shim_int32_fn)(TensorHandle, int32_t*) noexcept nogil
+ctypedef int32_t (*shim_int64_fn)(TensorHandle, int64_t*) noexcept nogil
+ctypedef int32_t (*shim_sizes_fn)(TensorHandle, int64_t**) noexcept nogil
+ctypedef int32_t (*shim_bool_fn)(TensorHandle, uint8_t*) noexcept nogil  # C bool: one byte
+
+ctypedef struct TorchShim:
+    shim_data_ptr_fn get_data_ptr
+    shim_int32_fn get_dtype, get_device_type, get_layout
+    shim_int64_fn get_dim, get_numel
+    shim_sizes_fn get_sizes
+    shim_bool_fn is_contiguous
+    int32_t float32, float64, cpu, strided
+
+cdef TorchShim _shim
+cdef PyTypeObject* _tensor_type = NULL
+cdef PyTypeObject* _parameter_type = NULL
+cdef str _GRAD = "grad"
+cdef str _MOMENTUM_BUFFER = "momentum_buffer"
+
+#: The shim functions torch_bind() needs, by name.
+TORCH_SHIM_FUNCTIONS = ("aoti_torch_get_data_ptr", "aoti_torch_get_dtype",
+                        "aoti_torch_get_device_type", "aoti_torch_get_layout",
+                        "aoti_torch_get_dim", "aoti_torch_get_numel", "aoti_torch_get_sizes",
+                        "aoti_torch_is_contiguous")
+
+
+def torch_bind(dict addresses, int32_t float32, int32_t float64, int32_t cpu,
+               int32_t strided, object tensor_type, object parameter_type):
+    """Enable the torch fast path: ``addresses`` maps TORCH_SHIM_FUNCTIONS to their
+    addresses in the loaded libtorch; the integers are the shim's dtype/device/layout codes.
+    ``tensor_type`` / ``parameter_type`` are torch.Tensor and torch.nn.Parameter, the only
+    Python types whose objects are read through the shim."""
+    global _tensor_type, _parameter_type
+    _shim.get_data_ptr = <shim_data_ptr_fn><uintptr_t>addresses["aoti_torch_get_data_ptr"]
+    _shim.get_dtype = <shim_int32_fn><uintptr_t>addresses["aoti_torch_get_dtype"]
+    _shim.get_device_type = <shim_int32_fn><uintptr_t>addresses["aoti_torch_get_device_type"]
+    _shim.get_layout = <shim_int32_fn><uintptr_t>addresses["aoti_torch_get_layout"]
+    _shim.get_dim = <shim_int64_fn><uintptr_t>addresses["aoti_torch_get_dim"]
+    _shim.get_numel = <shim_int64_fn><uintptr_t>addresses["aoti_torch_get_numel"]
+    _shim.get_sizes = <shim_sizes_fn><uintptr_t>addresses["aoti_torch_get_sizes"]
+    _shim.is_contiguous = <shim_bool_fn><uintptr_t>addresses["aoti_torch_is_contiguous"]
+    _shim.float32, _shim.float64, _shim.cpu, _shim.strided = float32, float64, cpu, strided
+    Py_INCREF(tensor_type)
+    Py_INCREF(parameter_type)
+    _tensor_type = <PyTypeObject*>tensor_type
+    _parameter_type = <PyTypeObject*>parameter_type
+
+
+def torch_impl_address(tensor):
+    """The word right after the object header of ``tensor`` (torch.py checks that it equals
+    ``tensor._cdata``, the address of its TensorImpl, before calling torch_bind)."""
+    return <uintptr_t>(<void**>(<char*><PyObject*>tensor + sizeof(PyObject)))[0]
+
+
+ctypedef struct DenseTensor:
+    char* data
+    int64_t* sizes
+    int64_t dim, numel, nbytes
+    bint is_f32
+
+
+cdef inline bint _dense_cpu(object t, DenseTensor* out) noexcept:
+    """Fill ``out`` when ``t`` is a plain torch.Tensor/Parameter that is CPU, strided,
+    float32/float64 and C-contiguous; False otherwise (or when the shim reports an error)."""
+    cdef PyTypeObject* tp = <PyTypeObject*>Py_TYPE(t)
+    if _tensor_type == NULL or (tp != _tensor_type and tp != _parameter_type):
+        return False
+    cdef TensorHandle h = <TensorHandle>(<char*><PyObject*>t + sizeof(PyObject))
+    cdef int32_t device = -1, layout = -1, dtype = -1
+    cdef uint8_t contiguous = 0
+    cdef void* data = NULL
+    if (_shim.get_device_type(h, &device) != 0 or device != _shim.cpu
+            or _shim.get_layout(h, &layout) != 0 or layout != _shim.strided
+            or _shim.get_dtype(h, &dtype) != 0
+            or (dtype != _shim.float32 and dtype != _shim.float64)
+            or _shim.is_contiguous(h, &contiguous) != 0 or not contiguous
+            or _shim.get_dim(h, &out.dim) != 0 or _shim.get_sizes(h, &out.sizes) != 0
+            or _shim.get_numel(h, &out.numel) != 0 or _shim.get_data_ptr(h, &data) != 0):
+        return False
+    out.is_f32 = dtype == _shim.float32
+    out.data = <char*>data
+    out.nbytes = out.numel * (4 if out.is_f32 else 8)
+    return True
+
+
+cdef inline bint _same_layout(const DenseTensor* a, const DenseTensor* b) noexcept:
+    """Same dtype and shape, and disjoint memory."""
+    return (a.is_f32 == b.is_f32 and a.dim == b.dim
+            and memcmp(a.sizes, b.sizes, a.dim * sizeof(int64_t)) == 0
+            and (a.nbytes == 0 or a.data + a.nbytes <= b.data or b.data + b.nbytes <= a.data))
+
+
+cdef inline object _momentum_buffer(object state, object param):
+    """``state[param]['momentum_buffer']`` or None, without calling Tensor.__hash__ (a
+    Python function returning id(param): the hash is the object's address)."""
+    cdef PyObject* entry = _PyDict_GetItem_KnownHash(state, param,
+                                                     <Py_hash_t><uintptr_t><PyObject*>param)
+    if entry == NULL or not PyDict_Check(<object>entry):
+        return None
+    cdef PyObject* buf = PyDict_GetItem(<object>entry, _MOMENTUM_BUFFER)
+    return None if buf == NULL else <object>buf
+
+
+def torch_sgd_group_step(list params, object state, lr, momentum, dampening, weight_decay,
+                         bint nesterov, bint maximize, new_buffer):
+    """Step every param of one torch.optim param group whose param, grad and momentum
+    buffer are plain dense CPU float32/float64 C-contiguous tensors, bit for bit as
+    torch.optim.SGD's for-loop, in one multi-tensor pass.
+
+    ``state`` is the optimizer's state (a dict keyed by param); ``new_buffer(param)`` makes,
+    stores and returns a param's momentum buffer on its first step (its contents are
+    overwritten). Params whose grad is None are skipped. Returns ``(stepped, others)``:
+    the params written here (their version counters still need a bump) and the indices of
+    params with a grad that this path does not take (torch must step them). Raises only
+    what ``new_buffer`` raises, before anything is written."""
+    cdef Py_ssize_t n = len(params), i
+    cdef double lr_ = lr, momentum_ = momentum, dampening_ = dampening
+    cdef double weight_decay_ = weight_decay
+    cdef _WorkList work = _WorkList(n)
+    cdef list stepped = [], others = [], first_steps = []
+    cdef DenseTensor pt, gt, bt
+    cdef WorkItem* w
+    cdef object p, g, buf
+    cdef bint first
+    if not PyDict_Check(state):
+        raise TypeError("torch_sgd_group_step: `state` must be a dict")
+    for i in range(n):
+        p = params[i]
+        g = getattr(p, _GRAD)
+        if g is None:
+            continue
+        if not (_dense_cpu(p, &pt) and _dense_cpu(g, &gt) and _same_layout(&pt, &gt)):
+            others.append(i)
+            continue
+        first = False
+        bt.data = NULL
+        if momentum_ != 0.0:
+            buf = _momentum_buffer(state, p)
+            first = buf is None
+            if not first and not (_dense_cpu(buf, &bt) and _same_layout(&bt, &pt)
+                                  and _same_layout(&bt, &gt)):
+                others.append(i)
+                continue
+            if first:
+                # -1: empty params get a buffer (as in torch) but no work item.
+                first_steps.append((work.count if pt.numel else -1, p))
+        stepped.append(p)
+        if pt.numel == 0:
+            continue
+        w = work.append(pt.numel)
+        _set_step(&w.call, pt.is_f32, pt.data, gt.data, bt.data, lr_, momentum_, dampening_,
+                  weight_decay_, nesterov, maximize, first)
+    cdef Py_ssize_t item
+    for item, p in first_steps:
+        buf = new_buffer(p)
+        if item >= 0:
+            if not _dense_cpu(buf, &bt):
+                raise AssertionError("torch_sgd_group_step: new_buffer must return a dense "
+                                     "C-contiguous CPU tensor like its param")
+            work.items[item].call.state = bt.data
+    work.run()
+    return stepped, others
