@@ -45,7 +45,7 @@ def _bind_torch_shim():
         return False
     _kernels.torch_bind(addresses, codes["dtype_float32"], codes["dtype_float64"],
                         codes["device_type_cpu"], codes["layout_strided"], torch.Tensor,
-                        torch.nn.Parameter)
+                        torch.nn.Parameter, torch.Tensor.is_neg)
     return True
 
 
@@ -96,7 +96,14 @@ class SGD(Optimizer):
             if foreach:
                 raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
 
-    __setstate__ = torch.optim.SGD.__setstate__
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        for group in self.param_groups:  # as torch.optim.SGD.__setstate__
+            group.setdefault("nesterov", False)
+            group.setdefault("maximize", False)
+            group.setdefault("foreach", None)
+            group.setdefault("differentiable", False)
+            group.setdefault("fused", False)
 
     def _new_momentum_buffer(self, param):
         buffer = torch.empty_like(param, memory_format=torch.contiguous_format)

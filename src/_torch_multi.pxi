@@ -36,6 +36,7 @@ ctypedef struct TorchShim:
 cdef TorchShim _shim
 cdef PyTypeObject* _tensor_type = NULL
 cdef PyTypeObject* _parameter_type = NULL
+cdef object _is_neg = None  # torch.Tensor.is_neg: the one bit the shim cannot report
 cdef str _GRAD = "grad"
 cdef str _MOMENTUM_BUFFER = "momentum_buffer"
 
@@ -47,12 +48,15 @@ TORCH_SHIM_FUNCTIONS = ("aoti_torch_get_data_ptr", "aoti_torch_get_dtype",
 
 
 def torch_bind(dict addresses, int32_t float32, int32_t float64, int32_t cpu,
-               int32_t strided, object tensor_type, object parameter_type):
+               int32_t strided, object tensor_type, object parameter_type, object is_neg):
     """Enable the torch fast path: ``addresses`` maps TORCH_SHIM_FUNCTIONS to their
     addresses in the loaded libtorch; the integers are the shim's dtype/device/layout codes.
     ``tensor_type`` / ``parameter_type`` are torch.Tensor and torch.nn.Parameter, the only
-    Python types whose objects are read through the shim."""
-    global _tensor_type, _parameter_type
+    Python types whose objects are read through the shim; ``is_neg`` is
+    ``torch.Tensor.is_neg`` (a lazily negated view, e.g. ``z.conj().imag``, holds
+    the un-negated numbers)."""
+    global _tensor_type, _parameter_type, _is_neg
+    _is_neg = is_neg
     _shim.get_data_ptr = <shim_data_ptr_fn><uintptr_t>addresses["aoti_torch_get_data_ptr"]
     _shim.get_dtype = <shim_int32_fn><uintptr_t>addresses["aoti_torch_get_dtype"]
     _shim.get_device_type = <shim_int32_fn><uintptr_t>addresses["aoti_torch_get_device_type"]
@@ -83,7 +87,8 @@ ctypedef struct DenseTensor:
 
 cdef inline bint _dense_cpu(object t, DenseTensor* out) noexcept:
     """Fill ``out`` when ``t`` is a plain torch.Tensor/Parameter that is CPU, strided,
-    float32/float64 and C-contiguous; False otherwise (or when the shim reports an error)."""
+    float32/float64, C-contiguous, not a lazily negated view and has its data in memory;
+    False otherwise (or when the shim reports an error)."""
     cdef PyTypeObject* tp = <PyTypeObject*>Py_TYPE(t)
     if _tensor_type == NULL or (tp != _tensor_type and tp != _parameter_type):
         return False
@@ -98,6 +103,8 @@ cdef inline bint _dense_cpu(object t, DenseTensor* out) noexcept:
             or _shim.is_contiguous(h, &contiguous) != 0 or not contiguous
             or _shim.get_dim(h, &out.dim) != 0 or _shim.get_sizes(h, &out.sizes) != 0
             or _shim.get_numel(h, &out.numel) != 0 or _shim.get_data_ptr(h, &data) != 0):
+        return False
+    if (data == NULL and out.numel != 0) or _is_neg(t) is not False:
         return False
     out.is_f32 = dtype == _shim.float32
     out.data = <char*>data
