@@ -87,6 +87,8 @@ class SGD(Optimizer):
                     "foreach": foreach, "differentiable": differentiable, "fused": fused}
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError("Nesterov momentum requires a momentum and zero dampening")
+        #: Per param group: params and buffers known not to be negated views (a cache).
+        self._neg_checked = []
         super().__init__(params, defaults)
         if fused:
             self._step_supports_amp_scaling = True
@@ -98,6 +100,7 @@ class SGD(Optimizer):
 
     def __setstate__(self, state):
         super().__setstate__(state)
+        self.__dict__.setdefault("_neg_checked", [])  # unpickled without __init__
         for group in self.param_groups:  # as torch.optim.SGD.__setstate__
             group.setdefault("nesterov", False)
             group.setdefault("maximize", False)
@@ -145,7 +148,10 @@ class SGD(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        for group in self.param_groups:
+        if len(self._neg_checked) < len(self.param_groups):
+            self._neg_checked += [_kernels.TorchNegCache() for _ in
+                                  range(len(self.param_groups) - len(self._neg_checked))]
+        for group, checked in zip(self.param_groups, self._neg_checked):
             params = group["params"]
             if not self._fast_path_fits(group):
                 self._torch_step(group, params)
@@ -153,7 +159,7 @@ class SGD(Optimizer):
             stepped, others = _kernels.torch_sgd_group_step(
                 params, self.state, group["lr"], group["momentum"], group["dampening"],
                 group["weight_decay"], group["nesterov"], group["maximize"],
-                self._new_momentum_buffer)
+                self._new_momentum_buffer, checked)
             if stepped:
                 # Written behind autograd's back: bump the version counters as an in-place
                 # op would, so autograd still catches use of stale saved weights.

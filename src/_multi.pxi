@@ -7,9 +7,9 @@
 # so one huge embedding and thousands of tiny biases balance alike. Every kernel is
 # element-wise, so the split cannot change a bit of the result.
 from cpython.object cimport PyObject, PyTypeObject
-from cpython.ref cimport Py_INCREF
+from cpython.ref cimport Py_INCREF, Py_XDECREF
 from libc.stdint cimport int32_t, int64_t, uintptr_t
-from libc.stdlib cimport free, malloc
+from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcmp
 
 from fastmomentum.kernels cimport momentum_ema_kernel

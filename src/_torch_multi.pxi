@@ -87,8 +87,8 @@ ctypedef struct DenseTensor:
 
 cdef inline bint _dense_cpu(object t, DenseTensor* out) noexcept:
     """Fill ``out`` when ``t`` is a plain torch.Tensor/Parameter that is CPU, strided,
-    float32/float64, C-contiguous, not a lazily negated view and has its data in memory;
-    False otherwise (or when the shim reports an error)."""
+    float32/float64, C-contiguous and has its data in memory; False otherwise (or when the
+    shim reports an error). The negation bit is checked apart (_not_negated)."""
     cdef PyTypeObject* tp = <PyTypeObject*>Py_TYPE(t)
     if _tensor_type == NULL or (tp != _tensor_type and tp != _parameter_type):
         return False
@@ -104,12 +104,61 @@ cdef inline bint _dense_cpu(object t, DenseTensor* out) noexcept:
             or _shim.get_dim(h, &out.dim) != 0 or _shim.get_sizes(h, &out.sizes) != 0
             or _shim.get_numel(h, &out.numel) != 0 or _shim.get_data_ptr(h, &data) != 0):
         return False
-    if (data == NULL and out.numel != 0) or _is_neg(t) is not False:
+    if data == NULL and out.numel != 0:
         return False
     out.is_f32 = dtype == _shim.float32
     out.data = <char*>data
     out.nbytes = out.numel * (4 if out.is_f32 else 8)
     return True
+
+
+cdef class TorchNegCache:
+    """Params and momentum buffers already seen not to be lazily negated views, by slot
+    (2*i: param i of a group, 2*i+1: its buffer), with the data pointer they had then.
+
+    ``Tensor.is_neg()`` costs a Python call; a tensor's negation bit only changes with its
+    storage (``p.data = ...``) or through torch's private ``_set_neg``, so a param or buffer
+    is asked again only when its object or data pointer changes. Grads are new tensors
+    every step and are always asked."""
+    cdef PyObject** objects  # strong references: an address is never reused while cached
+    cdef char** data
+    cdef Py_ssize_t size
+
+    def __dealloc__(self):
+        cdef Py_ssize_t i
+        for i in range(self.size):
+            Py_XDECREF(self.objects[i])
+        free(self.objects)
+        free(self.data)
+
+    cdef int reserve(self, Py_ssize_t size) except -1:
+        if size <= self.size:
+            return 0
+        cdef PyObject** objects = <PyObject**>realloc(self.objects, size * sizeof(PyObject*))
+        if objects == NULL:
+            raise MemoryError()
+        self.objects = objects
+        cdef char** data = <char**>realloc(self.data, size * sizeof(char*))
+        if data == NULL:
+            raise MemoryError()
+        self.data = data
+        for i in range(self.size, size):
+            self.objects[i] = NULL
+            self.data[i] = NULL
+        self.size = size
+        return 0
+
+    cdef int not_negated(self, Py_ssize_t slot, object t, char* data) except -1:
+        """1 when ``t`` is not a negated view (asking torch unless cached), else 0."""
+        if self.objects[slot] == <PyObject*>t and self.data[slot] == data:
+            return 1
+        if _is_neg(t) is not False:
+            return 0
+        Py_INCREF(t)
+        Py_XDECREF(self.objects[slot])
+        self.objects[slot] = <PyObject*>t
+        self.data[slot] = data
+        return 1
 
 
 cdef inline bint _same_layout(const DenseTensor* a, const DenseTensor* b) noexcept:
@@ -131,14 +180,15 @@ cdef inline object _momentum_buffer(object state, object param):
 
 
 def torch_sgd_group_step(list params, object state, lr, momentum, dampening, weight_decay,
-                         bint nesterov, bint maximize, new_buffer):
+                         bint nesterov, bint maximize, new_buffer, TorchNegCache checked):
     """Step every param of one torch.optim param group whose param, grad and momentum
     buffer are plain dense CPU float32/float64 C-contiguous tensors, bit for bit as
     torch.optim.SGD's for-loop, in one multi-tensor pass.
 
     ``state`` is the optimizer's state (a dict keyed by param); ``new_buffer(param)`` makes,
     stores and returns a param's momentum buffer on its first step (its contents are
-    overwritten). Params whose grad is None are skipped. Returns ``(stepped, others)``:
+    overwritten); ``checked`` is this group's TorchNegCache. Params whose grad is None are
+    skipped. Returns ``(stepped, others)``:
     the params written here (their version counters still need a bump) and the indices of
     params with a grad that this path does not take (torch must step them). Raises only
     what ``new_buffer`` raises, before anything is written."""
@@ -153,12 +203,14 @@ def torch_sgd_group_step(list params, object state, lr, momentum, dampening, wei
     cdef bint first
     if not PyDict_Check(state):
         raise TypeError("torch_sgd_group_step: `state` must be a dict")
+    checked.reserve(2 * n)
     for i in range(n):
         p = params[i]
         g = getattr(p, _GRAD)
         if g is None:
             continue
-        if not (_dense_cpu(p, &pt) and _dense_cpu(g, &gt) and _same_layout(&pt, &gt)):
+        if not (_dense_cpu(p, &pt) and _dense_cpu(g, &gt) and _same_layout(&pt, &gt)
+                and _is_neg(g) is False and checked.not_negated(2 * i, p, pt.data)):
             others.append(i)
             continue
         first = False
@@ -167,7 +219,8 @@ def torch_sgd_group_step(list params, object state, lr, momentum, dampening, wei
             buf = _momentum_buffer(state, p)
             first = buf is None
             if not first and not (_dense_cpu(buf, &bt) and _same_layout(&bt, &pt)
-                                  and _same_layout(&bt, &gt)):
+                                  and _same_layout(&bt, &gt)
+                                  and checked.not_negated(2 * i + 1, buf, bt.data)):
                 others.append(i)
                 continue
             if first:

@@ -183,6 +183,38 @@ def test_grad_layout_differing_from_param_is_exact_and_grad_untouched(layout):
     assert_same(ours, theirs)
 
 
+def test_negated_view_params_and_buffers_are_exact():
+    def build():
+        base = torch.arange(6.0).reshape(2, 3)
+        return [torch.nn.Parameter(torch._neg_view(base.clone())), torch.nn.Parameter(base)]
+
+    ours, theirs = build(), build()
+    opt = fmt.SGD(ours, lr=0.1, momentum=0.9)
+    ref = torch.optim.SGD(theirs, lr=0.1, momentum=0.9)
+    gen = torch.Generator().manual_seed(6)
+    for step in range(3):
+        set_grads(ours, theirs, gen)
+        opt.step()
+        ref.step()
+        if step == 0:  # a negated buffer (loaded from elsewhere) must be honoured too
+            buf = ref.state[theirs[1]]["momentum_buffer"]
+            opt.state[ours[1]]["momentum_buffer"] = torch._neg_view(-buf)
+    assert_same(ours, theirs)
+    assert ours[0].is_neg()
+
+
+def test_pickled_optimizer_still_steps():
+    import pickle
+    p = make_params(torch.float32)
+    opt = pickle.loads(pickle.dumps(fmt.SGD(p, lr=0.1, momentum=0.9)))
+    ref = torch.optim.SGD(make_params(torch.float32), lr=0.1, momentum=0.9)
+    gen = torch.Generator().manual_seed(7)
+    set_grads(opt.param_groups[0]["params"], ref.param_groups[0]["params"], gen)
+    opt.step()
+    ref.step()
+    assert_same(opt.param_groups[0]["params"], ref.param_groups[0]["params"])
+
+
 def test_other_dtypes_and_sparse_grads_are_stepped_by_torch():
     def build():
         torch.manual_seed(0)
