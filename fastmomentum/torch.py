@@ -11,11 +11,14 @@ imports torch.
   float tensors), with the averages as torch tensors.
 """
 import ctypes
+import functools
 import glob
+import itertools
 import os
 
 import torch
-from torch.optim.optimizer import Optimizer, _use_grad_for_differentiable
+from torch.optim import optimizer as _torch_optimizer
+from torch.optim.optimizer import Optimizer
 from torch.optim.sgd import sgd as _torch_sgd
 
 from . import optim as _optim
@@ -52,6 +55,45 @@ def _bind_torch_shim():
 #: Whether dense CPU float32/float64 params go through fastmomentum's kernels here (False:
 #: every step is torch's own, still correct, not faster).
 FAST_PATH = _bind_torch_shim()
+
+
+def _hooked_step(step):
+    """torch.optim.Optimizer.profile_hook_step (step pre/post hooks, the profiler's
+    ``_optimizer_step_code``) with the grad mode of ``_use_grad_for_differentiable``, but
+    entering ``record_function`` only while a profiler runs: it costs tens of us per step,
+    more than a whole fastmomentum step of a small model."""
+    @functools.wraps(step)
+    def wrapper(self, *args, **kwargs):
+        if torch._C._autograd._profiler_enabled():
+            with torch.autograd.profiler.record_function(
+                    f"Optimizer.step#{self.__class__.__name__}.step"):
+                return _run_hooked(step, self, args, kwargs)
+        return _run_hooked(step, self, args, kwargs)
+    wrapper.hooked = True  # Optimizer._patch_step_function: do not wrap again
+    return wrapper
+
+
+def _run_hooked(step, self, args, kwargs):
+    for pre_hook in itertools.chain(_torch_optimizer._global_optimizer_pre_hooks.values(),
+                                    self._optimizer_step_pre_hooks.values()):
+        result = pre_hook(self, args, kwargs)
+        if result is not None:
+            if isinstance(result, tuple) and len(result) == 2:
+                args, kwargs = result
+            else:
+                raise RuntimeError(f"{step} must return None or a tuple of (new_args, "
+                                   f"new_kwargs), but got {result}.")
+    grad_enabled = torch.is_grad_enabled()
+    torch._C._set_grad_enabled(self.defaults["differentiable"])
+    try:
+        out = step(self, *args, **kwargs)
+    finally:
+        torch._C._set_grad_enabled(grad_enabled)
+    self._optimizer_step_code()
+    for post_hook in itertools.chain(self._optimizer_step_post_hooks.values(),
+                                     _torch_optimizer._global_optimizer_post_hooks.values()):
+        post_hook(self, args, kwargs)
+    return out
 
 
 class SGD(Optimizer):
@@ -141,7 +183,7 @@ class SGD(Optimizer):
             for p, buffer in zip(params_with_grad, buffers):
                 self.state[p]["momentum_buffer"] = buffer
 
-    @_use_grad_for_differentiable
+    @_hooked_step
     def step(self, closure=None):
         """Perform a single optimization step (``closure`` as in torch.optim.SGD)."""
         loss = None
@@ -163,7 +205,7 @@ class SGD(Optimizer):
             if stepped:
                 # Written behind autograd's back: bump the version counters as an in-place
                 # op would, so autograd still catches use of stale saved weights.
-                torch.autograd.graph.increment_version(stepped)
+                torch._C._increment_version(stepped)  # torch.autograd.graph.increment_version
             if others:
                 self._torch_step(group, [params[i] for i in others])
         return loss
