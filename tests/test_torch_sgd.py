@@ -262,6 +262,20 @@ def test_step_bumps_version_so_autograd_catches_stale_weights():
             loss.backward()
 
 
+def test_step_hooks_and_profiler_label_as_torch():
+    p = make_params(torch.float32)[:1]
+    p[0].grad = torch.ones(p[0].shape)
+    opt = fmt.SGD(p, lr=0.1)
+    calls = []
+    opt.register_step_pre_hook(lambda o, args, kwargs: calls.append(("pre", o)))
+    opt.register_step_post_hook(lambda o, args, kwargs: calls.append(("post", o)))
+    with torch.profiler.profile() as prof:
+        opt.step()
+    assert calls == [("pre", opt), ("post", opt)]
+    assert any(e.name == "Optimizer.step#SGD.step" for e in prof.events())
+    assert torch.is_grad_enabled()  # grad mode restored after the step
+
+
 def test_zero_grad_and_no_grad_params():
     p = make_params(torch.float32)
     opt = fmt.SGD(p, lr=0.1, momentum=0.9)
