@@ -16,6 +16,7 @@ import glob
 import itertools
 import os
 
+import numpy as np
 import torch
 from torch.optim import optimizer as _torch_optimizer
 from torch.optim.optimizer import Optimizer
@@ -114,7 +115,7 @@ class SGD(Optimizer):
 
     def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0,
                  nesterov=False, *, maximize=False, foreach=None, differentiable=False,
-                 fused=None):
+                 fused=None, ema=None):
         # torch.optim.SGD.__init__, check for check and message for message.
         if isinstance(lr, torch.Tensor) and lr.numel() != 1:
             raise ValueError("Tensor lr must be 1-element")
@@ -139,10 +140,26 @@ class SGD(Optimizer):
                 raise RuntimeError("`fused` does not support `differentiable`")
             if foreach:
                 raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
+        #: An :class:`EMA` of all params (param groups in order), updated by every step
+        #: in the same pass over memory as the step, or None.
+        self.ema = ema
+        if ema is not None:
+            self._check_ema()
+
+    def _check_ema(self):
+        params = [p for group in self.param_groups for p in group["params"]]
+        averages = self.ema._ema.raw_averages
+        if len(params) != len(averages) or any(
+                tuple(p.shape) != a.shape or _NUMPY_DTYPES.get(p.dtype) != a.dtype
+                for p, a in zip(params, averages)):
+            raise ValueError(f"SGD: `ema` must average this optimizer's params, in order "
+                             f"({len(params)} params; the EMA has {len(averages)} averages "
+                             f"or differs in a shape or dtype)")
 
     def __setstate__(self, state):
         super().__setstate__(state)
         self.__dict__.setdefault("_neg_checked", [])  # unpickled without __init__
+        self.__dict__.setdefault("ema", None)
         for group in self.param_groups:  # as torch.optim.SGD.__setstate__
             group.setdefault("nesterov", False)
             group.setdefault("maximize", False)
@@ -190,25 +207,46 @@ class SGD(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        ema = self.ema
+        if ema is not None:
+            self._check_ema()  # param groups may have been added since
+            decay = ema._ema.next_decay()
+            averages = iter(ema._ema.raw_averages)
+            unfused = []  # (average, param) pairs the step did not update
         if len(self._neg_checked) < len(self.param_groups):
             self._neg_checked += [_kernels.TorchNegCache() for _ in
                                   range(len(self.param_groups) - len(self._neg_checked))]
         for group, checked in zip(self.param_groups, self._neg_checked):
             params = group["params"]
+            group_averages = (None if ema is None
+                              else list(itertools.islice(averages, len(params))))
             if not self._fast_path_fits(group):
                 self._torch_step(group, params)
+                if ema is not None:
+                    unfused += zip(group_averages, params)
                 continue
-            stepped, others = _kernels.torch_sgd_group_step(
+            stepped, others, no_grad = _kernels.torch_sgd_group_step(
                 params, self.state, group["lr"], group["momentum"], group["dampening"],
                 group["weight_decay"], group["nesterov"], group["maximize"],
-                self._new_momentum_buffer, checked)
+                self._new_momentum_buffer, checked, group_averages,
+                decay if ema is not None else 0.0)
+            if ema is not None:
+                unfused += [(group_averages[i], params[i]) for i in others + no_grad]
             if stepped:
                 # Written behind autograd's back: bump the version counters as an in-place
                 # op would, so autograd still catches use of stale saved weights.
                 torch._C._increment_version(stepped)  # torch.autograd.graph.increment_version
             if others:
                 self._torch_step(group, [params[i] for i in others])
+        if ema is not None:
+            if unfused:
+                _kernels.multi_ema_update([a for a, _ in unfused], _numpy_values(
+                    "SGD.step: ema", [p for _, p in unfused]), decay)
+            ema._ema._advance(decay)
         return loss
+
+
+_NUMPY_DTYPES = {torch.float32: np.dtype(np.float32), torch.float64: np.dtype(np.float64)}
 
 
 def _module_params(params):

@@ -161,11 +161,16 @@ cdef class TorchNegCache:
         return 1
 
 
+cdef inline bint _disjoint(const char* a, const char* b, Py_ssize_t nbytes) noexcept:
+    """Two buffers of ``nbytes`` each share no byte."""
+    return nbytes == 0 or a + nbytes <= b or b + nbytes <= a
+
+
 cdef inline bint _same_layout(const DenseTensor* a, const DenseTensor* b) noexcept:
     """Same dtype and shape, and disjoint memory."""
     return (a.is_f32 == b.is_f32 and a.dim == b.dim
             and memcmp(a.sizes, b.sizes, a.dim * sizeof(int64_t)) == 0
-            and (a.nbytes == 0 or a.data + a.nbytes <= b.data or b.data + b.nbytes <= a.data))
+            and _disjoint(a.data, b.data, a.nbytes))
 
 
 cdef inline object _momentum_buffer(object state, object param):
@@ -180,34 +185,44 @@ cdef inline object _momentum_buffer(object state, object param):
 
 
 def torch_sgd_group_step(list params, object state, lr, momentum, dampening, weight_decay,
-                         bint nesterov, bint maximize, new_buffer, TorchNegCache checked):
+                         bint nesterov, bint maximize, new_buffer, TorchNegCache checked,
+                         list averages=None, decay=0.0):
     """Step every param of one torch.optim param group whose param, grad and momentum
     buffer are plain dense CPU float32/float64 C-contiguous tensors, bit for bit as
     torch.optim.SGD's for-loop, in one multi-tensor pass.
 
     ``state`` is the optimizer's state (a dict keyed by param); ``new_buffer(param)`` makes,
     stores and returns a param's momentum buffer on its first step (its contents are
-    overwritten); ``checked`` is this group's TorchNegCache. Params whose grad is None are
-    skipped. Returns ``(stepped, others)``:
-    the params written here (their version counters still need a bump) and the indices of
-    params with a grad that this path does not take (torch must step them). Raises only
-    what ``new_buffer`` raises, before anything is written."""
+    overwritten); ``checked`` is this group's TorchNegCache. With ``averages`` (NumPy
+    arrays, one per param), each param stepped here also gets
+    ``ema_update(averages[i], param, decay)`` of its new weights in the same pass.
+
+    Returns ``(stepped, others, no_grad)``: the params written here (their version
+    counters still need a bump), the indices of params with a grad that this path does not
+    take (torch must step them) and of params without grad. Raises (before anything is
+    written) what ``new_buffer`` raises, or ValueError for an average unlike its param."""
     cdef Py_ssize_t n = len(params), i
     cdef double lr_ = lr, momentum_ = momentum, dampening_ = dampening
     cdef double weight_decay_ = weight_decay
     cdef _WorkList work = _WorkList(n)
-    cdef list stepped = [], others = [], first_steps = []
+    cdef double decay_ = decay
+    cdef list stepped = [], others = [], no_grad = [], first_steps = []
     cdef DenseTensor pt, gt, bt
     cdef WorkItem* w
     cdef object p, g, buf
-    cdef bint first
+    cdef char* average_data
+    cdef bint first, fused_ema = averages is not None
     if not PyDict_Check(state):
         raise TypeError("torch_sgd_group_step: `state` must be a dict")
+    if fused_ema and (len(averages) != n or not _finite_in(decay_, 0.0, 1.0)):
+        raise ValueError("torch_sgd_group_step: `averages` must hold one array per param "
+                         "and `decay` be in [0, 1]")
     checked.reserve(2 * n)
     for i in range(n):
         p = params[i]
         g = getattr(p, _GRAD)
         if g is None:
+            no_grad.append(i)
             continue
         if not (_dense_cpu(p, &pt) and _dense_cpu(g, &gt) and _same_layout(&pt, &gt)
                 and _is_neg(g) is False and checked.not_negated(2 * i, p, pt.data)):
@@ -226,12 +241,27 @@ def torch_sgd_group_step(list params, object state, lr, momentum, dampening, wei
             if first:
                 # -1: empty params get a buffer (as in torch) but no work item.
                 first_steps.append((work.count if pt.numel else -1, p))
+        average_data = NULL
+        if fused_ema and pt.numel:
+            if not (_usable(averages[i], cnp.NPY_FLOAT if pt.is_f32 else cnp.NPY_DOUBLE, True)
+                    and cnp.PyArray_SIZE(<cnp.ndarray>averages[i]) == pt.numel):
+                raise ValueError(f"torch_sgd_group_step: `averages[{i}]` must be a writeable "
+                                 f"C-contiguous array of the dtype and size of its param")
+            average_data = cnp.PyArray_BYTES(<cnp.ndarray>averages[i])
+            if not (_disjoint(average_data, pt.data, pt.nbytes)
+                    and _disjoint(average_data, gt.data, pt.nbytes)
+                    and (bt.data == NULL or _disjoint(average_data, bt.data, pt.nbytes))):
+                raise ValueError(f"torch_sgd_group_step: `averages[{i}]` shares memory "
+                                 f"with its param, grad or momentum buffer")
         stepped.append(p)
         if pt.numel == 0:
             continue
         w = work.append(pt.numel)
         _set_step(&w.call, pt.is_f32, pt.data, gt.data, bt.data, lr_, momentum_, dampening_,
                   weight_decay_, nesterov, maximize, first)
+        if average_data != NULL:
+            w.average = average_data
+            w.decay = decay_
     cdef Py_ssize_t item
     for item, p in first_steps:
         buf = new_buffer(p)
@@ -241,4 +271,4 @@ def torch_sgd_group_step(list params, object state, lr, momentum, dampening, wei
                                      "C-contiguous CPU tensor like its param")
             work.items[item].call.state = bt.data
     work.run()
-    return stepped, others
+    return stepped, others, no_grad

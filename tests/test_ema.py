@@ -142,3 +142,40 @@ def test_torch_ema_state_dict_and_refusals():
         assert torch.equal(a, b)
     with pytest.raises(TypeError, match=r"EMA: `params\[0\]` must be a dense CPU float32"):
         fmt.EMA([torch.zeros(3, dtype=torch.int32)])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_torch_sgd_with_fused_ema_equals_step_then_ema(dtype):
+    def build():
+        gen = torch.Generator().manual_seed(0)
+        params = [torch.nn.Parameter(torch.randn(s, generator=gen, dtype=dtype))
+                  for s in [(70_000,), (3, 4), (5,), (0,), (2, 2)]]
+        params[4].data = params[4].data.t()  # non-contiguous: stepped by torch, EMA apart
+        return params
+    fused_params, plain_params = build(), build()
+    fused_ema = fmt.EMA(fused_params, decay=0.9, warmup=True)
+    opt = fmt.SGD([{"params": fused_params[:2]}, {"params": fused_params[2:], "lr": 0.2}],
+                  lr=0.1, momentum=0.9, ema=fused_ema)
+    plain_ema = fmt.EMA(plain_params, decay=0.9, warmup=True)
+    ref = torch.optim.SGD([{"params": plain_params[:2]}, {"params": plain_params[2:],
+                                                           "lr": 0.2}], lr=0.1, momentum=0.9)
+    gen = torch.Generator().manual_seed(1)
+    for step in range(4):
+        for i, (a, b) in enumerate(zip(fused_params, plain_params)):
+            g = None if (step == 1 and i == 2) else torch.randn(a.shape, generator=gen,
+                                                                  dtype=dtype)
+            a.grad, b.grad = g, None if g is None else g.clone()
+        opt.step()
+        ref.step()
+        plain_ema.update(plain_params)
+    assert fused_ema.updates == 4
+    for a, b in zip(fused_params, plain_params):
+        assert torch.equal(a, b)
+    for a, b in zip(fused_ema.averages, plain_ema.averages):
+        assert torch.equal(a, b)
+
+
+def test_torch_sgd_refuses_an_ema_of_other_params():
+    params = [torch.nn.Parameter(torch.zeros(3))]
+    with pytest.raises(ValueError, match="`ema` must average this optimizer's params"):
+        fmt.SGD(params, lr=0.1, ema=fmt.EMA([torch.zeros(4)]))
