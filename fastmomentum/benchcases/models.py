@@ -13,7 +13,8 @@ implementations ``torch-forloop`` (its default), ``torch-foreach`` and ``torch-f
 
 ``model_step_ema`` (param ``variant``): one 16M-element float32 step followed by an EMA of
 the weights: ``sgd+ema fused`` (fastmomentum.SGD(..., ema=...), one pass) against
-``sgd then ema`` (fastmomentum.SGD then EMA.update, two passes).
+``sgd then ema`` (fastmomentum.SGD then EMA.update, two passes), and the same pair through
+fastmomentum.torch (``torch sgd+ema fused`` / ``torch sgd then ema``).
 """
 import numpy as np
 
@@ -100,6 +101,26 @@ def _sgd_ema(fused):
     return make
 
 
+def _torch_sgd_ema(fused):
+    def make(shapes, dtype):
+        torch = optional_import("torch")
+        from .. import torch as fmt
+        params = [torch.nn.Parameter(torch.from_numpy(a)) for a in _arrays(shapes, dtype, 0)]
+        for p, g in zip(params, _arrays(shapes, dtype, 1)):
+            p.grad = torch.from_numpy(g)
+        ema = fmt.EMA(params, decay=0.999)
+        opt = fmt.SGD(params, **HYPER, ema=ema if fused else None)
+        opt.step()
+        if fused:
+            return opt.step
+
+        def step_then_ema():
+            opt.step()
+            ema.update(params)
+        return step_then_ema
+    return make
+
+
 def _case(kernel, impl, shapes, dtype, make, bytes_per_element, skip, params):
     size = int(sum(np.prod(s) for s in shapes))
     return Case(kernel, impl, size, dtype,
@@ -127,8 +148,12 @@ def model_cases(quick=False, dtype="float32"):
             cases.append(_case("model_step", impl, shapes(), dtype, make, 5, skip,
                                {"model": model}))
     ema_shapes = [(1 << 20,) if quick else (EMA_SIZE,)]
-    for impl, fused in (("sgd+ema fused", True), ("sgd then ema", False)):
-        # read p, g, v, average; write p, v, average (the unfused pair reads p twice more)
-        cases.append(_case("model_step_ema", impl, ema_shapes, dtype, _sgd_ema(fused), 7,
-                           None, {"variant": "momentum"}))
+    ema_makers = {"sgd+ema fused": _sgd_ema(True), "sgd then ema": _sgd_ema(False),
+                  "torch sgd+ema fused": _torch_sgd_ema(True),
+                  "torch sgd then ema": _torch_sgd_ema(False)}
+    for impl, make in ema_makers.items():
+        skip = "torch not installed" if impl.startswith("torch") and not has_torch else None
+        # read p, g, v, average; write p, v, average (the unfused pair reads p once more)
+        cases.append(_case("model_step_ema", impl, ema_shapes, dtype, make, 7, skip,
+                           {"variant": "momentum"}))
     return cases
