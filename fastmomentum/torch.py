@@ -130,8 +130,8 @@ class SGD(Optimizer):
                     "foreach": foreach, "differentiable": differentiable, "fused": fused}
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError("Nesterov momentum requires a momentum and zero dampening")
-        #: Per param group: params and buffers known not to be negated views (a cache).
-        self._neg_checked = []
+        #: Per param group: facts earlier steps checked (see TorchGroupCache).
+        self._group_caches = []
         super().__init__(params, defaults)
         if fused:
             self._step_supports_amp_scaling = True
@@ -158,7 +158,7 @@ class SGD(Optimizer):
 
     def __setstate__(self, state):
         super().__setstate__(state)
-        self.__dict__.setdefault("_neg_checked", [])  # unpickled without __init__
+        self.__dict__.setdefault("_group_caches", [])  # unpickled without __init__
         self.__dict__.setdefault("ema", None)
         for group in self.param_groups:  # as torch.optim.SGD.__setstate__
             group.setdefault("nesterov", False)
@@ -213,10 +213,10 @@ class SGD(Optimizer):
             decay = ema._ema.next_decay()
             averages = iter(ema._ema.raw_averages)
             unfused = []  # (average, param) pairs the step did not update
-        if len(self._neg_checked) < len(self.param_groups):
-            self._neg_checked += [_kernels.TorchNegCache() for _ in
-                                  range(len(self.param_groups) - len(self._neg_checked))]
-        for group, checked in zip(self.param_groups, self._neg_checked):
+        if len(self._group_caches) < len(self.param_groups):
+            self._group_caches += [_kernels.TorchGroupCache() for _ in
+                                  range(len(self.param_groups) - len(self._group_caches))]
+        for group, checked in zip(self.param_groups, self._group_caches):
             params = group["params"]
             group_averages = (None if ema is None
                               else list(itertools.islice(averages, len(params))))

@@ -112,17 +112,37 @@ cdef inline bint _dense_cpu(object t, DenseTensor* out) noexcept:
     return True
 
 
-cdef class TorchNegCache:
-    """Params and momentum buffers already seen not to be lazily negated views, by slot
-    (2*i: param i of a group, 2*i+1: its buffer), with the data pointer they had then.
+ctypedef struct Span:
+    char* start
+    Py_ssize_t nbytes
 
-    ``Tensor.is_neg()`` costs a Python call; a tensor's negation bit only changes with its
-    storage (``p.data = ...``) or through torch's private ``_set_neg``, so a param or buffer
-    is asked again only when its object or data pointer changes. Grads are new tensors
-    every step and are always asked."""
+
+cdef int _span_order(const void* a, const void* b) noexcept nogil:
+    cdef char* x = (<const Span*>a).start
+    cdef char* y = (<const Span*>b).start
+    return -1 if x < y else (1 if x > y else 0)
+
+
+cdef class TorchGroupCache:
+    """What one param group's previous steps established, so steady-state steps re-check
+    it for the price of a comparison.
+
+    * Slots ``2*i`` (param i) and ``2*i+1`` (its momentum buffer) remember tensors seen not
+      to be lazily negated views, with their data pointer then: ``Tensor.is_neg()`` costs a
+      Python call, and a tensor's negation bit only changes with its storage
+      (``p.data = ...``) or through torch's private ``_set_neg``. Grads are new tensors
+      every step and are always asked.
+    * The memory the multi-tensor pass writes (params and buffers) must not overlap, or
+      threads would race where torch's loop steps one after the other (shared storage,
+      a param listed twice): ``spans`` holds it sorted, rebuilt and checked only when a
+      slot's pointer or size changed; each grad is then looked up in it (binary search).
+    """
     cdef PyObject** objects  # strong references: an address is never reused while cached
     cdef char** data
-    cdef Py_ssize_t size
+    cdef Span* written       # by slot, this step (nbytes 0: not written)
+    cdef Span* spans         # the written spans of the last check, sorted by start
+    cdef Py_ssize_t size, span_count
+    cdef bint spans_valid
 
     def __dealloc__(self):
         cdef Py_ssize_t i
@@ -130,10 +150,13 @@ cdef class TorchNegCache:
             Py_XDECREF(self.objects[i])
         free(self.objects)
         free(self.data)
+        free(self.written)
+        free(self.spans)
 
     cdef int reserve(self, Py_ssize_t size) except -1:
         if size <= self.size:
             return 0
+        cdef Py_ssize_t i
         cdef PyObject** objects = <PyObject**>realloc(self.objects, size * sizeof(PyObject*))
         if objects == NULL:
             raise MemoryError()
@@ -142,10 +165,21 @@ cdef class TorchNegCache:
         if data == NULL:
             raise MemoryError()
         self.data = data
+        cdef Span* written = <Span*>realloc(self.written, size * sizeof(Span))
+        if written == NULL:
+            raise MemoryError()
+        self.written = written
+        cdef Span* spans = <Span*>realloc(self.spans, size * sizeof(Span))
+        if spans == NULL:
+            raise MemoryError()
+        self.spans = spans
         for i in range(self.size, size):
             self.objects[i] = NULL
             self.data[i] = NULL
+            self.written[i].start = NULL
+            self.written[i].nbytes = 0
         self.size = size
+        self.spans_valid = False
         return 0
 
     cdef int not_negated(self, Py_ssize_t slot, object t, char* data) except -1:
@@ -159,6 +193,41 @@ cdef class TorchNegCache:
         self.objects[slot] = <PyObject*>t
         self.data[slot] = data
         return 1
+
+    cdef inline void write(self, Py_ssize_t slot, char* start, Py_ssize_t nbytes) noexcept:
+        """Record what this step writes in ``slot`` (nbytes 0: nothing)."""
+        if self.written[slot].start != start or self.written[slot].nbytes != nbytes:
+            self.written[slot].start = start
+            self.written[slot].nbytes = nbytes
+            self.spans_valid = False
+
+    cdef bint writes_disjoint(self, Py_ssize_t slots) noexcept:
+        """No two written spans overlap (sorting them again only after a change)."""
+        cdef Py_ssize_t i
+        if not self.spans_valid:
+            self.span_count = 0
+            for i in range(slots):
+                if self.written[i].nbytes:
+                    self.spans[self.span_count] = self.written[i]
+                    self.span_count += 1
+            qsort(self.spans, self.span_count, sizeof(Span), _span_order)
+            self.spans_valid = True
+        for i in range(1, self.span_count):
+            if self.spans[i - 1].start + self.spans[i - 1].nbytes > self.spans[i].start:
+                return False
+        return True
+
+    cdef bint overlaps_written(self, const char* start, Py_ssize_t nbytes) noexcept:
+        """Whether [start, start+nbytes) overlaps a written span (after writes_disjoint)."""
+        cdef Py_ssize_t lo = 0, hi = self.span_count, mid
+        while lo < hi:  # first span starting at or after the end of ours
+            mid = (lo + hi) // 2
+            if self.spans[mid].start < start + nbytes:
+                lo = mid + 1
+            else:
+                hi = mid
+        # spans are disjoint and sorted: only the one before can reach into ours
+        return nbytes > 0 and lo > 0 and self.spans[lo - 1].start + self.spans[lo - 1].nbytes > start
 
 
 cdef inline bint _disjoint(const char* a, const char* b, Py_ssize_t nbytes) noexcept:
@@ -185,7 +254,7 @@ cdef inline object _momentum_buffer(object state, object param):
 
 
 def torch_sgd_group_step(list params, object state, lr, momentum, dampening, weight_decay,
-                         bint nesterov, bint maximize, new_buffer, TorchNegCache checked,
+                         bint nesterov, bint maximize, new_buffer, TorchGroupCache checked,
                          list averages=None, decay=0.0):
     """Step every param of one torch.optim param group whose param, grad and momentum
     buffer are plain dense CPU float32/float64 C-contiguous tensors, bit for bit as
@@ -193,7 +262,7 @@ def torch_sgd_group_step(list params, object state, lr, momentum, dampening, wei
 
     ``state`` is the optimizer's state (a dict keyed by param); ``new_buffer(param)`` makes,
     stores and returns a param's momentum buffer on its first step (its contents are
-    overwritten); ``checked`` is this group's TorchNegCache. With ``averages`` (NumPy
+    overwritten); ``checked`` is this group's TorchGroupCache. With ``averages`` (NumPy
     arrays, one per param), each param stepped here also gets
     ``ema_update(averages[i], param, decay)`` of its new weights in the same pass.
 
@@ -221,11 +290,16 @@ def torch_sgd_group_step(list params, object state, lr, momentum, dampening, wei
     for i in range(n):
         p = params[i]
         g = getattr(p, _GRAD)
+        # Record what each param's item writes (nothing unless it gets one).
         if g is None:
+            checked.write(2 * i, NULL, 0)
+            checked.write(2 * i + 1, NULL, 0)
             no_grad.append(i)
             continue
         if not (_dense_cpu(p, &pt) and _dense_cpu(g, &gt) and _same_layout(&pt, &gt)
                 and _is_neg(g) is False and checked.not_negated(2 * i, p, pt.data)):
+            checked.write(2 * i, NULL, 0)
+            checked.write(2 * i + 1, NULL, 0)
             others.append(i)
             continue
         first = False
@@ -236,6 +310,8 @@ def torch_sgd_group_step(list params, object state, lr, momentum, dampening, wei
             if not first and not (_dense_cpu(buf, &bt) and _same_layout(&bt, &pt)
                                   and _same_layout(&bt, &gt)
                                   and checked.not_negated(2 * i + 1, buf, bt.data)):
+                checked.write(2 * i, NULL, 0)
+                checked.write(2 * i + 1, NULL, 0)
                 others.append(i)
                 continue
             if first:
@@ -254,6 +330,8 @@ def torch_sgd_group_step(list params, object state, lr, momentum, dampening, wei
                 raise ValueError(f"torch_sgd_group_step: `averages[{i}]` shares memory "
                                  f"with its param, grad or momentum buffer")
         stepped.append(p)
+        checked.write(2 * i, pt.data, pt.nbytes)
+        checked.write(2 * i + 1, bt.data, pt.nbytes if bt.data != NULL else 0)
         if pt.numel == 0:
             continue
         w = work.append(pt.numel)
@@ -262,7 +340,19 @@ def torch_sgd_group_step(list params, object state, lr, momentum, dampening, wei
         if average_data != NULL:
             w.average = average_data
             w.decay = decay_
+    # Threads run the items in any order: what one writes must not be what another reads
+    # or writes. New buffers are fresh memory and cannot overlap anything.
     cdef Py_ssize_t item
+    cdef bint disjoint = checked.writes_disjoint(2 * n)
+    item = 0
+    while disjoint and item < work.count:
+        w = &work.items[item]
+        disjoint = not checked.overlaps_written(
+            w.call.inp, w.size * (4 if w.call.kernel in (SGD_F32, MOMENTUM_F32) else 8))
+        item += 1
+    if not disjoint:  # aliased memory: torch steps the whole group, in its order
+        skipped = set(no_grad)
+        return [], [i for i in range(n) if i not in skipped], no_grad
     for item, p in first_steps:
         buf = new_buffer(p)
         if item >= 0:

@@ -215,6 +215,34 @@ def test_pickled_optimizer_still_steps():
     assert_same(opt.param_groups[0]["params"], ref.param_groups[0]["params"])
 
 
+@pytest.mark.parametrize("alias", ["duplicate param", "params sharing storage",
+                                   "grad is another param"])
+def test_aliased_memory_is_stepped_in_torchs_order(alias):
+    def build():
+        base = torch.arange(12.0)
+        a = torch.nn.Parameter(base[:8].clone())
+        if alias == "duplicate param":
+            return [a, torch.nn.Parameter(base[8:].clone()), a]
+        if alias == "params sharing storage":
+            storage = base.clone()
+            return [torch.nn.Parameter(storage[:8]), torch.nn.Parameter(storage[4:])]
+        return [a, torch.nn.Parameter(base[4:].clone())]
+
+    results = []
+    for cls in (fmt.SGD, torch.optim.SGD):
+        params = build()
+        opt = cls(params, lr=0.1, momentum=0.9)
+        gen = torch.Generator().manual_seed(8)
+        for _ in range(3):
+            for p in params:
+                p.grad = torch.randn(p.shape, generator=gen)
+            if alias == "grad is another param":
+                params[1].grad = params[0].detach()
+            opt.step()
+        results.append([p.detach().clone() for p in params])
+    assert_same(*results)
+
+
 def test_other_dtypes_and_sparse_grads_are_stepped_by_torch():
     def build():
         torch.manual_seed(0)
