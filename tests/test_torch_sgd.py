@@ -7,6 +7,7 @@ import sys
 import pytest
 import torch
 
+import fastmomentum as fm
 import fastmomentum.torch as fmt
 
 OPTIONS = [dict(momentum=m, dampening=d, weight_decay=wd, nesterov=n, maximize=mx)
@@ -81,6 +82,26 @@ def test_lr_scheduler_and_param_groups():
     assert opt.param_groups[1]["lr"] == ref.param_groups[1]["lr"] == 0.3 * 0.5 ** 3
     assert_same(ours, theirs)
     assert_same_state(opt, ref)
+
+
+def test_tensor_lr_and_thread_count():
+    results = []
+    for cls, threads in ((torch.optim.SGD, 2), (fmt.SGD, 1), (fmt.SGD, 2)):
+        before = fm.get_num_threads()
+        fm.set_num_threads(threads)
+        try:
+            params = make_params(torch.float32, shapes=[(150_000,), (70_001,), (3,)])
+            opt = cls(params, lr=torch.tensor(0.05), momentum=0.9, weight_decay=0.01)
+            gen = torch.Generator().manual_seed(9)
+            for _ in range(3):
+                for p in params:
+                    p.grad = torch.randn(p.shape, generator=gen)
+                opt.step()
+        finally:
+            fm.set_num_threads(before)
+        results.append(params)
+    assert_same(results[0], results[1])
+    assert_same(results[1], results[2])
 
 
 def test_defaults_and_param_group_keys_mirror_torch():
