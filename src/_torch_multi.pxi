@@ -14,6 +14,7 @@ from cpython.object cimport Py_TYPE
 from libc.stdint cimport uint8_t
 
 cdef extern from "Python.h":
+    PyObject* PyErr_Occurred()
     PyObject* _PyDict_GetItem_KnownHash(object mp, object key, Py_hash_t hash)
     PyObject* PyDict_GetItem(object mp, object key)
     bint PyDict_Check(object o)
@@ -242,11 +243,18 @@ cdef inline bint _same_layout(const DenseTensor* a, const DenseTensor* b) noexce
             and _disjoint(a.data, b.data, a.nbytes))
 
 
+cdef int raise_error_set() except -1:
+    """Propagate the Python error a C-API call left set."""
+    return -1
+
+
 cdef inline object _momentum_buffer(object state, object param):
     """``state[param]['momentum_buffer']`` or None, without calling Tensor.__hash__ (a
     Python function returning id(param): the hash is the object's address)."""
     cdef PyObject* entry = _PyDict_GetItem_KnownHash(state, param,
                                                      <Py_hash_t><uintptr_t><PyObject*>param)
+    if entry == NULL and PyErr_Occurred():
+        raise_error_set()
     if entry == NULL or not PyDict_Check(<object>entry):
         return None
     cdef PyObject* buf = PyDict_GetItem(<object>entry, _MOMENTUM_BUFFER)
