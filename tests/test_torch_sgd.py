@@ -6,6 +6,8 @@ import sys
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import fastmomentum as fm
 import fastmomentum.torch as fmt
@@ -341,3 +343,31 @@ def test_import_fastmomentum_does_not_import_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "False"
+
+
+@settings(max_examples=20, deadline=None)
+@given(shapes=st.lists(st.lists(st.integers(0, 7), min_size=0, max_size=3), min_size=1,
+                       max_size=5),
+       f64=st.lists(st.booleans(), min_size=5, max_size=5),
+       options=st.sampled_from(OPTIONS), lr=st.floats(1e-4, 1.0),
+       transposed=st.booleans(), seed=st.integers(0, 2**16))
+def test_property_equals_torch(shapes, f64, options, lr, transposed, seed):
+    shapes = [tuple(s) for s in shapes]
+    dtypes = [torch.float64 if f else torch.float32 for f in f64[:len(shapes)]]
+
+    def build():
+        gen = torch.Generator().manual_seed(seed)
+        return [torch.nn.Parameter(torch.randn(s, generator=gen, dtype=d))
+                for s, d in zip(shapes, dtypes)]
+    ours, theirs = build(), build()
+    opt = fmt.SGD(ours, lr=lr, **options)
+    ref = torch.optim.SGD(theirs, lr=lr, **options)
+    gen = torch.Generator().manual_seed(seed + 1)
+    for _ in range(3):
+        for a, b in zip(ours, theirs):
+            g = torch.randn(a.shape[::-1], generator=gen, dtype=a.dtype)
+            g = g.permute(tuple(reversed(range(g.dim())))) if transposed else g.reshape(a.shape)
+            a.grad, b.grad = g, g.clone()
+        opt.step()
+        ref.step()
+    assert_same(ours, theirs)
