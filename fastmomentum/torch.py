@@ -209,7 +209,9 @@ class SGD(Optimizer):
                 loss = closure()
         ema = self.ema
         if ema is not None:
-            self._check_ema()  # param groups may have been added since
+            if sum(len(group["params"]) for group in self.param_groups) != len(
+                    ema._ema.raw_averages):
+                self._check_ema()  # a param group was added: refuse with the full account
             decay = ema._ema.next_decay()
             averages = iter(ema._ema.raw_averages)
             unfused = []  # (average, param) pairs the step did not update

@@ -179,3 +179,7 @@ def test_torch_sgd_refuses_an_ema_of_other_params():
     params = [torch.nn.Parameter(torch.zeros(3))]
     with pytest.raises(ValueError, match="`ema` must average this optimizer's params"):
         fmt.SGD(params, lr=0.1, ema=fmt.EMA([torch.zeros(4)]))
+    opt = fmt.SGD(params, lr=0.1, ema=fmt.EMA(params))
+    opt.add_param_group({"params": [torch.nn.Parameter(torch.zeros(2))]})
+    with pytest.raises(ValueError, match="`ema` must average this optimizer's params"):
+        opt.step()
