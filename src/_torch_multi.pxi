@@ -1,7 +1,8 @@
-# torch.Tensor access for fastmomentum.torch without a Python call per tensor.
+# torch.Tensor access for fastmomentum.torch with two Python calls per tensor (``p.grad``,
+# ``grad.is_neg()``) instead of about ten.
 #
-# Reading a tensor's metadata from Python costs 50-100 ns per attribute; a model step needs
-# about eight per tensor. Instead we call PyTorch's stable C shim (the extern "C"
+# Reading a tensor's metadata from Python costs 50-100 ns per attribute. Instead we call
+# PyTorch's stable C shim (the extern "C"
 # aoti_torch_* functions of libtorch that AOTInductor and libtorch-stable extensions are
 # built on): fastmomentum/torch.py looks their addresses up in the loaded libtorch and hands
 # them to torch_bind(), so this module neither links against nor needs torch. A shim
@@ -15,9 +16,20 @@ from libc.stdint cimport uint8_t
 
 cdef extern from "Python.h":
     PyObject* PyErr_Occurred()
-    PyObject* _PyDict_GetItem_KnownHash(object mp, object key, Py_hash_t hash)
     PyObject* PyDict_GetItem(object mp, object key)
     bint PyDict_Check(object o)
+
+cdef extern from *:
+    """
+    /* A dict lookup with the key's hash given (CPython < 3.13 exports it; later versions
+       hash the key themselves, through Tensor.__hash__, slower but the same result). */
+    #if PY_VERSION_HEX < 0x030D0000
+    #define fm_dict_get_known_hash(d, k, h) _PyDict_GetItem_KnownHash(d, k, h)
+    #else
+    #define fm_dict_get_known_hash(d, k, h) PyDict_GetItemWithError(d, k)
+    #endif
+    """
+    PyObject* fm_dict_get_known_hash(object mp, object key, Py_hash_t hash)
 
 ctypedef void* TensorHandle
 ctypedef int32_t (*shim_data_ptr_fn)(TensorHandle, void**) noexcept nogil
@@ -251,8 +263,8 @@ cdef int raise_error_set() except -1:
 cdef inline object _momentum_buffer(object state, object param):
     """``state[param]['momentum_buffer']`` or None, without calling Tensor.__hash__ (a
     Python function returning id(param): the hash is the object's address)."""
-    cdef PyObject* entry = _PyDict_GetItem_KnownHash(state, param,
-                                                     <Py_hash_t><uintptr_t><PyObject*>param)
+    cdef PyObject* entry = fm_dict_get_known_hash(state, param,
+                                                  <Py_hash_t><uintptr_t><PyObject*>param)
     if entry == NULL and PyErr_Occurred():
         raise_error_set()
     if entry == NULL or not PyDict_Check(<object>entry):
