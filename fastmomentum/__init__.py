@@ -24,3 +24,7 @@ __version__ = "0.1.0"
 
 __all__ = ["momentum_step", "ema_update", "set_num_threads", "get_num_threads",
            "BUILD_TARGET", "HAS_OPENMP", "__version__"]
+
+from .optim import EMA, SGD  # noqa: E402  (needs the kernels above)
+
+__all__ += ["SGD", "EMA"]

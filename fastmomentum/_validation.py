@@ -84,9 +84,8 @@ def check_scalar(func, name, value, *, low=0.0, high=math.inf, label):
     return v
 
 
-def check_momentum_step(param, grad, velocity, lr, momentum, dampening, weight_decay,
-                        nesterov, maximize, first_step):
-    func = "momentum_step"
+def check_sgd_hyper(func, lr, momentum, dampening, weight_decay, nesterov):
+    """torch.optim.SGD's rules for its hyper-parameters (plus finiteness)."""
     check_scalar(func, "lr", lr, label="learning rate")
     check_scalar(func, "momentum", momentum, label="momentum value")
     check_scalar(func, "dampening", dampening, low=-math.inf, label="dampening value")
@@ -94,6 +93,12 @@ def check_momentum_step(param, grad, velocity, lr, momentum, dampening, weight_d
     if nesterov and (momentum <= 0 or dampening != 0):
         raise ValueError(f"{func}: Nesterov momentum requires a momentum and zero dampening "
                          f"(got momentum={momentum}, dampening={dampening})")
+
+
+def check_momentum_step(param, grad, velocity, lr, momentum, dampening, weight_decay,
+                        nesterov, maximize, first_step):
+    func = "momentum_step"
+    check_sgd_hyper(func, lr, momentum, dampening, weight_decay, nesterov)
     check_lead_array(func, "param", param)
     check_like(func, "grad", grad, "param", param, writeable=False)
     check_disjoint(func, "grad", grad, "param", param)
@@ -112,3 +117,64 @@ def check_ema_update(average, value, decay):
     check_lead_array(func, "average", average)
     check_like(func, "value", value, "average", average, writeable=False)
     check_disjoint(func, "value", value, "average", average)
+
+
+def _check_list(func, name, x, n):
+    if not isinstance(x, list):
+        raise TypeError(f"{func}: `{name}` must be a list of {n} arrays; got {describe(x)}")
+    if len(x) != n:
+        raise ValueError(f"{func}: `{name}` must hold {n} arrays, one per parameter; "
+                         f"got {len(x)}")
+
+
+def check_multi_step(params, grads, velocities, averages, lr, momentum, dampening,
+                     weight_decay, nesterov, maximize, decay, func="SGD.step"):
+    """The checks of :func:`check_momentum_step` for every ``params[i]``, naming the index;
+    ``averages`` (or None) are the EMA averages updated in the same pass with ``decay``."""
+    check_sgd_hyper(func, lr, momentum, dampening, weight_decay, nesterov)
+    check_scalar(func, "decay", decay, high=1.0, label="decay")
+    n = len(params)
+    _check_list(func, "grads", grads, n)
+    if momentum != 0:
+        _check_list(func, "momentum_buffers", velocities, n)
+    if averages is not None:
+        _check_list(func, "averages", averages, n)
+    for i in range(n):
+        p, g = params[i], grads[i]
+        check_lead_array(func, f"params[{i}]", p)
+        check_like(func, f"grads[{i}]", g, f"params[{i}]", p, writeable=False)
+        check_disjoint(func, f"grads[{i}]", g, f"params[{i}]", p)
+        others = [(f"params[{i}]", p), (f"grads[{i}]", g)]
+        if momentum != 0:
+            v = velocities[i]
+            check_like(func, f"momentum_buffers[{i}]", v, f"params[{i}]", p, writeable=True)
+            for other_name, other in others:
+                check_disjoint(func, f"momentum_buffers[{i}]", v, other_name, other)
+            others.append((f"momentum_buffers[{i}]", v))
+        if averages is not None:
+            a = averages[i]
+            check_like(func, f"averages[{i}]", a, f"params[{i}]", p, writeable=True)
+            for other_name, other in others:
+                check_disjoint(func, f"averages[{i}]", a, other_name, other)
+
+
+def check_multi_ema(averages, values, decay, func="EMA.update"):
+    """The checks of :func:`check_ema_update` for every pair, naming the index."""
+    check_scalar(func, "decay", decay, high=1.0, label="decay")
+    n = len(averages)
+    _check_list(func, "values", values, n)
+    for i in range(n):
+        check_lead_array(func, f"averages[{i}]", averages[i])
+        check_like(func, f"values[{i}]", values[i], f"averages[{i}]", averages[i],
+                   writeable=False)
+        check_disjoint(func, f"values[{i}]", values[i], f"averages[{i}]", averages[i])
+
+
+def check_disjoint_all(func, name, arrays):
+    """No two of ``arrays`` share memory (a step runs them in parallel)."""
+    spans = sorted((a.__array_interface__["data"][0], a.nbytes, i)
+                   for i, a in enumerate(arrays) if a.size)
+    for (start, nbytes, i), (next_start, _, j) in zip(spans, spans[1:]):
+        if next_start < start + nbytes:
+            raise ValueError(f"{func}: `{name}[{min(i, j)}]` and `{name}[{max(i, j)}]` "
+                             f"share memory; each array may appear only once")

@@ -71,3 +71,29 @@ cdef inline void ema_kernel(real* average, const real* value, Py_ssize_t n,
     cdef Py_ssize_t i
     for i in range(n):
         average[i] = fused_multiply_add(decay, average[i], one_minus_decay * value[i])
+
+
+cdef inline void momentum_ema_kernel(real* param, const real* grad, real* velocity,
+                                     real* average, Py_ssize_t n, real neg_lr, real momentum,
+                                     real one_minus_dampening, real weight_decay,
+                                     bint has_weight_decay, bint has_momentum, bint nesterov,
+                                     bint maximize, bint first_step, real decay,
+                                     real one_minus_decay) noexcept nogil:
+    """An SGD step (``momentum_kernel``, or ``sgd_kernel`` when ``not has_momentum``;
+    ``velocity`` is then unused) followed by ``ema_kernel(average, param)`` on the new
+    weights, block by block: each block of ``param`` is still in L1 cache when the EMA reads
+    it, so memory is crossed once, not twice. Same bits as the two kernels run one after
+    the other; ``average`` must overlap none of the other buffers."""
+    cdef Py_ssize_t start = 0, block
+    cdef Py_ssize_t BLOCK = 2048  # 8-16 KB per buffer: four buffers fit in L1 together
+    while start < n:
+        block = min(BLOCK, n - start)
+        if has_momentum:
+            momentum_kernel(param + start, grad + start, velocity + start, block, neg_lr,
+                            momentum, one_minus_dampening, weight_decay, has_weight_decay,
+                            nesterov, maximize, first_step)
+        else:
+            sgd_kernel(param + start, grad + start, block, neg_lr, weight_decay,
+                       has_weight_decay, maximize)
+        ema_kernel(average + start, param + start, block, decay, one_minus_decay)
+        start += block

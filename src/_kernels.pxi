@@ -271,3 +271,4 @@ def ema_update(average, value, decay):
     return average
 
 include "_roofline.pxi"
+include "_multi.pxi"

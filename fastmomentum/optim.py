@@ -1,0 +1,181 @@
+"""Whole-model optimizers over NumPy arrays: :class:`SGD` and the weight average :class:`EMA`.
+
+One ``step``/``update`` is one call into compiled code for all arrays (multi-tensor apply):
+no Python loop over tensors, threads split the total work across and within arrays.
+"""
+import numpy as np
+
+from . import _validation
+from ._dispatch import kernels as _kernels
+
+_HYPER = ("lr", "momentum", "dampening", "weight_decay", "nesterov", "maximize")
+
+
+def _checked_arrays(func, name, arrays):
+    arrays = list(arrays)
+    for i, a in enumerate(arrays):
+        _validation.check_lead_array(func, f"{name}[{i}]", a)
+    _validation.check_disjoint_all(func, name, arrays)
+    return arrays
+
+
+def _load_arrays(func, name, saved, like):
+    """Arrays ``saved`` checked against ``like`` (count and shape; cast to their dtype)."""
+    if not isinstance(saved, (list, tuple)) or len(saved) != len(like):
+        count = len(saved) if isinstance(saved, (list, tuple)) else _validation.describe(saved)
+        raise ValueError(f"{func}: expected {len(like)} `{name}`, one per parameter; "
+                         f"got {count}")
+    for i, (s, a) in enumerate(zip(saved, like)):
+        if np.shape(s) != a.shape:
+            raise ValueError(f"{func}: `{name}[{i}]` must have shape {a.shape}; "
+                             f"got {np.shape(s)}")
+    return [np.array(s, dtype=a.dtype, order="C") for s, a in zip(saved, like)]
+
+
+class EMA:
+    """Exponential moving average of a list of arrays (Polyak averaging of weights).
+
+    ``update(params)`` sets every ``average = d*average + (1-d)*param`` in one call, where
+    the decay ``d`` is ``decay``, or with ``warmup=True`` ``min(decay, (1+t)/(10+t))`` for
+    the update that follows ``t`` earlier ones (timm's ModelEma / TensorFlow's
+    ``num_updates`` schedule: the average follows the weights closely at first).
+
+    ``debias=False`` (default) starts each average at a copy of its array. ``debias=True``
+    starts at zero and :attr:`averages` divides by ``1 - prod(d)`` (``1 - decay**t`` for a
+    constant decay), as Optax's ``ema(debias=True)`` does.
+    """
+
+    def __init__(self, params, decay=0.999, *, warmup=False, debias=False):
+        self.decay = _validation.check_scalar("EMA", "decay", decay, high=1.0, label="decay")
+        self.warmup = bool(warmup)
+        self.debias = bool(debias)
+        params = _checked_arrays("EMA", "params", params)
+        #: The raw (biased when debias=True) averages, updated in place.
+        self.raw_averages = [np.zeros_like(p) if self.debias else p.copy() for p in params]
+        #: Number of updates so far.
+        self.updates = 0
+        self._kept = 1.0  # product of the decays used so far: the weight of the start value
+
+    def next_decay(self):
+        """The decay the next update uses."""
+        if self.warmup:
+            t = self.updates
+            return min(self.decay, (1.0 + t) / (10.0 + t))
+        return self.decay
+
+    def _advance(self, decay):
+        self.updates += 1
+        self._kept *= decay
+
+    def update(self, params):
+        """Fold the current ``params`` (same order, shapes, dtypes) into the averages."""
+        decay = self.next_decay()
+        _kernels.multi_ema_update(self.raw_averages, list(params), decay)
+        self._advance(decay)
+
+    @property
+    def averages(self):
+        """The averages: the live arrays, or with ``debias=True`` new bias-corrected arrays."""
+        if not self.debias or self.updates == 0:
+            return self.raw_averages
+        correction = 1.0 / (1.0 - self._kept)
+        return [a * a.dtype.type(correction) for a in self.raw_averages]
+
+    def state_dict(self):
+        """A plain dict (copies of the averages and the counters)."""
+        return {"decay": self.decay, "warmup": self.warmup, "debias": self.debias,
+                "updates": self.updates, "decay_product": self._kept,
+                "averages": [a.copy() for a in self.raw_averages]}
+
+    def load_state_dict(self, state_dict):
+        """Restore a :meth:`state_dict`; refused (nothing changed) when it does not fit."""
+        func = "EMA.load_state_dict"
+        averages = _load_arrays(func, "averages", state_dict["averages"], self.raw_averages)
+        decay = _validation.check_scalar(func, "decay", state_dict["decay"], high=1.0,
+                                         label="decay")
+        updates, kept = int(state_dict["updates"]), float(state_dict["decay_product"])
+        for a, saved in zip(self.raw_averages, averages):
+            a[...] = saved
+        self.decay, self.updates, self._kept = decay, updates, kept
+        self.warmup, self.debias = bool(state_dict["warmup"]), bool(state_dict["debias"])
+
+
+class SGD:
+    """torch.optim.SGD over a list of NumPy arrays, all stepped in one compiled call.
+
+    ``params``: writeable C-contiguous float32/float64 arrays (dtypes may differ between
+    arrays), updated in place. ``step(grads)`` takes the gradients in the same order and
+    applies :func:`fastmomentum.momentum_step` to every array with torch.optim.SGD's
+    semantics, bit for bit (momentum buffers are created on the first step with momentum,
+    as torch does). The hyper-parameters are plain attributes that may change between
+    steps (``opt.lr = 0.01``). Every gradient is checked before anything is written.
+
+    ``ema``: an :class:`EMA` of the same arrays, updated in the same pass over memory as
+    the step (with the new weights): one pass instead of two.
+    """
+
+    def __init__(self, params, lr, momentum=0.0, dampening=0.0, weight_decay=0.0,
+                 nesterov=False, maximize=False, *, ema=None):
+        _validation.check_sgd_hyper("SGD", lr, momentum, dampening, weight_decay, nesterov)
+        self.params = _checked_arrays("SGD", "params", params)
+        self.lr, self.momentum, self.dampening = lr, momentum, dampening
+        self.weight_decay, self.nesterov, self.maximize = weight_decay, nesterov, maximize
+        if ema is not None:
+            _load_arrays("SGD", "ema.raw_averages", ema.raw_averages, self.params)
+            if any(a.dtype != p.dtype for a, p in zip(ema.raw_averages, self.params)):
+                raise TypeError("SGD: `ema` must average arrays of the params' dtypes")
+        self.ema = ema
+        #: Momentum buffers (None until the first step with momentum).
+        self.momentum_buffers = None
+        #: Number of steps taken.
+        self.steps = 0
+
+    def step(self, grads):
+        """Update every param in place with its gradient (a list in params' order)."""
+        grads = grads if type(grads) is list else list(grads)
+        momentum = self.momentum
+        first_step = momentum != 0 and self.momentum_buffers is None
+        buffers = ([np.empty_like(p) for p in self.params] if first_step
+                   else self.momentum_buffers)
+        ema = self.ema
+        decay = ema.next_decay() if ema is not None else 0.0
+        _kernels.multi_momentum_step(
+            self.params, grads, buffers, ema.raw_averages if ema is not None else None,
+            lr=self.lr, momentum=momentum, dampening=self.dampening,
+            weight_decay=self.weight_decay, nesterov=self.nesterov, maximize=self.maximize,
+            first_step=first_step, decay=decay)
+        if first_step:
+            self.momentum_buffers = buffers
+        if ema is not None:
+            ema._advance(decay)
+        self.steps += 1
+
+    def state_dict(self):
+        """torch.optim-like: ``{'state': {i: {'momentum_buffer': array}}, 'param_groups':
+        [{hyper-parameters..., 'params': [0, 1, ...]}], 'steps': n}`` (copies)."""
+        buffers = self.momentum_buffers or []
+        group = {name: getattr(self, name) for name in _HYPER}
+        group["params"] = list(range(len(self.params)))
+        return {"state": {i: {"momentum_buffer": b.copy()} for i, b in enumerate(buffers)},
+                "param_groups": [group], "steps": self.steps}
+
+    def load_state_dict(self, state_dict):
+        """Restore a :meth:`state_dict`, so the trajectory continues bit for bit. Refused
+        (nothing changed) when the buffers or the group do not fit these params."""
+        func = "SGD.load_state_dict"
+        groups = state_dict["param_groups"]
+        if len(groups) != 1 or list(groups[0]["params"]) != list(range(len(self.params))):
+            raise ValueError(f"{func}: expected one param group over {len(self.params)} "
+                             f"params")
+        group = groups[0]
+        _validation.check_sgd_hyper(func, *(group[name] for name in _HYPER[:5]))
+        state = state_dict["state"]
+        buffers = None
+        if state:
+            saved = [state[i]["momentum_buffer"] for i in range(len(self.params))
+                     if i in state and state[i].get("momentum_buffer") is not None]
+            buffers = _load_arrays(func, "momentum_buffer", saved, self.params)
+        for name in _HYPER:
+            setattr(self, name, group[name])
+        self.momentum_buffers = buffers
+        self.steps = int(state_dict.get("steps", 0))

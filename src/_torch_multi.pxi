@@ -1,0 +1,384 @@
+# torch.Tensor access for fastmomentum.torch with two Python calls per tensor (``p.grad``,
+# ``grad.is_neg()``) instead of about ten.
+#
+# Reading a tensor's metadata from Python costs 50-100 ns per attribute. Instead we call
+# PyTorch's stable C shim (the extern "C"
+# aoti_torch_* functions of libtorch that AOTInductor and libtorch-stable extensions are
+# built on): fastmomentum/torch.py looks their addresses up in the loaded libtorch and hands
+# them to torch_bind(), so this module neither links against nor needs torch. A shim
+# handle is an ``at::Tensor*``; the Python tensor object holds its ``at::Tensor`` right
+# after the object header (THPVariable, torch/csrc/autograd/python_variable.h), which
+# torch.py verifies against ``Tensor._cdata`` before enabling this path. Tensors that are
+# not plain dense CPU float32/float64 C-contiguous torch.Tensor/Parameter objects are
+# reported back and stepped by torch itself.
+from cpython.object cimport Py_TYPE
+from libc.stdint cimport uint8_t
+
+cdef extern from "Python.h":
+    PyObject* PyErr_Occurred()
+    PyObject* PyDict_GetItem(object mp, object key)
+    bint PyDict_Check(object o)
+
+cdef extern from *:
+    """
+    /* A dict lookup with the key's hash given (CPython < 3.13 exports it; later versions
+       hash the key themselves, through Tensor.__hash__, slower but the same result). */
+    #if PY_VERSION_HEX < 0x030D0000
+    #define fm_dict_get_known_hash(d, k, h) _PyDict_GetItem_KnownHash(d, k, h)
+    #else
+    #define fm_dict_get_known_hash(d, k, h) PyDict_GetItemWithError(d, k)
+    #endif
+    """
+    PyObject* fm_dict_get_known_hash(object mp, object key, Py_hash_t hash)
+
+ctypedef void* TensorHandle
+ctypedef int32_t (*shim_data_ptr_fn)(TensorHandle, void**) noexcept nogil
+ctypedef int32_t (*shim_int32_fn)(TensorHandle, int32_t*) noexcept nogil
+ctypedef int32_t (*shim_int64_fn)(TensorHandle, int64_t*) noexcept nogil
+ctypedef int32_t (*shim_sizes_fn)(TensorHandle, int64_t**) noexcept nogil
+ctypedef int32_t (*shim_bool_fn)(TensorHandle, uint8_t*) noexcept nogil  # C bool: one byte
+
+ctypedef struct TorchShim:
+    shim_data_ptr_fn get_data_ptr
+    shim_int32_fn get_dtype, get_device_type, get_layout
+    shim_int64_fn get_dim, get_numel
+    shim_sizes_fn get_sizes
+    shim_bool_fn is_contiguous
+    int32_t float32, float64, cpu, strided
+
+cdef TorchShim _shim
+cdef PyTypeObject* _tensor_type = NULL
+cdef PyTypeObject* _parameter_type = NULL
+cdef object _is_neg = None  # torch.Tensor.is_neg: the one bit the shim cannot report
+cdef str _GRAD = "grad"
+cdef str _MOMENTUM_BUFFER = "momentum_buffer"
+
+#: The shim functions torch_bind() needs, by name.
+TORCH_SHIM_FUNCTIONS = ("aoti_torch_get_data_ptr", "aoti_torch_get_dtype",
+                        "aoti_torch_get_device_type", "aoti_torch_get_layout",
+                        "aoti_torch_get_dim", "aoti_torch_get_numel", "aoti_torch_get_sizes",
+                        "aoti_torch_is_contiguous")
+
+
+def torch_bind(dict addresses, int32_t float32, int32_t float64, int32_t cpu,
+               int32_t strided, object tensor_type, object parameter_type, object is_neg):
+    """Enable the torch fast path: ``addresses`` maps TORCH_SHIM_FUNCTIONS to their
+    addresses in the loaded libtorch; the integers are the shim's dtype/device/layout codes.
+    ``tensor_type`` / ``parameter_type`` are torch.Tensor and torch.nn.Parameter, the only
+    Python types whose objects are read through the shim; ``is_neg`` is
+    ``torch.Tensor.is_neg`` (a lazily negated view, e.g. ``z.conj().imag``, holds
+    the un-negated numbers)."""
+    global _tensor_type, _parameter_type, _is_neg
+    _is_neg = is_neg
+    _shim.get_data_ptr = <shim_data_ptr_fn><uintptr_t>addresses["aoti_torch_get_data_ptr"]
+    _shim.get_dtype = <shim_int32_fn><uintptr_t>addresses["aoti_torch_get_dtype"]
+    _shim.get_device_type = <shim_int32_fn><uintptr_t>addresses["aoti_torch_get_device_type"]
+    _shim.get_layout = <shim_int32_fn><uintptr_t>addresses["aoti_torch_get_layout"]
+    _shim.get_dim = <shim_int64_fn><uintptr_t>addresses["aoti_torch_get_dim"]
+    _shim.get_numel = <shim_int64_fn><uintptr_t>addresses["aoti_torch_get_numel"]
+    _shim.get_sizes = <shim_sizes_fn><uintptr_t>addresses["aoti_torch_get_sizes"]
+    _shim.is_contiguous = <shim_bool_fn><uintptr_t>addresses["aoti_torch_is_contiguous"]
+    _shim.float32, _shim.float64, _shim.cpu, _shim.strided = float32, float64, cpu, strided
+    Py_INCREF(tensor_type)
+    Py_INCREF(parameter_type)
+    _tensor_type = <PyTypeObject*>tensor_type
+    _parameter_type = <PyTypeObject*>parameter_type
+
+
+def torch_impl_address(tensor):
+    """The word right after the object header of ``tensor`` (torch.py checks that it equals
+    ``tensor._cdata``, the address of its TensorImpl, before calling torch_bind)."""
+    return <uintptr_t>(<void**>(<char*><PyObject*>tensor + sizeof(PyObject)))[0]
+
+
+ctypedef struct DenseTensor:
+    char* data
+    int64_t* sizes
+    int64_t dim, numel, nbytes
+    bint is_f32
+
+
+cdef inline bint _dense_cpu(object t, DenseTensor* out) noexcept:
+    """Fill ``out`` when ``t`` is a plain torch.Tensor/Parameter that is CPU, strided,
+    float32/float64, C-contiguous and has its data in memory; False otherwise (or when the
+    shim reports an error). The negation bit is checked apart (_not_negated)."""
+    cdef PyTypeObject* tp = <PyTypeObject*>Py_TYPE(t)
+    if _tensor_type == NULL or (tp != _tensor_type and tp != _parameter_type):
+        return False
+    cdef TensorHandle h = <TensorHandle>(<char*><PyObject*>t + sizeof(PyObject))
+    cdef int32_t device = -1, layout = -1, dtype = -1
+    cdef uint8_t contiguous = 0
+    cdef void* data = NULL
+    if (_shim.get_device_type(h, &device) != 0 or device != _shim.cpu
+            or _shim.get_layout(h, &layout) != 0 or layout != _shim.strided
+            or _shim.get_dtype(h, &dtype) != 0
+            or (dtype != _shim.float32 and dtype != _shim.float64)
+            or _shim.is_contiguous(h, &contiguous) != 0 or not contiguous
+            or _shim.get_dim(h, &out.dim) != 0 or _shim.get_sizes(h, &out.sizes) != 0
+            or _shim.get_numel(h, &out.numel) != 0 or _shim.get_data_ptr(h, &data) != 0):
+        return False
+    if data == NULL and out.numel != 0:
+        return False
+    out.is_f32 = dtype == _shim.float32
+    out.data = <char*>data
+    out.nbytes = out.numel * (4 if out.is_f32 else 8)
+    return True
+
+
+ctypedef struct Span:
+    char* start
+    Py_ssize_t nbytes
+
+
+cdef int _span_order(const void* a, const void* b) noexcept nogil:
+    cdef char* x = (<const Span*>a).start
+    cdef char* y = (<const Span*>b).start
+    return -1 if x < y else (1 if x > y else 0)
+
+
+cdef class TorchGroupCache:
+    """What one param group's previous steps established, so steady-state steps re-check
+    it for the price of a comparison.
+
+    * Slots ``2*i`` (param i) and ``2*i+1`` (its momentum buffer) remember tensors seen not
+      to be lazily negated views, with their data pointer then: ``Tensor.is_neg()`` costs a
+      Python call, and a tensor's negation bit only changes with its storage
+      (``p.data = ...``) or through torch's private ``_set_neg``. Grads are new tensors
+      every step and are always asked.
+    * The memory the multi-tensor pass writes (params and buffers) must not overlap, or
+      threads would race where torch's loop steps one after the other (shared storage,
+      a param listed twice): ``spans`` holds it sorted, rebuilt and checked only when a
+      slot's pointer or size changed; each grad is then looked up in it (binary search).
+    """
+    cdef PyObject** objects  # strong references: an address is never reused while cached
+    cdef char** data
+    cdef Span* written       # by slot, this step (nbytes 0: not written)
+    cdef Span* spans         # the written spans of the last check, sorted by start
+    cdef Py_ssize_t size, span_count
+    cdef bint spans_valid
+
+    def __dealloc__(self):
+        cdef Py_ssize_t i
+        for i in range(self.size):
+            Py_XDECREF(self.objects[i])
+        free(self.objects)
+        free(self.data)
+        free(self.written)
+        free(self.spans)
+
+    cdef int reserve(self, Py_ssize_t size) except -1:
+        if size <= self.size:
+            return 0
+        cdef Py_ssize_t i
+        cdef PyObject** objects = <PyObject**>realloc(self.objects, size * sizeof(PyObject*))
+        if objects == NULL:
+            raise MemoryError()
+        self.objects = objects
+        cdef char** data = <char**>realloc(self.data, size * sizeof(char*))
+        if data == NULL:
+            raise MemoryError()
+        self.data = data
+        cdef Span* written = <Span*>realloc(self.written, size * sizeof(Span))
+        if written == NULL:
+            raise MemoryError()
+        self.written = written
+        cdef Span* spans = <Span*>realloc(self.spans, size * sizeof(Span))
+        if spans == NULL:
+            raise MemoryError()
+        self.spans = spans
+        for i in range(self.size, size):
+            self.objects[i] = NULL
+            self.data[i] = NULL
+            self.written[i].start = NULL
+            self.written[i].nbytes = 0
+        self.size = size
+        self.spans_valid = False
+        return 0
+
+    cdef int not_negated(self, Py_ssize_t slot, object t, char* data) except -1:
+        """1 when ``t`` is not a negated view (asking torch unless cached), else 0."""
+        if self.objects[slot] == <PyObject*>t and self.data[slot] == data:
+            return 1
+        if _is_neg(t) is not False:
+            return 0
+        Py_INCREF(t)
+        Py_XDECREF(self.objects[slot])
+        self.objects[slot] = <PyObject*>t
+        self.data[slot] = data
+        return 1
+
+    cdef inline void write(self, Py_ssize_t slot, char* start, Py_ssize_t nbytes) noexcept:
+        """Record what this step writes in ``slot`` (nbytes 0: nothing)."""
+        if self.written[slot].start != start or self.written[slot].nbytes != nbytes:
+            self.written[slot].start = start
+            self.written[slot].nbytes = nbytes
+            self.spans_valid = False
+
+    cdef bint writes_disjoint(self, Py_ssize_t slots) noexcept:
+        """No two written spans overlap (sorting them again only after a change)."""
+        cdef Py_ssize_t i
+        if not self.spans_valid:
+            self.span_count = 0
+            for i in range(slots):
+                if self.written[i].nbytes:
+                    self.spans[self.span_count] = self.written[i]
+                    self.span_count += 1
+            qsort(self.spans, self.span_count, sizeof(Span), _span_order)
+            self.spans_valid = True
+        for i in range(1, self.span_count):
+            if self.spans[i - 1].start + self.spans[i - 1].nbytes > self.spans[i].start:
+                return False
+        return True
+
+    cdef bint overlaps_written(self, const char* start, Py_ssize_t nbytes) noexcept:
+        """Whether [start, start+nbytes) overlaps a written span (after writes_disjoint)."""
+        cdef Py_ssize_t lo = 0, hi = self.span_count, mid
+        while lo < hi:  # first span starting at or after the end of ours
+            mid = (lo + hi) // 2
+            if self.spans[mid].start < start + nbytes:
+                lo = mid + 1
+            else:
+                hi = mid
+        # spans are disjoint and sorted: only the one before can reach into ours
+        return nbytes > 0 and lo > 0 and self.spans[lo - 1].start + self.spans[lo - 1].nbytes > start
+
+
+cdef inline bint _disjoint(const char* a, const char* b, Py_ssize_t nbytes) noexcept:
+    """Two buffers of ``nbytes`` each share no byte."""
+    return nbytes == 0 or a + nbytes <= b or b + nbytes <= a
+
+
+cdef inline bint _same_layout(const DenseTensor* a, const DenseTensor* b) noexcept:
+    """Same dtype and shape, and disjoint memory."""
+    return (a.is_f32 == b.is_f32 and a.dim == b.dim
+            and memcmp(a.sizes, b.sizes, a.dim * sizeof(int64_t)) == 0
+            and _disjoint(a.data, b.data, a.nbytes))
+
+
+cdef int raise_error_set() except -1:
+    """Propagate the Python error a C-API call left set."""
+    return -1
+
+
+cdef inline object _momentum_buffer(object state, object param):
+    """``state[param]['momentum_buffer']`` or None, without calling Tensor.__hash__ (a
+    Python function returning id(param): the hash is the object's address)."""
+    cdef PyObject* entry = fm_dict_get_known_hash(state, param,
+                                                  <Py_hash_t><uintptr_t><PyObject*>param)
+    if entry == NULL and PyErr_Occurred():
+        raise_error_set()
+    if entry == NULL or not PyDict_Check(<object>entry):
+        return None
+    cdef PyObject* buf = PyDict_GetItem(<object>entry, _MOMENTUM_BUFFER)
+    return None if buf == NULL else <object>buf
+
+
+def torch_sgd_group_step(list params, object state, lr, momentum, dampening, weight_decay,
+                         bint nesterov, bint maximize, new_buffer, TorchGroupCache checked,
+                         list averages=None, decay=0.0):
+    """Step every param of one torch.optim param group whose param, grad and momentum
+    buffer are plain dense CPU float32/float64 C-contiguous tensors, bit for bit as
+    torch.optim.SGD's for-loop, in one multi-tensor pass.
+
+    ``state`` is the optimizer's state (a dict keyed by param); ``new_buffer(param)`` makes,
+    stores and returns a param's momentum buffer on its first step (its contents are
+    overwritten); ``checked`` is this group's TorchGroupCache. With ``averages`` (NumPy
+    arrays, one per param), each param stepped here also gets
+    ``ema_update(averages[i], param, decay)`` of its new weights in the same pass.
+
+    Returns ``(stepped, others, no_grad)``: the params written here (their version
+    counters still need a bump), the indices of params with a grad that this path does not
+    take (torch must step them) and of params without grad. Raises (before anything is
+    written) what ``new_buffer`` raises, or ValueError for an average unlike its param."""
+    cdef Py_ssize_t n = len(params), i
+    cdef double lr_ = lr, momentum_ = momentum, dampening_ = dampening
+    cdef double weight_decay_ = weight_decay
+    cdef _WorkList work = _WorkList(n)
+    cdef double decay_ = decay
+    cdef list stepped = [], others = [], no_grad = [], first_steps = []
+    cdef DenseTensor pt, gt, bt
+    cdef WorkItem* w
+    cdef object p, g, buf
+    cdef char* average_data
+    cdef bint first, fused_ema = averages is not None
+    if not PyDict_Check(state):
+        raise TypeError("torch_sgd_group_step: `state` must be a dict")
+    if fused_ema and (len(averages) != n or not _finite_in(decay_, 0.0, 1.0)):
+        raise ValueError("torch_sgd_group_step: `averages` must hold one array per param "
+                         "and `decay` be in [0, 1]")
+    checked.reserve(2 * n)
+    for i in range(n):
+        p = params[i]
+        g = getattr(p, _GRAD)
+        # Record what each param's item writes (nothing unless it gets one).
+        if g is None:
+            checked.write(2 * i, NULL, 0)
+            checked.write(2 * i + 1, NULL, 0)
+            no_grad.append(i)
+            continue
+        if not (_dense_cpu(p, &pt) and _dense_cpu(g, &gt) and _same_layout(&pt, &gt)
+                and _is_neg(g) is False and checked.not_negated(2 * i, p, pt.data)):
+            checked.write(2 * i, NULL, 0)
+            checked.write(2 * i + 1, NULL, 0)
+            others.append(i)
+            continue
+        first = False
+        bt.data = NULL
+        if momentum_ != 0.0:
+            buf = _momentum_buffer(state, p)
+            first = buf is None
+            if not first and not (_dense_cpu(buf, &bt) and _same_layout(&bt, &pt)
+                                  and _same_layout(&bt, &gt)
+                                  and checked.not_negated(2 * i + 1, buf, bt.data)):
+                checked.write(2 * i, NULL, 0)
+                checked.write(2 * i + 1, NULL, 0)
+                others.append(i)
+                continue
+            if first:
+                # -1: empty params get a buffer (as in torch) but no work item.
+                first_steps.append((work.count if pt.numel else -1, p))
+        average_data = NULL
+        if fused_ema and pt.numel:
+            if not (_usable(averages[i], cnp.NPY_FLOAT if pt.is_f32 else cnp.NPY_DOUBLE, True)
+                    and cnp.PyArray_SIZE(<cnp.ndarray>averages[i]) == pt.numel):
+                raise ValueError(f"torch_sgd_group_step: `averages[{i}]` must be a writeable "
+                                 f"C-contiguous array of the dtype and size of its param")
+            average_data = cnp.PyArray_BYTES(<cnp.ndarray>averages[i])
+            if not (_disjoint(average_data, pt.data, pt.nbytes)
+                    and _disjoint(average_data, gt.data, pt.nbytes)
+                    and (bt.data == NULL or _disjoint(average_data, bt.data, pt.nbytes))):
+                raise ValueError(f"torch_sgd_group_step: `averages[{i}]` shares memory "
+                                 f"with its param, grad or momentum buffer")
+        stepped.append(p)
+        checked.write(2 * i, pt.data, pt.nbytes)
+        checked.write(2 * i + 1, bt.data, pt.nbytes if bt.data != NULL else 0)
+        if pt.numel == 0:
+            continue
+        w = work.append(pt.numel)
+        _set_step(&w.call, pt.is_f32, pt.data, gt.data, bt.data, lr_, momentum_, dampening_,
+                  weight_decay_, nesterov, maximize, first)
+        if average_data != NULL:
+            w.average = average_data
+            w.decay = decay_
+    # Threads run the items in any order: what one writes must not be what another reads
+    # or writes. New buffers are fresh memory and cannot overlap anything.
+    cdef Py_ssize_t item
+    cdef bint disjoint = checked.writes_disjoint(2 * n)
+    item = 0
+    while disjoint and item < work.count:
+        w = &work.items[item]
+        disjoint = not checked.overlaps_written(
+            w.call.inp, w.size * (4 if w.call.kernel in (SGD_F32, MOMENTUM_F32) else 8))
+        item += 1
+    if not disjoint:  # aliased memory: torch steps the whole group, in its order
+        skipped = set(no_grad)
+        return [], [i for i in range(n) if i not in skipped], no_grad
+    for item, p in first_steps:
+        buf = new_buffer(p)
+        if item >= 0:
+            if not _dense_cpu(buf, &bt):
+                raise AssertionError("torch_sgd_group_step: new_buffer must return a dense "
+                                     "C-contiguous CPU tensor like its param")
+            work.items[item].call.state = bt.data
+    work.run()
+    return stepped, others, no_grad
