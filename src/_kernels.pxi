@@ -269,3 +269,4 @@ def ema_update(average, value, decay):
     k.b = 1.0 - decay_
     _run(&k, cnp.PyArray_SIZE(<cnp.ndarray>average))
     return average
+include "_ewm.pxi"
