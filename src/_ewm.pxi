@@ -27,14 +27,14 @@ from libc.stdlib cimport free, malloc
 from fastmomentum.kernels cimport real
 
 cdef enum:
-    EWM_LANES = 16                         # chunks scanned side by side
-    EWM_CHUNK = 128                        # elements per chunk
-    EWM_BLOCK = EWM_LANES * EWM_CHUNK      # 2048: the scan buffer stays in L1
+    EWM_LANES = 8                          # chunks scanned side by side
+    EWM_CHUNK = 136                        # elements per chunk (a multiple of 4)
+    EWM_BLOCK = EWM_LANES * EWM_CHUNK      # 1088: block, scan buffer and output in L1
     EWM_COLS = 256                         # series side by side in _ewm_exact
 
-cdef Py_ssize_t EWM_SUPERBLOCK = 1 << 18
+cdef Py_ssize_t EWM_SUPERBLOCK = 240 * EWM_BLOCK   # 261120
 # Below this length the blocked scan's tables cost more than the plain loop.
-cdef Py_ssize_t EWM_BLOCKED_MIN = 1 << 13
+cdef Py_ssize_t EWM_BLOCKED_MIN = 2 * EWM_BLOCK
 # A carry is dropped once its weight b^k falls below this (and table entries are flushed
 # to zero below EWM_TINY, keeping denormals out of the loops).
 cdef double EWM_NEGLIGIBLE = 1e-30
@@ -47,7 +47,7 @@ ctypedef struct EwmParams:
     Py_ssize_t min_periods
     # blocked scan only
     double scale          # u_t = scale*x_t (alpha, or 1 when adjust)
-    double log_b, b_chunk, b_superblock
+    double log_b, b2, b3, b4, b_chunk, b_superblock
     Py_ssize_t fixup_blocks   # leading blocks of a superblock that need its carry
     Py_ssize_t ones_from      # from this t on, 1 - b^(t+1) rounds to 1
     double pw[EWM_CHUNK]      # b^(j+1)
@@ -59,14 +59,24 @@ cdef inline double _flush(double v) noexcept nogil:
 
 
 cdef void _ewm_tables(EwmParams* p) noexcept nogil:
-    cdef Py_ssize_t j
+    cdef Py_ssize_t j, h
     cdef double b = p.b
     p.scale = 1.0 if p.adjust else p.alpha
     p.log_b = log(b)
+    # b^(j+1) = b^h * b^(j+1-h) and 1 - b^(j+1) = (1 - b^h) + b^h*(1 - b^(j+1-h)), halving
+    # j: about log2(j) roundings, a sum of positive terms (no cancellation), no pow() calls
+    p.pw[0] = b
+    p.one_minus_pw[0] = 1.0 - b
+    for j in range(1, EWM_CHUNK):
+        h = (j + 1) // 2
+        p.pw[j] = p.pw[h - 1] * p.pw[j - h]
+        p.one_minus_pw[j] = fma(p.pw[h - 1], p.one_minus_pw[j - h], p.one_minus_pw[h - 1])
     for j in range(EWM_CHUNK):
-        p.pw[j] = _flush(pow(b, <double>(j + 1)))
-        p.one_minus_pw[j] = -expm1((j + 1) * p.log_b)
-    p.b_chunk = _flush(pow(b, <double>EWM_CHUNK))
+        p.pw[j] = _flush(p.pw[j])
+    p.b2 = _flush(b * b)
+    p.b3 = _flush(pow(b, 3.0))
+    p.b4 = _flush(pow(b, 4.0))
+    p.b_chunk = p.pw[EWM_CHUNK - 1]
     p.b_superblock = _flush(pow(b, <double>EWM_SUPERBLOCK))
     # b^(k*BLOCK) >= NEGLIGIBLE for k < fixup_blocks; capped at the blocks of a superblock
     p.fixup_blocks = <Py_ssize_t>min(<double>(EWM_SUPERBLOCK // EWM_BLOCK),
@@ -127,24 +137,44 @@ cdef double _ewm_block(const real* x, real* out, double* scan, Py_ssize_t t0, do
                        bint store, const EwmParams* p) noexcept nogil:
     """One full block at global position ``t0`` entering with ``carry``; writes the means
     to ``out`` when ``store``. Returns the carry out (the scan value at the block's end)."""
-    cdef double s[EWM_LANES]
+    cdef double s[EWM_LANES][4]
     cdef double carry_in[EWM_LANES]
-    cdef Py_ssize_t j, k, t
-    cdef double b = p.b, scale = p.scale, c, v, q, one_minus_q, norm = 1.0 - p.b
+    cdef Py_ssize_t i, j, k, l, t
+    cdef double b = p.b, b4 = p.b4, scale = p.scale, c, v, q, one_minus_q, norm = 1.0 - p.b
+    cdef double f1 = p.scale * p.b, f2 = p.scale * p.b2, f3 = p.scale * p.b3
+    cdef const real* xk
+    cdef double* vk
+    # The chunk scans y_j = b*y_{j-1} + u_j run four steps at a time so that they vectorise:
+    # y_j = b^4*y_{j-4} + v_j with v_j = u_j + b*u_{j-1} + b^2*u_{j-2} + b^3*u_{j-3}, a
+    # 4-tap filter of contiguous values, written to scan first; then EWM_LANES chunks run
+    # side by side to hide the latency of the recurrence.
     for k in range(EWM_LANES):
-        s[k] = scale * x[k * EWM_CHUNK]
-        scan[k * EWM_CHUNK] = s[k]
+        xk = x + k * EWM_CHUNK
+        vk = scan + k * EWM_CHUNK
+        vk[0] = scale * xk[0]
+        vk[1] = fma(f1, xk[0], scale * xk[1])
+        vk[2] = fma(f2, xk[0], fma(f1, xk[1], scale * xk[2]))
+        for j in range(3, EWM_CHUNK):
+            vk[j] = fma(f3, xk[j - 3], fma(f2, xk[j - 2], fma(f1, xk[j - 1], scale * xk[j])))
     if t0 == 0 and not p.adjust:
-        s[0] = x[0]                         # adjust=False starts at the first value
-        scan[0] = s[0]
-    for j in range(1, EWM_CHUNK):
+        # adjust=False starts at the first value: u_0 = x_0, not alpha*x_0
+        v = <double>x[0] - scale * x[0]
+        scan[0] = x[0]
+        scan[1] = fma(b, v, scan[1])
+        scan[2] = fma(p.b2, v, scan[2])
+        scan[3] = fma(p.b3, v, scan[3])
+    for k in range(EWM_LANES):
+        for l in range(4):
+            s[k][l] = scan[k * EWM_CHUNK + l]
+    for i in range(1, EWM_CHUNK // 4):
         for k in range(EWM_LANES):
-            s[k] = fma(b, s[k], scale * x[k * EWM_CHUNK + j])
-            scan[k * EWM_CHUNK + j] = s[k]
+            for l in range(4):
+                s[k][l] = fma(b4, s[k][l], scan[k * EWM_CHUNK + 4 * i + l])
+                scan[k * EWM_CHUNK + 4 * i + l] = s[k][l]
     c = carry
     for k in range(EWM_LANES):
         carry_in[k] = c
-        c = fma(p.b_chunk, c, s[k])
+        c = fma(p.b_chunk, c, s[k][3])
     if not store:
         return c
     for k in range(EWM_LANES):
