@@ -88,19 +88,76 @@ cdef void _ewm_tables(EwmParams* p) noexcept nogil:
 # ---------------------------------------------------------------------------------------
 # pandas' loop
 
+cdef inline bint _all_finite(const real* xr, Py_ssize_t width) noexcept nogil:
+    cdef Py_ssize_t j
+    cdef bint bad = False
+    for j in range(width):
+        bad = bad | ((xr[j] - xr[j]) != 0.0)   # NaN for NaN and inf; an OR reduction vectorises
+    return not bad
+
+
+cdef inline void _ewm_row_observed(const real* xr, real* outr, Py_ssize_t width, double* w,
+                                   double* old_wt, double* nobs, const EwmParams* p) noexcept nogil:
+    """pandas' step for a row where every series has started and every value is finite:
+    the same operations as _ewm_exact_row without its branches, so it vectorises."""
+    cdef Py_ssize_t j
+    cdef double cur, wt, ow, wn, b = p.b, new_wt = p.new_wt, minp = <double>p.min_periods
+    cdef bint adjust = p.adjust
+    for j in range(width):
+        cur = xr[j]
+        wt = w[j]
+        ow = old_wt[j] * b
+        wn = (ow * wt + new_wt * cur) / (ow + new_wt)
+        wt = wn if wt != cur else wt
+        old_wt[j] = ow + new_wt if adjust else 1.0
+        nobs[j] += 1.0
+        w[j] = wt
+        outr[j] = <real>(wt if nobs[j] >= minp else NAN)
+
+
+cdef inline bint _ewm_exact_row(const real* xr, real* outr, Py_ssize_t width, double* w,
+                                double* old_wt, double* nobs, const EwmParams* p) noexcept nogil:
+    """pandas' step (aggregations.pyx ``ewm``) for one row of series; True when every
+    series has started (seen a value) after it."""
+    cdef Py_ssize_t j
+    cdef double cur, wt, ow, b = p.b, new_wt = p.new_wt, minp = <double>p.min_periods
+    cdef bint obs, started, all_started = True
+    for j in range(width):
+        cur = xr[j]
+        wt = w[j]
+        ow = old_wt[j]
+        obs = cur - cur == 0.0          # finite: pandas turns inf into NaN
+        started = wt == wt
+        if started:
+            if obs or not p.ignore_na:
+                ow = ow * b
+            if obs:
+                if wt != cur:
+                    wt = (ow * wt + new_wt * cur) / (ow + new_wt)
+                ow = ow + new_wt if p.adjust else 1.0
+        elif obs:
+            wt = cur
+        if obs:
+            nobs[j] += 1.0
+        all_started = all_started and wt == wt
+        w[j] = wt
+        old_wt[j] = ow
+        outr[j] = <real>(wt if nobs[j] >= minp else NAN)
+    return all_started
+
+
 cdef void _ewm_exact(const real* x, real* out, Py_ssize_t n, Py_ssize_t m,
                      Py_ssize_t row_stride, const EwmParams* p) noexcept nogil:
     """pandas' ``ewm`` for ``m`` series side by side: element (t, j) at
-    ``t*row_stride + j``. The branches are written as selects so the series vectorise."""
+    ``t*row_stride + j``, EWM_COLS series at a time. Rows where every series has started
+    and has a finite value take the branch-free, vectorised step."""
     cdef double w[EWM_COLS]
     cdef double old_wt[EWM_COLS]
     cdef double nobs[EWM_COLS]
-    cdef Py_ssize_t j0, j, t, width
+    cdef Py_ssize_t j0, j, t, width, g
     cdef const real* xr
     cdef real* outr
-    cdef double cur, wt, ow, wn, b = p.b, new_wt = p.new_wt, minp = <double>p.min_periods
-    cdef bint obs, started, decays, updates, adjust = p.adjust, ignore_na = p.ignore_na
-    cdef Py_ssize_t g
+    cdef bint all_started
     for g in range((m + EWM_COLS - 1) // EWM_COLS):
         j0 = g * EWM_COLS
         width = min(<Py_ssize_t>EWM_COLS, m - j0)
@@ -108,26 +165,14 @@ cdef void _ewm_exact(const real* x, real* out, Py_ssize_t n, Py_ssize_t m,
             w[j] = NAN
             old_wt[j] = 1.0
             nobs[j] = 0.0
+        all_started = False
         for t in range(n):
             xr = x + t * row_stride + j0
             outr = out + t * row_stride + j0
-            for j in range(width):
-                cur = xr[j]
-                wt = w[j]
-                ow = old_wt[j]
-                obs = cur - cur == 0.0          # finite: pandas turns inf into NaN
-                started = wt == wt
-                decays = started and (obs or not ignore_na)
-                ow = ow * b if decays else ow
-                updates = started and obs and wt != cur
-                wn = (ow * wt + new_wt * cur) / (ow + new_wt)
-                wt = wn if updates else (wt if (started or not obs) else cur)
-                if started and obs:
-                    ow = ow + new_wt if adjust else 1.0
-                nobs[j] += 1.0 if obs else 0.0
-                w[j] = wt
-                old_wt[j] = ow
-                outr[j] = <real>(wt if nobs[j] >= minp else NAN)
+            if all_started and _all_finite(xr, width):
+                _ewm_row_observed(xr, outr, width, w, old_wt, nobs, p)
+            else:
+                all_started = _ewm_exact_row(xr, outr, width, w, old_wt, nobs, p)
 
 
 # ---------------------------------------------------------------------------------------
