@@ -96,31 +96,13 @@ cdef inline bint _all_finite(const real* xr, Py_ssize_t width) noexcept nogil:
     return not bad
 
 
-cdef inline void _ewm_row_observed(const real* xr, real* outr, Py_ssize_t width, double* w,
-                                   double* old_wt, double* nobs, const EwmParams* p) noexcept nogil:
-    """pandas' step for a row where every series has started and every value is finite:
-    the same operations as _ewm_exact_row without its branches, so it vectorises."""
-    cdef Py_ssize_t j
-    cdef double cur, wt, ow, wn, b = p.b, new_wt = p.new_wt, minp = <double>p.min_periods
-    cdef bint adjust = p.adjust
-    for j in range(width):
-        cur = xr[j]
-        wt = w[j]
-        ow = old_wt[j] * b
-        wn = (ow * wt + new_wt * cur) / (ow + new_wt)
-        wt = wn if wt != cur else wt
-        old_wt[j] = ow + new_wt if adjust else 1.0
-        nobs[j] += 1.0
-        w[j] = wt
-        outr[j] = <real>(wt if nobs[j] >= minp else NAN)
-
-
 cdef inline bint _ewm_exact_row(const real* xr, real* outr, Py_ssize_t width, double* w,
-                                double* old_wt, double* nobs, const EwmParams* p) noexcept nogil:
+                                double* old_wt, Py_ssize_t* nobs, const EwmParams* p) noexcept nogil:
     """pandas' step (aggregations.pyx ``ewm``) for one row of series; True when every
     series has started (seen a value) after it."""
     cdef Py_ssize_t j
-    cdef double cur, wt, ow, b = p.b, new_wt = p.new_wt, minp = <double>p.min_periods
+    cdef double cur, wt, ow, b = p.b, new_wt = p.new_wt
+    cdef Py_ssize_t minp = p.min_periods
     cdef bint obs, started, all_started = True
     for j in range(width):
         cur = xr[j]
@@ -138,7 +120,7 @@ cdef inline bint _ewm_exact_row(const real* xr, real* outr, Py_ssize_t width, do
         elif obs:
             wt = cur
         if obs:
-            nobs[j] += 1.0
+            nobs[j] += 1
         all_started = all_started and wt == wt
         w[j] = wt
         old_wt[j] = ow
@@ -150,27 +132,40 @@ cdef void _ewm_exact(const real* x, real* out, Py_ssize_t n, Py_ssize_t m,
                      Py_ssize_t row_stride, const EwmParams* p) noexcept nogil:
     """pandas' ``ewm`` for ``m`` series side by side: element (t, j) at
     ``t*row_stride + j``, EWM_COLS series at a time. Rows where every series has started
-    and has a finite value take the branch-free, vectorised step."""
+    and has a finite value take a branch-free copy of pandas' step that vectorises (written
+    here, on the local state arrays, so the compiler knows nothing aliases them)."""
     cdef double w[EWM_COLS]
     cdef double old_wt[EWM_COLS]
-    cdef double nobs[EWM_COLS]
+    cdef Py_ssize_t nobs[EWM_COLS]   # integer: a float >= may trap, blocking vectorisation
     cdef Py_ssize_t j0, j, t, width, g
     cdef const real* xr
     cdef real* outr
-    cdef bint all_started
+    cdef bint all_started, adjust = p.adjust
+    cdef double cur, wt, ow, wn, b = p.b, new_wt = p.new_wt
+    cdef Py_ssize_t minp = p.min_periods
     for g in range((m + EWM_COLS - 1) // EWM_COLS):
         j0 = g * EWM_COLS
         width = min(<Py_ssize_t>EWM_COLS, m - j0)
         for j in range(width):
             w[j] = NAN
             old_wt[j] = 1.0
-            nobs[j] = 0.0
+            nobs[j] = 0
         all_started = False
         for t in range(n):
             xr = x + t * row_stride + j0
             outr = out + t * row_stride + j0
             if all_started and _all_finite(xr, width):
-                _ewm_row_observed(xr, outr, width, w, old_wt, nobs, p)
+                for j in range(width):
+                    cur = xr[j]
+                    wt = w[j]
+                    ow = old_wt[j] * b
+                    wn = (ow * wt + new_wt * cur) / (ow + new_wt)
+                    wt = wn if wt != cur else wt    # vectorises: -fno-trapping-math (setup.py)
+                    ow = ow + new_wt
+                    old_wt[j] = ow if adjust else 1.0
+                    nobs[j] += 1
+                    w[j] = wt
+                    outr[j] = <real>(wt if nobs[j] >= minp else NAN)
             else:
                 all_started = _ewm_exact_row(xr, outr, width, w, old_wt, nobs, p)
 
