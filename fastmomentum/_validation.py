@@ -118,10 +118,9 @@ def check_ema_update(average, value, decay):
 # ewm_mean: pandas' parameter rules and conversions, and the array preparation both the
 # compiled entry point and the baseline use.
 
-def ewm_alpha(com, span, halflife, alpha):
-    """The smoothing factor pandas uses: every parameter goes through the centre of mass
-    (pandas' ``get_center_of_mass``, same operations, same wording), then
-    ``alpha = 1 / (1 + com)``. Returns a Python float in (0, 1]."""
+def ewm_center_of_mass(com, span, halflife, alpha):
+    """pandas' ``get_center_of_mass``: same checks, wording and operations. Returns the
+    centre of mass as a Python float; the smoothing factor is ``1 / (1 + com)``."""
     func = "ewm_mean"
     given = {name: value for name, value in
              (("com", com), ("span", span), ("halflife", halflife), ("alpha", alpha))
@@ -154,7 +153,7 @@ def ewm_alpha(com, span, halflife, alpha):
         if value <= 0 or value > 1:
             raise ValueError(f"{func}: alpha must satisfy: 0 < alpha <= 1; got {value!r}")
         comass = (1 - value) / value
-    return 1.0 / (1.0 + float(comass))
+    return float(comass)
 
 
 def _ewm_result_dtype(x):
@@ -167,13 +166,13 @@ def _ewm_result_dtype(x):
 
 
 def prepare_ewm_mean(x, com, span, halflife, alpha, min_periods, axis, out):
-    """Check every argument of ``ewm_mean`` and return ``(x, out, alpha, min_periods,
+    """Check every argument of ``ewm_mean`` and return ``(x, out, com, min_periods,
     axis)``: ``x`` converted (copied only when needed) to a native contiguous array of the
     result dtype in the memory order of ``out`` (``out`` allocated when None: F order for an
     F-contiguous 2-D ``x``, C otherwise), ``min_periods`` as pandas counts it (at least 1)
     and ``axis`` in {0, 1}. Raises before anything is written."""
     func = "ewm_mean"
-    alpha = ewm_alpha(com, span, halflife, alpha)
+    com = ewm_center_of_mass(com, span, halflife, alpha)
     if (isinstance(min_periods, (bool, np.bool_))
             or not isinstance(min_periods, (int, np.integer)) or min_periods < 0):
         raise ValueError(f"{func}: `min_periods` must be an integer >= 0; got {min_periods!r}")
@@ -210,4 +209,4 @@ def prepare_ewm_mean(x, com, span, halflife, alpha, min_periods, axis, out):
         if isinstance(source, np.ndarray) and _overlap(source, out):
             raise ValueError(f"{func}: `out` must not share memory with `x`")
         x = np.asarray(x, dtype=dtype, order="C" if out.flags.c_contiguous else "F")
-    return x, out, alpha, max(int(min_periods), 1), axis
+    return x, out, com, max(int(min_periods), 1), axis

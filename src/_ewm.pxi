@@ -44,6 +44,7 @@ cdef double EWM_TINY = 1e-300
 ctypedef struct EwmParams:
     double alpha, b, new_wt
     bint adjust, ignore_na
+    bint new_wt_fills     # pandas 3, adjust=False, com == 1: new_wt = 1 - old_wt
     Py_ssize_t min_periods
     # blocked scan only
     double scale          # u_t = scale*x_t (alpha, or 1 when adjust)
@@ -101,7 +102,7 @@ cdef inline bint _ewm_exact_row(const real* xr, real* outr, Py_ssize_t width, do
     """pandas' step (aggregations.pyx ``ewm``) for one row of series; True when every
     series has started (seen a value) after it."""
     cdef Py_ssize_t j
-    cdef double cur, wt, ow, b = p.b, new_wt = p.new_wt
+    cdef double cur, wt, ow, nw, b = p.b, new_wt = p.new_wt
     cdef Py_ssize_t minp = p.min_periods
     cdef bint obs, started, all_started = True
     for j in range(width):
@@ -111,11 +112,14 @@ cdef inline bint _ewm_exact_row(const real* xr, real* outr, Py_ssize_t width, do
         obs = cur - cur == 0.0          # finite: pandas turns inf into NaN
         started = wt == wt
         if started:
+            nw = new_wt
             if obs or not p.ignore_na:
                 ow = ow * b
+                if p.new_wt_fills:
+                    nw = 1.0 - ow
             if obs:
                 if wt != cur:
-                    wt = (ow * wt + new_wt * cur) / (ow + new_wt)
+                    wt = (ow * wt + nw * cur) / (ow + nw)
                 ow = ow + new_wt if p.adjust else 1.0
         elif obs:
             wt = cur
@@ -140,8 +144,8 @@ cdef void _ewm_exact(const real* x, real* out, Py_ssize_t n, Py_ssize_t m,
     cdef Py_ssize_t j0, j, t, width, g
     cdef const real* xr
     cdef real* outr
-    cdef bint all_started, adjust = p.adjust
-    cdef double cur, wt, ow, wn, b = p.b, new_wt = p.new_wt
+    cdef bint all_started, adjust = p.adjust, fills = p.new_wt_fills
+    cdef double cur, wt, ow, wn, nw, b = p.b, new_wt = p.new_wt
     cdef Py_ssize_t minp = p.min_periods
     for g in range((m + EWM_COLS - 1) // EWM_COLS):
         j0 = g * EWM_COLS
@@ -159,7 +163,8 @@ cdef void _ewm_exact(const real* x, real* out, Py_ssize_t n, Py_ssize_t m,
                     cur = xr[j]
                     wt = w[j]
                     ow = old_wt[j] * b
-                    wn = (ow * wt + new_wt * cur) / (ow + new_wt)
+                    nw = 1.0 - ow if fills else new_wt
+                    wn = (ow * wt + nw * cur) / (ow + nw)
                     wt = wn if wt != cur else wt    # vectorises: -fno-trapping-math (setup.py)
                     ow = ow + new_wt
                     old_wt[j] = ow if adjust else 1.0
@@ -405,11 +410,12 @@ def ewm_mean(x, *, com=None, span=None, halflife=None, alpha=None, adjust=True,
     cdef int nthreads
     cdef double* scratch = NULL
     cdef double* ends = NULL
-    xa, oa, alpha_, min_periods_, axis = _validation.prepare_ewm_mean(
+    xa, oa, com_, min_periods_, axis = _validation.prepare_ewm_mean(
         x, com, span, halflife, alpha, min_periods, axis, out)
-    p.alpha = alpha_
+    p.alpha = 1.0 / (1.0 + <double>com_)
     p.min_periods = min_periods_
     p.adjust = bool(adjust)
+    p.new_wt_fills = not p.adjust and com_ == 1.0
     p.ignore_na = bool(ignore_na)
     p.b = 1.0 - p.alpha
     p.new_wt = 1.0 if p.adjust else p.alpha
