@@ -83,6 +83,8 @@ def _varying_scan(beta, gamma, first):
     [0, 1] and ``gamma``. Within a block the weights are exp(C_t - C_s) <= 1 with C the
     cumulative sum of log(beta)."""
     k = beta.size
+    if k == 0:
+        return np.empty(0)
     blocks = -(-k // _EWM_BLOCK)
     log_beta = np.zeros(blocks * _EWM_BLOCK)               # padding: beta = 1, gamma = 0
     log_beta[:k] = np.log(np.maximum(beta, 1e-300))   # a weight below 1e-300 counts as 0
@@ -139,10 +141,14 @@ def _ewm_rows(values, com, adjust, ignore_na):
         return _ewm_observed(values, alpha, adjust)
     b = 1.0 - alpha
     if adjust and not ignore_na and b > 0.0:
-        # weighted sum over weight sum, missing values ageing both
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return (_scan(np.where(observed, values, 0.0), b)
-                    / _scan(observed.astype(np.float64), b))
+        # weighted sum over weight sum, missing values ageing both; a missing value keeps
+        # the previous mean (both sums may have underflowed in a long gap)
+        ratio = (_scan(np.where(observed, values, 0.0), b)
+                 / np.maximum(_scan(observed.astype(np.float64), b), 1.0))
+        last = np.maximum.accumulate(np.where(observed, np.arange(values.shape[1]), -1),
+                                     axis=1)
+        held = np.take_along_axis(ratio, np.maximum(last, 0), axis=1)
+        return np.where(last >= 0, held, np.nan)
     result = np.empty_like(values)
     for row, (x, seen) in enumerate(zip(values, observed)):
         steps = np.flatnonzero(seen)

@@ -34,7 +34,7 @@ cdef enum:
 
 cdef Py_ssize_t EWM_SUPERBLOCK = 240 * EWM_BLOCK   # 261120
 # Below this length the blocked scan's tables cost more than the plain loop.
-cdef Py_ssize_t EWM_BLOCKED_MIN = 2 * EWM_BLOCK
+cdef Py_ssize_t EWM_BLOCKED_MIN = 8 * EWM_BLOCK
 # A carry is dropped once its weight b^k falls below this (and table entries are flushed
 # to zero below EWM_TINY, keeping denormals out of the loops).
 cdef double EWM_NEGLIGIBLE = 1e-30
@@ -64,19 +64,20 @@ cdef void _ewm_tables(EwmParams* p) noexcept nogil:
     cdef double b = p.b
     p.scale = 1.0 if p.adjust else p.alpha
     p.log_b = log(b)
-    # b^(j+1) = b^h * b^(j+1-h) and 1 - b^(j+1) = (1 - b^h) + b^h*(1 - b^(j+1-h)), halving
-    # j: about log2(j) roundings, a sum of positive terms (no cancellation), no pow() calls
-    p.pw[0] = b
+    # b^(j+1) by pow (within an ulp): the carries multiply by these tables over and over,
+    # so a systematic error here would grow with 1/alpha. 1 - b^(j+1) (for the weight sums
+    # near t = 0 only) = (1 - b^h) + b^h*(1 - b^(j+1-h)): positive terms, no cancellation.
     p.one_minus_pw[0] = 1.0 - b
+    for j in range(EWM_CHUNK):
+        p.pw[j] = pow(b, <double>(j + 1))
     for j in range(1, EWM_CHUNK):
         h = (j + 1) // 2
-        p.pw[j] = p.pw[h - 1] * p.pw[j - h]
         p.one_minus_pw[j] = fma(p.pw[h - 1], p.one_minus_pw[j - h], p.one_minus_pw[h - 1])
     for j in range(EWM_CHUNK):
         p.pw[j] = _flush(p.pw[j])
-    p.b2 = _flush(b * b)
-    p.b3 = _flush(pow(b, 3.0))
-    p.b4 = _flush(pow(b, 4.0))
+    p.b2 = p.pw[1]
+    p.b3 = p.pw[2]
+    p.b4 = p.pw[3]
     p.b_chunk = p.pw[EWM_CHUNK - 1]
     p.b_superblock = _flush(pow(b, <double>EWM_SUPERBLOCK))
     # b^(k*BLOCK) >= NEGLIGIBLE for k < fixup_blocks; capped at the blocks of a superblock
