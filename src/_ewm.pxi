@@ -35,6 +35,9 @@ cdef enum:
 cdef Py_ssize_t EWM_SUPERBLOCK = 240 * EWM_BLOCK   # 261120
 # Below this length the blocked scan's tables cost more than the plain loop.
 cdef Py_ssize_t EWM_BLOCKED_MIN = 8 * EWM_BLOCK
+# Series side by side stream whole rows on one thread; split in two they stream half rows,
+# which only pays for large arrays.
+cdef Py_ssize_t EWM_INTERLEAVED_PARALLEL_MIN = 1 << 22
 # A carry is dropped once its weight b^k falls below this (and table entries are flushed
 # to zero below EWM_TINY, keeping denormals out of the loops).
 cdef double EWM_NEGLIGIBLE = 1e-30
@@ -288,11 +291,12 @@ cdef bint _ewm_blocked(const real* x, real* out, Py_ssize_t n, double* scratch,
     cdef Py_ssize_t nsuper = (n + EWM_SUPERBLOCK - 1) // EWM_SUPERBLOCK, s, t
     cdef double carry
     cdef int tid
-    # pass 1: every superblock from a zero carry; its leading blocks wait for pass 2
+    # pass 1: every superblock from a zero carry; its leading blocks wait for pass 2.
+    # (Dynamic schedules: which thread runs a superblock never changes its result.)
     if nthreads > 1 and nsuper > 1:
         with parallel(num_threads=nthreads):
             tid = threadid()
-            for s in prange(nsuper, schedule="static"):
+            for s in prange(nsuper, schedule="dynamic"):
                 ends[s] = _ewm_superblock(x, out, n, s, _blocks_in(n, s), 0.0,
                                           0 if s == 0 else p.fixup_blocks,
                                           scratch + tid * EWM_BLOCK, p)
@@ -312,7 +316,7 @@ cdef bint _ewm_blocked(const real* x, real* out, Py_ssize_t n, double* scratch,
     if nthreads > 1 and nsuper > 2:
         with parallel(num_threads=nthreads):
             tid = threadid()
-            for s in prange(1, nsuper, schedule="static"):
+            for s in prange(1, nsuper, schedule="dynamic"):
                 _ewm_superblock(x, out, n, s, min(p.fixup_blocks, _blocks_in(n, s)),
                                 ends[s - 1], 0, scratch + tid * EWM_BLOCK, p)
     else:
@@ -358,9 +362,13 @@ cdef void _ewm_series_set(const real* x, real* out, Py_ssize_t n, Py_ssize_t m,
 cdef void _ewm_interleaved(const real* x, real* out, Py_ssize_t n, Py_ssize_t m,
                            int nthreads, const EwmParams* p) noexcept nogil:
     """``m`` series side by side (time-major, row stride ``m``): the exact loop vectorised
-    across series; threads take column ranges (multiples of 8: whole cache lines)."""
-    cdef Py_ssize_t width = ((m + nthreads - 1) // nthreads + 7) // 8 * 8, g
-    cdef Py_ssize_t ngroups = (m + width - 1) // width
+    across series; each thread takes one range of columns (a multiple of 8: whole cache
+    lines): narrower, interleaved groups measured slower, the rows no longer stream."""
+    cdef Py_ssize_t width, g, ngroups
+    if n * m < EWM_INTERLEAVED_PARALLEL_MIN:
+        nthreads = 1
+    width = ((m + nthreads - 1) // nthreads + 7) // 8 * 8
+    ngroups = (m + width - 1) // width
     if ngroups <= 1:
         _ewm_exact(x, out, n, m, m, p)
         return
