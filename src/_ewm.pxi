@@ -35,9 +35,6 @@ cdef enum:
 cdef Py_ssize_t EWM_SUPERBLOCK = 240 * EWM_BLOCK   # 261120
 # Below this length the blocked scan's tables cost more than the plain loop.
 cdef Py_ssize_t EWM_BLOCKED_MIN = 8 * EWM_BLOCK
-# Series side by side stream whole rows on one thread; split in two they stream half rows,
-# which only pays for large arrays.
-cdef Py_ssize_t EWM_INTERLEAVED_PARALLEL_MIN = 1 << 22
 # A carry is dropped once its weight b^k falls below this (and table entries are flushed
 # to zero below EWM_TINY, keeping denormals out of the loops).
 cdef double EWM_NEGLIGIBLE = 1e-30
@@ -101,6 +98,14 @@ cdef inline bint _all_finite(const real* xr, Py_ssize_t width) noexcept nogil:
     return not bad
 
 
+cdef inline bint _all_equal(const double* v, Py_ssize_t width) noexcept nogil:
+    cdef Py_ssize_t j
+    cdef bint differ = False
+    for j in range(width):
+        differ = differ | (v[j] != v[0])
+    return not differ
+
+
 cdef inline bint _ewm_exact_row(const real* xr, real* outr, Py_ssize_t width, double* w,
                                 double* old_wt, Py_ssize_t* nobs, const EwmParams* p) noexcept nogil:
     """pandas' step (aggregations.pyx ``ewm``) for one row of series; True when every
@@ -141,15 +146,16 @@ cdef void _ewm_exact(const real* x, real* out, Py_ssize_t n, Py_ssize_t m,
     """pandas' ``ewm`` for ``m`` series side by side: element (t, j) at
     ``t*row_stride + j``, EWM_COLS series at a time. Rows where every series has started
     and has a finite value take a branch-free copy of pandas' step that vectorises (written
-    here, on the local state arrays, so the compiler knows nothing aliases them)."""
+    here, on the local state arrays, so the compiler knows nothing aliases them); while all
+    series also share one weight (no missing value so far), with one division per row."""
     cdef double w[EWM_COLS]
     cdef double old_wt[EWM_COLS]
     cdef Py_ssize_t nobs[EWM_COLS]   # integer: a float >= may trap, blocking vectorisation
     cdef Py_ssize_t j0, j, t, width, g
     cdef const real* xr
     cdef real* outr
-    cdef bint all_started, adjust = p.adjust, fills = p.new_wt_fills
-    cdef double cur, wt, ow, wn, nw, b = p.b, new_wt = p.new_wt
+    cdef bint all_started, uniform, adjust = p.adjust, fills = p.new_wt_fills
+    cdef double cur, wt, ow, wn, nw, inv, b = p.b, new_wt = p.new_wt
     cdef Py_ssize_t minp = p.min_periods
     for g in range((m + EWM_COLS - 1) // EWM_COLS):
         j0 = g * EWM_COLS
@@ -158,11 +164,28 @@ cdef void _ewm_exact(const real* x, real* out, Py_ssize_t n, Py_ssize_t m,
             w[j] = NAN
             old_wt[j] = 1.0
             nobs[j] = 0
-        all_started = False
+        all_started = uniform = False
         for t in range(n):
             xr = x + t * row_stride + j0
             outr = out + t * row_stride + j0
-            if all_started and _all_finite(xr, width):
+            if uniform and _all_finite(xr, width):
+                # every series has the same weight: one division per row, not per value
+                # (Zen-class CPUs divide 4 doubles per ~10 cycles; pandas' own rounding is
+                # kept whenever ow + nw == 1, i.e. always for adjust=False)
+                ow = old_wt[0] * b
+                nw = 1.0 - ow if fills else new_wt
+                inv = 1.0 / (ow + nw)
+                ow = ow + new_wt if adjust else 1.0
+                for j in range(width):
+                    cur = xr[j]
+                    wt = w[j]
+                    wn = (old_wt[j] * b * wt + nw * cur) * inv
+                    wt = wn if wt != cur else wt
+                    old_wt[j] = ow
+                    nobs[j] += 1
+                    w[j] = wt
+                    outr[j] = <real>(wt if nobs[j] >= minp else NAN)
+            elif all_started and _all_finite(xr, width):
                 for j in range(width):
                     cur = xr[j]
                     wt = w[j]
@@ -177,6 +200,7 @@ cdef void _ewm_exact(const real* x, real* out, Py_ssize_t n, Py_ssize_t m,
                     outr[j] = <real>(wt if nobs[j] >= minp else NAN)
             else:
                 all_started = _ewm_exact_row(xr, outr, width, w, old_wt, nobs, p)
+                uniform = all_started and _all_equal(old_wt, width)
 
 
 # ---------------------------------------------------------------------------------------
@@ -359,30 +383,16 @@ cdef void _ewm_series_set(const real* x, real* out, Py_ssize_t n, Py_ssize_t m,
                     _ewm_exact(x + i * n, out + i * n, n, 1, 1, p)
 
 
-cdef void _ewm_interleaved(const real* x, real* out, Py_ssize_t n, Py_ssize_t m,
-                           int nthreads, const EwmParams* p) noexcept nogil:
-    """``m`` series side by side (time-major, row stride ``m``): the exact loop vectorised
-    across series; each thread takes one range of columns (a multiple of 8: whole cache
-    lines): narrower, interleaved groups measured slower, the rows no longer stream."""
-    cdef Py_ssize_t width, g, ngroups
-    if n * m < EWM_INTERLEAVED_PARALLEL_MIN:
-        nthreads = 1
-    width = ((m + nthreads - 1) // nthreads + 7) // 8 * 8
-    ngroups = (m + width - 1) // width
-    if ngroups <= 1:
-        _ewm_exact(x, out, n, m, m, p)
-        return
-    for g in prange(ngroups, num_threads=nthreads, schedule="static"):
-        _ewm_exact(x + g * width, out + g * width, n, min(width, m - g * width), m, p)
-
-
 cdef void _ewm_run(const real* x, real* out, Py_ssize_t n, Py_ssize_t m, bint contiguous,
                    double* scratch, double* ends, int nthreads,
                    const EwmParams* p) noexcept nogil:
     if contiguous:
         _ewm_series_set(x, out, n, m, scratch, ends, nthreads, p)
     else:
-        _ewm_interleaved(x, out, n, m, nthreads, p)
+        # series side by side: one thread streams whole rows at memory speed (split between
+        # threads, each streams half rows: measured no faster, and far slower when the
+        # other core is busy)
+        _ewm_exact(x, out, n, m, m, p)
 
 
 def ewm_mean(x, *, com=None, span=None, halflife=None, alpha=None, adjust=True,
