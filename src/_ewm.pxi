@@ -2,17 +2,20 @@
 #
 # Two compiled paths, both computing in float64 whatever the storage type:
 #
-# * _ewm_exact: pandas' own loop (aggregations.pyx `ewm`), operation for operation, run over
-#   up to EWM_COLS series side by side so the compiler vectorises it across series. It
-#   handles everything: NaN/inf (inf is missing, as pandas makes it), ignore_na, alpha == 1.
+# * _ewm_exact: pandas' own loop (aggregations.pyx `ewm`), run over up to EWM_COLS series
+#   side by side so the compiler vectorises it across series. It handles everything:
+#   NaN/inf (inf is missing, as pandas makes it), ignore_na, alpha == 1. Operation for
+#   operation pandas', except that rows where all series share one weight divide once per
+#   row (adjust=True: within an ulp of pandas per step).
 # * _ewm_blocked: one long series without missing values, as a blocked linear scan
 #   y_t = b*y_{t-1} + u_t (b = 1-alpha). adjust=False: u_0 = x_0, u_t = alpha*x_t, y is the
-#   mean. adjust=True: u_t = x_t, the mean is y_t * alpha / (1 - b^(t+1)) (the zero-started
+#   mean. adjust=True: u_t = x_t, the mean is y_t * (1-b) / (1 - b^(t+1)) (the zero-started
 #   EMA over its weight sum: the bias correction Adam uses). Levels:
-#     chunk (EWM_CHUNK elements): EWM_LANES chunks are scanned from zero side by side (16
-#       independent dependency chains instead of one), then each chunk gets its carry-in c
-#       as y_j += c*b^(j+1) (a table, never a negative power);
-#     block (EWM_LANES chunks): chunk carries c' = b^L*c + chunk end, serial but 1 in 128;
+#     chunk (EWM_CHUNK elements): scanned from zero four steps at a time,
+#       y_j = b^4*y_{j-4} + v_j with v a 4-tap filter of u, EWM_LANES chunks side by side
+#       (vectorised, 8 independent dependency chains instead of one); then each chunk gets
+#       its carry-in c as y_j += c*b^(j+1) (a table, never a negative power);
+#     block (EWM_LANES chunks): chunk carries c' = b^L*c + chunk end, serial, 1 in 136 steps;
 #     superblock (EWM_SUPERBLOCK elements): scanned from zero in pass 1, in parallel.
 #       The superblock carries then follow serially, and pass 2 redoes only the leading
 #       blocks of each superblock where the carry still matters (b^offset >= 1e-30;
@@ -52,7 +55,7 @@ ctypedef struct EwmParams:
     Py_ssize_t fixup_blocks   # leading blocks of a superblock that need its carry
     Py_ssize_t ones_from      # from this t on, 1 - b^(t+1) rounds to 1
     double pw[EWM_CHUNK]      # b^(j+1)
-    double one_minus_pw[EWM_CHUNK]   # 1 - b^(j+1), through expm1 (no cancellation)
+    double one_minus_pw[EWM_CHUNK]   # 1 - b^(j+1), without cancellation
 
 
 cdef inline double _flush(double v) noexcept nogil:
@@ -257,7 +260,7 @@ cdef double _ewm_block(const real* x, real* out, double* scan, Py_ssize_t t0, do
                 out[k * EWM_CHUNK + j] = <real>fma(carry_in[k], p.pw[j], scan[k * EWM_CHUNK + j])
         elif t < p.ones_from:
             # weight sum (1 - b^(t+j+1))/(1-b) = (1 - b^t) + b^t*(1 - b^(j+1)): two positive
-            # terms, each from expm1, so no cancellation near t = 0
+            # terms (expm1, the table), so no cancellation near t = 0
             q = pow(b, <double>t)
             one_minus_q = -expm1(t * p.log_b)
             for j in range(EWM_CHUNK):
