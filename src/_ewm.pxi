@@ -339,8 +339,9 @@ cdef bint _ewm_blocked(const real* x, real* out, Py_ssize_t n, double* scratch,
     for s in range(nsuper - 1):
         carry = fma(p.b_superblock, carry, ends[s])
         ends[s] = carry
-    # pass 2: the leading blocks of superblocks 1.. with their carry
-    if nthreads > 1 and nsuper > 2:
+    # pass 2: the leading blocks of superblocks 1.. with their carry (on threads only when
+    # it is more than a few superblocks' work: waking them costs more under load)
+    if nthreads > 1 and (nsuper - 1) * p.fixup_blocks * EWM_BLOCK >= 4 * EWM_SUPERBLOCK:
         with parallel(num_threads=nthreads):
             tid = threadid()
             for s in prange(1, nsuper, schedule="dynamic"):
