@@ -45,6 +45,7 @@ cdef Py_ssize_t EWM_BLOCKED_MIN = 8 * EWM_BLOCK
 # A carry is dropped once its weight b^k falls below this (and table entries are flushed
 # to zero below EWM_TINY, keeping denormals out of the loops).
 cdef double EWM_NEGLIGIBLE = 1e-30
+cdef Py_ssize_t EWM_STREAM_MIN_BYTES = 1 << 24
 cdef double EWM_TINY = 1e-300
 
 
@@ -56,7 +57,7 @@ ctypedef struct EwmParams:
     # blocked scan only
     double scale          # u_t = scale*x_t (alpha, or 1 when adjust)
     double log_b, b2, b3, b4, b_chunk, b_superblock
-    bint stream               # float64 output 16-byte aligned: streaming stores
+    bint stream               # large, 16-byte aligned float64 output: streaming stores
     Py_ssize_t fixup_blocks   # leading blocks of a superblock that need its carry
     Py_ssize_t ones_from      # from this t on, 1 - b^(t+1) rounds to 1
     double pw[EWM_CHUNK]      # b^(j+1)
@@ -469,7 +470,9 @@ def ewm_mean(x, *, com=None, span=None, halflife=None, alpha=None, adjust=True,
     nthreads = _threads_for(n * m)
     if contiguous and _ewm_blockable(n, &p):
         _ewm_tables(&p)
-        p.stream = (<size_t>cnp.PyArray_DATA(oa)) % 16 == 0
+        # streaming stores only pay once the result outgrows the caches
+        p.stream = ((<size_t>cnp.PyArray_DATA(oa)) % 16 == 0
+                    and cnp.PyArray_NBYTES(oa) >= EWM_STREAM_MIN_BYTES)
         nsuper = (n + EWM_SUPERBLOCK - 1) // EWM_SUPERBLOCK
         scratch = <double*>malloc(nthreads * EWM_BLOCK * sizeof(double))
         # one per superblock, or two per thread when short series run one per thread

@@ -199,11 +199,11 @@ def test_out_is_filled_and_returned(impl, order):
     got = IMPLS[impl](x, alpha=0.1, out=out)
     assert got is out
     assert_matches(out, pandas_ewm(x, alpha=0.1), x)
-    series = x[:, 0].copy()
+    series = np.tile(x[:, 0], 120)              # 19 MiB: large enough to stream results
     shifted = np.empty(series.size + 1)[1:]     # 8-byte aligned: no streaming stores
     shifted.fill(-1.0)
     assert IMPLS[impl](series, alpha=0.1, out=shifted) is shifted
-    assert_matches(shifted, pandas_ewm(series, alpha=0.1), series)
+    assert_matches(shifted, fastmomentum.ewm_mean(series, alpha=0.1), series)
     strided = x[::2, ::2]                       # non-contiguous input is read as is
     assert_matches(IMPLS[impl](strided, alpha=0.1), pandas_ewm(strided, alpha=0.1), x)
     assert IMPLS[impl](np.empty((0, 3)), alpha=0.1).shape == (0, 3)
