@@ -29,10 +29,6 @@ from libc.stdlib cimport free, malloc
 
 from fastmomentum.kernels cimport real
 
-cdef extern from "fm_stream.h" nogil:
-    void fm_stream_pair(double* p, double a, double b)
-    void fm_stream_fence()
-
 cdef enum:
     EWM_LANES = 8                          # chunks scanned side by side
     EWM_CHUNK = 136                        # elements per chunk (a multiple of 4)
@@ -45,7 +41,6 @@ cdef Py_ssize_t EWM_BLOCKED_MIN = 8 * EWM_BLOCK
 # A carry is dropped once its weight b^k falls below this (and table entries are flushed
 # to zero below EWM_TINY, keeping denormals out of the loops).
 cdef double EWM_NEGLIGIBLE = 1e-30
-cdef Py_ssize_t EWM_STREAM_MIN_BYTES = 1 << 24
 cdef double EWM_TINY = 1e-300
 
 
@@ -57,7 +52,6 @@ ctypedef struct EwmParams:
     # blocked scan only
     double scale          # u_t = scale*x_t (alpha, or 1 when adjust)
     double log_b, b2, b3, b4, b_chunk, b_superblock
-    bint stream               # large, 16-byte aligned float64 output: streaming stores
     Py_ssize_t fixup_blocks   # leading blocks of a superblock that need its carry
     Py_ssize_t ones_from      # from this t on, 1 - b^(t+1) rounds to 1
     double pw[EWM_CHUNK]      # b^(j+1)
@@ -261,12 +255,7 @@ cdef double _ewm_block(const real* x, real* out, double* scan, Py_ssize_t t0, do
         return c
     for k in range(EWM_LANES):
         t = t0 + k * EWM_CHUNK
-        if not p.adjust and real is double and p.stream:
-            for j in range(0, EWM_CHUNK, 2):
-                fm_stream_pair(<double*>out + k * EWM_CHUNK + j,
-                               fma(carry_in[k], p.pw[j], scan[k * EWM_CHUNK + j]),
-                               fma(carry_in[k], p.pw[j + 1], scan[k * EWM_CHUNK + j + 1]))
-        elif not p.adjust:
+        if not p.adjust:
             for j in range(EWM_CHUNK):
                 out[k * EWM_CHUNK + j] = <real>fma(carry_in[k], p.pw[j], scan[k * EWM_CHUNK + j])
         elif t < p.ones_from:
@@ -277,11 +266,6 @@ cdef double _ewm_block(const real* x, real* out, double* scan, Py_ssize_t t0, do
             for j in range(EWM_CHUNK):
                 v = fma(carry_in[k], p.pw[j], scan[k * EWM_CHUNK + j])
                 out[k * EWM_CHUNK + j] = <real>(v * norm / fma(q, p.one_minus_pw[j], one_minus_q))
-        elif real is double and p.stream:
-            for j in range(0, EWM_CHUNK, 2):
-                fm_stream_pair(<double*>out + k * EWM_CHUNK + j,
-                               fma(carry_in[k], p.pw[j], scan[k * EWM_CHUNK + j]) * norm,
-                               fma(carry_in[k], p.pw[j + 1], scan[k * EWM_CHUNK + j + 1]) * norm)
         else:
             for j in range(EWM_CHUNK):
                 out[k * EWM_CHUNK + j] = <real>(fma(carry_in[k], p.pw[j], scan[k * EWM_CHUNK + j]) * norm)
@@ -318,7 +302,6 @@ cdef double _ewm_superblock(const real* x, real* out, Py_ssize_t n, Py_ssize_t s
             carry = _ewm_block(x + t0, out + t0, scan, t0, carry, k >= store_from, p)
         else:
             carry = _ewm_tail(x + t0, out + t0, n - t0, t0, carry, k >= store_from, p)
-    fm_stream_fence()   # streaming stores are weakly ordered: complete them here
     return carry
 
 
@@ -470,9 +453,6 @@ def ewm_mean(x, *, com=None, span=None, halflife=None, alpha=None, adjust=True,
     nthreads = _threads_for(n * m)
     if contiguous and _ewm_blockable(n, &p):
         _ewm_tables(&p)
-        # streaming stores only pay once the result outgrows the caches
-        p.stream = ((<size_t>cnp.PyArray_DATA(oa)) % 16 == 0
-                    and cnp.PyArray_NBYTES(oa) >= EWM_STREAM_MIN_BYTES)
         nsuper = (n + EWM_SUPERBLOCK - 1) // EWM_SUPERBLOCK
         scratch = <double*>malloc(nthreads * EWM_BLOCK * sizeof(double))
         # one per superblock, or two per thread when short series run one per thread
