@@ -75,7 +75,10 @@ else:
     _log("WARNING: the C compiler has no OpenMP; building serial kernels (one thread)")
 
 opt_flags = ["-O0", "-g"] if DEBUG else ["-O3"]
-common_flags = opt_flags + ["-ffp-contract=off", "-fno-strict-aliasing"]
+# -fno-trapping-math changes no value (IEEE results stay exact; only FP exception flags are
+# not preserved): it lets the compiler evaluate both sides of a select, so loops with a
+# division on one side (ewm_mean's row step) vectorise.
+common_flags = opt_flags + ["-ffp-contract=off", "-fno-strict-aliasing", "-fno-trapping-math"]
 
 variants = {"portable": []}
 is_x86_64 = platform.machine().lower() in ("x86_64", "amd64")

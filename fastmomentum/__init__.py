@@ -5,6 +5,7 @@ update loops in typed Cython over contiguous float32/float64 NumPy buffers, in p
 
 * :func:`momentum_step`: one ``torch.optim.SGD`` step on one buffer, bit for bit.
 * :func:`ema_update`: ``average = decay*average + (1-decay)*value`` in place.
+* :func:`ewm_mean`: pandas' ``ewm(...).mean()`` over a series or 2-D array, same numbers.
 * :func:`set_num_threads` / :func:`get_num_threads`: threads used for large buffers.
 * :mod:`fastmomentum.baseline`: the same API in pure NumPy (the benchmark reference).
 * ``fastmomentum/kernels.pxd``: the raw loops for other Cython code.
@@ -13,6 +14,7 @@ from ._dispatch import kernels as _kernels
 
 momentum_step = _kernels.momentum_step
 ema_update = _kernels.ema_update
+ewm_mean = _kernels.ewm_mean
 set_num_threads = _kernels.set_num_threads
 get_num_threads = _kernels.get_num_threads
 
@@ -22,7 +24,7 @@ HAS_OPENMP = _kernels.HAS_OPENMP
 
 __version__ = "0.1.0"
 
-__all__ = ["momentum_step", "ema_update", "set_num_threads", "get_num_threads",
+__all__ = ["momentum_step", "ema_update", "ewm_mean", "set_num_threads", "get_num_threads",
            "BUILD_TARGET", "HAS_OPENMP", "__version__"]
 
 from .optim import EMA, SGD  # noqa: E402  (needs the kernels above)

@@ -178,3 +178,101 @@ def check_disjoint_all(func, name, arrays):
         if next_start < start + nbytes:
             raise ValueError(f"{func}: `{name}[{min(i, j)}]` and `{name}[{max(i, j)}]` "
                              f"share memory; each array may appear only once")
+
+
+# ---------------------------------------------------------------------------------------
+# ewm_mean: pandas' parameter rules and conversions, and the array preparation both the
+# compiled entry point and the baseline use.
+
+def ewm_center_of_mass(com, span, halflife, alpha):
+    """pandas' ``get_center_of_mass``: same checks, wording and operations. Returns the
+    centre of mass as a Python float; the smoothing factor is ``1 / (1 + com)``."""
+    func = "ewm_mean"
+    given = {name: value for name, value in
+             (("com", com), ("span", span), ("halflife", halflife), ("alpha", alpha))
+             if value is not None}
+    if len(given) > 1:
+        raise ValueError(f"{func}: comass, span, halflife, and alpha are mutually exclusive; "
+                         f"got {', '.join(given)}")
+    if not given:
+        raise ValueError(f"{func}: Must pass one of comass, span, halflife, or alpha")
+    (name, value), = given.items()
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer,
+                                                                     np.floating)):
+        raise TypeError(f"{func}: `{name}` must be a real number; got {describe(value)}")
+    if not math.isfinite(value):
+        raise ValueError(f"{func}: `{name}` must be a finite number; got {value!r}")
+    if name == "com":
+        if value < 0:
+            raise ValueError(f"{func}: comass must satisfy: comass >= 0; got {value!r}")
+        comass = value
+    elif name == "span":
+        if value < 1:
+            raise ValueError(f"{func}: span must satisfy: span >= 1; got {value!r}")
+        comass = (value - 1) / 2
+    elif name == "halflife":
+        if value <= 0:
+            raise ValueError(f"{func}: halflife must satisfy: halflife > 0; got {value!r}")
+        decay = 1 - np.exp(np.log(0.5) / value)  # numpy's exp/log, as pandas: same bits
+        comass = 1 / decay - 1
+    else:
+        if value <= 0 or value > 1:
+            raise ValueError(f"{func}: alpha must satisfy: 0 < alpha <= 1; got {value!r}")
+        comass = (1 - value) / value
+    return float(comass)
+
+
+def _ewm_result_dtype(x):
+    if x.dtype == np.float32 or x.dtype == np.float64:
+        return x.dtype.newbyteorder("=")
+    if x.dtype.kind in "iub":
+        return np.dtype(np.float64)
+    raise TypeError(f"ewm_mean: `x` must hold float32, float64, integer or bool numbers; "
+                    f"got {describe(x)}")
+
+
+def prepare_ewm_mean(x, com, span, halflife, alpha, min_periods, axis, out):
+    """Check every argument of ``ewm_mean`` and return ``(x, out, com, min_periods,
+    axis)``: ``x`` converted (copied only when needed) to a native contiguous array of the
+    result dtype in the memory order of ``out`` (``out`` allocated when None: F order for an
+    F-contiguous 2-D ``x``, C otherwise), ``min_periods`` as pandas counts it (at least 1)
+    and ``axis`` in {0, 1}. Raises before anything is written."""
+    func = "ewm_mean"
+    com = ewm_center_of_mass(com, span, halflife, alpha)
+    if (isinstance(min_periods, (bool, np.bool_))
+            or not isinstance(min_periods, (int, np.integer)) or min_periods < 0):
+        raise ValueError(f"{func}: `min_periods` must be an integer >= 0; got {min_periods!r}")
+    source = x
+    if not isinstance(x, np.ndarray):
+        try:
+            x = np.asarray(x)
+        except (TypeError, ValueError) as err:
+            raise TypeError(f"{func}: `x` must be a 1-D or 2-D array of numbers; got "
+                            f"{describe(source)} ({err})") from None
+    dtype = _ewm_result_dtype(x)
+    if x.ndim not in (1, 2):
+        raise ValueError(f"{func}: `x` must be 1-D (a series) or 2-D (axis 0: columns are "
+                         f"series, axis 1: rows); got shape={x.shape}")
+    if (isinstance(axis, (bool, np.bool_)) or not isinstance(axis, (int, np.integer))
+            or not -x.ndim <= axis < x.ndim):
+        raise ValueError(f"{func}: `axis` must be an integer in [{-x.ndim}, {x.ndim - 1}] "
+                         f"for a {x.ndim}-D `x`; got {axis!r}")
+    axis = int(axis) % x.ndim
+    if out is None:
+        order = "F" if (x.ndim == 2 and x.flags.f_contiguous and not x.flags.c_contiguous) else "C"
+        x = np.asarray(x, dtype=dtype, order=order)
+        out = np.empty(x.shape, dtype=dtype, order=order)
+    else:
+        ok = (isinstance(out, np.ndarray) and out.dtype == dtype and out.flags.writeable
+              and out.flags.aligned and out.dtype.isnative
+              and (out.flags.c_contiguous or out.flags.f_contiguous))
+        if not ok:
+            raise TypeError(f"{func}: `out` must be a writeable C- or F-contiguous {dtype} "
+                            f"array (the result dtype for this `x`); got {describe(out)}")
+        if out.shape != x.shape:
+            raise ValueError(f"{func}: `out` must have the shape of `x` {x.shape}; "
+                             f"got shape={out.shape}")
+        if isinstance(source, np.ndarray) and _overlap(source, out):
+            raise ValueError(f"{func}: `out` must not share memory with `x`")
+        x = np.asarray(x, dtype=dtype, order="C" if out.flags.c_contiguous else "F")
+    return x, out, com, max(int(min_periods), 1), axis

@@ -41,3 +41,150 @@ def ema_update(average, value, decay):
     average *= decay
     average += (1.0 - decay) * value
     return average
+
+
+# ---------------------------------------------------------------------------------------
+# ewm_mean: pandas' exponentially weighted mean in pure NumPy.
+#
+# The honest best NumPy can do is not a Python loop over elements: every case is a linear
+# recurrence y_t = beta_t*y_{t-1} + gamma_t, which NumPy solves blockwise. Within blocks of
+# _EWM_BLOCK steps the solution is a matrix product with the weights beta^(t-s) (one BLAS
+# matmul for all blocks and series when beta is constant; powers only ever <= 1, so nothing
+# overflows), and the blocks' carries form a recurrence of the same kind, solved by the
+# same function on a series _EWM_BLOCK times shorter.
+
+_EWM_BLOCK = 32
+
+
+def _scan(u, b):
+    """y[:, t] = b*y[:, t-1] + u[:, t], y[:, -1] = 0, for a 2-D float64 ``u`` (rows are
+    series) and a constant ``b`` in [0, 1]."""
+    m, n = u.shape
+    width = min(n, _EWM_BLOCK)
+    lag = np.subtract.outer(np.arange(width), np.arange(width))
+    weights = np.where(lag >= 0, np.power(b, np.maximum(lag, 0)), 0.0)   # b^(t-s), t >= s
+    if n <= _EWM_BLOCK:
+        return u @ weights.T
+    blocks = -(-n // _EWM_BLOCK)
+    padded = np.zeros((m, blocks * _EWM_BLOCK))
+    padded[:, :n] = u
+    local = padded.reshape(m, blocks, _EWM_BLOCK) @ weights.T
+    # carry after each block, then into each block
+    carry = _scan(np.ascontiguousarray(local[:, :, -1]), b ** _EWM_BLOCK)
+    carry_in = np.zeros((m, blocks))
+    carry_in[:, 1:] = carry[:, :-1]
+    decay = np.power(b, np.arange(1, _EWM_BLOCK + 1))                  # b^(j+1)
+    local += carry_in[:, :, None] * decay
+    return local.reshape(m, -1)[:, :n]
+
+
+def _varying_scan(beta, gamma, first):
+    """y[k] = beta[k]*y[k-1] + gamma[k], y[-1] = ``first``, for 1-D float64 ``beta`` in
+    [0, 1] and ``gamma``. Within a block the weights are exp(C_t - C_s) <= 1 with C the
+    cumulative sum of log(beta)."""
+    k = beta.size
+    if k == 0:
+        return np.empty(0)
+    blocks = -(-k // _EWM_BLOCK)
+    log_beta = np.zeros(blocks * _EWM_BLOCK)               # padding: beta = 1, gamma = 0
+    log_beta[:k] = np.log(np.maximum(beta, 1e-300))   # a weight below 1e-300 counts as 0
+    g = np.zeros(blocks * _EWM_BLOCK)
+    g[:k] = gamma
+    cum = np.cumsum(log_beta.reshape(blocks, _EWM_BLOCK), axis=1)
+    lag = cum[:, :, None] - cum[:, None, :]
+    lower = np.tri(_EWM_BLOCK, dtype=bool)
+    weights = np.where(lower, np.exp(np.where(lower, lag, 0.0)), 0.0)
+    local = np.einsum("kts,ks->kt", weights, g.reshape(blocks, _EWM_BLOCK))
+    growth = np.exp(cum)                                   # prod of beta since block start
+    if blocks == 1:
+        carry_in = np.array([first])
+    else:
+        carry = _varying_scan(growth[:, -1], local[:, -1], first)
+        carry_in = np.concatenate(([first], carry[:-1]))
+    return (local + growth * carry_in[:, None]).reshape(-1)[:k]
+
+
+def _ewm_observed(values, alpha, adjust):
+    """pandas' mean of series (rows) without missing values."""
+    b = 1.0 - alpha
+    n = values.shape[1]
+    if adjust:
+        # zero-started sum of weighted values over the weight sum (1 - b^(t+1))/(1 - b)
+        t = np.arange(1, n + 1)
+        if b == 1.0:
+            weight = t.astype(np.float64)
+        elif b == 0.0:
+            weight = np.ones(n)
+        else:
+            weight = -np.expm1(t * np.log(b)) / (1.0 - b)
+        return _scan(values, b) / weight
+    u = values * alpha
+    u[:, 0] = values[:, 0]                                 # adjust=False starts at x_0
+    return _scan(u, b)
+
+
+def _spread(compact, observed):
+    """Place the means of the observed values back on their time steps; a missing value
+    keeps the previous mean (NaN before the first observation)."""
+    rank = np.cumsum(observed) - 1
+    result = np.full(observed.size, np.nan)
+    seen = rank >= 0
+    result[seen] = compact[rank[seen]]
+    return result
+
+
+def _ewm_rows(values, com, adjust, ignore_na):
+    """pandas' mean for each row of a float64 array (NaN and inf are missing)."""
+    alpha = 1.0 / (1.0 + com)
+    observed = np.isfinite(values)
+    if observed.all():
+        return _ewm_observed(values, alpha, adjust)
+    b = 1.0 - alpha
+    if adjust and not ignore_na and b > 0.0:
+        # weighted sum over weight sum, missing values ageing both; a missing value keeps
+        # the previous mean (both sums may have underflowed in a long gap)
+        ratio = (_scan(np.where(observed, values, 0.0), b)
+                 / np.maximum(_scan(observed.astype(np.float64), b), 1.0))
+        last = np.maximum.accumulate(np.where(observed, np.arange(values.shape[1]), -1),
+                                     axis=1)
+        held = np.take_along_axis(ratio, np.maximum(last, 0), axis=1)
+        return np.where(last >= 0, held, np.nan)
+    result = np.empty_like(values)
+    for row, (x, seen) in enumerate(zip(values, observed)):
+        steps = np.flatnonzero(seen)
+        if steps.size == 0:
+            result[row] = np.nan
+            continue
+        xs = x[steps]
+        if ignore_na or b == 0.0:
+            compact = _ewm_observed(xs[None, :], alpha, adjust)[0]
+        else:
+            # adjust=False across gaps: y = (w*y + v*x)/(w + v), w = b^(gap+1), v = alpha
+            # (pandas 3 takes v = 1 - w when com == 1)
+            old = np.power(b, np.diff(steps).astype(np.float64))
+            new = 1.0 - old if com == 1.0 else alpha
+            compact = np.empty(steps.size)
+            compact[0] = xs[0]
+            compact[1:] = _varying_scan(old / (old + new), new * xs[1:] / (old + new), xs[0])
+        result[row] = _spread(compact, seen)
+    return result
+
+
+def ewm_mean(x, *, com=None, span=None, halflife=None, alpha=None, adjust=True,
+             ignore_na=False, min_periods=0, axis=0, out=None):
+    """NumPy version of :func:`fastmomentum.ewm_mean` (same arguments, results, errors).
+
+    Blocked linear scans (see ``_scan``): per block a BLAS matrix product with the weights
+    ``(1-alpha)^(t-s)``, the block carries by the same scan on a shorter series; missing
+    values through weighted sums and weight sums, or a scan over the observed values."""
+    x, out, com, min_periods, axis = _validation.prepare_ewm_mean(
+        x, com, span, halflife, alpha, min_periods, axis, out)
+    if x.size == 0:
+        return out
+    series = x[None, :] if x.ndim == 1 else (x.T if axis == 0 else x)
+    target = out[None, :] if x.ndim == 1 else (out.T if axis == 0 else out)
+    values = series.astype(np.float64)
+    result = _ewm_rows(values, com, bool(adjust), bool(ignore_na))
+    result[np.cumsum(np.isfinite(values), axis=1) < min_periods] = np.nan
+    np.copyto(target, result, casting="same_kind")
+    return out

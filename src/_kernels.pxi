@@ -272,3 +272,4 @@ def ema_update(average, value, decay):
 
 include "_roofline.pxi"
 include "_multi.pxi"
+include "_ewm.pxi"

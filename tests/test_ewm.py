@@ -1,0 +1,290 @@
+"""ewm_mean (compiled and NumPy baseline) against pandas ``ewm(...).mean()`` and closed forms."""
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import fastmomentum
+from fastmomentum import baseline
+
+IMPLS = {"fastmomentum": fastmomentum.ewm_mean, "baseline": baseline.ewm_mean}
+PARAMS = [dict(com=0.5), dict(span=7), dict(halflife=3.0), dict(alpha=0.5),  # com == 1
+          dict(alpha=1.0), dict(alpha=0.02), dict(com=0)]
+
+
+def pandas_ewm(x, axis=0, **kw):
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim == 1:
+        return pd.Series(x).ewm(**kw).mean().to_numpy()
+    if axis == 0:
+        return pd.DataFrame(x).ewm(**kw).mean().to_numpy()
+    return pd.DataFrame(x.T).ewm(**kw).mean().to_numpy().T
+
+
+def assert_matches(got, want, x, rtol=1e-12):
+    """Same NaN positions; elsewhere within rtol of the values and of the data's scale."""
+    assert got.shape == want.shape
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    finite = np.asarray(x, dtype=np.float64)
+    finite = finite[np.isfinite(finite)]
+    scale = float(np.max(np.abs(finite))) if finite.size else 1.0
+    np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * scale)
+
+
+def nan_patterns(n, rng):
+    """Series of length n with the missing-value layouts pandas distinguishes."""
+    base = rng.standard_normal(n) * 10
+    out = {"none": base.copy()}
+    x = base.copy()
+    x[rng.random(n) < 0.25] = np.nan
+    out["random"] = x
+    x = base.copy()
+    x[: n // 3] = np.nan
+    out["leading"] = x
+    x = base.copy()
+    x[n // 4: n // 2] = np.nan                 # one long gap
+    x[-1] = np.nan
+    out["gap"] = x
+    x = base.copy()
+    x[::5] = np.inf                             # pandas treats inf as missing
+    x[3 % n] = -np.inf
+    out["inf"] = x
+    out["all_nan"] = np.full(n, np.nan)
+    return out
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("param", PARAMS, ids=lambda p: "-".join(f"{k}{v}" for k, v in p.items()))
+@pytest.mark.parametrize("n", [1, 2, 37, 20000])
+def test_grid_matches_pandas_1d(impl, param, n):
+    rng = np.random.default_rng(n)
+    for pattern, x in nan_patterns(n, rng).items():
+        for adjust in (True, False):
+            for ignore_na in (False, True):
+                for min_periods in (0, 3):
+                    kw = dict(param, adjust=adjust, ignore_na=ignore_na, min_periods=min_periods)
+                    got = IMPLS[impl](x, **kw)
+                    assert got.dtype == np.float64
+                    assert_matches(got, pandas_ewm(x, **kw), x)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("axis", [0, 1])
+@pytest.mark.parametrize("order", ["C", "F"])
+@pytest.mark.parametrize("shape", [(50, 9), (9000, 3), (3, 9000), (300, 300)])
+def test_grid_matches_pandas_2d(impl, axis, order, shape):
+    rng = np.random.default_rng(sum(shape))
+    x = rng.standard_normal(shape)
+    x[rng.random(shape) < 0.1] = np.nan
+    x[:, 1] = np.nan if shape[1] > 2 else x[:, 1]      # a column with nothing observed
+    x[1] = rng.standard_normal(shape[1])               # a fully observed row
+    x = np.asarray(x, order=order)
+    for adjust in (True, False):
+        for ignore_na in (False, True):
+            kw = dict(alpha=0.15, adjust=adjust, ignore_na=ignore_na, min_periods=2)
+            assert_matches(IMPLS[impl](x, axis=axis, **kw), pandas_ewm(x, axis=axis, **kw), x)
+    clean = np.asarray(rng.standard_normal(shape), order=order)   # the no-NaN fast paths
+    for adjust in (True, False):
+        kw = dict(span=20, adjust=adjust)
+        assert_matches(IMPLS[impl](clean, axis=axis, **kw), pandas_ewm(clean, axis=axis, **kw),
+                       clean)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_seed_example_beta_09(impl):
+    """The seed: v_t = 0.9*v_{t-1} + 0.1*x_t over 0..9."""
+    x = np.arange(10.0)
+    ema, zero_started, expected_adjusted = x[0], 0.0, []
+    expected = [ema]
+    for t, value in enumerate(x):
+        if t:
+            ema = 0.9 * ema + 0.1 * value
+            expected.append(ema)
+        zero_started = 0.9 * zero_started + 0.1 * value
+        expected_adjusted.append(zero_started / (1 - 0.9 ** (t + 1)))   # bias correction
+    np.testing.assert_allclose(IMPLS[impl](x, alpha=0.1, adjust=False), expected, rtol=1e-14)
+    np.testing.assert_allclose(IMPLS[impl](x, alpha=0.1), expected_adjusted, rtol=1e-14)
+    np.testing.assert_allclose(IMPLS[impl](x, alpha=0.1), pandas_ewm(x, alpha=0.1), rtol=1e-14)
+
+
+def exact_mean(x, t, alpha, adjust):
+    """pandas' mean at t of a series without missing values, from its definition: fsum of
+    the weighted values (weights (1-alpha)^k by pow, no recurrence), terms below 1e-40
+    dropped. As in pandas, b = 1-alpha is rounded and adjust=False weighs x_s by alpha*b^k
+    (for tiny alpha, alpha + b != 1 by an ulp, which matters at 1e-11 over 1/alpha steps)."""
+    b = 1.0 - alpha
+    lags = np.arange(t + 1)
+    weights = np.power(b, lags)
+    keep = weights > 1e-40
+    terms = weights[keep] * x[t - lags[keep]]
+    if adjust:
+        return math.fsum(terms) / math.fsum(weights[keep])
+    if not keep[-1]:
+        return math.fsum(terms * alpha)
+    return math.fsum(terms[:-1] * alpha) + terms[-1]       # x_0 enters with weight b^t
+
+
+@pytest.mark.parametrize("adjust", [True, False])
+@pytest.mark.parametrize("alpha", [0.3, 1e-3, 2e-6])
+def test_long_series_no_drift(adjust, alpha):
+    n = 3_000_000
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal(n) + 5.0
+    got = fastmomentum.ewm_mean(x, alpha=alpha, adjust=adjust)
+    for t in [0, 1, 1000, 261_119, 261_120, 261_121, 1_500_000, n - 1]:
+        want = exact_mean(x, t, alpha, adjust)
+        assert abs(got[t] - want) <= 1e-12 * abs(want), (t, got[t], want)
+    if alpha >= 1e-3:   # tiny alphas: pandas' own recurrence drifts by ~eps/alpha
+        assert_matches(got, pandas_ewm(x, alpha=alpha, adjust=adjust), x)
+    assert_matches(baseline.ewm_mean(x[:200_000], alpha=alpha, adjust=adjust),
+                   got[:200_000], x[:200_000])
+
+
+@pytest.mark.parametrize("shape,axis", [((3_000_000,), 0), ((400, 1000), 0), ((6, 600_000), 1)])
+@pytest.mark.parametrize("alpha", [0.3, 1e-3])
+def test_thread_count_does_not_change_bits(shape, axis, alpha):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal(shape)
+    messy = x.copy()
+    messy.flat[::997] = np.nan
+    threads = fastmomentum.get_num_threads()
+    try:
+        results = []
+        for n in (1, 2, 3):
+            fastmomentum.set_num_threads(n)
+            results.append([fastmomentum.ewm_mean(v, alpha=alpha, adjust=a, axis=axis)
+                            for v in (x, messy) for a in (True, False)])
+    finally:
+        fastmomentum.set_num_threads(threads)
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            assert np.array_equal(a, b, equal_nan=True)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("n", [50, 30000])
+def test_float32_stays_float32(impl, n):
+    rng = np.random.default_rng(n)
+    x = rng.standard_normal((n, 3)).astype(np.float32)
+    x[5, 1] = np.nan
+    for adjust in (True, False):
+        got = IMPLS[impl](x, alpha=0.05, adjust=adjust)
+        assert got.dtype == np.float32
+        # computed in float64, then rounded: within one float32 rounding of pandas
+        want = pandas_ewm(x, alpha=0.05, adjust=adjust).astype(np.float32)
+        assert_matches(got.astype(np.float64), want.astype(np.float64), x, rtol=2e-7)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_integers_and_bools_give_float64(impl):
+    ints = np.arange(20, dtype=np.int32) % 7
+    got = IMPLS[impl](ints, span=4)
+    assert got.dtype == np.float64
+    assert_matches(got, pandas_ewm(ints, span=4), ints)
+    flags = ints > 3
+    assert_matches(IMPLS[impl](flags, span=4), pandas_ewm(flags.astype(float), span=4), ints)
+    assert_matches(IMPLS[impl]([1, 2, 3.5], alpha=0.5), pandas_ewm([1, 2, 3.5], alpha=0.5),
+                   ints)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_out_is_filled_and_returned(impl, order):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((20000, 4))
+    out = np.full(x.shape, -1.0, order=order)
+    got = IMPLS[impl](x, alpha=0.1, out=out)
+    assert got is out
+    assert_matches(out, pandas_ewm(x, alpha=0.1), x)
+    series = x[:, 0].copy()
+    shifted = np.empty(series.size + 1)[1:]     # only 8-byte aligned
+    shifted.fill(-1.0)
+    assert IMPLS[impl](series, alpha=0.1, out=shifted) is shifted
+    assert_matches(shifted, fastmomentum.ewm_mean(series, alpha=0.1), series)
+    strided = x[::2, ::2]                       # non-contiguous input is read as is
+    assert_matches(IMPLS[impl](strided, alpha=0.1), pandas_ewm(strided, alpha=0.1), x)
+    assert IMPLS[impl](np.empty((0, 3)), alpha=0.1).shape == (0, 3)
+
+
+BAD_CALLS = [
+    (dict(), ValueError, "Must pass one of comass, span, halflife, or alpha"),
+    (dict(com=1, span=2), ValueError, "comass, span, halflife, and alpha are mutually exclusive"),
+    (dict(com=-0.5), ValueError, "comass must satisfy: comass >= 0"),
+    (dict(span=0.5), ValueError, "span must satisfy: span >= 1"),
+    (dict(halflife=0), ValueError, "halflife must satisfy: halflife > 0"),
+    (dict(alpha=0), ValueError, "alpha must satisfy: 0 < alpha <= 1"),
+    (dict(alpha=1.5), ValueError, "alpha must satisfy: 0 < alpha <= 1"),
+    (dict(alpha=float("nan")), ValueError, "`alpha` must be a finite number"),
+    (dict(span="3"), TypeError, "`span` must be a real number; got str"),
+    (dict(alpha=0.1, min_periods=-1), ValueError, "`min_periods` must be an integer >= 0"),
+    (dict(alpha=0.1, min_periods=1.5), ValueError, "`min_periods` must be an integer >= 0"),
+    (dict(alpha=0.1, axis=2), ValueError, "`axis` must be an integer in [-2, 1]"),
+]
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("kwargs,error,message", BAD_CALLS)
+def test_bad_parameters(impl, kwargs, error, message):
+    x = np.arange(6.0).reshape(3, 2)
+    out = np.full_like(x, 7.0)
+    with pytest.raises(error, match="^ewm_mean: ") as info:
+        IMPLS[impl](x, out=out, **kwargs)
+    assert message in str(info.value)
+    assert (out == 7.0).all()                   # nothing written
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_bad_arrays(impl):
+    f = IMPLS[impl]
+    x = np.arange(12.0).reshape(3, 4)
+    cases = [
+        (lambda: f(np.array(["a", "b"]), alpha=0.1), TypeError, "float32, float64, integer or bool"),
+        (lambda: f(np.array([1.0, None]), alpha=0.1), TypeError, "dtype=object"),
+        (lambda: f(np.array([1 + 2j]), alpha=0.1), TypeError, "complex"),
+        (lambda: f([[1.0], [2.0, 3.0]], alpha=0.1), TypeError, "1-D or 2-D array of numbers"),
+        (lambda: f(np.zeros((2, 2, 2)), alpha=0.1), ValueError, "shape=(2, 2, 2)"),
+        (lambda: f(np.float64(3.0), alpha=0.1), ValueError, "shape=()"),
+        (lambda: f(x, alpha=0.1, out=np.empty((3, 4), np.float32)), TypeError, "float64"),
+        (lambda: f(x, alpha=0.1, out=np.empty((4, 3))), ValueError, "shape of `x` (3, 4)"),
+        (lambda: f(x, alpha=0.1, out=np.empty((3, 8))[:, ::2]), TypeError, "not C-contiguous"),
+        (lambda: f(x, alpha=0.1, out=x), ValueError, "must not share memory with `x`"),
+        (lambda: f(x, alpha=0.1, out=[0.0] * 12), TypeError, "got list"),
+    ]
+    readonly = np.empty((3, 4))
+    readonly.flags.writeable = False
+    cases.append((lambda: f(x, alpha=0.1, out=readonly), TypeError, "read-only"))
+    for call, error, message in cases:
+        with pytest.raises(error, match="^ewm_mean: ") as info:
+            call()
+        assert message in str(info.value), str(info.value)
+
+
+finite_floats = st.floats(-1e6, 1e6, allow_nan=False)
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data(), rows=st.integers(1, 60), cols=st.integers(1, 5), two_d=st.booleans(),
+       dtype=st.sampled_from(["float64", "float32", "int64"]),
+       alpha=st.floats(0.001, 1.0), adjust=st.booleans(), ignore_na=st.booleans(),
+       min_periods=st.integers(0, 4), axis=st.integers(0, 1), nan_rate=st.sampled_from([0, 0.3]))
+def test_hypothesis_matches_pandas(data, rows, cols, two_d, dtype, alpha, adjust, ignore_na,
+                                   min_periods, axis, nan_rate):
+    shape = (rows, cols) if two_d else (rows,)
+    values = np.array(data.draw(st.lists(finite_floats, min_size=rows * cols,
+                                         max_size=rows * cols)))[: np.prod(shape)]
+    x = values.reshape(shape).astype(dtype)
+    if nan_rate and dtype != "int64":
+        mask = np.array(data.draw(st.lists(st.booleans(), min_size=x.size, max_size=x.size)))
+        x.reshape(-1)[mask] = np.nan
+    axis = axis if two_d else 0
+    kw = dict(alpha=alpha, adjust=adjust, ignore_na=ignore_na, min_periods=min_periods)
+    want = pandas_ewm(x, axis=axis, **kw)
+    rtol = 1e-12 if dtype != "float32" else 2e-7
+    for impl in IMPLS.values():
+        got = impl(x, axis=axis, **kw)
+        assert got.dtype == (np.float32 if dtype == "float32" else np.float64)
+        assert_matches(got.astype(np.float64), want if dtype != "float32"
+                       else want.astype(np.float32).astype(np.float64), x, rtol=rtol)
