@@ -22,24 +22,15 @@ from . import BUILD_TARGET, HAS_OPENMP, __version__, get_num_threads, set_num_th
 from .benchcases import optional_import
 from .benchcases.kernels import kernel_cases, roofline_case
 
-# Added by the sequence-EMA and optimizer work; until those are merged into this build the
-# report lists their kernels as skipped.
-try:
-    from .benchcases.ewm import ewm_cases
-except ModuleNotFoundError:
-    ewm_cases = None
-try:
-    from .benchcases.models import model_cases
-except ModuleNotFoundError:
-    model_cases = None
+from .benchcases.ewm import ewm_cases
+from .benchcases.models import model_cases
 
-#: provider -> (function(quick=...) returning a list of Case, or None when not in this build;
-#: the kernels its cases measure). ``--sizes`` applies to the "kernels" provider only,
+#: provider -> (function(quick=...) returning a list of Case; the kernels its cases measure). ``--sizes`` applies to the "kernels" provider only,
 #: ``--dtype`` selects the dtypes of the "kernels" provider and filters the others.
 PROVIDERS = {
     "kernels": (kernel_cases, ("momentum_step", "ema_update")),
     "ewm": (ewm_cases, ("ewm_mean",)),
-    "models": (model_cases, ("model_step", "sgd_ema")),
+    "models": (model_cases, ("model_step", "model_step_ema")),
 }
 KERNELS = tuple(k for _, kernels in PROVIDERS.values() for k in kernels)
 
@@ -116,21 +107,16 @@ def format_size(n):
 
 
 def collect_cases(quick=False, sizes=None, dtypes=None, only=None):
-    """The cases of every provider, filtered by dtype and kernel; also the kernels whose
-    provider is not in this build, as (kernel, reason) pairs."""
-    cases, unavailable = [], []
+    """The cases of every provider, filtered by dtype and kernel."""
+    cases = []
     for name, (provider, kernels) in PROVIDERS.items():
         if only and not set(kernels) & set(only):
-            continue
-        if provider is None:
-            unavailable += [(k, "not available in this build") for k in kernels
-                            if not only or k in only]
             continue
         found = (provider(quick=quick, sizes=sizes, dtypes=dtypes) if name == "kernels"
                  else provider(quick=quick))
         cases += [c for c in found if (not only or c.kernel in only)
                   and (not dtypes or c.dtype in dtypes)]
-    return cases, unavailable
+    return cases
 
 
 def group_cases(cases):
@@ -482,7 +468,7 @@ def thread_count(threads):
 
 def run_report(quick=False, sizes=None, dtypes=None, only=None, threads=None):
     """Measure everything; returns the report dict that ``--json`` writes."""
-    cases, unavailable = collect_cases(quick, sizes, dtypes, only)
+    cases = collect_cases(quick, sizes, dtypes, only)
     groups = group_cases(cases)
     repeats, target = TIMING[quick]
     rows = []
@@ -496,9 +482,6 @@ def run_report(quick=False, sizes=None, dtypes=None, only=None, threads=None):
                 progress.advance(sum(c.skip is None for c in members))
         finally:
             progress.close()
-    rows += [{"kernel": k, "impl": None, "size": None, "dtype": None, "params": {}, "group": k,
-              "bytes_moved": 0, "reference": False, "status": "skipped", "skip_reason": reason}
-             for k, reason in unavailable]
     return {"schema": 1, "machine": machine_info(threads), "versions": library_versions(),
             "options": {"quick": quick, "sizes": sizes, "dtypes": dtypes, "only": only},
             "repeats": repeats, "roofline": roofline_summary(rows), "rows": rows}

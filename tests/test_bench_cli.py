@@ -132,17 +132,6 @@ def test_without_matplotlib_and_tqdm_the_table_still_prints(tmp_path, capsys, mo
     assert "ema_update" in out and "torch-lerp_" in out
 
 
-def test_provider_missing_from_this_build_is_listed_as_skipped(tmp_path, capsys, monkeypatch):
-    monkeypatch.setitem(bench.PROVIDERS, "ewm", (None, ("ewm_mean",)))
-    json_path = tmp_path / "r.json"
-    status, out, _ = run_cli(capsys, "--quick", "--only", "ewm_mean", "--json", str(json_path))
-    assert status == 0
-    rows = json.loads(json_path.read_text())["rows"]
-    assert [(r["kernel"], r["status"], r["skip_reason"]) for r in rows] == [
-        ("ewm_mean", "skipped", "not available in this build")]
-    assert "skipped (not available in this build): ewm_mean" in out
-
-
 def test_threads_option_is_used_and_restored(tmp_path, capsys):
     before = fastmomentum.get_num_threads(), torch.get_num_threads()
     json_path = tmp_path / "r.json"
