@@ -81,11 +81,15 @@ cdef inline void momentum_ema_kernel(real* param, const real* grad, real* veloci
                                      real one_minus_decay) noexcept nogil:
     """An SGD step (``momentum_kernel``, or ``sgd_kernel`` when ``not has_momentum``;
     ``velocity`` is then unused) followed by ``ema_kernel(average, param)`` on the new
-    weights, block by block: each block of ``param`` is still in L1 cache when the EMA reads
+    weights, block by block: each block of new weights is still in cache when the EMA reads
     it, so memory is crossed once, not twice. Same bits as the two kernels run one after
     the other; ``average`` must overlap none of the other buffers."""
     cdef Py_ssize_t start = 0, block
-    cdef Py_ssize_t BLOCK = 2048  # 8-16 KB per buffer: four buffers fit in L1 together
+    # 32k elements: a block of new weights stays in L2 between the two loops, and each loop
+    # streams runs long enough for the hardware prefetchers. Measured at 16M float32: one
+    # loop over all seven streams 0.7-0.9x of two separate passes, 2k-element (L1) blocks
+    # 1.0x, 32k blocks 1.07x (1 thread) to 1.18x (2 threads).
+    cdef Py_ssize_t BLOCK = 32768
     while start < n:
         block = min(BLOCK, n - start)
         if has_momentum:
