@@ -38,6 +38,23 @@ def _torch_sgd(torch, impl, nesterov, n, dtype):
     return opt.step
 
 
+def _sized_cases(kernel, makers, sizes, dtypes, buffers_moved, params=None):
+    """One case per dtype, size and implementation; ``makers`` maps an impl to
+    ``make(n, dtype)``, or to None when its optional peer (torch) is missing."""
+    cases = []
+    for dtype in dtypes:
+        itemsize = np.dtype(dtype).itemsize
+        for n in sizes:
+            for impl, make in makers.items():
+                cases.append(Case(
+                    kernel, impl, n, dtype,
+                    make=partial(make, n, dtype) if make else None,
+                    bytes_moved=buffers_moved * n * itemsize,
+                    skip=None if make else "torch not installed",
+                    params=dict(params or {})))
+    return cases
+
+
 def momentum_cases(sizes=DEFAULT_SIZES, dtypes=("float32",), variants=("plain", "nesterov"),
                    torch_impls=tuple(_TORCH_SGD_FLAGS)):
     """momentum_step vs the baseline and torch.optim.SGD (for-loop, foreach, fused)."""
@@ -49,16 +66,8 @@ def momentum_cases(sizes=DEFAULT_SIZES, dtypes=("float32",), variants=("plain", 
                   "baseline": partial(_numpy_momentum, baseline.momentum_step, nesterov)}
         for impl in torch_impls:
             makers[impl] = partial(_torch_sgd, torch, impl, nesterov) if torch else None
-        for dtype in dtypes:
-            itemsize = np.dtype(dtype).itemsize
-            for n in sizes:
-                for impl, make in makers.items():
-                    cases.append(Case(
-                        "momentum_step", impl, n, dtype,
-                        make=partial(make, n, dtype) if make else None,
-                        bytes_moved=5 * n * itemsize,  # read p, g, v; write p, v
-                        skip=None if make else "torch not installed",
-                        params={"variant": variant}))
+        # read p, g, v; write p, v
+        cases += _sized_cases("momentum_step", makers, sizes, dtypes, 5, {"variant": variant})
     return cases
 
 
@@ -78,17 +87,8 @@ def ema_cases(sizes=DEFAULT_SIZES, dtypes=("float32",)):
     makers = {"fastmomentum": partial(_numpy_ema, ema_update),
               "baseline": partial(_numpy_ema, baseline.ema_update),
               "torch-lerp_": partial(_torch_lerp, torch) if torch else None}
-    cases = []
-    for dtype in dtypes:
-        itemsize = np.dtype(dtype).itemsize
-        for n in sizes:
-            for impl, make in makers.items():
-                cases.append(Case(
-                    "ema_update", impl, n, dtype,
-                    make=partial(make, n, dtype) if make else None,
-                    bytes_moved=3 * n * itemsize,  # read average, value; write average
-                    skip=None if make else "torch not installed"))
-    return cases
+    # read average, value; write average
+    return _sized_cases("ema_update", makers, sizes, dtypes, 3)
 
 
 def _stream(n, dtype):
