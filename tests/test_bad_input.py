@@ -141,6 +141,9 @@ def test_kernel_and_baseline_say_the_same(case):
     assert messages[0] == messages[1]
 
 
-def test_velocity_is_ignored_without_momentum():
+@pytest.mark.parametrize("impl", IMPLS)
+def test_velocity_is_ignored_without_momentum(impl):
     p, g, _ = arrays()
-    momentum_step(p, g, "not even an array", lr=0.1)  # momentum == 0: velocity unused
+    expected = p - np.float32(0.1) * g
+    IMPLS[impl][0](p, g, "not even an array", lr=0.1)  # momentum == 0: velocity unused
+    np.testing.assert_allclose(p, expected, rtol=1e-6)
