@@ -130,10 +130,6 @@ cdef void _run(const KernelCall* k, Py_ssize_t n) noexcept:
 # ---------------------------------------------------------------------------------------
 # Argument checks in C. They test exactly what fastmomentum._validation tests.
 
-cdef inline bint _is_float_type(int typenum) noexcept:
-    return typenum == cnp.NPY_FLOAT or typenum == cnp.NPY_DOUBLE
-
-
 cdef inline bint _usable(object x, int typenum, bint writeable) noexcept:
     """A native, aligned, C-contiguous array of ``typenum`` (and writeable if asked)."""
     if not cnp.PyArray_Check(x):
@@ -142,6 +138,16 @@ cdef inline bint _usable(object x, int typenum, bint writeable) noexcept:
     return (cnp.PyArray_TYPE(a) == typenum and cnp.PyArray_IS_C_CONTIGUOUS(a)
             and cnp.PyArray_ISALIGNED(a) and cnp.PyArray_ISNOTSWAPPED(a)
             and (cnp.PyArray_ISWRITEABLE(a) or not writeable))
+
+
+cdef inline bint _lead(object x, bint writeable) noexcept:
+    """The first array of a call: a usable float32 or float64 array (it fixes the dtype and
+    shape the others must match)."""
+    if not cnp.PyArray_Check(x):
+        return False
+    cdef int typenum = cnp.PyArray_TYPE(<cnp.ndarray>x)
+    return ((typenum == cnp.NPY_FLOAT or typenum == cnp.NPY_DOUBLE)
+            and _usable(x, typenum, writeable))
 
 
 cdef inline bint _like(object x, cnp.ndarray lead, bint writeable) noexcept:
@@ -159,6 +165,15 @@ cdef inline bint _overlap(cnp.ndarray a, cnp.ndarray b) noexcept:
 cdef inline bint _finite_in(double x, double low, double high) noexcept:
     # False for NaN, which fails both comparisons; high=inf still refuses inf through x-x.
     return low <= x <= high and x - x == 0.0
+
+
+cdef inline bint _sgd_hyper_ok(double lr, double momentum, double dampening,
+                               double weight_decay, bint nesterov) noexcept:
+    """torch.optim.SGD's hyper-parameter rules (see _validation.check_sgd_hyper)."""
+    return (_finite_in(lr, 0.0, INFINITY) and _finite_in(momentum, 0.0, INFINITY)
+            and _finite_in(dampening, -INFINITY, INFINITY)
+            and _finite_in(weight_decay, 0.0, INFINITY)
+            and not (nesterov and (momentum <= 0.0 or dampening != 0.0)))
 
 
 # ---------------------------------------------------------------------------------------
@@ -197,13 +212,8 @@ def momentum_step(param, grad, velocity, *, lr, momentum=0.0, dampening=0.0,
     try:
         lr_, momentum_ = lr, momentum
         dampening_, weight_decay_ = dampening, weight_decay
-        ok = (_finite_in(lr_, 0.0, INFINITY) and _finite_in(momentum_, 0.0, INFINITY)
-              and _finite_in(dampening_, -INFINITY, INFINITY)
-              and _finite_in(weight_decay_, 0.0, INFINITY)
-              and not (nesterov_ and (momentum_ <= 0.0 or dampening_ != 0.0))
-              and cnp.PyArray_Check(param)
-              and _is_float_type(cnp.PyArray_TYPE(<cnp.ndarray>param))
-              and _usable(param, cnp.PyArray_TYPE(<cnp.ndarray>param), True)
+        ok = (_sgd_hyper_ok(lr_, momentum_, dampening_, weight_decay_, nesterov_)
+              and _lead(param, True)
               and _like(grad, <cnp.ndarray>param, False)
               and not _overlap(<cnp.ndarray>grad, <cnp.ndarray>param)
               and (momentum_ == 0.0
@@ -251,9 +261,7 @@ def ema_update(average, value, decay):
     try:
         decay_ = decay
         ok = (_finite_in(decay_, 0.0, 1.0)
-              and cnp.PyArray_Check(average)
-              and _is_float_type(cnp.PyArray_TYPE(<cnp.ndarray>average))
-              and _usable(average, cnp.PyArray_TYPE(<cnp.ndarray>average), True)
+              and _lead(average, True)
               and _like(value, <cnp.ndarray>average, False)
               and not _overlap(<cnp.ndarray>value, <cnp.ndarray>average))
     except (TypeError, ValueError, OverflowError):

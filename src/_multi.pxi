@@ -165,19 +165,15 @@ def multi_momentum_step(list params, grads, velocities, averages=None, *, lr, mo
     try:
         lr_, momentum_, dampening_, weight_decay_, decay_ = (
             lr, momentum, dampening, weight_decay, decay)
-        ok = (_finite_in(lr_, 0.0, INFINITY) and _finite_in(momentum_, 0.0, INFINITY)
-              and _finite_in(dampening_, -INFINITY, INFINITY)
-              and _finite_in(weight_decay_, 0.0, INFINITY)
+        ok = (_sgd_hyper_ok(lr_, momentum_, dampening_, weight_decay_, nesterov_)
               and _finite_in(decay_, 0.0, 1.0)
-              and not (nesterov_ and (momentum_ <= 0.0 or dampening_ != 0.0))
               and _list_of(grads, n)
               and (momentum_ == 0.0 or _list_of(velocities, n))
               and (not fused_ema or _list_of(averages, n)))
         i = 0
         while ok and i < n:
             x = params[i]
-            ok = (cnp.PyArray_Check(x) and _is_float_type(cnp.PyArray_TYPE(<cnp.ndarray>x))
-                  and _usable(x, cnp.PyArray_TYPE(<cnp.ndarray>x), True)
+            ok = (_lead(x, True)
                   and _like(grads[i], <cnp.ndarray>x, False)
                   and not _overlap(<cnp.ndarray>grads[i], <cnp.ndarray>x))
             if ok and momentum_ != 0.0:
@@ -228,8 +224,7 @@ def multi_ema_update(list averages, values, decay):
         i = 0
         while ok and i < n:
             x = averages[i]
-            ok = (cnp.PyArray_Check(x) and _is_float_type(cnp.PyArray_TYPE(<cnp.ndarray>x))
-                  and _usable(x, cnp.PyArray_TYPE(<cnp.ndarray>x), True)
+            ok = (_lead(x, True)
                   and _like(values[i], <cnp.ndarray>x, False)
                   and not _overlap(<cnp.ndarray>values[i], <cnp.ndarray>x))
             i += 1

@@ -17,9 +17,7 @@ def roofline_stream(param, grad, velocity, double scale):
     are writeable, all three are distinct C-contiguous arrays of one float dtype and shape."""
     cdef Py_ssize_t n
     cdef int nthreads
-    if not (cnp.PyArray_Check(param)
-            and _is_float_type(cnp.PyArray_TYPE(<cnp.ndarray>param))
-            and _usable(param, cnp.PyArray_TYPE(<cnp.ndarray>param), True)
+    if not (_lead(param, True)
             and _like(grad, <cnp.ndarray>param, False)
             and _like(velocity, <cnp.ndarray>param, True)
             and not _overlap(<cnp.ndarray>grad, <cnp.ndarray>param)
