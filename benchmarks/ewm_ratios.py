@@ -29,11 +29,12 @@ def main(argv):
         groups.setdefault(case.group, {})[case.impl] = statistics.median(samples[case])
     print(f"threads: {fastmomentum.get_num_threads()}")
     for group, times in groups.items():
-        ours = times["fastmomentum"]
-        print(group, " ".join(f"{impl}={t * 1e3:.3f}ms" for impl, t in times.items()),
-              "| fastmomentum speed-up:",
-              " ".join(f"{impl} {t / ours:.1f}x" for impl, t in times.items()
-                       if impl != "fastmomentum"))
+        print(group, " ".join(f"{impl}={t * 1e3:.3f}ms" for impl, t in times.items()))
+        for variant in ("fastmomentum", "fastmomentum out="):
+            ours = times[variant]
+            print(f"  {variant} speed-up:",
+                  " ".join(f"{impl} {t / ours:.1f}x" for impl, t in times.items()
+                           if not impl.startswith("fastmomentum")))
 
 
 if __name__ == "__main__":

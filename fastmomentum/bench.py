@@ -157,6 +157,10 @@ def measure_group(members, repeats, target):
     return rows
 
 
+def _ours(row):
+    return row["impl"].startswith("fastmomentum")
+
+
 def _compare(rows):
     """Speed-up vs the baseline and vs the fastest other implementation; % of the roofline."""
     timed = [r for r in rows if r["status"] == "ok"]
@@ -164,7 +168,9 @@ def _compare(rows):
     baseline = next((r for r in peers if r["impl"] == "baseline"), None)
     roofline = next((r for r in timed if r["reference"]), None)
     for row in peers:
-        others = [r for r in peers if r is not row]
+        # fastmomentum's variants (e.g. with out=) are compared with the others, not each other
+        others = [r for r in peers if r is not row
+                  and not (_ours(r) and _ours(row))]
         best = min(others, key=lambda r: r["median_s"]) if others else None
         row["vs_baseline"] = baseline["median_s"] / row["median_s"] if baseline else None
         row["best_other"] = best["impl"] if best else None
@@ -288,7 +294,7 @@ def markdown_table(rows):
     out = ["| " + " | ".join(HEADER) + " |",
            "|" + "|".join("---:" if i >= 4 or i == 2 else "---" for i in range(len(HEADER))) + "|"]
     for row in rows:
-        if row["status"] == "ok" and row["impl"].startswith("fastmomentum"):
+        if row["status"] == "ok" and _ours(row):
             cells = [_label(row), row["dtype"], format_size(row["size"]), row["impl"]]
             out.append("| " + " | ".join(cells + _cells(row)) + " |")
     return "\n".join(out)

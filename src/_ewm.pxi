@@ -29,6 +29,11 @@ from libc.stdlib cimport free, malloc
 
 from fastmomentum.kernels cimport real
 
+cdef extern from "fm_nt.h" nogil:
+    void fm_copy_f64(double* dst, const double* src, Py_ssize_t n, bint stream)
+    void fm_copy_f64_to_f32(float* dst, const double* src, Py_ssize_t n, bint stream)
+    void fm_stream_fence()
+
 cdef enum:
     EWM_LANES = 8                          # chunks scanned side by side
     EWM_CHUNK = 136                        # elements per chunk (a multiple of 4)
@@ -42,11 +47,16 @@ cdef Py_ssize_t EWM_BLOCKED_MIN = 8 * EWM_BLOCK
 # to zero below EWM_TINY, keeping denormals out of the loops).
 cdef double EWM_NEGLIGIBLE = 1e-30
 cdef double EWM_TINY = 1e-300
+# Results of at least this many bytes (half this machine's L3) are written with streaming
+# stores (fm_nt.h): they would not stay in cache anyway, and skipping the read-for-ownership
+# saves one of three memory streams.
+cdef Py_ssize_t EWM_STREAM_MIN_BYTES = 1 << 24
 
 
 ctypedef struct EwmParams:
     double alpha, b, new_wt
     bint adjust, ignore_na
+    bint stream           # write results with streaming stores (then fence)
     bint new_wt_fills     # pandas 3, adjust=False, com == 1: new_wt = 1 - old_wt
     Py_ssize_t min_periods
     # blocked scan only
@@ -56,6 +66,14 @@ ctypedef struct EwmParams:
     Py_ssize_t ones_from      # from this t on, 1 - b^(t+1) rounds to 1
     double pw[EWM_CHUNK]      # b^(j+1)
     double one_minus_pw[EWM_CHUNK]   # 1 - b^(j+1), without cancellation
+
+
+cdef inline void _emit(real* dst, const double* src, Py_ssize_t n, bint stream) noexcept nogil:
+    """Store ``n`` finished results (rounded to float32 for float32 output)."""
+    if real is double:
+        fm_copy_f64(dst, src, n, stream)
+    else:
+        fm_copy_f64_to_f32(dst, src, n, stream)
 
 
 cdef inline double _flush(double v) noexcept nogil:
@@ -153,6 +171,7 @@ cdef void _ewm_exact(const real* x, real* out, Py_ssize_t n, Py_ssize_t m,
     series also share one weight (no missing value so far), with one division per row."""
     cdef double w[EWM_COLS]
     cdef double old_wt[EWM_COLS]
+    cdef double row[EWM_COLS]        # a row's results, stored together by _emit
     cdef Py_ssize_t nobs[EWM_COLS]   # integer: a float >= may trap, blocking vectorisation
     cdef Py_ssize_t j0, j, t, width, g
     cdef const real* xr
@@ -187,7 +206,8 @@ cdef void _ewm_exact(const real* x, real* out, Py_ssize_t n, Py_ssize_t m,
                     old_wt[j] = ow
                     nobs[j] += 1
                     w[j] = wt
-                    outr[j] = <real>(wt if nobs[j] >= minp else NAN)
+                    row[j] = wt if nobs[j] >= minp else NAN
+                _emit(outr, row, width, p.stream)
             elif all_started and _all_finite(xr, width):
                 for j in range(width):
                     cur = xr[j]
@@ -200,10 +220,13 @@ cdef void _ewm_exact(const real* x, real* out, Py_ssize_t n, Py_ssize_t m,
                     old_wt[j] = ow if adjust else 1.0
                     nobs[j] += 1
                     w[j] = wt
-                    outr[j] = <real>(wt if nobs[j] >= minp else NAN)
+                    row[j] = wt if nobs[j] >= minp else NAN
+                _emit(outr, row, width, p.stream)
             else:
                 all_started = _ewm_exact_row(xr, outr, width, w, old_wt, nobs, p)
                 uniform = all_started and _all_equal(old_wt, width)
+    if p.stream:
+        fm_stream_fence()
 
 
 # ---------------------------------------------------------------------------------------
@@ -257,7 +280,7 @@ cdef double _ewm_block(const real* x, real* out, double* scan, Py_ssize_t t0, do
         t = t0 + k * EWM_CHUNK
         if not p.adjust:
             for j in range(EWM_CHUNK):
-                out[k * EWM_CHUNK + j] = <real>fma(carry_in[k], p.pw[j], scan[k * EWM_CHUNK + j])
+                scan[k * EWM_CHUNK + j] = fma(carry_in[k], p.pw[j], scan[k * EWM_CHUNK + j])
         elif t < p.ones_from:
             # weight sum (1 - b^(t+j+1))/(1-b) = (1 - b^t) + b^t*(1 - b^(j+1)): two positive
             # terms (expm1, the table), so no cancellation near t = 0
@@ -265,10 +288,11 @@ cdef double _ewm_block(const real* x, real* out, double* scan, Py_ssize_t t0, do
             one_minus_q = -expm1(t * p.log_b)
             for j in range(EWM_CHUNK):
                 v = fma(carry_in[k], p.pw[j], scan[k * EWM_CHUNK + j])
-                out[k * EWM_CHUNK + j] = <real>(v * norm / fma(q, p.one_minus_pw[j], one_minus_q))
+                scan[k * EWM_CHUNK + j] = v * norm / fma(q, p.one_minus_pw[j], one_minus_q)
         else:
             for j in range(EWM_CHUNK):
-                out[k * EWM_CHUNK + j] = <real>(fma(carry_in[k], p.pw[j], scan[k * EWM_CHUNK + j]) * norm)
+                scan[k * EWM_CHUNK + j] = fma(carry_in[k], p.pw[j], scan[k * EWM_CHUNK + j]) * norm
+    _emit(out, scan, EWM_BLOCK, p.stream)
     return c
 
 
@@ -302,6 +326,8 @@ cdef double _ewm_superblock(const real* x, real* out, Py_ssize_t n, Py_ssize_t s
             carry = _ewm_block(x + t0, out + t0, scan, t0, carry, k >= store_from, p)
         else:
             carry = _ewm_tail(x + t0, out + t0, n - t0, t0, carry, k >= store_from, p)
+    if p.stream:
+        fm_stream_fence()
     return carry
 
 
@@ -442,6 +468,7 @@ def ewm_mean(x, *, com=None, span=None, halflife=None, alpha=None, adjust=True,
     p.ignore_na = bool(ignore_na)
     p.b = 1.0 - p.alpha
     p.new_wt = 1.0 if p.adjust else p.alpha
+    p.stream = cnp.PyArray_NBYTES(oa) >= EWM_STREAM_MIN_BYTES
     if cnp.PyArray_NDIM(xa) == 1:
         n, m, contiguous = cnp.PyArray_DIM(xa, 0), 1, True
     else:

@@ -164,6 +164,29 @@ def test_thread_count_does_not_change_bits(shape, axis, alpha):
             assert np.array_equal(a, b, equal_nan=True)
 
 
+@pytest.mark.parametrize("shape", [(4_200_001,), (70_001, 64)])
+def test_results_over_16mb_are_streamed_exactly(shape):
+    """Results of 16 MB and more are written with streaming stores (src/fm_nt.h): same
+    numbers as pandas, the same bits into a misaligned ``out`` (every head length before
+    the 16-byte-aligned part), and float32 results equal to the float64 ones rounded."""
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal(shape)
+    if x.ndim == 2:
+        x[5, 3] = np.nan            # the frame's rows then take pandas' per-series division
+    want = fastmomentum.ewm_mean(x, alpha=0.01)
+    assert_matches(want, pandas_ewm(x, alpha=0.01), x)
+    for offset in (1, 2):
+        out = np.empty(x.size + offset)[offset:].reshape(shape)
+        assert fastmomentum.ewm_mean(x, alpha=0.01, out=out) is out
+        assert np.array_equal(out, want, equal_nan=True)
+    x32 = x.astype(np.float32)
+    want32 = fastmomentum.ewm_mean(x32.astype(np.float64), alpha=0.01).astype(np.float32)
+    for offset in range(4):
+        out = np.empty(x.size + offset, np.float32)[offset:].reshape(shape)
+        fastmomentum.ewm_mean(x32, alpha=0.01, out=out)
+        assert np.array_equal(out, want32, equal_nan=True)
+
+
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("n", [50, 30000])
 def test_float32_stays_float32(impl, n):

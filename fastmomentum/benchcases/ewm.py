@@ -7,7 +7,11 @@ without missing values (the seed's beta = 0.9):
 * ``scipy-lfilter``: ``scipy.signal.lfilter([alpha], [1, alpha-1], x, zi=...)`` seeded with the
   first value (adjust=False); for adjust=True ``lfilter([1], [1, alpha-1], x)`` divided by
   the weight sums, which are precomputed outside the timing;
-* ``baseline``: :func:`fastmomentum.baseline.ewm_mean` (blocked scans, BLAS matmuls).
+* ``baseline``: :func:`fastmomentum.baseline.ewm_mean` (blocked scans, BLAS matmuls);
+* ``fastmomentum``: a fresh result each call, as every peer; ``fastmomentum out=``: into
+  a preallocated result, as a loop that reuses its output would. A fresh result far larger
+  than the caches starts as pages the kernel must map and zero (about 5 ms per 80 MB here,
+  paid by every implementation that allocates), which ``out=`` skips.
 
 Cases: a series (adjust True and False) and a 100000 x 100 frame along axis 0.
 """
@@ -32,6 +36,12 @@ def _ours(function):
         x = _data(shape)
         return lambda: function(x, alpha=ALPHA, adjust=adjust)
     return make
+
+
+def _ours_into_out(shape, adjust):
+    x = _data(shape)
+    out = np.empty_like(x)
+    return lambda: ewm_mean(x, alpha=ALPHA, adjust=adjust, out=out)
 
 
 def _pandas(pd):
@@ -61,7 +71,8 @@ def ewm_cases(quick=False):
     """All ewm_mean cases; ``quick`` keeps them small (for smoke runs)."""
     pd = optional_import("pandas")
     signal = optional_import("scipy.signal")
-    makers = {"fastmomentum": _ours(ewm_mean), "baseline": _ours(baseline.ewm_mean),
+    makers = {"fastmomentum": _ours(ewm_mean), "fastmomentum out=": _ours_into_out,
+              "baseline": _ours(baseline.ewm_mean),
               "pandas": _pandas(pd) if pd else None,
               "scipy-lfilter": _lfilter(signal) if signal else None}
     skips = {"pandas": None if pd else "pandas not installed",
