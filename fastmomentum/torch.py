@@ -60,21 +60,44 @@ FAST_PATH = _bind_torch_shim()
 
 def _hooked_step(step):
     """torch.optim.Optimizer.profile_hook_step (step pre/post hooks, the profiler's
-    ``_optimizer_step_code``) with the grad mode of ``_use_grad_for_differentiable``, but
-    entering ``record_function`` only while a profiler runs: it costs tens of us per step,
-    more than a whole fastmomentum step of a small model."""
+    ``_optimizer_step_code``) with the grad mode of ``_use_grad_for_differentiable``.
+    ``record_function`` and the hook loops cost several us per step, more than a whole
+    fastmomentum step of a small model: they run only while a profiler runs or a hook is
+    registered."""
     @functools.wraps(step)
-    def wrapper(self, *args, **kwargs):
+    def wrapper(*args, **kwargs):
+        self = args[0]
+        if (_torch_optimizer._global_optimizer_pre_hooks or self._optimizer_step_pre_hooks
+                or self._optimizer_step_post_hooks
+                or _torch_optimizer._global_optimizer_post_hooks):
+            if torch._C._autograd._profiler_enabled():
+                with torch.autograd.profiler.record_function(
+                        f"Optimizer.step#{self.__class__.__name__}.step"):
+                    return _run_hooked(step, self, args, kwargs)
+            return _run_hooked(step, self, args, kwargs)
         if torch._C._autograd._profiler_enabled():
             with torch.autograd.profiler.record_function(
                     f"Optimizer.step#{self.__class__.__name__}.step"):
-                return _run_hooked(step, self, args, kwargs)
-        return _run_hooked(step, self, args, kwargs)
+                return _run_step(step, self, args, kwargs)
+        return _run_step(step, self, args, kwargs)
     wrapper.hooked = True  # Optimizer._patch_step_function: do not wrap again
     return wrapper
 
 
+def _run_step(step, self, args, kwargs):
+    grad_enabled = torch.is_grad_enabled()
+    torch._C._set_grad_enabled(self.defaults["differentiable"])
+    try:
+        out = step(*args, **kwargs)
+    finally:
+        torch._C._set_grad_enabled(grad_enabled)
+    self._optimizer_step_code()
+    return out
+
+
 def _run_hooked(step, self, args, kwargs):
+    """Pre hooks, the step, post hooks; as torch, hooks get ``args`` with the optimizer
+    first, and a pre hook may return new ``(args, kwargs)``."""
     for pre_hook in itertools.chain(_torch_optimizer._global_optimizer_pre_hooks.values(),
                                     self._optimizer_step_pre_hooks.values()):
         result = pre_hook(self, args, kwargs)
@@ -84,13 +107,7 @@ def _run_hooked(step, self, args, kwargs):
             else:
                 raise RuntimeError(f"{step} must return None or a tuple of (new_args, "
                                    f"new_kwargs), but got {result}.")
-    grad_enabled = torch.is_grad_enabled()
-    torch._C._set_grad_enabled(self.defaults["differentiable"])
-    try:
-        out = step(self, *args, **kwargs)
-    finally:
-        torch._C._set_grad_enabled(grad_enabled)
-    self._optimizer_step_code()
+    out = _run_step(step, self, args, kwargs)
     for post_hook in itertools.chain(self._optimizer_step_post_hooks.values(),
                                      _torch_optimizer._global_optimizer_post_hooks.values()):
         post_hook(self, args, kwargs)

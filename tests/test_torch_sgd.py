@@ -327,6 +327,23 @@ def test_step_hooks_and_profiler_label_as_torch():
     assert torch.is_grad_enabled()  # grad mode restored after the step
 
 
+def test_step_hooks_see_and_replace_args_as_in_torch():
+    """Pre hooks get ``args`` with the optimizer first (as torch passes them) and may
+    return new ``(args, kwargs)``: here they add a closure whose loss step() returns."""
+    seen = {}
+    for cls in (torch.optim.SGD, fmt.SGD):
+        p = make_params(torch.float32)[:1]
+        p[0].grad = torch.ones(p[0].shape)
+        opt = cls(p, lr=0.1)
+
+        def pre_hook(o, args, kwargs, cls=cls):
+            seen[cls] = args
+            return args, {"closure": lambda: 42.0}
+        opt.register_step_pre_hook(pre_hook)
+        assert opt.step() == 42.0
+        assert seen[cls] == (opt,)
+
+
 def test_zero_grad_and_no_grad_params():
     p = make_params(torch.float32)
     opt = fmt.SGD(p, lr=0.1, momentum=0.9)
