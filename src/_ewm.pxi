@@ -450,7 +450,10 @@ def ewm_mean(x, *, com=None, span=None, halflife=None, alpha=None, adjust=True,
     Series without missing values are computed by a blocked scan (independent chunks and a
     carry fix-up with powers of ``1-alpha``, OpenMP-threaded for long series), agreeing with
     pandas to ~1e-15 relative; other series by pandas' own loop. Results do not depend on
-    the thread count. Raises TypeError/ValueError, before writing anything, for bad input.
+    the thread count. Results of 16 MB or more are written with streaming stores; for such
+    sizes a fresh result costs the kernel's zeroing of its pages (about as long as the scan
+    itself), so reuse ``out`` in loops. Raises TypeError/ValueError, before writing
+    anything, for bad input.
     """
     cdef EwmParams p
     cdef cnp.ndarray xa, oa
