@@ -55,6 +55,7 @@ class EMA:
         #: Number of updates so far.
         self.updates = 0
         self._kept = 1.0  # product of the decays used so far: the weight of the start value
+        self._written = _kernels.WrittenSpans()  # what update() writes, checked across calls
 
     def next_decay(self):
         """The decay the next update uses."""
@@ -70,7 +71,7 @@ class EMA:
     def update(self, params):
         """Fold the current ``params`` (same order, shapes, dtypes) into the averages."""
         decay = self.next_decay()
-        _kernels.multi_ema_update(self.raw_averages, list(params), decay)
+        _kernels.multi_ema_update(self.raw_averages, list(params), decay, self._written)
         self._advance(decay)
 
     @property
@@ -129,6 +130,7 @@ class SGD:
         self.momentum_buffers = None
         #: Number of steps taken.
         self.steps = 0
+        self._written = _kernels.WrittenSpans()  # what step() writes, checked across calls
 
     def step(self, grads):
         """Update every param in place with its gradient (a list in params' order)."""
@@ -143,7 +145,7 @@ class SGD:
             self.params, grads, buffers, ema.raw_averages if ema is not None else None,
             lr=self.lr, momentum=momentum, dampening=self.dampening,
             weight_decay=self.weight_decay, nesterov=self.nesterov, maximize=self.maximize,
-            first_step=first_step, decay=decay)
+            first_step=first_step, decay=decay, written=self._written)
         if first_step:
             self.momentum_buffers = buffers
         if ema is not None:

@@ -70,12 +70,13 @@ cdef void _run_items_parallel(const WorkItem* items, Py_ssize_t count, Py_ssize_
             _run_span(items, count, t * chunk, min(total, (t + 1) * chunk))
 
 
-cdef void _run_items(const WorkItem* items, Py_ssize_t count) noexcept:
-    """Run every item; threads share the total element count (see _threads_for)."""
+cdef void _run_items(const WorkItem* items, Py_ssize_t count, bint threads) noexcept:
+    """Run every item; threads (when allowed) share the total element count (see
+    _threads_for)."""
     if count == 0:
         return
     cdef Py_ssize_t total = items[count - 1].offset + items[count - 1].size
-    cdef int nthreads = _threads_for(total)
+    cdef int nthreads = _threads_for(total) if threads else 1
     if total < NOGIL_MIN_SIZE:
         _run_span(items, count, 0, total)
     elif nthreads == 1:
@@ -110,8 +111,150 @@ cdef class _WorkList:
         self.total += size
         return w
 
-    cdef inline void run(self) noexcept:
-        _run_items(self.items, self.count)
+    cdef inline void run(self, bint threads=True) noexcept:
+        """Run the items; without ``threads``, one after the other in order."""
+        _run_items(self.items, self.count, threads)
+
+
+ctypedef struct Span:
+    char* start
+    Py_ssize_t nbytes
+
+
+cdef int _span_order(const void* a, const void* b) noexcept nogil:
+    cdef char* x = (<const Span*>a).start
+    cdef char* y = (<const Span*>b).start
+    return -1 if x < y else (1 if x > y else 0)
+
+
+cdef class WrittenSpans:
+    """The memory a multi-tensor pass writes, by slot, kept from one call to the next.
+
+    Threads run the items in any order; one after the other they match a loop over the
+    buffers. Both agree only when no two written spans overlap and no item reads a written
+    span (a param listed twice, shared storage, a grad that is another param's view):
+    _order_free checks that. The sorted spans are rebuilt only after a slot changed, and
+    the inputs searched in them only after one moved: steady-state steps pay a comparison
+    per slot (a binary search per input when the inputs are new arrays every step)."""
+    cdef Span* written       # by slot, this call (nbytes 0: nothing)
+    cdef Span* spans         # the written spans, sorted by start
+    cdef Span* read          # by work item: what the last order_free check found clear
+    cdef Py_ssize_t size, span_count, span_slots, read_count
+    cdef bint spans_valid, disjoint, reads_clear
+
+    def __dealloc__(self):
+        free(self.written)
+        free(self.spans)
+        free(self.read)
+
+    def __reduce__(self):
+        return WrittenSpans, ()   # a cache: copies and unpickled objects start empty
+
+    cdef int reserve(self, Py_ssize_t size) except -1:
+        if size <= self.size:
+            return 0
+        cdef Py_ssize_t i
+        cdef Span* written = <Span*>realloc(self.written, size * sizeof(Span))
+        if written == NULL:
+            raise MemoryError()
+        self.written = written
+        cdef Span* spans = <Span*>realloc(self.spans, size * sizeof(Span))
+        if spans == NULL:
+            raise MemoryError()
+        self.spans = spans
+        cdef Span* read = <Span*>realloc(self.read, size * sizeof(Span))
+        if read == NULL:
+            raise MemoryError()
+        self.read = read
+        self.read_count = 0
+        for i in range(self.size, size):
+            self.written[i].start = NULL
+            self.written[i].nbytes = 0
+        self.size = size
+        self.spans_valid = False
+        return 0
+
+    cdef inline void write(self, Py_ssize_t slot, char* start, Py_ssize_t nbytes) noexcept:
+        """Record what this call writes in ``slot`` (nbytes 0: nothing)."""
+        if self.written[slot].start != start or self.written[slot].nbytes != nbytes:
+            self.written[slot].start = start
+            self.written[slot].nbytes = nbytes
+            self.spans_valid = self.reads_clear = False
+
+    cdef bint writes_disjoint(self, Py_ssize_t slots) noexcept:
+        """No two written spans of slots [0, slots) overlap."""
+        cdef Py_ssize_t i
+        if not self.spans_valid or slots != self.span_slots:
+            self.span_slots = slots
+            self.reads_clear = False
+            self.span_count = 0
+            for i in range(slots):
+                if self.written[i].nbytes:
+                    self.spans[self.span_count] = self.written[i]
+                    self.span_count += 1
+            qsort(self.spans, self.span_count, sizeof(Span), _span_order)
+            self.disjoint = True
+            for i in range(1, self.span_count):
+                if self.spans[i - 1].start + self.spans[i - 1].nbytes > self.spans[i].start:
+                    self.disjoint = False
+                    break
+            self.spans_valid = True
+        return self.disjoint
+
+    cdef bint overlaps_written(self, const char* start, Py_ssize_t nbytes) noexcept:
+        """Whether [start, start+nbytes) overlaps a written span (after writes_disjoint)."""
+        cdef Py_ssize_t lo = 0, hi = self.span_count, mid
+        while lo < hi:  # first span starting at or after the end of ours
+            mid = (lo + hi) // 2
+            if self.spans[mid].start < start + nbytes:
+                lo = mid + 1
+            else:
+                hi = mid
+        # spans are disjoint and sorted: only the one before can reach into ours
+        return nbytes > 0 and lo > 0 and self.spans[lo - 1].start + self.spans[lo - 1].nbytes > start
+
+
+cdef inline Py_ssize_t _item_bytes(const WorkItem* w) noexcept:
+    return w.size * (4 if w.call.kernel in (SGD_F32, MOMENTUM_F32, EMA_F32) else 8)
+
+
+cdef int _order_free(_WorkList work, WrittenSpans written) except -1:
+    """1 when the items may run in any order (on threads), else 0: each item writes its
+    ``call.out``, ``call.state`` and ``average`` (those not NULL) and reads its
+    ``call.inp``. ``written`` (None: a new one) remembers them: when nothing moved since
+    the last check found them clear, that answer stands (no sort, no binary search)."""
+    cdef Py_ssize_t item, nbytes
+    cdef const WorkItem* w
+    cdef Span span
+    if written is None:
+        written = WrittenSpans()
+    written.reserve(3 * work.count)
+    for item in range(work.count):
+        w = &work.items[item]
+        nbytes = _item_bytes(w)
+        written.write(3 * item, w.call.out, nbytes)
+        written.write(3 * item + 1, w.call.state, nbytes if w.call.state != NULL else 0)
+        written.write(3 * item + 2, w.average, nbytes if w.average != NULL else 0)
+    if not written.writes_disjoint(3 * work.count):
+        return 0
+    cdef bint same = written.reads_clear and written.read_count == work.count
+    for item in range(work.count):
+        w = &work.items[item]
+        span.start = <char*>w.call.inp
+        span.nbytes = _item_bytes(w)
+        if same and (written.read[item].start != span.start
+                     or written.read[item].nbytes != span.nbytes):
+            same = False
+        written.read[item] = span
+    written.read_count = work.count
+    if same:
+        return 1
+    written.reads_clear = False
+    for item in range(work.count):
+        if written.overlaps_written(written.read[item].start, written.read[item].nbytes):
+            return 0
+    written.reads_clear = True
+    return 1
 
 
 cdef inline void _set_step(KernelCall* k, bint is_f32, char* param, const char* grad,
@@ -148,13 +291,16 @@ cdef inline bint _list_of(object x, Py_ssize_t n) noexcept:
 
 def multi_momentum_step(list params, grads, velocities, averages=None, *, lr, momentum=0.0,
                         dampening=0.0, weight_decay=0.0, nesterov=False, maximize=False,
-                        first_step=False, decay=0.0):
+                        first_step=False, decay=0.0, WrittenSpans written=None):
     """``momentum_step`` on every ``params[i]`` with ``grads[i]`` and ``velocities[i]``
     (lists; ``velocities`` may be None when ``momentum == 0``), in one call.
 
     With ``averages`` (a list), each ``averages[i]`` is then updated in the same pass as
     ``ema_update(averages[i], params[i], decay)`` with the new weights. Every argument is
-    checked before anything is written (see ``_validation.check_multi_step``)."""
+    checked before anything is written (see ``_validation.check_multi_step``). The result
+    is that of the calls one after the other, in order, whatever aliases what (a grad
+    that views another param, say): threads run only when the order cannot matter.
+    ``written``: a WrittenSpans kept by the caller across calls (saves re-sorting)."""
     cdef Py_ssize_t n = len(params), i
     cdef double lr_, momentum_, dampening_, weight_decay_, decay_
     cdef bint nesterov_ = nesterov, maximize_ = maximize, first_step_ = first_step
@@ -208,12 +354,15 @@ def multi_momentum_step(list params, grads, velocities, averages=None, *, lr, mo
         if fused_ema:
             w.average = cnp.PyArray_BYTES(<cnp.ndarray>averages[i])
             w.decay = decay_
-    work.run()
+    work.run(_threads_for(work.total) == 1 or _order_free(work, written))
 
 
-def multi_ema_update(list averages, values, decay):
+
+
+def multi_ema_update(list averages, values, decay, WrittenSpans written=None):
     """``ema_update(averages[i], values[i], decay)`` for every i, in one call; every pair is
-    checked before anything is written (see ``_validation.check_multi_ema``)."""
+    checked before anything is written (see ``_validation.check_multi_ema``). As
+    multi_momentum_step: the result of the updates in order, ``written`` a cache."""
     cdef Py_ssize_t n = len(averages), i
     cdef double decay_
     cdef bint ok = False
@@ -246,7 +395,7 @@ def multi_ema_update(list averages, values, decay):
         w.call.inp = cnp.PyArray_BYTES(<cnp.ndarray>values[i])
         w.call.a = decay_
         w.call.b = 1.0 - decay_
-    work.run()
+    work.run(_threads_for(work.total) == 1 or _order_free(work, written))
     return averages
 
 

@@ -125,17 +125,6 @@ cdef inline bint _dense_cpu(object t, DenseTensor* out) noexcept:
     return True
 
 
-ctypedef struct Span:
-    char* start
-    Py_ssize_t nbytes
-
-
-cdef int _span_order(const void* a, const void* b) noexcept nogil:
-    cdef char* x = (<const Span*>a).start
-    cdef char* y = (<const Span*>b).start
-    return -1 if x < y else (1 if x > y else 0)
-
-
 cdef class TorchGroupCache:
     """What one param group's previous steps established, so steady-state steps re-check
     it for the price of a comparison.
@@ -145,17 +134,15 @@ cdef class TorchGroupCache:
       Python call, and a tensor's negation bit only changes with its storage
       (``p.data = ...``) or through torch's private ``_set_neg``. Grads are new tensors
       every step and are always asked.
-    * The memory the multi-tensor pass writes (params and buffers) must not overlap, or
-      threads would race where torch's loop steps one after the other (shared storage,
-      a param listed twice): ``spans`` holds it sorted, rebuilt and checked only when a
-      slot's pointer or size changed; each grad is then looked up in it (binary search).
+    * ``written``: what the multi-tensor pass writes and reads (see _order_free).
     """
     cdef PyObject** objects  # strong references: an address is never reused while cached
     cdef char** data
-    cdef Span* written       # by slot, this step (nbytes 0: not written)
-    cdef Span* spans         # the written spans of the last check, sorted by start
-    cdef Py_ssize_t size, span_count
-    cdef bint spans_valid
+    cdef Py_ssize_t size
+    cdef WrittenSpans written
+
+    def __cinit__(self):
+        self.written = WrittenSpans()
 
     def __dealloc__(self):
         cdef Py_ssize_t i
@@ -163,13 +150,12 @@ cdef class TorchGroupCache:
             Py_XDECREF(self.objects[i])
         free(self.objects)
         free(self.data)
-        free(self.written)
-        free(self.spans)
 
-    cdef int reserve(self, Py_ssize_t size) except -1:
+    cdef int reserve(self, Py_ssize_t params) except -1:
+        """Room for ``params`` params."""
+        cdef Py_ssize_t i, size = 2 * params
         if size <= self.size:
             return 0
-        cdef Py_ssize_t i
         cdef PyObject** objects = <PyObject**>realloc(self.objects, size * sizeof(PyObject*))
         if objects == NULL:
             raise MemoryError()
@@ -178,21 +164,10 @@ cdef class TorchGroupCache:
         if data == NULL:
             raise MemoryError()
         self.data = data
-        cdef Span* written = <Span*>realloc(self.written, size * sizeof(Span))
-        if written == NULL:
-            raise MemoryError()
-        self.written = written
-        cdef Span* spans = <Span*>realloc(self.spans, size * sizeof(Span))
-        if spans == NULL:
-            raise MemoryError()
-        self.spans = spans
         for i in range(self.size, size):
             self.objects[i] = NULL
             self.data[i] = NULL
-            self.written[i].start = NULL
-            self.written[i].nbytes = 0
         self.size = size
-        self.spans_valid = False
         return 0
 
     cdef int not_negated(self, Py_ssize_t slot, object t, char* data) except -1:
@@ -206,41 +181,6 @@ cdef class TorchGroupCache:
         self.objects[slot] = <PyObject*>t
         self.data[slot] = data
         return 1
-
-    cdef inline void write(self, Py_ssize_t slot, char* start, Py_ssize_t nbytes) noexcept:
-        """Record what this step writes in ``slot`` (nbytes 0: nothing)."""
-        if self.written[slot].start != start or self.written[slot].nbytes != nbytes:
-            self.written[slot].start = start
-            self.written[slot].nbytes = nbytes
-            self.spans_valid = False
-
-    cdef bint writes_disjoint(self, Py_ssize_t slots) noexcept:
-        """No two written spans overlap (sorting them again only after a change)."""
-        cdef Py_ssize_t i
-        if not self.spans_valid:
-            self.span_count = 0
-            for i in range(slots):
-                if self.written[i].nbytes:
-                    self.spans[self.span_count] = self.written[i]
-                    self.span_count += 1
-            qsort(self.spans, self.span_count, sizeof(Span), _span_order)
-            self.spans_valid = True
-        for i in range(1, self.span_count):
-            if self.spans[i - 1].start + self.spans[i - 1].nbytes > self.spans[i].start:
-                return False
-        return True
-
-    cdef bint overlaps_written(self, const char* start, Py_ssize_t nbytes) noexcept:
-        """Whether [start, start+nbytes) overlaps a written span (after writes_disjoint)."""
-        cdef Py_ssize_t lo = 0, hi = self.span_count, mid
-        while lo < hi:  # first span starting at or after the end of ours
-            mid = (lo + hi) // 2
-            if self.spans[mid].start < start + nbytes:
-                lo = mid + 1
-            else:
-                hi = mid
-        # spans are disjoint and sorted: only the one before can reach into ours
-        return nbytes > 0 and lo > 0 and self.spans[lo - 1].start + self.spans[lo - 1].nbytes > start
 
 
 cdef inline bint _disjoint(const char* a, const char* b, Py_ssize_t nbytes) noexcept:
@@ -306,20 +246,16 @@ def torch_sgd_group_step(list params, object state, lr, momentum, dampening, wei
     if fused_ema and (len(averages) != n or not _finite_in(decay_, 0.0, 1.0)):
         raise ValueError("torch_sgd_group_step: `averages` must hold one array per param "
                          "and `decay` be in [0, 1]")
-    checked.reserve(2 * n)
+    checked.reserve(n)
     for i in range(n):
         p = params[i]
         g = getattr(p, _GRAD)
         # Record what each param's item writes (nothing unless it gets one).
         if g is None:
-            checked.write(2 * i, NULL, 0)
-            checked.write(2 * i + 1, NULL, 0)
             no_grad.append(i)
             continue
         if not (_dense_cpu(p, &pt) and _dense_cpu(g, &gt) and _same_layout(&pt, &gt)
                 and _is_neg(g) is False and checked.not_negated(2 * i, p, pt.data)):
-            checked.write(2 * i, NULL, 0)
-            checked.write(2 * i + 1, NULL, 0)
             others.append(i)
             continue
         first = False
@@ -330,8 +266,6 @@ def torch_sgd_group_step(list params, object state, lr, momentum, dampening, wei
             if not first and not (_dense_cpu(buf, &bt) and _same_layout(&bt, &pt)
                                   and _same_layout(&bt, &gt)
                                   and checked.not_negated(2 * i + 1, buf, bt.data)):
-                checked.write(2 * i, NULL, 0)
-                checked.write(2 * i + 1, NULL, 0)
                 others.append(i)
                 continue
             if first:
@@ -350,8 +284,6 @@ def torch_sgd_group_step(list params, object state, lr, momentum, dampening, wei
                 raise ValueError(f"torch_sgd_group_step: `averages[{i}]` shares memory "
                                  f"with its param, grad or momentum buffer")
         stepped.append(p)
-        checked.write(2 * i, pt.data, pt.nbytes)
-        checked.write(2 * i + 1, bt.data, pt.nbytes if bt.data != NULL else 0)
         if pt.numel == 0:
             continue
         w = work.append(pt.numel)
@@ -360,17 +292,10 @@ def torch_sgd_group_step(list params, object state, lr, momentum, dampening, wei
         if average_data != NULL:
             w.average = average_data
             w.decay = decay_
-    # Threads run the items in any order: what one writes must not be what another reads
-    # or writes. New buffers are fresh memory and cannot overlap anything.
     cdef Py_ssize_t item
-    cdef bint disjoint = checked.writes_disjoint(2 * n)
-    item = 0
-    while disjoint and item < work.count:
-        w = &work.items[item]
-        disjoint = not checked.overlaps_written(
-            w.call.inp, w.size * (4 if w.call.kernel in (SGD_F32, MOMENTUM_F32) else 8))
-        item += 1
-    if not disjoint:  # aliased memory: torch steps the whole group, in its order
+    if not _order_free(work, checked.written):
+        # aliased memory (new buffers are fresh memory and cannot be): torch steps the
+        # whole group, in its order
         skipped = set(no_grad)
         return [], [i for i in range(n) if i not in skipped], no_grad
     for item, p in first_steps:

@@ -110,6 +110,24 @@ def test_resume_from_state_dict_is_bit_identical():
         assert a.tobytes() == b.tobytes()
 
 
+def test_pickled_copy_continues_bit_identically():
+    import pickle
+    rng = np.random.default_rng(12)
+    params = [rng.standard_normal(s).astype(np.float32) for s in [(300, 500), (7,)]]
+    ema = fm.EMA(params, decay=0.9)
+    opt = fm.SGD(params, lr=0.1, momentum=0.9, ema=ema)
+    opt.step([rng.standard_normal(p.shape).astype(np.float32) for p in params])
+    copy = pickle.loads(pickle.dumps(opt))    # copies params, buffers and the EMA
+    for _ in range(2):
+        grads = [rng.standard_normal(p.shape).astype(np.float32) for p in params]
+        opt.step(grads)
+        copy.step(grads)
+        copy.ema.update(copy.params)   # and an EMA update on its own
+        ema.update(opt.params)
+    assert snapshot(copy.params) == snapshot(opt.params)
+    assert snapshot(copy.ema.raw_averages) == snapshot(ema.raw_averages)
+
+
 def test_state_dict_layout_is_torchs():
     opt, topt, _, _ = run_both(dict(momentum=0.9), steps=1)
     sd, tsd = opt.state_dict(), topt.state_dict()
@@ -160,6 +178,43 @@ def test_grad_sharing_memory_with_its_param_is_refused():
     params = [np.ones(4, np.float32)]
     with pytest.raises(ValueError, match=r"`grads\[0\]` must not share memory with"):
         fm.SGD(params, lr=0.1).step([params[0][:]])
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_grad_viewing_another_param_gives_torchs_loop_result(threads, restore_threads):
+    """grads[1] is params[0] itself: torch's for-loop steps params[0] first and then reads
+    its new values as params[1]'s gradient. Big enough for threads, which would race
+    (thread 1 reading params[0] while thread 0 writes it): the step runs in order."""
+    fm.set_num_threads(threads)
+    rng = np.random.default_rng(9)
+    params = [rng.standard_normal(150_000).astype(np.float32) for _ in range(2)]
+    tparams = [torch.tensor(p.copy()) for p in params]
+    opt = fm.SGD(params, lr=0.1, momentum=0.9)
+    topt = torch.optim.SGD(tparams, lr=0.1, momentum=0.9)
+    for _ in range(3):
+        g0 = rng.standard_normal(150_000).astype(np.float32)
+        tparams[0].grad = torch.tensor(g0)
+        tparams[1].grad = tparams[0].detach()     # shares params[0]'s memory
+        opt.step([g0, params[0]])
+        topt.step()
+    for p, t in zip(params, tparams):
+        np.testing.assert_array_equal(p, t.numpy())
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_ema_of_its_own_average_runs_in_order(threads, restore_threads):
+    """values[1] is averages[0]: the result is that of the two updates in order."""
+    fm.set_num_threads(threads)
+    rng = np.random.default_rng(10)
+    start = [rng.standard_normal(150_000) for _ in range(2)]
+    ema = fm.EMA(start, decay=0.9)
+    first = rng.standard_normal(150_000)
+    want = [a.copy() for a in ema.raw_averages]
+    fm.ema_update(want[0], first, 0.9)          # the two calls, one after the other
+    fm.ema_update(want[1], want[0], 0.9)
+    ema.update([first, ema.raw_averages[0]])
+    for got, w in zip(ema.raw_averages, want):
+        np.testing.assert_array_equal(got, w)
 
 
 @pytest.mark.parametrize("change", ["count", "shape"])
