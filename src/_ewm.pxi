@@ -25,6 +25,7 @@
 #   inf makes its superblock's end non-finite, and the series goes to _ewm_exact.
 from cython.parallel cimport parallel, threadid
 from libc.math cimport NAN, expm1, fma, isfinite, log, pow
+from cpython.float cimport PyFloat_AS_DOUBLE
 from libc.stdlib cimport free, malloc
 
 from fastmomentum.kernels cimport real
@@ -425,6 +426,69 @@ cdef void _ewm_run(const real* x, real* out, Py_ssize_t n, Py_ssize_t m, bint co
         _ewm_exact(x, out, n, m, m, p)
 
 
+cdef inline bint _small_number(object v, double* out) noexcept:
+    """A Python float, or an int (not a bool) that a double holds exactly, as a double."""
+    if type(v) is float:
+        out[0] = PyFloat_AS_DOUBLE(v)
+        return True
+    if type(v) is int and -(1 << 53) < <object>v < (1 << 53):
+        out[0] = <double><long long>v
+        return True
+    return False
+
+
+cdef bint _ewm_plain_args(object x, object com, object span, object halflife,
+                          object alpha, object min_periods, object axis, object out,
+                          double* com_, Py_ssize_t* min_periods_, int* axis_) except -1:
+    """The common call, checked without Python: ``x`` a C-contiguous native float32/float64
+    ndarray of 1 or 2 dims, one of com/span/alpha a number in range, ``min_periods`` and
+    ``axis`` ints in range, ``out`` None or an ndarray like ``x`` not sharing its memory.
+    True with the results of _validation.prepare_ewm_mean (same operations, same bits);
+    False for anything else, which that function converts, or refuses with a message."""
+    cdef cnp.ndarray xa, oa
+    cdef double value
+    cdef int ndim
+    if not cnp.PyArray_CheckExact(x):
+        return False
+    xa = <cnp.ndarray>x
+    ndim = cnp.PyArray_NDIM(xa)
+    if not ((cnp.PyArray_TYPE(xa) == cnp.NPY_FLOAT or cnp.PyArray_TYPE(xa) == cnp.NPY_DOUBLE)
+            and cnp.PyArray_ISNOTSWAPPED(xa) and cnp.PyArray_ISALIGNED(xa)
+            and cnp.PyArray_IS_C_CONTIGUOUS(xa) and (ndim == 1 or ndim == 2)):
+        return False
+    if halflife is not None or (com is None) + (span is None) + (alpha is None) != 2:
+        return False   # halflife: numpy's exp/log, as pandas, in the validator
+    if com is not None:
+        if not (_small_number(com, &value) and value >= 0.0 and isfinite(value)):
+            return False
+        com_[0] = value
+    elif span is not None:
+        if not (_small_number(span, &value) and value >= 1.0 and isfinite(value)):
+            return False
+        com_[0] = (value - 1.0) / 2.0
+    else:
+        if not (_small_number(alpha, &value) and 0.0 < value <= 1.0):
+            return False
+        com_[0] = (1.0 - value) / value
+    if not (type(min_periods) is int and 0 <= <object>min_periods <= (1 << 62)
+            and type(axis) is int and -ndim <= <object>axis < ndim):
+        return False
+    min_periods_[0] = max(<Py_ssize_t>min_periods, 1)
+    axis_[0] = <int>axis + ndim if <int>axis < 0 else <int>axis
+    if out is None:
+        return True
+    if not cnp.PyArray_CheckExact(out):
+        return False
+    oa = <cnp.ndarray>out
+    return (cnp.PyArray_TYPE(oa) == cnp.PyArray_TYPE(xa) and cnp.PyArray_ISNOTSWAPPED(oa)
+            and cnp.PyArray_ISALIGNED(oa) and cnp.PyArray_ISWRITEABLE(oa)
+            and cnp.PyArray_IS_C_CONTIGUOUS(oa) and cnp.PyArray_NDIM(oa) == ndim
+            and cnp.PyArray_CompareLists(cnp.PyArray_DIMS(oa), cnp.PyArray_DIMS(xa), ndim)
+            and (cnp.PyArray_NBYTES(xa) == 0
+                 or cnp.PyArray_BYTES(oa) + cnp.PyArray_NBYTES(oa) <= cnp.PyArray_BYTES(xa)
+                 or cnp.PyArray_BYTES(xa) + cnp.PyArray_NBYTES(xa) <= cnp.PyArray_BYTES(oa)))
+
+
 def ewm_mean(x, *, com=None, span=None, halflife=None, alpha=None, adjust=True,
              ignore_na=False, min_periods=0, axis=0, out=None):
     """Exponentially weighted mean, equal to pandas ``ewm(...).mean()``.
@@ -462,9 +526,18 @@ def ewm_mean(x, *, com=None, span=None, halflife=None, alpha=None, adjust=True,
     cdef int nthreads
     cdef double* scratch = NULL
     cdef double* ends = NULL
-    xa, oa, com_, min_periods_, axis = _validation.prepare_ewm_mean(
-        x, com, span, halflife, alpha, min_periods, axis, out)
-    p.alpha = 1.0 / (1.0 + <double>com_)
+    cdef double com_
+    cdef Py_ssize_t min_periods_
+    cdef int axis_
+    if _ewm_plain_args(x, com, span, halflife, alpha, min_periods, axis, out,
+                       &com_, &min_periods_, &axis_):
+        xa = <cnp.ndarray>x
+        oa = (cnp.PyArray_EMPTY(cnp.PyArray_NDIM(xa), cnp.PyArray_DIMS(xa),
+                                cnp.PyArray_TYPE(xa), 0) if out is None else <cnp.ndarray>out)
+    else:
+        xa, oa, com_, min_periods_, axis_ = _validation.prepare_ewm_mean(
+            x, com, span, halflife, alpha, min_periods, axis, out)
+    p.alpha = 1.0 / (1.0 + com_)
     p.min_periods = min_periods_
     p.adjust = bool(adjust)
     p.new_wt_fills = not p.adjust and com_ == 1.0
@@ -476,8 +549,8 @@ def ewm_mean(x, *, com=None, span=None, halflife=None, alpha=None, adjust=True,
         n, m, contiguous = cnp.PyArray_DIM(xa, 0), 1, True
     else:
         # series run along axis; they are contiguous when that axis is the fast one
-        contiguous = (axis == 1) == cnp.PyArray_IS_C_CONTIGUOUS(oa)
-        n, m = cnp.PyArray_DIM(xa, axis), cnp.PyArray_DIM(xa, 1 - axis)
+        contiguous = (axis_ == 1) == cnp.PyArray_IS_C_CONTIGUOUS(oa)
+        n, m = cnp.PyArray_DIM(xa, axis_), cnp.PyArray_DIM(xa, 1 - axis_)
     if n == 0 or m == 0:
         return oa
     nthreads = _threads_for(n * m)

@@ -164,6 +164,34 @@ def test_thread_count_does_not_change_bits(shape, axis, alpha):
             assert np.array_equal(a, b, equal_nan=True)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape,axis", [((300,), 0), ((300,), -1), ((40, 7), 0), ((40, 7), 1),
+                                        ((7, 40), -1), ((0, 3), 0)])
+@pytest.mark.parametrize("kw", [dict(alpha=0.3), dict(alpha=1), dict(span=10), dict(span=1.5),
+                                dict(com=0), dict(com=2.5), dict(alpha=0.2, adjust=False),
+                                dict(com=1.0, adjust=False, min_periods=4, ignore_na=True)],
+                         ids=str)
+def test_plain_arguments_take_the_c_checks_with_the_validators_bits(dtype, shape, axis, kw):
+    """Python floats/ints and an ndarray are checked in C; NumPy scalars (and lists) go
+    through fastmomentum._validation: same conversions, same bits, fresh or into out."""
+    rng = np.random.default_rng(13)
+    x = rng.standard_normal(shape).astype(dtype)
+    if x.size:
+        x.flat[5] = np.nan
+    numpy_kw = {k: (np.float64(v) if isinstance(v, float) else np.int64(v))
+                if k in ("alpha", "span", "com", "min_periods") else v for k, v in kw.items()}
+    fast = fastmomentum.ewm_mean(x, axis=axis, **kw)
+    slow = fastmomentum.ewm_mean(x, axis=np.int64(axis), **numpy_kw)
+    assert fast.dtype == slow.dtype == dtype and fast.flags.c_contiguous
+    assert np.array_equal(fast, slow, equal_nan=True)
+    out = np.full(shape, 7.0, dtype)
+    assert fastmomentum.ewm_mean(x, axis=axis, out=out, **kw) is out
+    assert np.array_equal(out, slow, equal_nan=True)
+    if x.size:
+        assert_matches(fast.astype(np.float64), pandas_ewm(x, axis=axis % x.ndim, **kw),
+                       x, rtol=2e-7 if dtype == np.float32 else 1e-12)
+
+
 @pytest.mark.parametrize("shape", [(4_200_001,), (70_001, 64)])
 def test_results_over_16mb_are_streamed_exactly(shape):
     """Results of 16 MB and more are written with streaming stores (src/fm_nt.h): same
