@@ -30,7 +30,11 @@ from libc.stdlib cimport free, malloc
 
 from fastmomentum.kernels cimport real
 
-cdef extern from "fm_nt.h" nogil:
+cdef extern from "fm_store.h" nogil:
+    void fm_fixup_f64(double* out, const double* scan, const double* pw, double carry,
+                      double norm, Py_ssize_t n, bint stream)
+    void fm_fixup_f32(float* out, const double* scan, const double* pw, double carry,
+                      double norm, Py_ssize_t n, bint stream)
     void fm_copy_f64(double* dst, const double* src, Py_ssize_t n, bint stream)
     void fm_copy_f64_to_f32(float* dst, const double* src, Py_ssize_t n, bint stream)
     void fm_stream_fence()
@@ -49,7 +53,7 @@ cdef Py_ssize_t EWM_BLOCKED_MIN = 8 * EWM_BLOCK
 cdef double EWM_NEGLIGIBLE = 1e-30
 cdef double EWM_TINY = 1e-300
 # Results of at least this many bytes (half this machine's L3) are written with streaming
-# stores (fm_nt.h): they would not stay in cache anyway, and skipping the read-for-ownership
+# stores (fm_store.h): they would not stay in cache anyway, and skipping the read-for-ownership
 # saves one of three memory streams.
 cdef Py_ssize_t EWM_STREAM_MIN_BYTES = 1 << 24
 
@@ -75,6 +79,15 @@ cdef inline void _emit(real* dst, const double* src, Py_ssize_t n, bint stream) 
         fm_copy_f64(dst, src, n, stream)
     else:
         fm_copy_f64_to_f32(dst, src, n, stream)
+
+
+cdef inline void _fixup(real* out, const double* scan, const double* pw, double carry,
+                        double norm, bint stream) noexcept nogil:
+    """One chunk's means: ``fma(carry, pw[j], scan[j]) * norm``, stored."""
+    if real is double:
+        fm_fixup_f64(out, scan, pw, carry, norm, EWM_CHUNK, stream)
+    else:
+        fm_fixup_f32(out, scan, pw, carry, norm, EWM_CHUNK, stream)
 
 
 cdef inline double _flush(double v) noexcept nogil:
@@ -279,10 +292,7 @@ cdef double _ewm_block(const real* x, real* out, double* scan, Py_ssize_t t0, do
         return c
     for k in range(EWM_LANES):
         t = t0 + k * EWM_CHUNK
-        if not p.adjust:
-            for j in range(EWM_CHUNK):
-                scan[k * EWM_CHUNK + j] = fma(carry_in[k], p.pw[j], scan[k * EWM_CHUNK + j])
-        elif t < p.ones_from:
+        if p.adjust and t < p.ones_from:
             # weight sum (1 - b^(t+j+1))/(1-b) = (1 - b^t) + b^t*(1 - b^(j+1)): two positive
             # terms (expm1, the table), so no cancellation near t = 0
             q = pow(b, <double>t)
@@ -290,10 +300,11 @@ cdef double _ewm_block(const real* x, real* out, double* scan, Py_ssize_t t0, do
             for j in range(EWM_CHUNK):
                 v = fma(carry_in[k], p.pw[j], scan[k * EWM_CHUNK + j])
                 scan[k * EWM_CHUNK + j] = v * norm / fma(q, p.one_minus_pw[j], one_minus_q)
+            _emit(out + k * EWM_CHUNK, scan + k * EWM_CHUNK, EWM_CHUNK, p.stream)
         else:
-            for j in range(EWM_CHUNK):
-                scan[k * EWM_CHUNK + j] = fma(carry_in[k], p.pw[j], scan[k * EWM_CHUNK + j]) * norm
-    _emit(out, scan, EWM_BLOCK, p.stream)
+            # adjust=False: the scan is the mean (times 1: no bit changes)
+            _fixup(out + k * EWM_CHUNK, scan + k * EWM_CHUNK, p.pw, carry_in[k],
+                   norm if p.adjust else 1.0, p.stream)
     return c
 
 

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 import fastmomentum
 from fastmomentum import baseline
+from fastmomentum._dispatch import BUILDS
 
 IMPLS = {"fastmomentum": fastmomentum.ewm_mean, "baseline": baseline.ewm_mean}
 PARAMS = [dict(com=0.5), dict(span=7), dict(halflife=3.0), dict(alpha=0.5),  # com == 1
@@ -192,27 +193,44 @@ def test_plain_arguments_take_the_c_checks_with_the_validators_bits(dtype, shape
                        x, rtol=2e-7 if dtype == np.float32 else 1e-12)
 
 
+@pytest.mark.parametrize("adjust", [True, False])
 @pytest.mark.parametrize("shape", [(4_200_001,), (70_001, 64)])
-def test_results_over_16mb_are_streamed_exactly(shape):
-    """Results of 16 MB and more are written with streaming stores (src/fm_nt.h): same
+def test_results_over_16mb_are_streamed_exactly(shape, adjust):
+    """Results of 16 MB and more are written with streaming stores (src/fm_store.h): same
     numbers as pandas, the same bits into a misaligned ``out`` (every head length before
     the 16-byte-aligned part), and float32 results equal to the float64 ones rounded."""
     rng = np.random.default_rng(11)
     x = rng.standard_normal(shape)
     if x.ndim == 2:
         x[5, 3] = np.nan            # the frame's rows then take pandas' per-series division
-    want = fastmomentum.ewm_mean(x, alpha=0.01)
-    assert_matches(want, pandas_ewm(x, alpha=0.01), x)
+    kw = dict(alpha=0.01, adjust=adjust)
+    want = fastmomentum.ewm_mean(x, **kw)
+    assert_matches(want, pandas_ewm(x, **kw), x)
     for offset in (1, 2):
         out = np.empty(x.size + offset)[offset:].reshape(shape)
-        assert fastmomentum.ewm_mean(x, alpha=0.01, out=out) is out
+        assert fastmomentum.ewm_mean(x, out=out, **kw) is out
         assert np.array_equal(out, want, equal_nan=True)
     x32 = x.astype(np.float32)
-    want32 = fastmomentum.ewm_mean(x32.astype(np.float64), alpha=0.01).astype(np.float32)
+    want32 = fastmomentum.ewm_mean(x32.astype(np.float64), **kw).astype(np.float32)
     for offset in range(4):
         out = np.empty(x.size + offset, np.float32)[offset:].reshape(shape)
-        fastmomentum.ewm_mean(x32, alpha=0.01, out=out)
+        fastmomentum.ewm_mean(x32, out=out, **kw)
         assert np.array_equal(out, want32, equal_nan=True)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_every_build_computes_the_same_bits(dtype):
+    """The portable and the AVX2 builds (explicit fma in both), in and out of cache."""
+    rng = np.random.default_rng(14)
+    cases = [rng.standard_normal(n).astype(dtype) for n in (5000, 300_000, 4_200_001)]
+    cases.append(rng.standard_normal((3000, 40)).astype(dtype))
+    cases[-1][7, 3] = np.nan
+    for x in cases:
+        for adjust in (True, False):
+            got = [build.ewm_mean(x, alpha=0.05, adjust=adjust)
+                   for _, build in sorted(BUILDS.items())]
+            for other in got[1:]:
+                assert np.array_equal(got[0], other, equal_nan=True)
 
 
 @pytest.mark.parametrize("impl", IMPLS)
