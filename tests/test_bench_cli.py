@@ -205,3 +205,41 @@ def test_cases_of_other_providers_are_measured_and_filtered(tmp_path, capsys, mo
         ("roofline", "C stream loop", "float64", {})]
     assert rows[0]["roofline_pct"] == pytest.approx(100 * rows[0]["gbps"] / rows[2]["gbps"])
     assert "ewm_mean 1-D" in out
+
+
+def load_target_ratios():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("target_ratios",
+                                                  ROOT / "benchmarks" / "target_ratios.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_target_ratios_pairs_fastmomentum_with_every_other_implementation():
+    rows = [{"impl": impl, "median_s": t, "status": "ok"} for impl, t in
+            [("fastmomentum", 1.0), ("fastmomentum.torch", 2.0), ("torch-fused", 10.0),
+             ("baseline", 30.0), ("sgd then ema", 4.0), ("sgd+ema fused", 3.0)]]
+    rows.append({"impl": "pandas", "status": "skipped"})
+    assert load_target_ratios().ratio_lines(rows) == [
+        "  fastmomentum vs torch-fused: 10.00x", "  fastmomentum vs baseline: 30.00x",
+        "  fastmomentum vs sgd then ema: 4.00x", "  fastmomentum vs sgd+ema fused: 3.00x",
+        "  fastmomentum.torch vs torch-fused: 5.00x", "  fastmomentum.torch vs baseline: 15.00x",
+        "  fastmomentum.torch vs sgd then ema: 2.00x",
+        "  fastmomentum.torch vs sgd+ema fused: 1.50x",
+        "  sgd+ema fused vs sgd then ema: 1.33x"]
+
+
+def test_target_ratios_script_runs_every_ewm_group():
+    from fastmomentum.benchcases.ewm import ewm_cases
+    result = subprocess.run(
+        [sys.executable, "benchmarks/target_ratios.py", "--quick", "--only", "ewm",
+         "--rounds", "3"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    groups = {case.group for case in ewm_cases(quick=True)}
+    assert groups <= set(lines)
+    # fastmomentum and fastmomentum out= over baseline, pandas and scipy-lfilter, per group
+    ratios = [line for line in lines if " vs " in line]
+    assert len(ratios) == 2 * 3 * len(groups)
+    assert all(float(line.rsplit(": ", 1)[1].rstrip("x")) > 0 for line in ratios)

@@ -1,0 +1,62 @@
+"""The speed ratios the issues set as targets, measured in one run.
+
+    python benchmarks/target_ratios.py [--quick] [--only ewm,models] [--rounds 9] [--threads N]
+
+Times the whole-model cases (fastmomentum.benchcases.models: MLP-20, BERT-base, 10k x 100,
+fused SGD+EMA) and the ewm_mean cases (fastmomentum.benchcases.ewm: pandas, scipy lfilter,
+the baseline) group by group with the benchmark report's own interleaved timing
+(``fastmomentum.bench.measure_group``: samples taken in rotating order, so a slow moment of
+the shared machine hits every implementation alike), and prints the medians and every
+ratio of a fastmomentum implementation over each other one, plus fused SGD+EMA over a step
+followed by a separate EMA update.
+"""
+import argparse
+import gc
+
+from fastmomentum.bench import TIMING, measure_group, thread_count
+from fastmomentum.benchcases.ewm import ewm_cases
+from fastmomentum.benchcases.models import model_cases
+
+#: (slower, faster) pairs of the fused SGD+EMA target, whose names are not fastmomentum's
+FUSED_EMA = [("sgd then ema", "sgd+ema fused"), ("torch sgd then ema", "torch sgd+ema fused")]
+PROVIDERS = {"models": model_cases, "ewm": ewm_cases}
+
+
+def ratio_lines(rows):
+    """``fast vs slow: N x`` for every fastmomentum row against every other row."""
+    medians = {row["impl"]: row["median_s"] for row in rows if row["status"] == "ok"}
+    pairs = [(slow, fast) for fast in medians if fast.startswith("fastmomentum")
+             for slow in medians if not slow.startswith("fastmomentum")]
+    pairs += [pair for pair in FUSED_EMA if set(pair) <= set(medians)]
+    return [f"  {fast} vs {slow}: {medians[slow] / medians[fast]:.2f}x" for slow, fast in pairs]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="small sizes, no BERT-base (a smoke run, not the targets)")
+    parser.add_argument("--only", default="models,ewm", help="models and/or ewm")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="samples per implementation (default: the report's)")
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args(argv)
+    repeats, target = TIMING[args.quick]
+    repeats = args.rounds or repeats
+    groups = {}   # listing the model cases imports torch, whose threads follow --threads too
+    for name in args.only.split(","):
+        for case in PROVIDERS[name](quick=args.quick):
+            groups.setdefault(case.group, []).append(case)
+    with thread_count(args.threads) as threads:
+        print(f"threads: {threads}, {repeats} interleaved samples each")
+        for group, members in groups.items():
+            rows = measure_group(members, repeats, target)
+            gc.collect()
+            print(f"\n{group}")
+            for row in sorted(rows, key=lambda r: r.get("median_s", float("inf"))):
+                time = (f"{row['median_s'] * 1e3:11.3f} ms" if row["status"] == "ok"
+                        else f"  skipped: {row['skip_reason']}")
+                print(f"  {row['impl']:<24}{time}")
+            print("\n".join(ratio_lines(rows)), flush=True)
+
+if __name__ == "__main__":
+    main()
