@@ -196,9 +196,10 @@ def test_plain_arguments_take_the_c_checks_with_the_validators_bits(dtype, shape
 @pytest.mark.parametrize("adjust", [True, False])
 @pytest.mark.parametrize("shape", [(4_200_001,), (70_001, 64)])
 def test_results_over_16mb_are_streamed_exactly(shape, adjust):
-    """Results of 16 MB and more are written with streaming stores (src/fm_store.h): same
-    numbers as pandas, the same bits into a misaligned ``out`` (every head length before
-    the 16-byte-aligned part), and float32 results equal to the float64 ones rounded."""
+    """An ``out`` of 16 MB and more is written with streaming stores (src/fm_store.h), a
+    fresh result with ordinary ones: the same bits, into a misaligned ``out`` too (every
+    head length before the aligned part), as pandas' numbers; float32 results equal the
+    float64 ones rounded."""
     rng = np.random.default_rng(11)
     x = rng.standard_normal(shape)
     if x.ndim == 2:
