@@ -156,8 +156,12 @@ def test_thread_count_does_not_change_bits(shape, axis, alpha):
         results = []
         for n in (1, 2, 3):
             fastmomentum.set_num_threads(n)
+            # fresh results, and into out= (series side by side then split across threads)
             results.append([fastmomentum.ewm_mean(v, alpha=alpha, adjust=a, axis=axis)
-                            for v in (x, messy) for a in (True, False)])
+                            for v in (x, messy) for a in (True, False)]
+                           + [fastmomentum.ewm_mean(v, alpha=alpha, adjust=a, axis=axis,
+                                                    out=np.empty_like(v))
+                              for v in (x, messy) for a in (True, False)])
     finally:
         fastmomentum.set_num_threads(threads)
     for other in results[1:]:
