@@ -67,19 +67,16 @@ def _hooked_step(step):
     @functools.wraps(step)
     def wrapper(*args, **kwargs):
         self = args[0]
-        if (_torch_optimizer._global_optimizer_pre_hooks or self._optimizer_step_pre_hooks
-                or self._optimizer_step_post_hooks
-                or _torch_optimizer._global_optimizer_post_hooks):
-            if torch._C._autograd._profiler_enabled():
-                with torch.autograd.profiler.record_function(
-                        f"Optimizer.step#{self.__class__.__name__}.step"):
-                    return _run_hooked(step, self, args, kwargs)
-            return _run_hooked(step, self, args, kwargs)
+        run = (_run_hooked if (_torch_optimizer._global_optimizer_pre_hooks
+                               or self._optimizer_step_pre_hooks
+                               or self._optimizer_step_post_hooks
+                               or _torch_optimizer._global_optimizer_post_hooks)
+               else _run_step)
         if torch._C._autograd._profiler_enabled():
             with torch.autograd.profiler.record_function(
                     f"Optimizer.step#{self.__class__.__name__}.step"):
-                return _run_step(step, self, args, kwargs)
-        return _run_step(step, self, args, kwargs)
+                return run(step, self, args, kwargs)
+        return run(step, self, args, kwargs)
     wrapper.hooked = True  # Optimizer._patch_step_function: do not wrap again
     return wrapper
 

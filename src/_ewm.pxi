@@ -518,9 +518,7 @@ cdef bint _ewm_plain_args(object x, object com, object span, object halflife,
             and cnp.PyArray_ISALIGNED(oa) and cnp.PyArray_ISWRITEABLE(oa)
             and cnp.PyArray_IS_C_CONTIGUOUS(oa) and cnp.PyArray_NDIM(oa) == ndim
             and cnp.PyArray_CompareLists(cnp.PyArray_DIMS(oa), cnp.PyArray_DIMS(xa), ndim)
-            and (cnp.PyArray_NBYTES(xa) == 0
-                 or cnp.PyArray_BYTES(oa) + cnp.PyArray_NBYTES(oa) <= cnp.PyArray_BYTES(xa)
-                 or cnp.PyArray_BYTES(xa) + cnp.PyArray_NBYTES(xa) <= cnp.PyArray_BYTES(oa)))
+            and not _overlap(oa, xa))
 
 
 def ewm_mean(x, *, com=None, span=None, halflife=None, alpha=None, adjust=True,

@@ -357,8 +357,6 @@ def multi_momentum_step(list params, grads, velocities, averages=None, *, lr, mo
     work.run(_threads_for(work.total) == 1 or _order_free(work, written))
 
 
-
-
 def multi_ema_update(list averages, values, decay, WrittenSpans written=None):
     """``ema_update(averages[i], values[i], decay)`` for every i, in one call; every pair is
     checked before anything is written (see ``_validation.check_multi_ema``). As

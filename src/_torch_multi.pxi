@@ -250,7 +250,6 @@ def torch_sgd_group_step(list params, object state, lr, momentum, dampening, wei
     for i in range(n):
         p = params[i]
         g = getattr(p, _GRAD)
-        # Record what each param's item writes (nothing unless it gets one).
         if g is None:
             no_grad.append(i)
             continue
