@@ -16,6 +16,7 @@ Environment switches:
 * ``FASTMOMENTUM_NO_OPENMP=1``: build serial kernels even if the compiler has OpenMP.
 * ``FASTMOMENTUM_NO_AVX2=1``: skip the AVX2 build (portable kernels only).
 """
+import glob
 import os
 import platform
 import sys
@@ -92,6 +93,8 @@ extensions = [
     Extension(
         f"fastmomentum._kernels_{name}",
         [f"src/_kernels_{name}.pyx"],
+        # the headers: rebuilt when they change, and shipped in an sdist
+        depends=sorted(glob.glob("src/*.h")),
         include_dirs=[np.get_include(), "src"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")],
         extra_compile_args=common_flags + flags + openmp_flags,

@@ -1,6 +1,6 @@
 # ewm_mean: pandas' exponentially weighted mean, included at the end of _kernels.pxi.
 #
-# Two compiled paths, both computing in float64 whatever the storage type:
+# Three compiled paths, all computing in float64 whatever the storage type:
 #
 # * _ewm_exact: pandas' own loop (aggregations.pyx `ewm`), run over up to EWM_COLS series
 #   side by side so the compiler vectorises it across series. It handles everything:
@@ -14,38 +14,46 @@
 #   y_t = b*y_{t-1} + u_t (b = 1-alpha). adjust=False: u_0 = x_0, u_t = alpha*x_t, y is the
 #   mean. adjust=True: u_t = x_t, the mean is y_t * (1-b) / (1 - b^(t+1)) (the zero-started
 #   EMA over its weight sum: the bias correction Adam uses). Levels:
-#     chunk (EWM_CHUNK elements): scanned from zero four steps at a time,
-#       y_j = b^4*y_{j-4} + v_j with v a 4-tap filter of u, EWM_LANES chunks side by side
-#       (vectorised, 8 independent dependency chains instead of one); then each chunk gets
-#       its carry-in c as y_j += c*b^(j+1) (a table, never a negative power);
-#     block (EWM_LANES chunks): chunk carries c' = b^L*c + chunk end, serial, 1 in 136 steps;
+#     stretch: fm_scan.h runs the recurrence eight steps at a time in one pass (two
+#       vectorised dependency chains y_t = b^8*y_{t-8} + w_t, w a filter of x), entering
+#       with one carry y_{t-1};
 #     superblock (EWM_SUPERBLOCK elements): scanned from zero in pass 1, in parallel.
 #       The superblock carries then follow serially, and pass 2 redoes only the leading
-#       blocks of each superblock where the carry still matters (b^offset >= 1e-30;
+#       fixup_len values of each superblock, where the carry still matters (b^offset >= 1e-30;
 #       beyond, its effect is below 1e-30 of the values).
 #   Everything is fixed by position and alpha, never by the thread count: results are
 #   bit-identical for any number of threads. Pass 1 also finds missing values: a NaN or
 #   inf makes its superblock's end non-finite, and the series goes to _ewm_exact.
+# * _ewm_cols_blocked: series side by side (a C-ordered frame along axis 0) without
+#   missing values: the same recurrence one row at a time, vectorised across the series,
+#   in superblocks of rows with the same two passes (so that each thread writes, and on a
+#   fresh result faults in, whole rows of its own). A NaN or inf anywhere: _ewm_exact.
 from cython.parallel cimport parallel, threadid
 from libc.math cimport NAN, expm1, fma, isfinite, log, pow
 from cpython.float cimport PyFloat_AS_DOUBLE
 from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy, memset
 
 from fastmomentum.kernels cimport real
 
 cdef extern from "fm_store.h" nogil:
-    void fm_fixup_f64(double* out, const double* scan, const double* pw, double carry,
-                      double norm, Py_ssize_t n, bint stream)
-    void fm_fixup_f32(float* out, const double* scan, const double* pw, double carry,
-                      double norm, Py_ssize_t n, bint stream)
     void fm_copy_f64(double* dst, const double* src, Py_ssize_t n, bint stream)
     void fm_copy_f64_to_f32(float* dst, const double* src, Py_ssize_t n, bint stream)
     void fm_stream_fence()
 
+cdef extern from "fm_scan.h" nogil:
+    ctypedef struct fm_scan_coef:
+        double b, b2, b3, b4, b8, scale, f1, f2, f3, norm
+    double fm_scan_f64(const double* x, double* out, Py_ssize_t n, Py_ssize_t store_from,
+                       double carry, const fm_scan_coef* c, bint seed, bint stream)
+    double fm_scan_f32(const float* x, float* out, Py_ssize_t n, Py_ssize_t store_from,
+                       double carry, const fm_scan_coef* c, bint seed, bint stream)
+    double fm_scan_f32_raw(const float* x, double* out, Py_ssize_t n, Py_ssize_t store_from,
+                           double carry, const fm_scan_coef* c, bint seed, bint stream)
+
 cdef enum:
-    EWM_LANES = 8                          # chunks scanned side by side
-    EWM_CHUNK = 136                        # elements per chunk (a multiple of 4)
-    EWM_BLOCK = EWM_LANES * EWM_CHUNK      # 1088: block, scan buffer and output in L1
+    EWM_CHUNK = 136                        # weight-sum table length (adjust=True near t = 0)
+    EWM_BLOCK = 8 * EWM_CHUNK              # 1088: a scan buffer in L1
     EWM_COLS = 256                         # series side by side in _ewm_exact
 
 cdef Py_ssize_t EWM_SUPERBLOCK = 240 * EWM_BLOCK   # 261120
@@ -55,8 +63,8 @@ cdef Py_ssize_t EWM_BLOCKED_MIN = 8 * EWM_BLOCK
 # to zero below EWM_TINY, keeping denormals out of the loops).
 cdef double EWM_NEGLIGIBLE = 1e-30
 cdef double EWM_TINY = 1e-300
-# A caller's ``out`` of at least this many bytes (half this machine's L3) is written with
-# streaming stores (fm_store.h): it would not stay in cache anyway, and skipping the
+# A caller's 16-byte aligned ``out`` of at least this many bytes (half this machine's L3)
+# is written with streaming stores (fm_store.h, fm_scan.h): it would not stay in cache anyway, and skipping the
 # read-for-ownership saves one of three memory streams. Not a fresh result: the kernel
 # zeroes its pages at the first write, leaving the lines in cache, where ordinary stores
 # hit them and a streaming store would first evict them (measured: 10M series 13.9 ms
@@ -72,12 +80,16 @@ ctypedef struct EwmParams:
     bint new_wt_fills     # pandas 3, adjust=False, com == 1: new_wt = 1 - old_wt
     Py_ssize_t min_periods
     # blocked scan only
-    double scale          # u_t = scale*x_t (alpha, or 1 when adjust)
-    double log_b, b2, b3, b4, b_chunk, b_superblock
-    Py_ssize_t fixup_blocks   # leading blocks of a superblock that need its carry
+    fm_scan_coef coef     # fm_scan.h's coefficients: means stored
+    fm_scan_coef raw      # the same with norm 1: sums, for _emit_weighted
+    double log_b, b_superblock
+    Py_ssize_t fixup_len      # leading values of a superblock that need its carry
     Py_ssize_t ones_from      # from this t on, 1 - b^(t+1) rounds to 1
-    double pw[EWM_CHUNK]      # b^(j+1)
-    double one_minus_pw[EWM_CHUNK]   # 1 - b^(j+1), without cancellation
+    Py_ssize_t weighted_until # adjust=True: ones_from rounded up to a block (else 0)
+    double one_minus_pw[EWM_CHUNK]   # 1 - b^(j+1), without cancellation (series only)
+    # series side by side: superblocks of rows, and the rows that need the carry
+    Py_ssize_t super_rows, fixup_rows
+    double b_super_rows
 
 
 cdef inline void _emit(real* dst, const double* src, Py_ssize_t n, bint stream) noexcept nogil:
@@ -88,45 +100,53 @@ cdef inline void _emit(real* dst, const double* src, Py_ssize_t n, bint stream) 
         fm_copy_f64_to_f32(dst, src, n, stream)
 
 
-cdef inline void _fixup(real* out, const double* scan, const double* pw, double carry,
-                        double norm, bint stream) noexcept nogil:
-    """One chunk's means: ``fma(carry, pw[j], scan[j]) * norm``, stored."""
-    if real is double:
-        fm_fixup_f64(out, scan, pw, carry, norm, EWM_CHUNK, stream)
-    else:
-        fm_fixup_f32(out, scan, pw, carry, norm, EWM_CHUNK, stream)
-
-
 cdef inline double _flush(double v) noexcept nogil:
     return v if v >= EWM_TINY else 0.0
 
 
-cdef void _ewm_tables(EwmParams* p) noexcept nogil:
+cdef void _ewm_tables(EwmParams* p, Py_ssize_t n, Py_ssize_t m, bint contiguous) noexcept nogil:
+    """The blocked scans' constants for ``m`` series of ``n``, one after another
+    (``contiguous``) or side by side."""
     cdef Py_ssize_t j, h
-    cdef double b = p.b
-    p.scale = 1.0 if p.adjust else p.alpha
+    cdef double b = p.b, rows
+    cdef double pw[EWM_CHUNK]
     p.log_b = log(b)
-    # b^(j+1) by pow (within an ulp): the carries multiply by these tables over and over,
-    # so a systematic error here would grow with 1/alpha. 1 - b^(j+1) (for the weight sums
-    # near t = 0 only) = (1 - b^h) + b^h*(1 - b^(j+1-h)): positive terms, no cancellation.
-    p.one_minus_pw[0] = 1.0 - b
-    for j in range(EWM_CHUNK):
-        p.pw[j] = pow(b, <double>(j + 1))
-    for j in range(1, EWM_CHUNK):
-        h = (j + 1) // 2
-        p.one_minus_pw[j] = fma(p.pw[h - 1], p.one_minus_pw[j - h], p.one_minus_pw[h - 1])
-    for j in range(EWM_CHUNK):
-        p.pw[j] = _flush(p.pw[j])
-    p.b2 = p.pw[1]
-    p.b3 = p.pw[2]
-    p.b4 = p.pw[3]
-    p.b_chunk = p.pw[EWM_CHUNK - 1]
+    # b^(j+1) by pow (within an ulp): the carries multiply by these over and over, so a
+    # systematic error here would grow with 1/alpha. 1 - b^(j+1) (for the weight sums near
+    # t = 0 only) = (1 - b^h) + b^h*(1 - b^(j+1-h)): positive terms, no cancellation.
+    for j in range(EWM_CHUNK if contiguous and p.adjust else 8):
+        pw[j] = pow(b, <double>(j + 1))
+    if contiguous and p.adjust:
+        p.one_minus_pw[0] = 1.0 - b
+        for j in range(1, EWM_CHUNK):
+            h = (j + 1) // 2
+            p.one_minus_pw[j] = fma(pw[h - 1], p.one_minus_pw[j - h], p.one_minus_pw[h - 1])
+    p.coef.b = b
+    p.coef.b2 = _flush(pw[1])
+    p.coef.b3 = _flush(pw[2])
+    p.coef.b4 = _flush(pw[3])
+    p.coef.b8 = _flush(pw[7])
+    p.coef.scale = 1.0 if p.adjust else p.alpha
+    p.coef.f1 = p.coef.scale * p.coef.b
+    p.coef.f2 = p.coef.scale * p.coef.b2
+    p.coef.f3 = p.coef.scale * p.coef.b3
+    p.coef.norm = 1.0 - b if p.adjust else 1.0
+    p.raw = p.coef
+    p.raw.norm = 1.0
     p.b_superblock = _flush(pow(b, <double>EWM_SUPERBLOCK))
-    # b^(k*BLOCK) >= NEGLIGIBLE for k < fixup_blocks; capped at the blocks of a superblock
-    p.fixup_blocks = <Py_ssize_t>min(<double>(EWM_SUPERBLOCK // EWM_BLOCK),
-                                     log(EWM_NEGLIGIBLE) / (p.log_b * EWM_BLOCK) + 1.0)
+    # b^fixup_len < NEGLIGIBLE, in whole blocks, at most a superblock
+    p.fixup_len = EWM_BLOCK * <Py_ssize_t>min(<double>(EWM_SUPERBLOCK // EWM_BLOCK),
+                                              log(EWM_NEGLIGIBLE) / (p.log_b * EWM_BLOCK) + 1.0)
+    # rows: b^fixup_rows < NEGLIGIBLE; superblocks of at least EWM_SUPERBLOCK values and
+    # 8 times that (so that pass 2 redoes at most an eighth)
+    rows = min(<double>n, log(EWM_NEGLIGIBLE) / p.log_b + 1.0)
+    p.fixup_rows = <Py_ssize_t>rows
+    p.super_rows = <Py_ssize_t>min(<double>n, max(8.0 * rows, <double>(EWM_SUPERBLOCK // m + 1)))
+    p.b_super_rows = _flush(pow(b, <double>p.super_rows))
     # b^(t+1) < 2^-54 makes 1 - b^(t+1) round to 1
     p.ones_from = <Py_ssize_t>min(1e18, -37.5 / p.log_b + 1.0)
+    p.weighted_until = ((p.ones_from + EWM_BLOCK - 1) // EWM_BLOCK * EWM_BLOCK
+                        if p.adjust else 0)
 
 
 # ---------------------------------------------------------------------------------------
@@ -254,106 +274,71 @@ cdef void _ewm_exact(const real* x, real* out, Py_ssize_t n, Py_ssize_t m,
 # ---------------------------------------------------------------------------------------
 # Blocked scan of one series without missing values
 
-cdef double _ewm_block(const real* x, real* out, double* scan, Py_ssize_t t0, double carry,
-                       bint store, const EwmParams* p) noexcept nogil:
-    """One full block at global position ``t0`` entering with ``carry``; writes the means
-    to ``out`` when ``store``. Returns the carry out (the scan value at the block's end)."""
-    cdef double s[EWM_LANES][4]
-    cdef double carry_in[EWM_LANES]
-    cdef Py_ssize_t i, j, k, l, t
-    cdef double b = p.b, b4 = p.b4, scale = p.scale, c, v, q, one_minus_q, norm = 1.0 - p.b
-    cdef double f1 = p.scale * p.b, f2 = p.scale * p.b2, f3 = p.scale * p.b3
-    cdef const real* xk
-    cdef double* vk
-    # The chunk scans y_j = b*y_{j-1} + u_j run four steps at a time so that they vectorise:
-    # y_j = b^4*y_{j-4} + v_j with v_j = u_j + b*u_{j-1} + b^2*u_{j-2} + b^3*u_{j-3}, a
-    # 4-tap filter of contiguous values, written to scan first; then EWM_LANES chunks run
-    # side by side to hide the latency of the recurrence.
-    for k in range(EWM_LANES):
-        xk = x + k * EWM_CHUNK
-        vk = scan + k * EWM_CHUNK
-        vk[0] = scale * xk[0]
-        vk[1] = fma(f1, xk[0], scale * xk[1])
-        vk[2] = fma(f2, xk[0], fma(f1, xk[1], scale * xk[2]))
-        for j in range(3, EWM_CHUNK):
-            vk[j] = fma(f3, xk[j - 3], fma(f2, xk[j - 2], fma(f1, xk[j - 1], scale * xk[j])))
-    if t0 == 0 and not p.adjust:
-        # adjust=False starts at the first value: u_0 = x_0, not alpha*x_0
-        v = <double>x[0] - scale * x[0]
-        scan[0] = x[0]
-        scan[1] = fma(b, v, scan[1])
-        scan[2] = fma(p.b2, v, scan[2])
-        scan[3] = fma(p.b3, v, scan[3])
-    for k in range(EWM_LANES):
-        for l in range(4):
-            s[k][l] = scan[k * EWM_CHUNK + l]
-    for i in range(1, EWM_CHUNK // 4):
-        for k in range(EWM_LANES):
-            for l in range(4):
-                s[k][l] = fma(b4, s[k][l], scan[k * EWM_CHUNK + 4 * i + l])
-                scan[k * EWM_CHUNK + 4 * i + l] = s[k][l]
-    c = carry
-    for k in range(EWM_LANES):
-        carry_in[k] = c
-        c = fma(p.b_chunk, c, s[k][3])
-    if not store:
-        return c
-    for k in range(EWM_LANES):
-        t = t0 + k * EWM_CHUNK
-        if p.adjust and t < p.ones_from:
-            # weight sum (1 - b^(t+j+1))/(1-b) = (1 - b^t) + b^t*(1 - b^(j+1)): two positive
-            # terms (expm1, the table), so no cancellation near t = 0
-            q = pow(b, <double>t)
-            one_minus_q = -expm1(t * p.log_b)
-            for j in range(EWM_CHUNK):
-                v = fma(carry_in[k], p.pw[j], scan[k * EWM_CHUNK + j])
-                scan[k * EWM_CHUNK + j] = v * norm / fma(q, p.one_minus_pw[j], one_minus_q)
-            _emit(out + k * EWM_CHUNK, scan + k * EWM_CHUNK, EWM_CHUNK, p.stream)
-        else:
-            # adjust=False: the scan is the mean (times 1: no bit changes)
-            _fixup(out + k * EWM_CHUNK, scan + k * EWM_CHUNK, p.pw, carry_in[k],
-                   norm if p.adjust else 1.0, p.stream)
-    return c
+cdef inline double _scan(const real* x, real* out, Py_ssize_t n, Py_ssize_t store_from,
+                         double carry, bint seed, const EwmParams* p) noexcept nogil:
+    if real is double:
+        return fm_scan_f64(x, out, n, store_from, carry, &p.coef, seed, p.stream)
+    else:
+        return fm_scan_f32(x, out, n, store_from, carry, &p.coef, seed, p.stream)
 
 
-cdef double _ewm_tail(const real* x, real* out, Py_ssize_t n, Py_ssize_t t0, double carry,
-                      bint store, const EwmParams* p) noexcept nogil:
-    """The last, partial block (``n`` < EWM_BLOCK elements): the plain recurrence."""
-    cdef Py_ssize_t j, t
-    cdef double y = carry, norm = 1.0 - p.b
-    for j in range(n):
-        t = t0 + j
-        y = x[j] if (t == 0 and not p.adjust) else fma(p.b, y, p.scale * x[j])
-        if store:
-            if not p.adjust:
-                out[j] = <real>y
-            elif t < p.ones_from:
-                out[j] = <real>(y * norm / -expm1((t + 1) * p.log_b))
-            else:
-                out[j] = <real>(y * norm)
-    return y
+cdef inline double _scan_raw(const real* x, double* scan, Py_ssize_t n, double carry,
+                             const EwmParams* p) noexcept nogil:
+    """The zero-started sum y (not yet a mean) into ``scan``."""
+    if real is double:
+        return fm_scan_f64(x, scan, n, 0, carry, &p.raw, False, False)
+    else:
+        return fm_scan_f32_raw(x, scan, n, 0, carry, &p.raw, False, False)
 
 
-cdef double _ewm_superblock(const real* x, real* out, Py_ssize_t n, Py_ssize_t s,
-                            Py_ssize_t nblocks, double carry, Py_ssize_t store_from,
-                            double* scan, const EwmParams* p) noexcept nogil:
-    """Blocks [0, nblocks) of superblock ``s`` of a series of ``n``, entering with ``carry``;
-    blocks from ``store_from`` on are written. Returns the carry out."""
-    cdef Py_ssize_t k, t0
-    for k in range(nblocks):
-        t0 = s * EWM_SUPERBLOCK + k * EWM_BLOCK
-        if t0 + EWM_BLOCK <= n:
-            carry = _ewm_block(x + t0, out + t0, scan, t0, carry, k >= store_from, p)
-        else:
-            carry = _ewm_tail(x + t0, out + t0, n - t0, t0, carry, k >= store_from, p)
-    if p.stream:
-        fm_stream_fence()
+cdef void _emit_weighted(real* out, double* scan, Py_ssize_t t0, Py_ssize_t n,
+                         const EwmParams* p) noexcept nogil:
+    """adjust=True while 1 - b^(t+1) is not 1: the sums ``scan`` (positions t0..) over
+    their weight sums (1 - b^(t+1))/(1 - b) = ((1 - b^t) + b^t*(1 - b^(j+1)))/(1 - b) for
+    t = t0 + j: two positive terms (expm1, the table), no cancellation near t = 0."""
+    cdef Py_ssize_t k, c, j
+    cdef double q, one_minus_q, norm = p.coef.norm
+    for k in range((n + EWM_CHUNK - 1) // EWM_CHUNK):
+        c = k * EWM_CHUNK
+        q = pow(p.b, <double>(t0 + c))
+        one_minus_q = -expm1((t0 + c) * p.log_b)
+        for j in range(min(<Py_ssize_t>EWM_CHUNK, n - c)):
+            scan[c + j] = scan[c + j] * norm / fma(q, p.one_minus_pw[j], one_minus_q)
+    _emit(out, scan, n, p.stream)
+
+
+cdef double _ewm_stretch(const real* x, real* out, Py_ssize_t t, Py_ssize_t end, double carry,
+                         Py_ssize_t store_from, double* scan, const EwmParams* p) noexcept nogil:
+    """Positions [t, end) of the series, entering with ``carry`` (y at t - 1); means stored
+    from ``store_from`` on (``t`` and ``store_from``: multiples of EWM_BLOCK). Returns y at
+    end - 1."""
+    cdef Py_ssize_t length
+    while t < min(end, p.weighted_until):
+        length = min(<Py_ssize_t>EWM_BLOCK, end - t)
+        carry = _scan_raw(x + t, scan, length, carry, p)
+        if t >= store_from:
+            _emit_weighted(out + t, scan, t, length, p)
+        t += length
+    if t < end:
+        carry = _scan(x + t, out + t, end - t, max(store_from - t, 0), carry,
+                      t == 0 and not p.adjust, p)
     return carry
 
 
-cdef inline Py_ssize_t _blocks_in(Py_ssize_t n, Py_ssize_t s) noexcept nogil:
-    cdef Py_ssize_t length = min(n - s * EWM_SUPERBLOCK, EWM_SUPERBLOCK)
-    return (length + EWM_BLOCK - 1) // EWM_BLOCK
+cdef double _ewm_superblock(const real* x, real* out, Py_ssize_t n, Py_ssize_t s, double carry,
+                            bint fixup, double* scan, const EwmParams* p) noexcept nogil:
+    """Superblock ``s``: in pass 1 (not ``fixup``) all of it from a zero carry, storing all
+    but the leading fixup_len values (except in the first); in pass 2 those, with the
+    true ``carry``. Returns the carry out."""
+    cdef Py_ssize_t t0 = s * EWM_SUPERBLOCK, end = min(n, t0 + EWM_SUPERBLOCK)
+    if fixup:
+        carry = _ewm_stretch(x, out, t0, min(end, t0 + p.fixup_len), carry, t0, scan, p)
+    else:
+        carry = _ewm_stretch(x, out, t0, end, carry, t0 + (p.fixup_len if s > 0 else 0),
+                             scan, p)
+    if p.stream:
+        fm_stream_fence()
+    return carry
 
 
 cdef bint _ewm_blocked(const real* x, real* out, Py_ssize_t n, double* scratch,
@@ -364,19 +349,17 @@ cdef bint _ewm_blocked(const real* x, real* out, Py_ssize_t n, double* scratch,
     cdef Py_ssize_t nsuper = (n + EWM_SUPERBLOCK - 1) // EWM_SUPERBLOCK, s, t
     cdef double carry
     cdef int tid
-    # pass 1: every superblock from a zero carry; its leading blocks wait for pass 2.
+    # pass 1: every superblock from a zero carry, stored after its leading fixup_len values.
     # (Dynamic schedules: which thread runs a superblock never changes its result.)
     if nthreads > 1 and nsuper > 1:
         with parallel(num_threads=nthreads):
             tid = threadid()
             for s in prange(nsuper, schedule="dynamic"):
-                ends[s] = _ewm_superblock(x, out, n, s, _blocks_in(n, s), 0.0,
-                                          0 if s == 0 else p.fixup_blocks,
+                ends[s] = _ewm_superblock(x, out, n, s, 0.0, False,
                                           scratch + tid * EWM_BLOCK, p)
     else:
         for s in range(nsuper):
-            ends[s] = _ewm_superblock(x, out, n, s, _blocks_in(n, s), 0.0,
-                                      0 if s == 0 else p.fixup_blocks, scratch, p)
+            ends[s] = _ewm_superblock(x, out, n, s, 0.0, False, scratch, p)
     for s in range(nsuper):
         if not isfinite(ends[s]):
             return False
@@ -385,30 +368,125 @@ cdef bint _ewm_blocked(const real* x, real* out, Py_ssize_t n, double* scratch,
     for s in range(nsuper - 1):
         carry = fma(p.b_superblock, carry, ends[s])
         ends[s] = carry
-    # pass 2: the leading blocks of superblocks 1.. with their carry (on threads only when
+    # pass 2: the leading values of superblocks 1.. with their carry (on threads only when
     # it is more than a few superblocks' work: waking them costs more under load)
-    if nthreads > 1 and (nsuper - 1) * p.fixup_blocks * EWM_BLOCK >= 4 * EWM_SUPERBLOCK:
+    if nthreads > 1 and (nsuper - 1) * p.fixup_len >= 4 * EWM_SUPERBLOCK:
         with parallel(num_threads=nthreads):
             tid = threadid()
             for s in prange(1, nsuper, schedule="dynamic"):
-                _ewm_superblock(x, out, n, s, min(p.fixup_blocks, _blocks_in(n, s)),
-                                ends[s - 1], 0, scratch + tid * EWM_BLOCK, p)
+                _ewm_superblock(x, out, n, s, ends[s - 1], True, scratch + tid * EWM_BLOCK, p)
     else:
         for s in range(1, nsuper):
-            _ewm_superblock(x, out, n, s, min(p.fixup_blocks, _blocks_in(n, s)),
-                            ends[s - 1], 0, scratch, p)
+            _ewm_superblock(x, out, n, s, ends[s - 1], True, scratch, p)
     for t in range(min(p.min_periods - 1, n)):
         out[t] = <real>NAN
     return True
 
 
 # ---------------------------------------------------------------------------------------
+# Series side by side without missing values: the same scan, vectorised across series
+
+cdef void _cols_stretch(const real* x, real* out, Py_ssize_t t0, Py_ssize_t end,
+                        Py_ssize_t m, double* y, double* row, Py_ssize_t store_from,
+                        const EwmParams* p) noexcept nogil:
+    """Rows [t0, end) of ``m`` series side by side (row stride ``m``). ``y`` enters with
+    every series' y at row t0 - 1 and leaves with it at row end - 1; rows from
+    ``store_from`` on are stored. The recurrence of _ewm_blocked, one step per row."""
+    cdef Py_ssize_t t, j
+    cdef double b = p.b, scale = p.coef.scale, norm = p.coef.norm, weight
+    cdef const real* xr
+    for t in range(t0, end):
+        xr = x + t * m
+        if t == 0 and not p.adjust:
+            for j in range(m):
+                y[j] = xr[j]
+        else:
+            for j in range(m):
+                y[j] = fma(b, y[j], scale * xr[j])
+        if t < store_from:
+            continue
+        if not p.adjust:
+            _emit(out + t * m, y, m, p.stream)
+            continue
+        if t < p.ones_from:
+            weight = -expm1((t + 1) * p.log_b)   # (1 - b^(t+1)), without cancellation
+            for j in range(m):
+                row[j] = y[j] * norm / weight
+        else:
+            for j in range(m):
+                row[j] = y[j] * norm
+        _emit(out + t * m, row, m, p.stream)
+
+
+cdef void _cols_superblock(const real* x, real* out, Py_ssize_t n, Py_ssize_t m,
+                           Py_ssize_t s, double* y, bint fixup, const EwmParams* p) noexcept nogil:
+    """Rows of superblock ``s`` as in _ewm_superblock (``y``: the carries in, then out;
+    followed by m doubles of scratch)."""
+    cdef Py_ssize_t t0 = s * p.super_rows, end = min(n, t0 + p.super_rows)
+    if fixup:
+        _cols_stretch(x, out, t0, min(end, t0 + p.fixup_rows), m, y, y + m, t0, p)
+    else:
+        _cols_stretch(x, out, t0, end, m, y, y + m, t0 + (p.fixup_rows if s > 0 else 0), p)
+    if p.stream:
+        fm_stream_fence()
+
+
+cdef inline void _cols_pass1(const real* x, real* out, Py_ssize_t n, Py_ssize_t m,
+                             Py_ssize_t s, double* y, double* ends, const EwmParams* p) noexcept nogil:
+    memset(y, 0, m * sizeof(double))
+    _cols_superblock(x, out, n, m, s, y, False, p)
+    memcpy(ends + s * m, y, m * sizeof(double))
+
+
+cdef bint _ewm_cols_blocked(const real* x, real* out, Py_ssize_t n, Py_ssize_t m,
+                            double* scratch, double* ends, int nthreads,
+                            const EwmParams* p) noexcept nogil:
+    """``m`` series side by side without missing values, in superblocks of rows as
+    _ewm_blocked (``scratch``: 2*m doubles per thread, ``ends``: m per superblock). Each
+    thread writes whole rows, so a fresh result's pages are faulted in by the threads that
+    fill them. False, with ``out`` partly written, when a value is NaN or inf."""
+    cdef Py_ssize_t nsuper = (n + p.super_rows - 1) // p.super_rows, s, t, j
+    cdef double* y
+    cdef int tid
+    if nthreads > 1 and nsuper > 1:
+        with parallel(num_threads=nthreads):
+            tid = threadid()
+            for s in prange(nsuper, schedule="dynamic"):
+                _cols_pass1(x, out, n, m, s, scratch + 2 * m * tid, ends, p)
+    else:
+        for s in range(nsuper):
+            _cols_pass1(x, out, n, m, s, scratch, ends, p)
+    for j in range(nsuper * m):
+        if not isfinite(ends[j]):
+            return False
+    for s in range(1, nsuper - 1):
+        for j in range(m):
+            ends[s * m + j] = fma(p.b_super_rows, ends[(s - 1) * m + j], ends[s * m + j])
+    if nthreads > 1 and (nsuper - 1) * p.fixup_rows * m >= 4 * EWM_SUPERBLOCK:
+        with parallel(num_threads=nthreads):
+            tid = threadid()
+            for s in prange(1, nsuper, schedule="dynamic"):
+                y = scratch + 2 * m * tid
+                memcpy(y, ends + (s - 1) * m, m * sizeof(double))
+                _cols_superblock(x, out, n, m, s, y, True, p)
+    else:
+        for s in range(1, nsuper):
+            memcpy(scratch, ends + (s - 1) * m, m * sizeof(double))
+            _cols_superblock(x, out, n, m, s, scratch, True, p)
+    for t in range(min(p.min_periods - 1, n)):
+        for j in range(m):
+            out[t * m + j] = <real>NAN
+    return True
+
+
+# ---------------------------------------------------------------------------------------
 # Drivers
 
-cdef inline bint _ewm_blockable(Py_ssize_t n, const EwmParams* p) noexcept nogil:
-    # alpha == 1 (b == 0) and alpha below 1e-16 (b == 1) are pandas' degenerate cases: the
-    # exact loop handles them
-    return n >= EWM_BLOCKED_MIN and 0.0 < p.b < 1.0
+cdef inline bint _ewm_blockable(Py_ssize_t size, const EwmParams* p) noexcept nogil:
+    # below EWM_BLOCKED_MIN values the tables cost more than pandas' loop; alpha == 1
+    # (b == 0) and alpha below 1e-16 (b == 1) are pandas' degenerate cases: that loop
+    # handles them
+    return size >= EWM_BLOCKED_MIN and 0.0 < p.b < 1.0
 
 
 cdef void _ewm_series_set(const real* x, real* out, Py_ssize_t n, Py_ssize_t m,
@@ -438,11 +516,12 @@ cdef void _ewm_run(const real* x, real* out, Py_ssize_t n, Py_ssize_t m, bint co
                    const EwmParams* p) noexcept nogil:
     if contiguous:
         _ewm_series_set(x, out, n, m, scratch, ends, nthreads, p)
-    else:
-        # series side by side: each thread streams its share of every row (whole cache
-        # lines), when the result is the caller's ``out``. A fresh result stays on one
-        # thread: two threads faulting the same new pages in were slower (17 vs 21 ms at
-        # 100k x 100), with ``out`` faster (10.5 vs 8.7 ms).
+    elif not (_ewm_blockable(n * m, p)
+              and _ewm_cols_blocked(x, out, n, m, scratch, ends, nthreads, p)):
+        # series side by side with missing values: each thread streams its share of every
+        # row (whole cache lines), when the result is the caller's ``out``. A fresh result
+        # stays on one thread: two threads faulting the same new pages in were slower (17
+        # vs 21 ms at 100k x 100), with ``out`` faster (10.5 vs 8.7 ms).
         if nthreads > 1 and p.into_out and m >= 16:
             _ewm_exact_columns(x, out, n, m, nthreads, p)
         else:
@@ -543,9 +622,9 @@ def ewm_mean(x, *, com=None, span=None, halflife=None, alpha=None, adjust=True,
     integers and bools give float64. ``out``: a preallocated writeable C- or F-contiguous
     array of the result dtype and shape, not sharing memory with ``x``; returned.
 
-    Series without missing values are computed by a blocked scan (independent chunks and a
-    carry fix-up with powers of ``1-alpha``, OpenMP-threaded for long series), agreeing with
-    pandas to ~1e-15 relative; other series by pandas' own loop. Results do not depend on
+    Series without missing values are computed by a blocked scan (eight steps at a time
+    in one pass; superblocks scanned in parallel, then a carry fix-up with powers of
+    ``1-alpha``), agreeing with pandas to ~1e-15 relative; other series by pandas' own loop. Results do not depend on
     the thread count. A fresh result of many MB costs the kernel's zeroing of its pages
     (about as long as the scan itself): reuse ``out`` in loops (written with streaming
     stores from 16 MB on). Raises TypeError/ValueError, before writing anything, for bad
@@ -553,7 +632,7 @@ def ewm_mean(x, *, com=None, span=None, halflife=None, alpha=None, adjust=True,
     """
     cdef EwmParams p
     cdef cnp.ndarray xa, oa
-    cdef Py_ssize_t n, m, nsuper
+    cdef Py_ssize_t n, m, scratch_size, ends_size
     cdef bint contiguous
     cdef int nthreads
     cdef double* scratch = NULL
@@ -577,7 +656,8 @@ def ewm_mean(x, *, com=None, span=None, halflife=None, alpha=None, adjust=True,
     p.b = 1.0 - p.alpha
     p.new_wt = 1.0 if p.adjust else p.alpha
     p.into_out = out is not None
-    p.stream = p.into_out and cnp.PyArray_NBYTES(oa) >= EWM_STREAM_MIN_BYTES
+    p.stream = (p.into_out and cnp.PyArray_NBYTES(oa) >= EWM_STREAM_MIN_BYTES
+                and <size_t>cnp.PyArray_DATA(oa) % 16 == 0)
     if cnp.PyArray_NDIM(xa) == 1:
         n, m, contiguous = cnp.PyArray_DIM(xa, 0), 1, True
     else:
@@ -587,12 +667,18 @@ def ewm_mean(x, *, com=None, span=None, halflife=None, alpha=None, adjust=True,
     if n == 0 or m == 0:
         return oa
     nthreads = _threads_for(n * m)
-    if contiguous and _ewm_blockable(n, &p):
-        _ewm_tables(&p)
-        nsuper = (n + EWM_SUPERBLOCK - 1) // EWM_SUPERBLOCK
-        scratch = <double*>malloc(nthreads * EWM_BLOCK * sizeof(double))
-        # one per superblock, or two per thread when short series run one per thread
-        ends = <double*>malloc(max(nsuper, 2 * <Py_ssize_t>nthreads) * sizeof(double))
+    if _ewm_blockable(n if contiguous else n * m, &p):
+        _ewm_tables(&p, n, m, contiguous)
+        if contiguous:
+            # EWM_BLOCK per thread; one end per superblock, or two per thread when short
+            # series run one per thread
+            scratch_size = nthreads * EWM_BLOCK
+            ends_size = max((n + EWM_SUPERBLOCK - 1) // EWM_SUPERBLOCK, 2 * <Py_ssize_t>nthreads)
+        else:
+            scratch_size = nthreads * 2 * m
+            ends_size = (n + p.super_rows - 1) // p.super_rows * m
+        scratch = <double*>malloc(scratch_size * sizeof(double))
+        ends = <double*>malloc(ends_size * sizeof(double))
         if scratch == NULL or ends == NULL:
             free(scratch)
             free(ends)

@@ -144,7 +144,31 @@ def test_long_series_no_drift(adjust, alpha):
                    got[:200_000], x[:200_000])
 
 
-@pytest.mark.parametrize("shape,axis", [((3_000_000,), 0), ((400, 1000), 0), ((6, 600_000), 1)])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("alpha", [0.3, 0.01, 1e-3])
+def test_series_side_by_side_scan_across_row_superblocks(dtype, alpha):
+    """Series side by side without missing values are scanned in superblocks of rows (each
+    from a zero carry, then its leading rows again with the true carry): pandas' numbers
+    at every row, C-ordered along axis 0 and F-ordered along axis 1, with min_periods; a
+    NaN in the last row sends the frame to pandas' loop."""
+    rng = np.random.default_rng(21)
+    x = (rng.standard_normal((200_000, 4)) * 10 + 3).astype(dtype)
+    rtol = 1e-12 if dtype == np.float64 else 2e-7
+    for adjust in (True, False):
+        kw = dict(alpha=alpha, adjust=adjust, min_periods=5)
+        want = pandas_ewm(x, **kw)
+        assert_matches(fastmomentum.ewm_mean(x, **kw).astype(np.float64), want, x, rtol)
+        transposed = np.asfortranarray(x.T)
+        assert_matches(fastmomentum.ewm_mean(transposed, axis=1, **kw).astype(np.float64),
+                       want.T, transposed, rtol)
+    messy = x.copy()
+    messy[-1, 2] = np.nan
+    assert_matches(fastmomentum.ewm_mean(messy, alpha=alpha).astype(np.float64),
+                   pandas_ewm(messy, alpha=alpha), messy, rtol)
+
+
+@pytest.mark.parametrize("shape,axis", [((3_000_000,), 0), ((400, 1000), 0), ((200_000, 4), 0),
+                                        ((6, 600_000), 1)])
 @pytest.mark.parametrize("alpha", [0.3, 1e-3])
 def test_thread_count_does_not_change_bits(shape, axis, alpha):
     rng = np.random.default_rng(3)
@@ -228,8 +252,9 @@ def test_every_build_computes_the_same_bits(dtype):
     """The portable and the AVX2 builds (explicit fma in both), in and out of cache."""
     rng = np.random.default_rng(14)
     cases = [rng.standard_normal(n).astype(dtype) for n in (5000, 300_000, 4_200_001)]
-    cases.append(rng.standard_normal((3000, 40)).astype(dtype))
-    cases[-1][7, 3] = np.nan
+    cases.append(rng.standard_normal((3000, 40)).astype(dtype))   # side by side: the scan
+    cases.append(cases[-1].copy())
+    cases[-1][7, 3] = np.nan                                         # and pandas' loop
     for x in cases:
         for adjust in (True, False):
             got = [build.ewm_mean(x, alpha=0.05, adjust=adjust)
@@ -362,3 +387,36 @@ def test_hypothesis_matches_pandas(data, rows, cols, two_d, dtype, alpha, adjust
         assert got.dtype == (np.float32 if dtype == "float32" else np.float64)
         assert_matches(got.astype(np.float64), want if dtype != "float32"
                        else want.astype(np.float32).astype(np.float64), x, rtol=rtol)
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), rows=st.integers(2, 40_000), cols=st.integers(1, 6),
+       layout=st.sampled_from(["series", "C axis 0", "F axis 1", "C axis 1"]),
+       dtype=st.sampled_from(["float64", "float32"]), alpha=st.floats(0.002, 0.999),
+       adjust=st.booleans(), min_periods=st.integers(0, 20),
+       nan_at=st.one_of(st.none(), st.floats(0.0, 1.0)), scale=st.sampled_from([1e-3, 1.0, 1e6]))
+def test_hypothesis_blocked_scans_match_pandas(seed, rows, cols, layout, dtype, alpha, adjust,
+                                               min_periods, nan_at, scale):
+    """The blocked scans (series and side by side; they start at 8704 values) over random
+    sizes, layouts, dtypes and parameters, and with a NaN somewhere (pandas' loop then)."""
+    rng = np.random.default_rng(seed)
+    size = max(rows * cols, 8704) if layout == "series" else rows * cols
+    x = (rng.standard_normal(size) * scale + scale).astype(dtype)
+    if nan_at is not None:
+        x[int(nan_at * (size - 1))] = np.nan
+    if layout == "series":
+        axis = 0
+    else:
+        x = x.reshape(rows, cols)
+        if layout == "F axis 1":
+            x = np.asfortranarray(x.T)
+        axis = 0 if layout == "C axis 0" else 1
+    kw = dict(alpha=alpha, adjust=adjust, min_periods=min_periods)
+    want = pandas_ewm(x, axis=axis, **kw)
+    got = fastmomentum.ewm_mean(x, axis=axis, **kw)
+    assert got.dtype == x.dtype and got.shape == x.shape
+    if dtype == "float32":
+        assert_matches(got.astype(np.float64), want.astype(np.float32).astype(np.float64), x,
+                       rtol=2e-7)
+    else:
+        assert_matches(got, want, x)
