@@ -9,17 +9,41 @@ the baseline) group by group with the benchmark report's own interleaved timing
 the shared machine hits every implementation alike), and prints the medians and every
 ratio of a fastmomentum implementation over each other one, plus fused SGD+EMA over a step
 followed by a separate EMA update.
+
+Every ewm_mean group of a million values or more also times the floor of any fresh result:
+a new array of that size with one store per 4 KiB page, i.e. the kernel mapping and
+zeroing its pages, which every implementation that returns a new array pays.
 """
 import argparse
 import gc
+import os
+
+import numpy as np
 
 from fastmomentum.bench import TIMING, measure_group, thread_count
+from fastmomentum.benchcases import Case
 from fastmomentum.benchcases.ewm import ewm_cases
 from fastmomentum.benchcases.models import model_cases
 
 #: (slower, faster) pairs of the fused SGD+EMA target, whose names are not fastmomentum's
 FUSED_EMA = [("sgd then ema", "sgd+ema fused"), ("torch sgd then ema", "torch sgd+ema fused")]
 PROVIDERS = {"models": model_cases, "ewm": ewm_cases}
+PAGE_FLOOR_MIN = 1_000_000
+PAGE_FLOOR = "new array, pages touched"
+
+
+def _touch_new_pages(size):
+    stride = os.sysconf("SC_PAGE_SIZE") // 8
+    def run():
+        np.empty(size)[::stride] = 0.0
+    return lambda: run
+
+
+def page_floor_case(case):
+    """The allocation floor next to an ewm_mean case (float64, ``case.size`` values)."""
+    return Case(case.kernel, PAGE_FLOOR, case.size, "float64",
+                make=_touch_new_pages(case.size), bytes_moved=8 * case.size,
+                params=dict(case.params))
 
 
 def ratio_lines(rows):
@@ -45,7 +69,10 @@ def main(argv=None):
     groups = {}   # listing the model cases imports torch, whose threads follow --threads too
     for name in args.only.split(","):
         for case in PROVIDERS[name](quick=args.quick):
-            groups.setdefault(case.group, []).append(case)
+            members = groups.setdefault(case.group, [])
+            if not members and name == "ewm" and case.size >= PAGE_FLOOR_MIN:
+                members.append(page_floor_case(case))
+            members.append(case)
     with thread_count(args.threads) as threads:
         print(f"threads: {threads}, {repeats} interleaved samples each")
         for group, members in groups.items():

@@ -237,9 +237,14 @@ def test_target_ratios_script_runs_every_ewm_group():
          "--rounds", "3"], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    groups = {case.group for case in ewm_cases(quick=True)}
-    assert groups <= set(lines)
-    # fastmomentum and fastmomentum out= over baseline, pandas and scipy-lfilter, per group
+    module = load_target_ratios()
+    cases = {case.group: case for case in ewm_cases(quick=True)}
+    assert set(cases) <= set(lines)
+    # fastmomentum and fastmomentum out= over baseline, pandas and scipy-lfilter, per group,
+    # and over the fresh-array floor in the groups of a million values and more
     ratios = [line for line in lines if " vs " in line]
-    assert len(ratios) == 2 * 3 * len(groups)
+    floors = [line for line in ratios if module.PAGE_FLOOR in line]
+    large = [c for c in cases.values() if c.size >= module.PAGE_FLOOR_MIN]
+    assert large and len(floors) == 2 * len(large)
+    assert len(ratios) - len(floors) == 2 * 3 * len(cases)
     assert all(float(line.rsplit(": ", 1)[1].rstrip("x")) > 0 for line in ratios)
