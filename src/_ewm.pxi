@@ -624,11 +624,11 @@ def ewm_mean(x, *, com=None, span=None, halflife=None, alpha=None, adjust=True,
 
     Series without missing values are computed by a blocked scan (eight steps at a time
     in one pass; superblocks scanned in parallel, then a carry fix-up with powers of
-    ``1-alpha``), agreeing with pandas to ~1e-15 relative; other series by pandas' own loop. Results do not depend on
-    the thread count. A fresh result of many MB costs the kernel's zeroing of its pages
-    (about as long as the scan itself): reuse ``out`` in loops (written with streaming
-    stores from 16 MB on). Raises TypeError/ValueError, before writing anything, for bad
-    input.
+    ``1-alpha``), agreeing with pandas to ~1e-15 relative; other series by pandas' own
+    loop. Results do not depend on the thread count. A fresh result of many MB costs the
+    kernel's zeroing of its pages (longer than the scan itself): reuse ``out`` in loops
+    (written with streaming stores from 16 MB on). Raises TypeError/ValueError, before
+    writing anything, for bad input.
     """
     cdef EwmParams p
     cdef cnp.ndarray xa, oa
