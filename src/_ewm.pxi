@@ -53,12 +53,16 @@ cdef extern from "fm_scan.h" nogil:
 
 cdef enum:
     EWM_CHUNK = 136                        # weight-sum table length (adjust=True near t = 0)
+    EWM_POWERS = EWM_CHUNK // 2            # b^(j+1) that table is built from
     EWM_BLOCK = 8 * EWM_CHUNK              # 1088: a scan buffer in L1
     EWM_COLS = 256                         # series side by side in _ewm_exact
 
 cdef Py_ssize_t EWM_SUPERBLOCK = 240 * EWM_BLOCK   # 261120
-# Below this length the blocked scan's tables cost more than the plain loop.
-cdef Py_ssize_t EWM_BLOCKED_MIN = 8 * EWM_BLOCK
+# The blocked scans from this many values on (a series; series side by side): below,
+# their set-up costs more than pandas' loop saves (measured: a series of 64, 0.6-0.7 us
+# either way; of 8000, 30 us by the loop, 3-4 us blocked).
+cdef Py_ssize_t EWM_SERIES_BLOCKED_MIN = 128
+cdef Py_ssize_t EWM_COLS_BLOCKED_MIN = 8 * EWM_BLOCK
 # A carry is dropped once its weight b^k falls below this (and table entries are flushed
 # to zero below EWM_TINY, keeping denormals out of the loops).
 cdef double EWM_NEGLIGIBLE = 1e-30
@@ -109,14 +113,18 @@ cdef void _ewm_tables(EwmParams* p, Py_ssize_t n, Py_ssize_t m, bint contiguous)
     (``contiguous``) or side by side."""
     cdef Py_ssize_t j, h
     cdef double b = p.b, rows
-    cdef double pw[EWM_CHUNK]
+    cdef double pw[EWM_POWERS]
     p.log_b = log(b)
-    # b^(j+1) by pow (within an ulp): the carries multiply by these over and over, so a
-    # systematic error here would grow with 1/alpha. 1 - b^(j+1) (for the weight sums near
-    # t = 0 only) = (1 - b^h) + b^h*(1 - b^(j+1-h)): positive terms, no cancellation.
-    for j in range(EWM_CHUNK if contiguous and p.adjust else 8):
+    # b^(j+1): by pow (within an ulp) up to b^8, the scan's coefficients, whose error would
+    # grow by ~1/alpha over the recurrence; beyond, for the weight sums near t = 0 only, as
+    # b^h * b^(j+1-h) (an ulp per halving, a few in all; 60 pow calls cost ~1.5 us a call).
+    # 1 - b^(j+1) = (1 - b^h) + b^h*(1 - b^(j+1-h)): positive terms, no cancellation.
+    for j in range(8):
         pw[j] = pow(b, <double>(j + 1))
     if contiguous and p.adjust:
+        for j in range(8, EWM_POWERS):
+            h = (j + 1) // 2
+            pw[j] = pw[h - 1] * pw[j - h]
         p.one_minus_pw[0] = 1.0 - b
         for j in range(1, EWM_CHUNK):
             h = (j + 1) // 2
@@ -482,11 +490,11 @@ cdef bint _ewm_cols_blocked(const real* x, real* out, Py_ssize_t n, Py_ssize_t m
 # ---------------------------------------------------------------------------------------
 # Drivers
 
-cdef inline bint _ewm_blockable(Py_ssize_t size, const EwmParams* p) noexcept nogil:
-    # below EWM_BLOCKED_MIN values the tables cost more than pandas' loop; alpha == 1
-    # (b == 0) and alpha below 1e-16 (b == 1) are pandas' degenerate cases: that loop
-    # handles them
-    return size >= EWM_BLOCKED_MIN and 0.0 < p.b < 1.0
+cdef inline bint _ewm_blockable(Py_ssize_t size, Py_ssize_t min_size,
+                                const EwmParams* p) noexcept nogil:
+    # alpha == 1 (b == 0) and alpha below 1e-16 (b == 1) are pandas' degenerate cases:
+    # pandas' loop handles them
+    return size >= min_size and 0.0 < p.b < 1.0
 
 
 cdef void _ewm_series_set(const real* x, real* out, Py_ssize_t n, Py_ssize_t m,
@@ -498,14 +506,14 @@ cdef void _ewm_series_set(const real* x, real* out, Py_ssize_t n, Py_ssize_t m,
     cdef int tid
     if m == 1 or n >= 2 * EWM_SUPERBLOCK or nthreads == 1:
         for i in range(m):
-            if not (_ewm_blockable(n, p) and _ewm_blocked(x + i * n, out + i * n, n, scratch,
-                                                          ends, nthreads, p)):
+            if not (_ewm_blockable(n, EWM_SERIES_BLOCKED_MIN, p)
+                    and _ewm_blocked(x + i * n, out + i * n, n, scratch, ends, nthreads, p)):
                 _ewm_exact(x + i * n, out + i * n, n, 1, 1, p)
     else:
         with parallel(num_threads=nthreads):
             tid = threadid()
             for i in prange(m, schedule="dynamic"):
-                if not (_ewm_blockable(n, p)
+                if not (_ewm_blockable(n, EWM_SERIES_BLOCKED_MIN, p)
                         and _ewm_blocked(x + i * n, out + i * n, n,
                                          scratch + tid * EWM_BLOCK, ends + 2 * tid, 1, p)):
                     _ewm_exact(x + i * n, out + i * n, n, 1, 1, p)
@@ -516,7 +524,7 @@ cdef void _ewm_run(const real* x, real* out, Py_ssize_t n, Py_ssize_t m, bint co
                    const EwmParams* p) noexcept nogil:
     if contiguous:
         _ewm_series_set(x, out, n, m, scratch, ends, nthreads, p)
-    elif not (_ewm_blockable(n * m, p)
+    elif not (_ewm_blockable(n * m, EWM_COLS_BLOCKED_MIN, p)
               and _ewm_cols_blocked(x, out, n, m, scratch, ends, nthreads, p)):
         # series side by side with missing values: each thread streams its share of every
         # row (whole cache lines), when the result is the caller's ``out``. A fresh result
@@ -667,7 +675,8 @@ def ewm_mean(x, *, com=None, span=None, halflife=None, alpha=None, adjust=True,
     if n == 0 or m == 0:
         return oa
     nthreads = _threads_for(n * m)
-    if _ewm_blockable(n if contiguous else n * m, &p):
+    if (_ewm_blockable(n, EWM_SERIES_BLOCKED_MIN, &p) if contiguous
+            else _ewm_blockable(n * m, EWM_COLS_BLOCKED_MIN, &p)):
         _ewm_tables(&p, n, m, contiguous)
         if contiguous:
             # EWM_BLOCK per thread; one end per superblock, or two per thread when short
