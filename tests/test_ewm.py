@@ -168,7 +168,7 @@ def test_series_side_by_side_scan_across_row_superblocks(dtype, alpha):
 
 
 @pytest.mark.parametrize("shape,axis", [((3_000_000,), 0), ((400, 1000), 0), ((200_000, 4), 0),
-                                        ((6, 600_000), 1)])
+                                        ((6, 600_000), 1), ((40, 30_000), 1)])
 @pytest.mark.parametrize("alpha", [0.3, 1e-3])
 def test_thread_count_does_not_change_bits(shape, axis, alpha):
     rng = np.random.default_rng(3)

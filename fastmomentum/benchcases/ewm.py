@@ -10,8 +10,9 @@ without missing values (the seed's beta = 0.9):
 * ``baseline``: :func:`fastmomentum.baseline.ewm_mean` (blocked scans, BLAS matmuls);
 * ``fastmomentum``: a fresh result each call, as every peer; ``fastmomentum out=``: into
   a preallocated result, as a loop that reuses its output would. A fresh result far larger
-  than the caches starts as pages the kernel must map and zero (about 5 ms per 80 MB here,
-  paid by every implementation that allocates), which ``out=`` skips.
+  than the caches starts as pages the kernel must map and zero (8-9 ms per 80 MB here,
+  paid by every implementation that allocates; ``benchmarks/target_ratios.py`` times it),
+  which ``out=`` skips.
 
 Cases: a series (adjust True and False) and a 100000 x 100 frame along axis 0.
 """
