@@ -29,7 +29,7 @@
 #   in superblocks of rows with the same two passes (so that each thread writes, and on a
 #   fresh result faults in, whole rows of its own). A NaN or inf anywhere: _ewm_exact.
 from cython.parallel cimport parallel, threadid
-from libc.math cimport NAN, expm1, fma, isfinite, log, pow
+from libc.math cimport NAN, ceil, expm1, fma, isfinite, log, pow
 from cpython.float cimport PyFloat_AS_DOUBLE
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
@@ -39,6 +39,9 @@ from fastmomentum.kernels cimport real
 cdef extern from "fm_store.h" nogil:
     void fm_copy_f64(double* dst, const double* src, Py_ssize_t n, bint stream)
     void fm_copy_f64_to_f32(float* dst, const double* src, Py_ssize_t n, bint stream)
+    void fm_scale_f64(double* dst, const double* src, Py_ssize_t n, double scale, bint stream)
+    void fm_scale_f64_to_f32(float* dst, const double* src, Py_ssize_t n, double scale,
+                             bint stream)
     void fm_stream_fence()
 
 cdef extern from "fm_scan.h" nogil:
@@ -56,6 +59,10 @@ cdef enum:
     EWM_POWERS = EWM_CHUNK // 2            # b^(j+1) that table is built from
     EWM_BLOCK = 8 * EWM_CHUNK              # 1088: a scan buffer in L1
     EWM_COLS = 256                         # series side by side in _ewm_exact
+    # fewer series side by side than this are scanned one by one (_narrow_stretch): across
+    # 2 to 7, the row step runs at 2-9 ns a value (latency and loop overhead), one by one
+    # at 1.1-1.4 (measured; from 8 on, 0.5-1.8 across)
+    EWM_NARROW = 8
 
 cdef Py_ssize_t EWM_SUPERBLOCK = 240 * EWM_BLOCK   # 261120
 # The blocked scans from this many values on (a series; series side by side): below,
@@ -90,9 +97,10 @@ ctypedef struct EwmParams:
     Py_ssize_t fixup_len      # leading values of a superblock that need its carry
     Py_ssize_t ones_from      # from this t on, 1 - b^(t+1) rounds to 1
     Py_ssize_t weighted_until # adjust=True: ones_from rounded up to a block (else 0)
-    double one_minus_pw[EWM_CHUNK]   # 1 - b^(j+1), without cancellation (series only)
-    # series side by side: superblocks of rows, and the rows that need the carry
-    Py_ssize_t super_rows, fixup_rows
+    double one_minus_pw[EWM_CHUNK]   # 1 - b^(j+1), without cancellation (adjust=True)
+    # series side by side: superblocks of rows, and the rows that need the carry (both
+    # multiples of EWM_BLOCK); doubles of scratch per thread
+    Py_ssize_t super_rows, fixup_rows, cols_scratch
     double b_super_rows
 
 
@@ -104,13 +112,26 @@ cdef inline void _emit(real* dst, const double* src, Py_ssize_t n, bint stream) 
         fm_copy_f64_to_f32(dst, src, n, stream)
 
 
+cdef inline void _emit_scaled(real* dst, const double* src, Py_ssize_t n, double scale,
+                              bint stream) noexcept nogil:
+    """Store ``n`` results times ``scale`` (one rounding, then to float32 for float32)."""
+    if real is double:
+        fm_scale_f64(dst, src, n, scale, stream)
+    else:
+        fm_scale_f64_to_f32(dst, src, n, scale, stream)
+
+
 cdef inline double _flush(double v) noexcept nogil:
     return v if v >= EWM_TINY else 0.0
 
 
-cdef void _ewm_tables(EwmParams* p, Py_ssize_t n, Py_ssize_t m, bint contiguous) noexcept nogil:
-    """The blocked scans' constants for ``m`` series of ``n``, one after another
-    (``contiguous``) or side by side."""
+cdef inline Py_ssize_t _whole_blocks(double values) noexcept nogil:
+    return <Py_ssize_t>ceil(values / EWM_BLOCK) * EWM_BLOCK
+
+
+cdef void _ewm_tables(EwmParams* p, Py_ssize_t n, Py_ssize_t m) noexcept nogil:
+    """The blocked scans' constants for ``m`` series of ``n`` (one after another, or side
+    by side)."""
     cdef Py_ssize_t j, h
     cdef double b = p.b, rows
     cdef double pw[EWM_POWERS]
@@ -121,7 +142,7 @@ cdef void _ewm_tables(EwmParams* p, Py_ssize_t n, Py_ssize_t m, bint contiguous)
     # 1 - b^(j+1) = (1 - b^h) + b^h*(1 - b^(j+1-h)): positive terms, no cancellation.
     for j in range(8):
         pw[j] = pow(b, <double>(j + 1))
-    if contiguous and p.adjust:
+    if p.adjust:
         for j in range(8, EWM_POWERS):
             h = (j + 1) // 2
             pw[j] = pw[h - 1] * pw[j - h]
@@ -150,7 +171,11 @@ cdef void _ewm_tables(EwmParams* p, Py_ssize_t n, Py_ssize_t m, bint contiguous)
     rows = min(<double>n, log(EWM_NEGLIGIBLE) / p.log_b + 1.0)
     p.fixup_rows = <Py_ssize_t>rows
     p.super_rows = <Py_ssize_t>min(<double>n, max(8.0 * rows, <double>(EWM_SUPERBLOCK // m + 1)))
+    if m < EWM_NARROW:
+        p.fixup_rows = _whole_blocks(rows)
+        p.super_rows = _whole_blocks(<double>p.super_rows)
     p.b_super_rows = _flush(pow(b, <double>p.super_rows))
+    p.cols_scratch = m + (3 * EWM_BLOCK if m < EWM_NARROW else m)
     # b^(t+1) < 2^-54 makes 1 - b^(t+1) round to 1
     p.ones_from = <Py_ssize_t>min(1e18, -37.5 / p.log_b + 1.0)
     p.weighted_until = ((p.ones_from + EWM_BLOCK - 1) // EWM_BLOCK * EWM_BLOCK
@@ -315,20 +340,20 @@ cdef void _emit_weighted(real* out, double* scan, Py_ssize_t t0, Py_ssize_t n,
     _emit(out, scan, n, p.stream)
 
 
-cdef double _ewm_stretch(const real* x, real* out, Py_ssize_t t, Py_ssize_t end, double carry,
+cdef double _ewm_stretch(const real* x, real* out, Py_ssize_t t0, Py_ssize_t end, double carry,
                          Py_ssize_t store_from, double* scan, const EwmParams* p) noexcept nogil:
-    """Positions [t, end) of the series, entering with ``carry`` (y at t - 1); means stored
-    from ``store_from`` on (``t`` and ``store_from``: multiples of EWM_BLOCK). Returns y at
-    end - 1."""
-    cdef Py_ssize_t length
+    """Positions [t0, end) of the series (``x`` and ``out`` point at t0), entering with
+    ``carry`` (y at t0 - 1); means stored from ``store_from`` on (``t0`` and
+    ``store_from``: multiples of EWM_BLOCK). Returns y at end - 1."""
+    cdef Py_ssize_t t = t0, length
     while t < min(end, p.weighted_until):
         length = min(<Py_ssize_t>EWM_BLOCK, end - t)
-        carry = _scan_raw(x + t, scan, length, carry, p)
+        carry = _scan_raw(x + (t - t0), scan, length, carry, p)
         if t >= store_from:
-            _emit_weighted(out + t, scan, t, length, p)
+            _emit_weighted(out + (t - t0), scan, t, length, p)
         t += length
     if t < end:
-        carry = _scan(x + t, out + t, end - t, max(store_from - t, 0), carry,
+        carry = _scan(x + (t - t0), out + (t - t0), end - t, max(store_from - t, 0), carry,
                       t == 0 and not p.adjust, p)
     return carry
 
@@ -340,10 +365,11 @@ cdef double _ewm_superblock(const real* x, real* out, Py_ssize_t n, Py_ssize_t s
     true ``carry``. Returns the carry out."""
     cdef Py_ssize_t t0 = s * EWM_SUPERBLOCK, end = min(n, t0 + EWM_SUPERBLOCK)
     if fixup:
-        carry = _ewm_stretch(x, out, t0, min(end, t0 + p.fixup_len), carry, t0, scan, p)
-    else:
-        carry = _ewm_stretch(x, out, t0, end, carry, t0 + (p.fixup_len if s > 0 else 0),
+        carry = _ewm_stretch(x + t0, out + t0, t0, min(end, t0 + p.fixup_len), carry, t0,
                              scan, p)
+    else:
+        carry = _ewm_stretch(x + t0, out + t0, t0, end, carry,
+                             t0 + (p.fixup_len if s > 0 else 0), scan, p)
     if p.stream:
         fm_stream_fence()
     return carry
@@ -394,12 +420,39 @@ cdef bint _ewm_blocked(const real* x, real* out, Py_ssize_t n, double* scratch,
 # ---------------------------------------------------------------------------------------
 # Series side by side without missing values: the same scan, vectorised across series
 
+cdef void _narrow_stretch(const real* x, real* out, Py_ssize_t t0, Py_ssize_t end,
+                          Py_ssize_t m, double* y, double* buffers, Py_ssize_t store_from,
+                          const EwmParams* p) noexcept nogil:
+    """_cols_stretch for a few series side by side, too few to vectorise across: each
+    series in turn, a block of EWM_BLOCK rows at a time, gathered into ``buffers`` (3
+    blocks), scanned as a series (_ewm_stretch, eight steps at a time) and scattered back."""
+    cdef Py_ssize_t j, i, k, c, length
+    cdef double* xs = buffers
+    cdef double* means = buffers + EWM_BLOCK
+    cdef double* scan = buffers + 2 * EWM_BLOCK
+    cdef EwmParams q = p[0]
+    q.stream = False    # into the buffer; the scatter stores plainly
+    for k in range((end - t0 + EWM_BLOCK - 1) // EWM_BLOCK):
+        # block by block, every series in it: the block's rows stay in cache meanwhile
+        c = t0 + k * EWM_BLOCK
+        length = min(<Py_ssize_t>EWM_BLOCK, end - c)
+        for j in range(m):
+            for i in range(length):
+                xs[i] = x[(c + i) * m + j]
+            y[j] = _ewm_stretch(<const double*>xs, means, c, c + length, y[j], store_from,
+                                scan, &q)
+            if c >= store_from:
+                for i in range(length):
+                    out[(c + i) * m + j] = <real>means[i]
+
+
 cdef void _cols_stretch(const real* x, real* out, Py_ssize_t t0, Py_ssize_t end,
                         Py_ssize_t m, double* y, double* row, Py_ssize_t store_from,
                         const EwmParams* p) noexcept nogil:
     """Rows [t0, end) of ``m`` series side by side (row stride ``m``). ``y`` enters with
     every series' y at row t0 - 1 and leaves with it at row end - 1; rows from
-    ``store_from`` on are stored. The recurrence of _ewm_blocked, one step per row."""
+    ``store_from`` on are stored. The recurrence of _ewm_blocked, one step per row,
+    vectorised across the series (``row``: m doubles of scratch)."""
     cdef Py_ssize_t t, j
     cdef double b = p.b, scale = p.coef.scale, norm = p.coef.norm, weight
     cdef const real* xr
@@ -420,21 +473,29 @@ cdef void _cols_stretch(const real* x, real* out, Py_ssize_t t0, Py_ssize_t end,
             weight = -expm1((t + 1) * p.log_b)   # (1 - b^(t+1)), without cancellation
             for j in range(m):
                 row[j] = y[j] * norm / weight
+            _emit(out + t * m, row, m, p.stream)
         else:
-            for j in range(m):
-                row[j] = y[j] * norm
-        _emit(out + t * m, row, m, p.stream)
+            # the means straight from the sums (a row buffer in between measured up to 2x
+            # slower, depending on where the buffers fall relative to ``out``)
+            _emit_scaled(out + t * m, y, m, norm, p.stream)
 
 
 cdef void _cols_superblock(const real* x, real* out, Py_ssize_t n, Py_ssize_t m,
                            Py_ssize_t s, double* y, bint fixup, const EwmParams* p) noexcept nogil:
     """Rows of superblock ``s`` as in _ewm_superblock (``y``: the carries in, then out;
-    followed by m doubles of scratch)."""
+    followed by the scratch of _cols_stretch, or of _narrow_stretch for fewer than
+    EWM_NARROW series)."""
     cdef Py_ssize_t t0 = s * p.super_rows, end = min(n, t0 + p.super_rows)
+    cdef Py_ssize_t store_from = t0 + (p.fixup_rows if s > 0 else 0)
     if fixup:
-        _cols_stretch(x, out, t0, min(end, t0 + p.fixup_rows), m, y, y + m, t0, p)
+        end = min(end, t0 + p.fixup_rows)
+        store_from = t0
+    if m < EWM_NARROW:
+        _narrow_stretch(x, out, t0, end, m, y, y + m, store_from, p)
+    elif fixup:
+        _cols_stretch(x, out, t0, end, m, y, y + m, store_from, p)
     else:
-        _cols_stretch(x, out, t0, end, m, y, y + m, t0 + (p.fixup_rows if s > 0 else 0), p)
+        _cols_stretch(x, out, t0, end, m, y, y + m, store_from, p)
     if p.stream:
         fm_stream_fence()
 
@@ -450,7 +511,8 @@ cdef bint _ewm_cols_blocked(const real* x, real* out, Py_ssize_t n, Py_ssize_t m
                             double* scratch, double* ends, int nthreads,
                             const EwmParams* p) noexcept nogil:
     """``m`` series side by side without missing values, in superblocks of rows as
-    _ewm_blocked (``scratch``: 2*m doubles per thread, ``ends``: m per superblock). Each
+    _ewm_blocked (``scratch``: cols_scratch doubles per thread, ``ends``: m per
+    superblock). Each
     thread writes whole rows, so a fresh result's pages are faulted in by the threads that
     fill them. False, with ``out`` partly written, when a value is NaN or inf."""
     cdef Py_ssize_t nsuper = (n + p.super_rows - 1) // p.super_rows, s, t, j
@@ -460,7 +522,7 @@ cdef bint _ewm_cols_blocked(const real* x, real* out, Py_ssize_t n, Py_ssize_t m
         with parallel(num_threads=nthreads):
             tid = threadid()
             for s in prange(nsuper, schedule="dynamic"):
-                _cols_pass1(x, out, n, m, s, scratch + 2 * m * tid, ends, p)
+                _cols_pass1(x, out, n, m, s, scratch + p.cols_scratch * tid, ends, p)
     else:
         for s in range(nsuper):
             _cols_pass1(x, out, n, m, s, scratch, ends, p)
@@ -474,7 +536,7 @@ cdef bint _ewm_cols_blocked(const real* x, real* out, Py_ssize_t n, Py_ssize_t m
         with parallel(num_threads=nthreads):
             tid = threadid()
             for s in prange(1, nsuper, schedule="dynamic"):
-                y = scratch + 2 * m * tid
+                y = scratch + p.cols_scratch * tid
                 memcpy(y, ends + (s - 1) * m, m * sizeof(double))
                 _cols_superblock(x, out, n, m, s, y, True, p)
     else:
@@ -669,22 +731,23 @@ def ewm_mean(x, *, com=None, span=None, halflife=None, alpha=None, adjust=True,
     if cnp.PyArray_NDIM(xa) == 1:
         n, m, contiguous = cnp.PyArray_DIM(xa, 0), 1, True
     else:
-        # series run along axis; they are contiguous when that axis is the fast one
-        contiguous = (axis_ == 1) == cnp.PyArray_IS_C_CONTIGUOUS(oa)
+        # series run along axis; they are contiguous when that axis is the fast one (or
+        # when there is one series)
         n, m = cnp.PyArray_DIM(xa, axis_), cnp.PyArray_DIM(xa, 1 - axis_)
+        contiguous = m == 1 or (axis_ == 1) == cnp.PyArray_IS_C_CONTIGUOUS(oa)
     if n == 0 or m == 0:
         return oa
     nthreads = _threads_for(n * m)
     if (_ewm_blockable(n, EWM_SERIES_BLOCKED_MIN, &p) if contiguous
             else _ewm_blockable(n * m, EWM_COLS_BLOCKED_MIN, &p)):
-        _ewm_tables(&p, n, m, contiguous)
+        _ewm_tables(&p, n, m)
         if contiguous:
             # EWM_BLOCK per thread; one end per superblock, or two per thread when short
             # series run one per thread
             scratch_size = nthreads * EWM_BLOCK
             ends_size = max((n + EWM_SUPERBLOCK - 1) // EWM_SUPERBLOCK, 2 * <Py_ssize_t>nthreads)
         else:
-            scratch_size = nthreads * 2 * m
+            scratch_size = nthreads * p.cols_scratch
             ends_size = (n + p.super_rows - 1) // p.super_rows * m
         scratch = <double*>malloc(scratch_size * sizeof(double))
         ends = <double*>malloc(ends_size * sizeof(double))

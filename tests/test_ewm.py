@@ -146,13 +146,15 @@ def test_long_series_no_drift(adjust, alpha):
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("alpha", [0.3, 0.01, 1e-3])
-def test_series_side_by_side_scan_across_row_superblocks(dtype, alpha):
+@pytest.mark.parametrize("shape", [(200_000, 4), (150_000, 12)])
+def test_series_side_by_side_scan_across_row_superblocks(dtype, alpha, shape):
     """Series side by side without missing values are scanned in superblocks of rows (each
-    from a zero carry, then its leading rows again with the true carry): pandas' numbers
-    at every row, C-ordered along axis 0 and F-ordered along axis 1, with min_periods; a
-    NaN in the last row sends the frame to pandas' loop."""
+    from a zero carry, then its leading rows again with the true carry), a few series one
+    by one (4), more across the row (12): pandas' numbers at every row, C-ordered along
+    axis 0 and F-ordered along axis 1, with min_periods; a NaN in the last row sends the
+    frame to pandas' loop."""
     rng = np.random.default_rng(21)
-    x = (rng.standard_normal((200_000, 4)) * 10 + 3).astype(dtype)
+    x = (rng.standard_normal(shape) * 10 + 3).astype(dtype)
     rtol = 1e-12 if dtype == np.float64 else 2e-7
     for adjust in (True, False):
         kw = dict(alpha=alpha, adjust=adjust, min_periods=5)
@@ -165,6 +167,19 @@ def test_series_side_by_side_scan_across_row_superblocks(dtype, alpha):
     messy[-1, 2] = np.nan
     assert_matches(fastmomentum.ewm_mean(messy, alpha=alpha).astype(np.float64),
                    pandas_ewm(messy, alpha=alpha), messy, rtol)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_one_series_in_two_dimensions_is_a_series(dtype):
+    """A frame of one column (or one row along axis 1) is scanned as the 1-D series it is:
+    the same bits, C- or F-ordered."""
+    x = np.random.default_rng(22).standard_normal(50_000).astype(dtype)
+    for adjust in (True, False):
+        want = fastmomentum.ewm_mean(x, span=30, adjust=adjust, min_periods=3)
+        for two_d, axis in ((x[:, None], 0), (np.asfortranarray(x[:, None]), 0),
+                            (x[None, :], 1), (np.asfortranarray(x[None, :]), 1)):
+            got = fastmomentum.ewm_mean(two_d, span=30, adjust=adjust, min_periods=3, axis=axis)
+            assert np.array_equal(got.reshape(-1), want, equal_nan=True)
 
 
 @pytest.mark.parametrize("shape,axis", [((3_000_000,), 0), ((400, 1000), 0), ((200_000, 4), 0),
