@@ -27,7 +27,9 @@
 # * _ewm_cols_blocked: series side by side (a C-ordered frame along axis 0) without
 #   missing values: the same recurrence one row at a time, vectorised across the series,
 #   in superblocks of rows with the same two passes (so that each thread writes, and on a
-#   fresh result faults in, whole rows of its own). A NaN or inf anywhere: _ewm_exact.
+#   fresh result faults in, whole rows of its own). Fewer than EWM_NARROW series are too
+#   few to vectorise across: each is gathered a block of rows at a time and scanned by
+#   fm_scan.h (_narrow_stretch). A NaN or inf anywhere: _ewm_exact.
 from cython.parallel cimport parallel, threadid
 from libc.math cimport NAN, ceil, expm1, fma, isfinite, log, pow
 from cpython.float cimport PyFloat_AS_DOUBLE
