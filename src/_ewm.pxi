@@ -58,7 +58,7 @@ cdef extern from "fm_scan.h" nogil:
 
 cdef enum:
     EWM_CHUNK = 136                        # weight-sum table length (adjust=True near t = 0)
-    EWM_POWERS = EWM_CHUNK // 2            # b^(j+1) that table is built from
+    EWM_POWERS = 68                        # EWM_CHUNK / 2: the b^(j+1) it is built from
     EWM_BLOCK = 8 * EWM_CHUNK              # 1088: a scan buffer in L1
     EWM_COLS = 256                         # series side by side in _ewm_exact
     # fewer series side by side than this are scanned one by one (_narrow_stretch): across
