@@ -10,7 +10,7 @@ without missing values (the seed's beta = 0.9):
 * ``baseline``: :func:`fastmomentum.baseline.ewm_mean` (blocked scans, BLAS matmuls);
 * ``fastmomentum``: a fresh result each call, as every peer; ``fastmomentum out=``: into
   a preallocated result, as a loop that reuses its output would. A fresh result far larger
-  than the caches starts as pages the kernel must map and zero (8-9 ms per 80 MB here,
+  than the caches starts as pages the kernel must map and zero (6.5-9.5 ms per 80 MB here,
   paid by every implementation that allocates; ``benchmarks/target_ratios.py`` times it),
   which ``out=`` skips.
 
