@@ -77,11 +77,12 @@ cdef Py_ssize_t EWM_COLS_BLOCKED_MIN = 8 * EWM_BLOCK
 cdef double EWM_NEGLIGIBLE = 1e-30
 cdef double EWM_TINY = 1e-300
 # A caller's 16-byte aligned ``out`` of at least this many bytes (half this machine's L3)
-# is written with streaming stores (fm_store.h, fm_scan.h): it would not stay in cache anyway, and skipping the
-# read-for-ownership saves one of three memory streams. Not a fresh result: the kernel
-# zeroes its pages at the first write, leaving the lines in cache, where ordinary stores
-# hit them and a streaming store would first evict them (measured: 10M series 13.9 ms
-# plain vs 18.2 ms streaming, fresh; 7.5 vs 9.0 ms into a reused ``out``).
+# is written with streaming stores (fm_store.h, fm_scan.h): it would not stay in cache
+# anyway, and skipping the read-for-ownership saves one of three memory streams. Not a
+# fresh result: the kernel zeroes its pages at the first write, leaving the lines in
+# cache, where ordinary stores hit them and a streaming store would first evict them
+# (measured with the previous scan: 10M series 13.9 ms plain vs 18.2 ms streaming, fresh;
+# 7.5 vs 9.0 ms into a reused ``out``; with fm_scan.h, fresh: no difference).
 cdef Py_ssize_t EWM_STREAM_MIN_BYTES = 1 << 24
 
 
@@ -483,7 +484,8 @@ cdef void _cols_stretch(const real* x, real* out, Py_ssize_t t0, Py_ssize_t end,
 
 
 cdef void _cols_superblock(const real* x, real* out, Py_ssize_t n, Py_ssize_t m,
-                           Py_ssize_t s, double* y, bint fixup, const EwmParams* p) noexcept nogil:
+                           Py_ssize_t s, double* y, bint fixup,
+                           const EwmParams* p) noexcept nogil:
     """Rows of superblock ``s`` as in _ewm_superblock (``y``: the carries in, then out;
     followed by the scratch of _cols_stretch, or of _narrow_stretch for fewer than
     EWM_NARROW series)."""
@@ -503,7 +505,8 @@ cdef void _cols_superblock(const real* x, real* out, Py_ssize_t n, Py_ssize_t m,
 
 
 cdef inline void _cols_pass1(const real* x, real* out, Py_ssize_t n, Py_ssize_t m,
-                             Py_ssize_t s, double* y, double* ends, const EwmParams* p) noexcept nogil:
+                             Py_ssize_t s, double* y, double* ends,
+                             const EwmParams* p) noexcept nogil:
     memset(y, 0, m * sizeof(double))
     _cols_superblock(x, out, n, m, s, y, False, p)
     memcpy(ends + s * m, y, m * sizeof(double))
