@@ -10,26 +10,26 @@
 #   per step otherwise, and while all series share one weight the reciprocal is computed
 #   once per row. Every series' bits depend on that series alone, never on those beside
 #   it, so splitting the columns across threads changes nothing.
-# * _ewm_blocked: a series without missing values (or series side by side, below), as a
-#   blocked linear scan y_t = b*y_{t-1} + u_t (b = 1-alpha). adjust=False: u_0 = x_0,
-#   u_t = alpha*x_t, y is the mean. adjust=True: u_t = x_t, the mean is
-#   y_t * (1-b) / (1 - b^(t+1)) (the zero-started EMA over its weight sum: the bias
-#   correction Adam uses). Levels:
+# * _ewm_blocked: one long series without missing values, as a blocked linear scan
+#   y_t = b*y_{t-1} + u_t (b = 1-alpha). adjust=False: u_0 = x_0, u_t = alpha*x_t, y is the
+#   mean. adjust=True: u_t = x_t, the mean is y_t * (1-b) / (1 - b^(t+1)) (the zero-started
+#   EMA over its weight sum: the bias correction Adam uses). Levels:
 #     stretch: fm_scan.h runs the recurrence eight steps at a time in one pass (two
 #       vectorised dependency chains y_t = b^8*y_{t-8} + w_t, w a filter of x), entering
 #       with one carry y_{t-1};
-#     superblock (EWM_SUPERBLOCK values): scanned from zero in pass 1, in parallel. The
-#       superblock carries then follow serially, and pass 2 redoes only the leading
-#       fixup_rows values of each superblock, where the carry still matters
-#       (b^offset >= 1e-30; beyond, its effect is below 1e-30 of the values).
+#     superblock (EWM_SUPERBLOCK elements): scanned from zero in pass 1, in parallel.
+#       The superblock carries then follow serially, and pass 2 redoes only the leading
+#       fixup_len values of each superblock, where the carry still matters (b^offset >= 1e-30;
+#       beyond, its effect is below 1e-30 of the values).
 #   Everything is fixed by position and alpha, never by the thread count: results are
 #   bit-identical for any number of threads. Pass 1 also finds missing values: a NaN or
 #   inf makes its superblock's end non-finite, and the series goes to _ewm_exact.
-#   Series side by side (a C-ordered frame along axis 0) take the same two passes over
-#   superblocks of rows (each thread writes, and on a fresh result faults in, whole rows
-#   of its own), one row at a time vectorised across the series (_cols_stretch); fewer
-#   than EWM_NARROW series are too few for that: each is gathered a block of rows at a
-#   time and scanned by fm_scan.h (_narrow_stretch).
+# * _ewm_cols_blocked: series side by side (a C-ordered frame along axis 0) without
+#   missing values: the same recurrence one row at a time, vectorised across the series,
+#   in superblocks of rows with the same two passes (so that each thread writes, and on a
+#   fresh result faults in, whole rows of its own). Fewer than EWM_NARROW series are too
+#   few to vectorise across: each is gathered a block of rows at a time and scanned by
+#   fm_scan.h (_narrow_stretch). A NaN or inf anywhere: _ewm_exact.
 from cython.parallel cimport parallel, threadid
 from libc.math cimport NAN, ceil, expm1, fma, isfinite, log, pow
 from cpython.float cimport PyFloat_AS_DOUBLE
@@ -96,13 +96,14 @@ ctypedef struct EwmParams:
     # blocked scan only
     fm_scan_coef coef     # fm_scan.h's coefficients: means stored
     fm_scan_coef raw      # the same with norm 1: sums, for _emit_weighted
-    double log_b
+    double log_b, b_superblock
+    Py_ssize_t fixup_len      # leading values of a superblock that need its carry
     Py_ssize_t ones_from      # from this t on, 1 - b^(t+1) rounds to 1
     Py_ssize_t weighted_until # adjust=True: ones_from rounded up to a block (else 0)
     double one_minus_pw[EWM_CHUNK]   # 1 - b^(j+1), without cancellation (adjust=True)
-    # superblocks of rows (of one series: of values), the leading rows of each that need
-    # its carry, and b^super_rows
-    Py_ssize_t super_rows, fixup_rows
+    # series side by side: superblocks of rows, and the rows that need the carry (both
+    # multiples of EWM_BLOCK); doubles of scratch per thread
+    Py_ssize_t super_rows, fixup_rows, cols_scratch
     double b_super_rows
 
 
@@ -131,9 +132,9 @@ cdef inline Py_ssize_t _whole_blocks(double values) noexcept nogil:
     return <Py_ssize_t>ceil(values / EWM_BLOCK) * EWM_BLOCK
 
 
-cdef void _ewm_tables(EwmParams* p, Py_ssize_t n, Py_ssize_t m, bint contiguous) noexcept nogil:
-    """The blocked scans' constants for ``m`` series of ``n``, one after another
-    (``contiguous``) or side by side."""
+cdef void _ewm_tables(EwmParams* p, Py_ssize_t n, Py_ssize_t m) noexcept nogil:
+    """The blocked scans' constants for ``m`` series of ``n`` (one after another, or side
+    by side)."""
     cdef Py_ssize_t j, h
     cdef double b = p.b, rows
     cdef double pw[EWM_POWERS]
@@ -164,25 +165,20 @@ cdef void _ewm_tables(EwmParams* p, Py_ssize_t n, Py_ssize_t m, bint contiguous)
     p.coef.norm = 1.0 - b if p.adjust else 1.0
     p.raw = p.coef
     p.raw.norm = 1.0
-    if contiguous:
-        # superblocks of EWM_SUPERBLOCK values; b^fixup_rows < NEGLIGIBLE, in whole blocks,
-        # at most a superblock
-        p.super_rows = EWM_SUPERBLOCK
-        p.fixup_rows = EWM_BLOCK * <Py_ssize_t>min(
-            <double>(EWM_SUPERBLOCK // EWM_BLOCK),
-            log(EWM_NEGLIGIBLE) / (p.log_b * EWM_BLOCK) + 1.0)
-    else:
-        # b^fixup_rows < NEGLIGIBLE; superblocks of at least EWM_SUPERBLOCK values and 8
-        # times that (so that pass 2 redoes at most an eighth); whole blocks for
-        # _narrow_stretch
-        rows = min(<double>n, log(EWM_NEGLIGIBLE) / p.log_b + 1.0)
-        p.fixup_rows = <Py_ssize_t>rows
-        p.super_rows = <Py_ssize_t>min(<double>n,
-                                       max(8.0 * rows, <double>(EWM_SUPERBLOCK // m + 1)))
-        if m < EWM_NARROW:
-            p.fixup_rows = _whole_blocks(rows)
-            p.super_rows = _whole_blocks(<double>p.super_rows)
+    p.b_superblock = _flush(pow(b, <double>EWM_SUPERBLOCK))
+    # b^fixup_len < NEGLIGIBLE, in whole blocks, at most a superblock
+    p.fixup_len = EWM_BLOCK * <Py_ssize_t>min(<double>(EWM_SUPERBLOCK // EWM_BLOCK),
+                                              log(EWM_NEGLIGIBLE) / (p.log_b * EWM_BLOCK) + 1.0)
+    # rows: b^fixup_rows < NEGLIGIBLE; superblocks of at least EWM_SUPERBLOCK values and
+    # 8 times that (so that pass 2 redoes at most an eighth)
+    rows = min(<double>n, log(EWM_NEGLIGIBLE) / p.log_b + 1.0)
+    p.fixup_rows = <Py_ssize_t>rows
+    p.super_rows = <Py_ssize_t>min(<double>n, max(8.0 * rows, <double>(EWM_SUPERBLOCK // m + 1)))
+    if m < EWM_NARROW:
+        p.fixup_rows = _whole_blocks(rows)
+        p.super_rows = _whole_blocks(<double>p.super_rows)
     p.b_super_rows = _flush(pow(b, <double>p.super_rows))
+    p.cols_scratch = m + (3 * EWM_BLOCK if m < EWM_NARROW else m)
     # b^(t+1) < 2^-54 makes 1 - b^(t+1) round to 1
     p.ones_from = <Py_ssize_t>min(1e18, -37.5 / p.log_b + 1.0)
     p.weighted_until = ((p.ones_from + EWM_BLOCK - 1) // EWM_BLOCK * EWM_BLOCK
@@ -365,6 +361,65 @@ cdef double _ewm_stretch(const real* x, real* out, Py_ssize_t t0, Py_ssize_t end
     return carry
 
 
+cdef double _ewm_superblock(const real* x, real* out, Py_ssize_t n, Py_ssize_t s, double carry,
+                            bint fixup, double* scan, const EwmParams* p) noexcept nogil:
+    """Superblock ``s``: in pass 1 (not ``fixup``) all of it from a zero carry, storing all
+    but the leading fixup_len values (except in the first); in pass 2 those, with the
+    true ``carry``. Returns the carry out."""
+    cdef Py_ssize_t t0 = s * EWM_SUPERBLOCK, end = min(n, t0 + EWM_SUPERBLOCK)
+    if fixup:
+        carry = _ewm_stretch(x + t0, out + t0, t0, min(end, t0 + p.fixup_len), carry, t0,
+                             scan, p)
+    else:
+        carry = _ewm_stretch(x + t0, out + t0, t0, end, carry,
+                             t0 + (p.fixup_len if s > 0 else 0), scan, p)
+    if p.stream:
+        fm_stream_fence()
+    return carry
+
+
+cdef bint _ewm_blocked(const real* x, real* out, Py_ssize_t n, double* scratch,
+                       double* ends, int nthreads, const EwmParams* p) noexcept nogil:
+    """The mean of one series by the blocked scan, on ``nthreads`` threads (``scratch``:
+    EWM_BLOCK doubles per thread, ``ends``: one double per superblock). False, with ``out``
+    partly written, when the series has a NaN or inf (or overflows): use _ewm_exact."""
+    cdef Py_ssize_t nsuper = (n + EWM_SUPERBLOCK - 1) // EWM_SUPERBLOCK, s, t
+    cdef double carry
+    cdef int tid
+    # pass 1: every superblock from a zero carry, stored after its leading fixup_len values.
+    # (Dynamic schedules: which thread runs a superblock never changes its result.)
+    if nthreads > 1 and nsuper > 1:
+        with parallel(num_threads=nthreads):
+            tid = threadid()
+            for s in prange(nsuper, schedule="dynamic"):
+                ends[s] = _ewm_superblock(x, out, n, s, 0.0, False,
+                                          scratch + tid * EWM_BLOCK, p)
+    else:
+        for s in range(nsuper):
+            ends[s] = _ewm_superblock(x, out, n, s, 0.0, False, scratch, p)
+    for s in range(nsuper):
+        if not isfinite(ends[s]):
+            return False
+    # the true carry into each superblock, kept in ends[s - 1]
+    carry = 0.0
+    for s in range(nsuper - 1):
+        carry = fma(p.b_superblock, carry, ends[s])
+        ends[s] = carry
+    # pass 2: the leading values of superblocks 1.. with their carry (on threads only when
+    # it is more than a few superblocks' work: waking them costs more under load)
+    if nthreads > 1 and (nsuper - 1) * p.fixup_len >= 4 * EWM_SUPERBLOCK:
+        with parallel(num_threads=nthreads):
+            tid = threadid()
+            for s in prange(1, nsuper, schedule="dynamic"):
+                _ewm_superblock(x, out, n, s, ends[s - 1], True, scratch + tid * EWM_BLOCK, p)
+    else:
+        for s in range(1, nsuper):
+            _ewm_superblock(x, out, n, s, ends[s - 1], True, scratch, p)
+    for t in range(min(p.min_periods - 1, n)):
+        out[t] = <real>NAN
+    return True
+
+
 # ---------------------------------------------------------------------------------------
 # Series side by side without missing values: the same scan, vectorised across series
 
@@ -399,7 +454,7 @@ cdef void _cols_stretch(const real* x, real* out, Py_ssize_t t0, Py_ssize_t end,
                         const EwmParams* p) noexcept nogil:
     """Rows [t0, end) of ``m`` series side by side (row stride ``m``). ``y`` enters with
     every series' y at row t0 - 1 and leaves with it at row end - 1; rows from
-    ``store_from`` on are stored. The recurrence of the series scan, one step per row,
+    ``store_from`` on are stored. The recurrence of _ewm_blocked, one step per row,
     vectorised across the series (``row``: m doubles of scratch)."""
     cdef Py_ssize_t t, j
     cdef double b = p.b, scale = p.coef.scale, norm = p.coef.norm, weight
@@ -428,96 +483,71 @@ cdef void _cols_stretch(const real* x, real* out, Py_ssize_t t0, Py_ssize_t end,
             _emit_scaled(out + t * m, y, m, norm, p.stream)
 
 
-# ---------------------------------------------------------------------------------------
-# Superblocks: one series (m == 1) or series side by side, in two passes
-
-cdef inline Py_ssize_t _buffer_size(Py_ssize_t m) noexcept nogil:
-    """Doubles of scratch a superblock of ``m`` series needs besides their ``m`` carries."""
-    if m == 1:
-        return EWM_BLOCK            # _ewm_stretch's scan buffer
-    return 3 * EWM_BLOCK if m < EWM_NARROW else m
-
-
-cdef inline Py_ssize_t _scratch_stride(Py_ssize_t m) noexcept nogil:
-    """Doubles of scratch per thread: the buffer, then the carries (64-byte multiples)."""
-    return (_buffer_size(m) + m + 7) // 8 * 8
-
-
-cdef void _superblock(const real* x, real* out, Py_ssize_t n, Py_ssize_t m, Py_ssize_t s,
-                      double* buffer, double* y, bint fixup, const EwmParams* p) noexcept nogil:
-    """Superblock ``s`` (rows s*super_rows..): in pass 1 (not ``fixup``) all of it from the
-    carries ``y``, storing all but its leading fixup_rows (except in the first); in pass 2
-    those. ``y`` leaves with the carries out; ``buffer``: _buffer_size(m) doubles."""
+cdef void _cols_superblock(const real* x, real* out, Py_ssize_t n, Py_ssize_t m,
+                           Py_ssize_t s, double* y, bint fixup,
+                           const EwmParams* p) noexcept nogil:
+    """Rows of superblock ``s`` as in _ewm_superblock (``y``: the carries in, then out;
+    followed by the scratch of _cols_stretch, or of _narrow_stretch for fewer than
+    EWM_NARROW series)."""
     cdef Py_ssize_t t0 = s * p.super_rows, end = min(n, t0 + p.super_rows)
     cdef Py_ssize_t store_from = t0 + (p.fixup_rows if s > 0 else 0)
     if fixup:
         end = min(end, t0 + p.fixup_rows)
         store_from = t0
-    if m == 1:
-        y[0] = _ewm_stretch(x + t0, out + t0, t0, end, y[0], store_from, buffer, p)
-    elif m < EWM_NARROW:
-        _narrow_stretch(x, out, t0, end, m, y, buffer, store_from, p)
+    if m < EWM_NARROW:
+        _narrow_stretch(x, out, t0, end, m, y, y + m, store_from, p)
+    elif fixup:
+        _cols_stretch(x, out, t0, end, m, y, y + m, store_from, p)
     else:
-        _cols_stretch(x, out, t0, end, m, y, buffer, store_from, p)
+        _cols_stretch(x, out, t0, end, m, y, y + m, store_from, p)
     if p.stream:
         fm_stream_fence()
 
 
-cdef inline void _pass1(const real* x, real* out, Py_ssize_t n, Py_ssize_t m, Py_ssize_t s,
-                        double* scratch, double* ends, const EwmParams* p) noexcept nogil:
-    """Superblock ``s`` from zero carries, its carries out into ``ends``."""
-    cdef double* y = scratch + _buffer_size(m)
+cdef inline void _cols_pass1(const real* x, real* out, Py_ssize_t n, Py_ssize_t m,
+                             Py_ssize_t s, double* y, double* ends,
+                             const EwmParams* p) noexcept nogil:
     memset(y, 0, m * sizeof(double))
-    _superblock(x, out, n, m, s, scratch, y, False, p)
+    _cols_superblock(x, out, n, m, s, y, False, p)
     memcpy(ends + s * m, y, m * sizeof(double))
 
 
-cdef inline void _pass2(const real* x, real* out, Py_ssize_t n, Py_ssize_t m, Py_ssize_t s,
-                        double* scratch, const double* ends, const EwmParams* p) noexcept nogil:
-    """The leading rows of superblock ``s`` again, from the true carries in ``ends``."""
-    cdef double* y = scratch + _buffer_size(m)
-    memcpy(y, ends + (s - 1) * m, m * sizeof(double))
-    _superblock(x, out, n, m, s, scratch, y, True, p)
-
-
-cdef bint _ewm_blocked(const real* x, real* out, Py_ssize_t n, Py_ssize_t m,
-                       double* scratch, double* ends, int nthreads,
-                       const EwmParams* p) noexcept nogil:
-    """``m`` series of ``n`` without missing values side by side (m == 1: one series), on
-    ``nthreads`` threads (``scratch``: _scratch_stride(m) doubles per thread, ``ends``: m
-    per superblock). Threads take whole superblocks of rows, so a fresh result's pages
-    are faulted in by the threads that fill them. False, with ``out`` partly written,
-    when a value is NaN or inf (or the sums overflow): use _ewm_exact."""
+cdef bint _ewm_cols_blocked(const real* x, real* out, Py_ssize_t n, Py_ssize_t m,
+                            double* scratch, double* ends, int nthreads,
+                            const EwmParams* p) noexcept nogil:
+    """``m`` series side by side without missing values, in superblocks of rows as
+    _ewm_blocked (``scratch``: cols_scratch doubles per thread, ``ends``: m per
+    superblock). Each
+    thread writes whole rows, so a fresh result's pages are faulted in by the threads that
+    fill them. False, with ``out`` partly written, when a value is NaN or inf."""
     cdef Py_ssize_t nsuper = (n + p.super_rows - 1) // p.super_rows, s, t, j
-    cdef Py_ssize_t stride = _scratch_stride(m)
+    cdef double* y
     cdef int tid
-    # pass 1: every superblock from zero carries, stored after its leading fixup_rows.
-    # (Dynamic schedules: which thread runs a superblock never changes its result.)
     if nthreads > 1 and nsuper > 1:
         with parallel(num_threads=nthreads):
             tid = threadid()
             for s in prange(nsuper, schedule="dynamic"):
-                _pass1(x, out, n, m, s, scratch + stride * tid, ends, p)
+                _cols_pass1(x, out, n, m, s, scratch + p.cols_scratch * tid, ends, p)
     else:
         for s in range(nsuper):
-            _pass1(x, out, n, m, s, scratch, ends, p)
+            _cols_pass1(x, out, n, m, s, scratch, ends, p)
     for j in range(nsuper * m):
         if not isfinite(ends[j]):
             return False
-    # the true carries into superblock s + 1, kept in ends[s]
     for s in range(1, nsuper - 1):
         for j in range(m):
             ends[s * m + j] = fma(p.b_super_rows, ends[(s - 1) * m + j], ends[s * m + j])
-    # pass 2: the leading rows of superblocks 1.. with their carries (on threads only when
-    # it is more than a few superblocks' work: waking them costs more under load)
     if nthreads > 1 and (nsuper - 1) * p.fixup_rows * m >= 4 * EWM_SUPERBLOCK:
         with parallel(num_threads=nthreads):
             tid = threadid()
             for s in prange(1, nsuper, schedule="dynamic"):
-                _pass2(x, out, n, m, s, scratch + stride * tid, ends, p)
+                y = scratch + p.cols_scratch * tid
+                memcpy(y, ends + (s - 1) * m, m * sizeof(double))
+                _cols_superblock(x, out, n, m, s, y, True, p)
     else:
         for s in range(1, nsuper):
-            _pass2(x, out, n, m, s, scratch, ends, p)
+            memcpy(scratch, ends + (s - 1) * m, m * sizeof(double))
+            _cols_superblock(x, out, n, m, s, scratch, True, p)
     for t in range(min(p.min_periods - 1, n)):
         for j in range(m):
             out[t * m + j] = <real>NAN
@@ -544,16 +574,15 @@ cdef void _ewm_series_set(const real* x, real* out, Py_ssize_t n, Py_ssize_t m,
     if m == 1 or n >= 2 * EWM_SUPERBLOCK or nthreads == 1:
         for i in range(m):
             if not (_ewm_blockable(n, EWM_SERIES_BLOCKED_MIN, p)
-                    and _ewm_blocked(x + i * n, out + i * n, n, 1, scratch, ends, nthreads, p)):
+                    and _ewm_blocked(x + i * n, out + i * n, n, scratch, ends, nthreads, p)):
                 _ewm_exact(x + i * n, out + i * n, n, 1, 1, p)
     else:
         with parallel(num_threads=nthreads):
             tid = threadid()
             for i in prange(m, schedule="dynamic"):
                 if not (_ewm_blockable(n, EWM_SERIES_BLOCKED_MIN, p)
-                        and _ewm_blocked(x + i * n, out + i * n, n, 1,
-                                         scratch + tid * _scratch_stride(1), ends + 2 * tid,
-                                         1, p)):
+                        and _ewm_blocked(x + i * n, out + i * n, n,
+                                         scratch + tid * EWM_BLOCK, ends + 2 * tid, 1, p)):
                     _ewm_exact(x + i * n, out + i * n, n, 1, 1, p)
 
 
@@ -563,7 +592,7 @@ cdef void _ewm_run(const real* x, real* out, Py_ssize_t n, Py_ssize_t m, bint co
     if contiguous:
         _ewm_series_set(x, out, n, m, scratch, ends, nthreads, p)
     elif not (_ewm_blockable(n * m, EWM_COLS_BLOCKED_MIN, p)
-              and _ewm_blocked(x, out, n, m, scratch, ends, nthreads, p)):
+              and _ewm_cols_blocked(x, out, n, m, scratch, ends, nthreads, p)):
         # series side by side with missing values: each thread streams its share of every
         # row (whole cache lines), when the result is the caller's ``out``. A fresh result
         # stays on one thread: two threads faulting the same new pages in were slower (17
@@ -716,14 +745,14 @@ def ewm_mean(x, *, com=None, span=None, halflife=None, alpha=None, adjust=True,
     nthreads = _threads_for(n * m)
     if (_ewm_blockable(n, EWM_SERIES_BLOCKED_MIN, &p) if contiguous
             else _ewm_blockable(n * m, EWM_COLS_BLOCKED_MIN, &p)):
-        _ewm_tables(&p, n, m, contiguous)
+        _ewm_tables(&p, n, m)
         if contiguous:
-            # one superblock end each, or two per thread when short series run one per
-            # thread
-            scratch_size = nthreads * _scratch_stride(1)
+            # EWM_BLOCK per thread; one end per superblock, or two per thread when short
+            # series run one per thread
+            scratch_size = nthreads * EWM_BLOCK
             ends_size = max((n + EWM_SUPERBLOCK - 1) // EWM_SUPERBLOCK, 2 * <Py_ssize_t>nthreads)
         else:
-            scratch_size = nthreads * _scratch_stride(m)
+            scratch_size = nthreads * p.cols_scratch
             ends_size = (n + p.super_rows - 1) // p.super_rows * m
         scratch = <double*>malloc(scratch_size * sizeof(double))
         ends = <double*>malloc(ends_size * sizeof(double))
