@@ -20,14 +20,12 @@ import os
 
 import numpy as np
 
-from fastmomentum.bench import TIMING, measure_group, thread_count
+from fastmomentum.bench import PROVIDERS, TIMING, is_ours, measure_group, thread_count
 from fastmomentum.benchcases import Case
-from fastmomentum.benchcases.ewm import ewm_cases
-from fastmomentum.benchcases.models import model_cases
 
 #: (slower, faster) pairs of the fused SGD+EMA target, whose names are not fastmomentum's
 FUSED_EMA = [("sgd then ema", "sgd+ema fused"), ("torch sgd then ema", "torch sgd+ema fused")]
-PROVIDERS = {"models": model_cases, "ewm": ewm_cases}
+TARGETS = ("models", "ewm")   # the providers of fastmomentum.bench with issue targets
 PAGE_FLOOR_MIN = 1_000_000
 PAGE_FLOOR = "new array, pages touched"
 
@@ -48,9 +46,10 @@ def page_floor_case(case):
 
 def ratio_lines(rows):
     """``fast vs slow: N x`` for every fastmomentum row against every other row."""
-    medians = {row["impl"]: row["median_s"] for row in rows if row["status"] == "ok"}
-    pairs = [(slow, fast) for fast in medians if fast.startswith("fastmomentum")
-             for slow in medians if not slow.startswith("fastmomentum")]
+    timed = [row for row in rows if row["status"] == "ok"]
+    medians = {row["impl"]: row["median_s"] for row in timed}
+    pairs = [(slow["impl"], fast["impl"]) for fast in timed if is_ours(fast)
+             for slow in timed if not is_ours(slow)]
     pairs += [pair for pair in FUSED_EMA if set(pair) <= set(medians)]
     return [f"  {fast} vs {slow}: {medians[slow] / medians[fast]:.2f}x" for slow, fast in pairs]
 
@@ -59,16 +58,20 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
                         help="small sizes, no BERT-base (a smoke run, not the targets)")
-    parser.add_argument("--only", default="models,ewm", help="models and/or ewm")
+    parser.add_argument("--only", default=",".join(TARGETS), help="models and/or ewm")
     parser.add_argument("--rounds", type=int, default=None,
-                        help="samples per implementation (default: the report's)")
+                        help="samples per implementation, at least 2 (default: the report's)")
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)
+    if args.rounds is not None and args.rounds < 2:
+        parser.error(f"--rounds must be >= 2 (quartiles need two samples); got {args.rounds}")
+    if not set(args.only.split(",")) <= set(TARGETS):
+        parser.error(f"--only takes {' and/or '.join(TARGETS)}; got {args.only!r}")
     repeats, target = TIMING[args.quick]
     repeats = args.rounds or repeats
     groups = {}   # listing the model cases imports torch, whose threads follow --threads too
     for name in args.only.split(","):
-        for case in PROVIDERS[name](quick=args.quick):
+        for case in PROVIDERS[name][0](quick=args.quick):
             members = groups.setdefault(case.group, [])
             if not members and name == "ewm" and case.size >= PAGE_FLOOR_MIN:
                 members.append(page_floor_case(case))
@@ -84,6 +87,7 @@ def main(argv=None):
                         else f"  skipped: {row['skip_reason']}")
                 print(f"  {row['impl']:<24}{time}")
             print("\n".join(ratio_lines(rows)), flush=True)
+
 
 if __name__ == "__main__":
     main()

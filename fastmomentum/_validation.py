@@ -272,7 +272,7 @@ def prepare_ewm_mean(x, com, span, halflife, alpha, min_periods, axis, out):
         if out.shape != x.shape:
             raise ValueError(f"{func}: `out` must have the shape of `x` {x.shape}; "
                              f"got shape={out.shape}")
-        if isinstance(source, np.ndarray) and _overlap(source, out):
-            raise ValueError(f"{func}: `out` must not share memory with `x`")
+        if isinstance(source, np.ndarray):
+            check_disjoint(func, "out", out, "x", source)
         x = np.asarray(x, dtype=dtype, order="C" if out.flags.c_contiguous else "F")
     return x, out, com, max(int(min_periods), 1), axis

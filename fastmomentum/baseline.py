@@ -133,10 +133,10 @@ def _spread(compact, observed):
     return result
 
 
-def _ewm_rows(values, com, adjust, ignore_na):
-    """pandas' mean for each row of a float64 array (NaN and inf are missing)."""
+def _ewm_rows(values, observed, com, adjust, ignore_na):
+    """pandas' mean for each row of a float64 array; ``observed``: its finite values (NaN
+    and inf are missing)."""
     alpha = 1.0 / (1.0 + com)
-    observed = np.isfinite(values)
     if observed.all():
         return _ewm_observed(values, alpha, adjust)
     b = 1.0 - alpha
@@ -183,8 +183,9 @@ def ewm_mean(x, *, com=None, span=None, halflife=None, alpha=None, adjust=True,
         return out
     series = x[None, :] if x.ndim == 1 else (x.T if axis == 0 else x)
     target = out[None, :] if x.ndim == 1 else (out.T if axis == 0 else out)
-    values = series.astype(np.float64)
-    result = _ewm_rows(values, com, bool(adjust), bool(ignore_na))
-    result[np.cumsum(np.isfinite(values), axis=1) < min_periods] = np.nan
+    values = series.astype(np.float64, copy=False)
+    observed = np.isfinite(values)
+    result = _ewm_rows(values, observed, com, bool(adjust), bool(ignore_na))
+    result[np.cumsum(observed, axis=1) < min_periods] = np.nan
     np.copyto(target, result, casting="same_kind")
     return out

@@ -19,14 +19,15 @@ import sys
 import time
 
 from . import BUILD_TARGET, HAS_OPENMP, __version__, get_num_threads, set_num_threads
-from .benchcases import optional_import
+from .benchcases import MATPLOTLIB_HINT, optional_import
 from .benchcases.kernels import kernel_cases, roofline_case
 
 from .benchcases.ewm import ewm_cases
 from .benchcases.models import model_cases
 
-#: provider -> (function(quick=...) returning a list of Case; the kernels its cases measure). ``--sizes`` applies to the "kernels" provider only,
-#: ``--dtype`` selects the dtypes of the "kernels" provider and filters the others.
+#: provider -> (function(quick=...) returning a list of Case; the kernels its cases
+#: measure). ``--sizes`` applies to the "kernels" provider only, ``--dtype`` selects the
+#: dtypes of the "kernels" provider and filters the others.
 PROVIDERS = {
     "kernels": (kernel_cases, ("momentum_step", "ema_update")),
     "ewm": (ewm_cases, ("ewm_mean",)),
@@ -42,7 +43,6 @@ ROOFLINE_MIN_SIZE = 1 << 16
 ROOFLINE_MAX_SIZE = 1 << 24
 #: (repeats, seconds per sample) for the quick and the full run.
 TIMING = {True: (5, 0.002), False: (9, 0.01)}
-PLOT_HINT = 'pip install "fastmomentum[bench]"  (or: pip install matplotlib)'
 
 
 # ---------------------------------------------------------------------------------------
@@ -157,7 +157,8 @@ def measure_group(members, repeats, target):
     return rows
 
 
-def _ours(row):
+def is_ours(row):
+    """A fastmomentum implementation (its variants are compared with the others only)."""
     return row["impl"].startswith("fastmomentum")
 
 
@@ -170,7 +171,7 @@ def _compare(rows):
     for row in peers:
         # fastmomentum's variants (e.g. with out=) are compared with the others, not each other
         others = [r for r in peers if r is not row
-                  and not (_ours(r) and _ours(row))]
+                  and not (is_ours(r) and is_ours(row))]
         best = min(others, key=lambda r: r["median_s"]) if others else None
         row["vs_baseline"] = baseline["median_s"] / row["median_s"] if baseline else None
         row["best_other"] = best["impl"] if best else None
@@ -294,7 +295,7 @@ def markdown_table(rows):
     out = ["| " + " | ".join(HEADER) + " |",
            "|" + "|".join("---:" if i >= 4 or i == 2 else "---" for i in range(len(HEADER))) + "|"]
     for row in rows:
-        if row["status"] == "ok" and _ours(row):
+        if row["status"] == "ok" and is_ours(row):
             cells = [_label(row), row["dtype"], format_size(row["size"]), row["impl"]]
             out.append("| " + " | ".join(cells + _cells(row)) + " |")
     return "\n".join(out)
@@ -305,7 +306,7 @@ def skipped_lines(rows):
     by_reason = {}
     for row in rows:
         if row["status"] == "skipped":
-            name = row["kernel"] if row["impl"] is None else f"{row['kernel']}/{row['impl']}"
+            name = f"{row['kernel']}/{row['impl']}"
             names = by_reason.setdefault(row["skip_reason"], [])
             if name not in names:
                 names.append(name)
@@ -497,11 +498,12 @@ def run_report(quick=False, sizes=None, dtypes=None, only=None, threads=None):
 def main(argv=None):
     """Run the report; returns the exit status (0 also when optional peers are missing)."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if args.threads is not None and args.threads < 1:
-        build_parser().error(f"--threads must be >= 1; got {args.threads}")
+        parser.error(f"--threads must be >= 1; got {args.threads}")
     if args.plot and optional_import("matplotlib") is None:
-        print(f"--plot needs matplotlib, which is not installed: {PLOT_HINT}. "
+        print(f"--plot needs matplotlib, which is not installed: {MATPLOTLIB_HINT}. "
               "The table is printed anyway.", file=sys.stderr)
         args.plot = None
     report = run_report(args.quick, args.sizes, args.dtype, args.only, args.threads)

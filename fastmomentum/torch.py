@@ -146,6 +146,8 @@ class SGD(Optimizer):
             raise ValueError("Nesterov momentum requires a momentum and zero dampening")
         #: Per param group: facts earlier steps checked (see TorchGroupCache).
         self._group_caches = []
+        #: What the EMA update of params outside the fused pass writes, checked across steps.
+        self._ema_written = _kernels.WrittenSpans()
         super().__init__(params, defaults)
         if fused:
             self._step_supports_amp_scaling = True
@@ -165,14 +167,15 @@ class SGD(Optimizer):
         averages = self.ema._ema.raw_averages
         if len(params) != len(averages) or any(
                 tuple(p.shape) != a.shape or _NUMPY_DTYPES.get(p.dtype) != a.dtype
-                for p, a in zip(params, averages)):
+                or p.device.type != "cpu" for p, a in zip(params, averages)):
             raise ValueError(f"SGD: `ema` must average this optimizer's params, in order "
                              f"({len(params)} params; the EMA has {len(averages)} averages "
-                             f"or differs in a shape or dtype)")
+                             f"or differs in a shape or dtype, or a param is not on the CPU)")
 
     def __setstate__(self, state):
         super().__setstate__(state)
         self.__dict__.setdefault("_group_caches", [])  # unpickled without __init__
+        self.__dict__.setdefault("_ema_written", _kernels.WrittenSpans())
         self.__dict__.setdefault("ema", None)
         for group in self.param_groups:  # as torch.optim.SGD.__setstate__
             group.setdefault("nesterov", False)
@@ -228,7 +231,7 @@ class SGD(Optimizer):
                 self._check_ema()  # a param group was added: refuse with the full account
             decay = ema._ema.next_decay()
             averages = iter(ema._ema.raw_averages)
-            unfused = []  # (average, param) pairs the step did not update
+            unfused_averages, unfused_params = [], []  # those the step did not update
         if len(self._group_caches) < len(self.param_groups):
             self._group_caches += [_kernels.TorchGroupCache() for _ in
                                   range(len(self.param_groups) - len(self._group_caches))]
@@ -239,7 +242,8 @@ class SGD(Optimizer):
             if not self._fast_path_fits(group):
                 self._torch_step(group, params)
                 if ema is not None:
-                    unfused += zip(group_averages, params)
+                    unfused_averages += group_averages
+                    unfused_params += params
                 continue
             stepped, others, no_grad = _kernels.torch_sgd_group_step(
                 params, self.state, group["lr"], group["momentum"], group["dampening"],
@@ -247,7 +251,9 @@ class SGD(Optimizer):
                 self._new_momentum_buffer, checked, group_averages,
                 decay if ema is not None else 0.0)
             if ema is not None:
-                unfused += [(group_averages[i], params[i]) for i in others + no_grad]
+                for i in others + no_grad:
+                    unfused_averages.append(group_averages[i])
+                    unfused_params.append(params[i])
             if stepped:
                 # Written behind autograd's back: bump the version counters as an in-place
                 # op would, so autograd still catches use of stale saved weights.
@@ -255,9 +261,10 @@ class SGD(Optimizer):
             if others:
                 self._torch_step(group, [params[i] for i in others])
         if ema is not None:
-            if unfused:
-                _kernels.multi_ema_update([a for a, _ in unfused], _numpy_values(
-                    "SGD.step: ema", [p for _, p in unfused]), decay)
+            if unfused_params:
+                _kernels.multi_ema_update(
+                    unfused_averages, _numpy_values("SGD.step: ema", unfused_params), decay,
+                    self._ema_written)
             ema._ema._advance(decay)
         return loss
 

@@ -155,11 +155,15 @@ cdef inline bint _like(object x, cnp.ndarray lead, bint writeable) noexcept:
             and cnp.PyArray_SAMESHAPE(<cnp.ndarray>x, lead))
 
 
+cdef inline bint _bytes_overlap(const char* a, Py_ssize_t na, const char* b,
+                                Py_ssize_t nb) noexcept nogil:
+    """The byte ranges [a, a + na) and [b, b + nb) share a byte."""
+    return na > 0 and nb > 0 and a < b + nb and b < a + na
+
+
 cdef inline bint _overlap(cnp.ndarray a, cnp.ndarray b) noexcept:
-    cdef char* a0 = cnp.PyArray_BYTES(a)
-    cdef char* b0 = cnp.PyArray_BYTES(b)
-    cdef cnp.npy_intp na = cnp.PyArray_NBYTES(a), nb = cnp.PyArray_NBYTES(b)
-    return na > 0 and nb > 0 and a0 < b0 + nb and b0 < a0 + na
+    return _bytes_overlap(cnp.PyArray_BYTES(a), cnp.PyArray_NBYTES(a),
+                          cnp.PyArray_BYTES(b), cnp.PyArray_NBYTES(b))
 
 
 cdef inline bint _finite_in(double x, double low, double high) noexcept:

@@ -70,13 +70,11 @@ cdef void _run_items_parallel(const WorkItem* items, Py_ssize_t count, Py_ssize_
             _run_span(items, count, t * chunk, min(total, (t + 1) * chunk))
 
 
-cdef void _run_items(const WorkItem* items, Py_ssize_t count, bint threads) noexcept:
-    """Run every item; threads (when allowed) share the total element count (see
-    _threads_for)."""
+cdef void _run_items(const WorkItem* items, Py_ssize_t count, Py_ssize_t total,
+                     int nthreads) noexcept:
+    """Run every item (``total`` elements); ``nthreads`` share them (1: in order)."""
     if count == 0:
         return
-    cdef Py_ssize_t total = items[count - 1].offset + items[count - 1].size
-    cdef int nthreads = _threads_for(total) if threads else 1
     if total < NOGIL_MIN_SIZE:
         _run_span(items, count, 0, total)
     elif nthreads == 1:
@@ -111,9 +109,9 @@ cdef class _WorkList:
         self.total += size
         return w
 
-    cdef inline void run(self, bint threads=True) noexcept:
-        """Run the items; without ``threads``, one after the other in order."""
-        _run_items(self.items, self.count, threads)
+    cdef inline void run(self, int nthreads) noexcept:
+        """Run the items on ``nthreads`` (1: one after the other, in order)."""
+        _run_items(self.items, self.count, self.total, nthreads)
 
 
 ctypedef struct Span:
@@ -257,6 +255,15 @@ cdef int _order_free(_WorkList work, WrittenSpans written) except -1:
     return 1
 
 
+cdef int _safe_threads(_WorkList work, WrittenSpans written) except -1:
+    """Threads for the pass: _threads_for its total, or 1 (in order, torch's result) when
+    its memory overlaps in a way threads could race on (_order_free)."""
+    cdef int nthreads = _threads_for(work.total)
+    if nthreads > 1 and not _order_free(work, written):
+        return 1
+    return nthreads
+
+
 cdef inline void _set_step(KernelCall* k, bint is_f32, char* param, const char* grad,
                            char* velocity, double lr, double momentum, double dampening,
                            double weight_decay, bint nesterov, bint maximize,
@@ -354,7 +361,7 @@ def multi_momentum_step(list params, grads, velocities, averages=None, *, lr, mo
         if fused_ema:
             w.average = cnp.PyArray_BYTES(<cnp.ndarray>averages[i])
             w.decay = decay_
-    work.run(_threads_for(work.total) == 1 or _order_free(work, written))
+    work.run(_safe_threads(work, written))
 
 
 def multi_ema_update(list averages, values, decay, WrittenSpans written=None):
@@ -393,7 +400,7 @@ def multi_ema_update(list averages, values, decay, WrittenSpans written=None):
         w.call.inp = cnp.PyArray_BYTES(<cnp.ndarray>values[i])
         w.call.a = decay_
         w.call.b = 1.0 - decay_
-    work.run(_threads_for(work.total) == 1 or _order_free(work, written))
+    work.run(_safe_threads(work, written))
     return averages
 
 

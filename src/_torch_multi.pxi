@@ -101,7 +101,7 @@ ctypedef struct DenseTensor:
 cdef inline bint _dense_cpu(object t, DenseTensor* out) noexcept:
     """Fill ``out`` when ``t`` is a plain torch.Tensor/Parameter that is CPU, strided,
     float32/float64, C-contiguous and has its data in memory; False otherwise (or when the
-    shim reports an error). The negation bit is checked apart (_not_negated)."""
+    shim reports an error). The negation bit is checked apart (TorchGroupCache.not_negated)."""
     cdef PyTypeObject* tp = <PyTypeObject*>Py_TYPE(t)
     if _tensor_type == NULL or (tp != _tensor_type and tp != _parameter_type):
         return False
@@ -183,16 +183,11 @@ cdef class TorchGroupCache:
         return 1
 
 
-cdef inline bint _disjoint(const char* a, const char* b, Py_ssize_t nbytes) noexcept:
-    """Two buffers of ``nbytes`` each share no byte."""
-    return nbytes == 0 or a + nbytes <= b or b + nbytes <= a
-
-
 cdef inline bint _same_layout(const DenseTensor* a, const DenseTensor* b) noexcept:
     """Same dtype and shape, and disjoint memory."""
     return (a.is_f32 == b.is_f32 and a.dim == b.dim
             and memcmp(a.sizes, b.sizes, a.dim * sizeof(int64_t)) == 0
-            and _disjoint(a.data, b.data, a.nbytes))
+            and not _bytes_overlap(a.data, a.nbytes, b.data, b.nbytes))
 
 
 cdef int raise_error_set() except -1:
@@ -277,9 +272,10 @@ def torch_sgd_group_step(list params, object state, lr, momentum, dampening, wei
                 raise ValueError(f"torch_sgd_group_step: `averages[{i}]` must be a writeable "
                                  f"C-contiguous array of the dtype and size of its param")
             average_data = cnp.PyArray_BYTES(<cnp.ndarray>averages[i])
-            if not (_disjoint(average_data, pt.data, pt.nbytes)
-                    and _disjoint(average_data, gt.data, pt.nbytes)
-                    and (bt.data == NULL or _disjoint(average_data, bt.data, pt.nbytes))):
+            if (_bytes_overlap(average_data, pt.nbytes, pt.data, pt.nbytes)
+                    or _bytes_overlap(average_data, pt.nbytes, gt.data, pt.nbytes)
+                    or (bt.data != NULL
+                        and _bytes_overlap(average_data, pt.nbytes, bt.data, pt.nbytes))):
                 raise ValueError(f"torch_sgd_group_step: `averages[{i}]` shares memory "
                                  f"with its param, grad or momentum buffer")
         stepped.append(p)
@@ -304,5 +300,5 @@ def torch_sgd_group_step(list params, object state, lr, momentum, dampening, wei
                 raise AssertionError("torch_sgd_group_step: new_buffer must return a dense "
                                      "C-contiguous CPU tensor like its param")
             work.items[item].call.state = bt.data
-    work.run()
+    work.run(_threads_for(work.total))
     return stepped, others, no_grad

@@ -19,8 +19,10 @@ def test_seed_example_ema_of_0_to_9():
         assert ema_update(v, np.array([float(x)]), beta) is v
         closed_form = math.fsum((1 - beta) * beta ** (t - 1 - k) * k for k in range(t))
         assert v[0] == pytest.approx(closed_form, rel=1e-14)
-        corrected = closed_form / (1 - beta ** t)
-        assert v[0] / (1 - beta ** t) == pytest.approx(corrected, rel=1e-14)
+        # bias-corrected, it is the weighted mean of what it has seen (weights beta^age)
+        weighted_mean = (math.fsum(beta ** (t - 1 - k) * k for k in range(t))
+                         / math.fsum(beta ** (t - 1 - k) for k in range(t)))
+        assert v[0] / (1 - beta ** t) == pytest.approx(weighted_mean, rel=1e-13)
     # Started from zero, the raw average is pulled below the arithmetic mean 4.5; corrected,
     # it weights the recent (larger) values most and lies above it.
     assert v[0] < np.mean(np.arange(10)) < v[0] / (1 - beta ** 10)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import fastmomentum
-from fastmomentum import _kernels_portable, baseline, momentum_step
+from fastmomentum import baseline, momentum_step
 from fastmomentum._dispatch import BUILDS
 
 from conftest import DTYPES

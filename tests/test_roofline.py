@@ -23,17 +23,13 @@ def test_stream_computes_its_formula(dtype, n):
     np.testing.assert_array_equal(p, expected_p)
 
 
-def test_stream_does_not_depend_on_thread_count():
-    before = fastmomentum.get_num_threads()
+def test_stream_does_not_depend_on_thread_count(restore_threads):
     results = []
-    try:
-        for threads in (1, 2):
-            fastmomentum.set_num_threads(threads)
-            p, g, v = (np.random.default_rng(1).standard_normal(THREADED) for _ in range(3))
-            kernels.roofline_stream(p, g, v, 0.25)
-            results.append((p, v))
-    finally:
-        fastmomentum.set_num_threads(before)
+    for threads in (1, 2):
+        fastmomentum.set_num_threads(threads)
+        p, g, v = (np.random.default_rng(1).standard_normal(THREADED) for _ in range(3))
+        kernels.roofline_stream(p, g, v, 0.25)
+        results.append((p, v))
     np.testing.assert_array_equal(results[0][0], results[1][0])
     np.testing.assert_array_equal(results[0][1], results[1][1])
 

@@ -86,21 +86,17 @@ def test_lr_scheduler_and_param_groups():
     assert_same_state(opt, ref)
 
 
-def test_tensor_lr_and_thread_count():
+def test_tensor_lr_and_thread_count(restore_threads):
     results = []
     for cls, threads in ((torch.optim.SGD, 2), (fmt.SGD, 1), (fmt.SGD, 2)):
-        before = fm.get_num_threads()
         fm.set_num_threads(threads)
-        try:
-            params = make_params(torch.float32, shapes=[(150_000,), (70_001,), (3,)])
-            opt = cls(params, lr=torch.tensor(0.05), momentum=0.9, weight_decay=0.01)
-            gen = torch.Generator().manual_seed(9)
-            for _ in range(3):
-                for p in params:
-                    p.grad = torch.randn(p.shape, generator=gen)
-                opt.step()
-        finally:
-            fm.set_num_threads(before)
+        params = make_params(torch.float32, shapes=[(150_000,), (70_001,), (3,)])
+        opt = cls(params, lr=torch.tensor(0.05), momentum=0.9, weight_decay=0.01)
+        gen = torch.Generator().manual_seed(9)
+        for _ in range(3):
+            for p in params:
+                p.grad = torch.randn(p.shape, generator=gen)
+            opt.step()
         results.append(params)
     assert_same(results[0], results[1])
     assert_same(results[1], results[2])

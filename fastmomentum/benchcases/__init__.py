@@ -33,6 +33,10 @@ class Case:
         return f"{self.kernel}{extra}-{self.dtype}-n{self.size}"
 
 
+#: How to get matplotlib, for the bench plot and the demo figures.
+MATPLOTLIB_HINT = 'pip install "fastmomentum[bench]"  (or: pip install matplotlib)'
+
+
 def optional_import(name):
     """The module, or None when the optional peer is not installed."""
     import importlib

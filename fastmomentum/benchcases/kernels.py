@@ -26,14 +26,15 @@ def _numpy_momentum(step, nesterov, n, dtype):
     return lambda: step(p, g, v, nesterov=nesterov, **HYPER)
 
 
-_TORCH_SGD_FLAGS = {"torch-forloop": dict(foreach=False), "torch-foreach": dict(foreach=True),
+#: torch.optim.SGD's implementations as the benchmarks name them, with the flags that pick them
+TORCH_SGD_FLAGS = {"torch-forloop": dict(foreach=False), "torch-foreach": dict(foreach=True),
                     "torch-fused": dict(fused=True)}
 
 
 def _torch_sgd(torch, impl, nesterov, n, dtype):
     p, g = (torch.from_numpy(a) for a in _buffers(n, dtype, 2))
     p.grad = g
-    opt = torch.optim.SGD([p], nesterov=nesterov, **HYPER, **_TORCH_SGD_FLAGS[impl])
+    opt = torch.optim.SGD([p], nesterov=nesterov, **HYPER, **TORCH_SGD_FLAGS[impl])
     opt.step()  # creates the momentum buffer: time steady-state steps
     return opt.step
 
@@ -56,7 +57,7 @@ def _sized_cases(kernel, makers, sizes, dtypes, buffers_moved, params=None):
 
 
 def momentum_cases(sizes=DEFAULT_SIZES, dtypes=("float32",), variants=("plain", "nesterov"),
-                   torch_impls=tuple(_TORCH_SGD_FLAGS)):
+                   torch_impls=tuple(TORCH_SGD_FLAGS)):
     """momentum_step vs the baseline and torch.optim.SGD (for-loop, foreach, fused)."""
     torch = optional_import("torch")
     cases = []

@@ -20,6 +20,7 @@ import numpy as np
 
 from .. import EMA, SGD, baseline
 from . import Case, optional_import
+from .kernels import TORCH_SGD_FLAGS
 
 HYPER = dict(lr=0.01, momentum=0.9)
 EMA_SIZE = 1 << 24
@@ -74,8 +75,7 @@ def _torch_sgd(impl):
             flags = {}
         else:
             optimizer_class = torch.optim.SGD
-            flags = {"torch-forloop": dict(foreach=False), "torch-foreach": dict(foreach=True),
-                     "torch-fused": dict(fused=True)}[impl]
+            flags = TORCH_SGD_FLAGS[impl]
         params = [torch.nn.Parameter(torch.from_numpy(a)) for a in _arrays(shapes, dtype, 0)]
         for p, g in zip(params, _arrays(shapes, dtype, 1)):
             p.grad = torch.from_numpy(g)
@@ -135,9 +135,9 @@ def model_cases(quick=False, dtype="float32"):
     has_torch = optional_import("torch") is not None
     makers = {"fastmomentum": _numpy_sgd, "fastmomentum.torch": _torch_sgd("fastmomentum.torch"),
               "baseline": _baseline_loop}
-    for impl in ("torch-forloop", "torch-foreach", "torch-fused"):
+    for impl in TORCH_SGD_FLAGS:
         makers[impl] = _torch_sgd(impl)
-    needs_torch = {"fastmomentum.torch", "torch-forloop", "torch-foreach", "torch-fused"}
+    needs_torch = {"fastmomentum.torch", *TORCH_SGD_FLAGS}
     cases = []
     for model, shapes in MODELS.items():
         if quick and model == "bert-base":

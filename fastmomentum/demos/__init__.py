@@ -9,6 +9,7 @@ import argparse
 import importlib
 from pathlib import Path
 
+from ..benchcases import optional_import
 from . import _plotting
 
 #: Demo name -> module, in the order ``demo`` runs them.
@@ -40,7 +41,7 @@ def run(name, out_dir=DEFAULT_OUT):
     module = load(name)
     result = module.compute()
     print(module.summary(result))
-    if not _plotting.have_matplotlib():
+    if optional_import("matplotlib") is None:
         print(_plotting.INSTALL_HINT)
         return result, None
     path = Path(out_dir) / f"{name}.png"

@@ -4,6 +4,8 @@ The demos build a ``matplotlib.figure.Figure`` directly instead of going through
 so no GUI backend is ever selected and no global pyplot state is touched: ``savefig`` on a
 bare Figure renders with Agg.
 """
+from ..benchcases import MATPLOTLIB_HINT
+
 #: Every demo figure is saved at this resolution (pixels per inch).
 DPI = 100
 
@@ -12,17 +14,8 @@ DPI = 100
 COLORS = {"plain": "#d62728", "momentum": "#1f77b4", "nesterov": "#2ca02c",
           "mini-batch": "#ff7f0e"}
 
-INSTALL_HINT = ('matplotlib is not installed, so no plot was drawn; for the plots: '
-                'pip install "fastmomentum[bench]"  (or: pip install matplotlib)')
-
-
-def have_matplotlib():
-    """True when matplotlib can be imported."""
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        return False
-    return True
+INSTALL_HINT = (f"matplotlib is not installed, so no plot was drawn; for the plots: "
+                f"{MATPLOTLIB_HINT}")
 
 
 def new_figure(width, height, ncols, **subplot_kw):

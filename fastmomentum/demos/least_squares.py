@@ -58,8 +58,8 @@ def make_data(samples=2000, seed=0, noise_std=0.5):
     return X, y
 
 
-def _condition(matrix):
-    eigenvalues = np.linalg.eigvalsh(matrix)
+def _condition(eigenvalues):
+    """Condition number from ascending eigenvalues (np.linalg.eigvalsh's order)."""
     return float(eigenvalues[-1] / eigenvalues[0])
 
 
@@ -76,7 +76,8 @@ def compute(samples=2000, seed=0, tol=1e-6, gd_steps=4000, momentum=0.9,
     residual = X @ w_closed - y
     loss_closed = float(residual @ residual / (2 * n))
     hessian = X.T @ X / n
-    lipschitz = float(np.linalg.eigvalsh(hessian)[-1])
+    curvatures = np.linalg.eigvalsh(hessian)
+    lipschitz = float(curvatures[-1])
     standardized = (X[:, 1:] - X[:, 1:].mean(axis=0)) / X[:, 1:].std(axis=0)
     standardized = np.column_stack([np.ones(n), standardized])
 
@@ -85,8 +86,7 @@ def compute(samples=2000, seed=0, tol=1e-6, gd_steps=4000, momentum=0.9,
 
     order = np.random.default_rng(seed + 1)
     sgd_steps = sgd_epochs * n // batch_size
-    stream = np.concatenate([order.permutation(n)
-                             for _ in range(-(-sgd_steps * batch_size // n))])
+    stream = np.concatenate([order.permutation(n) for _ in range(sgd_epochs)])
 
     def batch_gradient(w, step):
         rows = stream[step * batch_size:(step + 1) * batch_size]
@@ -108,8 +108,9 @@ def compute(samples=2000, seed=0, tol=1e-6, gd_steps=4000, momentum=0.9,
         "sgd": run(batch_gradient, sgd_lr_fraction / lipschitz, sgd_steps, batch_size),
     }
     return LeastSquaresResult(samples=n, features=X.shape[1], w_closed=w_closed,
-                              loss_closed=loss_closed, condition=_condition(hessian),
-                              condition_standardized=_condition(standardized.T @ standardized),
+                              loss_closed=loss_closed, condition=_condition(curvatures),
+                              condition_standardized=_condition(
+                                  np.linalg.eigvalsh(standardized.T @ standardized)),
                               tol=tol, runs=runs)
 
 
@@ -161,7 +162,7 @@ def plot(result, path):
         reached = ("stalls above tol" if run.steps_to_tol is None
                    else f"{run.epochs[run.steps_to_tol]:.0f} epochs to tol")
         kind = (f"mini-batch sgd, batch {run.batch_size}" if name == "sgd"
-                else f"full-batch {name}" if name == "momentum" else "full-batch gd")
+                else f"full-batch {name}")
         label = f"{kind}: {reached}"
         color = _plotting.COLORS[COLOR_KEYS[name]]
         # Epoch 0 cannot sit on a log axis: plot from the first step on, and stop once
