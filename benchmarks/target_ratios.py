@@ -10,7 +10,7 @@ the shared machine hits every implementation alike), and prints the medians and 
 ratio of a fastmomentum implementation over each other one, plus fused SGD+EMA over a step
 followed by a separate EMA update.
 
-Every ewm_mean group of a million values or more also times the floor of any fresh result:
+Every ewm_mean group of 32 MiB of float64 or more also times the floor of any fresh result:
 a new array of that size with one store per 4 KiB page, i.e. the kernel mapping and
 zeroing its pages, which every implementation that returns a new array pays.
 """
@@ -26,7 +26,9 @@ from fastmomentum.benchcases import Case
 #: (slower, faster) pairs of the fused SGD+EMA target, whose names are not fastmomentum's
 FUSED_EMA = [("sgd then ema", "sgd+ema fused"), ("torch sgd then ema", "torch sgd+ema fused")]
 TARGETS = ("models", "ewm")   # the providers of fastmomentum.bench with issue targets
-PAGE_FLOOR_MIN = 1_000_000
+#: From 32 MiB on, glibc's malloc always maps new pages (its largest mmap threshold); a
+#: smaller freed array may be handed out again already faulted in, and is no floor.
+PAGE_FLOOR_MIN = 1 << 22
 PAGE_FLOOR = "new array, pages touched"
 
 

@@ -240,11 +240,21 @@ def test_target_ratios_script_runs_every_ewm_group():
     module = load_target_ratios()
     cases = {case.group: case for case in ewm_cases(quick=True)}
     assert set(cases) <= set(lines)
-    # fastmomentum and fastmomentum out= over baseline, pandas and scipy-lfilter, per group,
-    # and over the fresh-array floor in the groups of a million values and more
+    # fastmomentum and fastmomentum out= over baseline, pandas and scipy-lfilter, per group
+    # (the quick groups are too small for the fresh-array floor)
     ratios = [line for line in lines if " vs " in line]
-    floors = [line for line in ratios if module.PAGE_FLOOR in line]
-    large = [c for c in cases.values() if c.size >= module.PAGE_FLOOR_MIN]
-    assert large and len(floors) == 2 * len(large)
-    assert len(ratios) - len(floors) == 2 * 3 * len(cases)
+    assert all(c.size < module.PAGE_FLOOR_MIN for c in cases.values())
+    assert not any(module.PAGE_FLOOR in line for line in lines)
+    assert len(ratios) == 2 * 3 * len(cases)
     assert all(float(line.rsplit(": ", 1)[1].rstrip("x")) > 0 for line in ratios)
+
+
+def test_target_ratios_page_floor_case_touches_a_new_array_of_the_group_size():
+    from fastmomentum.benchcases.ewm import ewm_cases
+    module = load_target_ratios()
+    lead = ewm_cases(quick=True)[0]
+    floor = module.page_floor_case(lead)
+    assert (floor.impl, floor.kernel, floor.params, floor.group) == (
+        module.PAGE_FLOOR, lead.kernel, lead.params, lead.group)
+    assert floor.bytes_moved == 8 * lead.size and floor.skip is None
+    assert floor.make()() is None   # runs: np.empty(size) with one store per page
