@@ -22,7 +22,7 @@ get_num_threads = _kernels.get_num_threads
 BUILD_TARGET = _kernels.BUILD_TARGET
 HAS_OPENMP = _kernels.HAS_OPENMP
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 __all__ = ["momentum_step", "ema_update", "ewm_mean", "set_num_threads", "get_num_threads",
            "BUILD_TARGET", "HAS_OPENMP", "__version__"]

@@ -21,6 +21,12 @@ EMA_IMPLS = {"fastmomentum", "baseline", "torch-lerp_"}
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.fixture(autouse=True)
+def in_tmp_path(tmp_path, monkeypatch):
+    """The report writes its default plot into the working directory: keep it in tmp_path."""
+    monkeypatch.chdir(tmp_path)
+
+
 def run_cli(capsys, *argv):
     status = bench.main(list(argv))
     out, err = capsys.readouterr()
@@ -60,7 +66,7 @@ def test_quick_run_writes_every_row_json_markdown_and_png(tmp_path, capsys):
             k.startswith("fastmomentum") and row["impl"].startswith("fastmomentum"))}
         assert row["best_other"] == min(others, key=others.get)
         assert row["vs_best_other"] == pytest.approx(min(others.values()) / row["median_s"])
-        assert "roofline_pct" not in row  # these sizes are below the roofline's
+        assert "vs_stream" not in row  # these sizes are below the stream loop's
 
     assert report["command"].startswith("python -m fastmomentum bench --quick --sizes 16,64")
     machine = report["machine"]
@@ -72,7 +78,7 @@ def test_quick_run_writes_every_row_json_markdown_and_png(tmp_path, capsys):
     assert [r["kernel"] for r in report["rows"] if r["status"] == "skipped"] == []
 
     # the terminal table and the Markdown table show the measured rows
-    assert "vs best other" in out and "% roofline" in out
+    assert "vs best other" in out and "vs stream loop" in out
     assert out.count("torch-fused") >= 8
     md_rows = [line for line in md_path.read_text().splitlines()
                if line.startswith("| ") and "| fastmomentum |" in line]
@@ -83,8 +89,8 @@ def test_quick_run_writes_every_row_json_markdown_and_png(tmp_path, capsys):
     assert image.ndim == 3 and image.shape[0] > 300 and image.shape[1] > 300
 
 
-def test_large_groups_are_timed_with_the_roofline(tmp_path, capsys):
-    n = bench.ROOFLINE_MIN_SIZE
+def test_large_groups_are_timed_with_the_stream_loop(tmp_path, capsys):
+    n = bench.STREAM_MIN_SIZE
     json_path = tmp_path / "r.json"
     status, out, _ = run_cli(capsys, "--quick", "--sizes", f"16,{n}", "--only", "ema_update",
                              "--json", str(json_path))
@@ -92,16 +98,17 @@ def test_large_groups_are_timed_with_the_roofline(tmp_path, capsys):
     report = json.loads(json_path.read_text())
     references = [r for r in report["rows"] if r["reference"]]
     assert [(r["kernel"], r["size"], r["dtype"], r["group"]) for r in references] == [
-        ("roofline", n, "float32", f"ema_update-float32-n{n}")]
-    roofline = references[0]
-    assert roofline["bytes_moved"] == 5 * n * 4  # momentum_step's traffic
-    assert report["roofline"] == {"float32": {"size": n, "gbps": roofline["gbps"]}}
+        ("stream loop", n, "float32", f"ema_update-float32-n{n}")]
+    stream = references[0]
+    assert stream["bytes_moved"] == 5 * n * 4  # momentum_step's traffic
+    assert report["stream_loop"] == {"float32": {"size": n, "gbps": stream["gbps"]}}
     for row in measured(report):
         if row["size"] == n:
-            assert row["roofline_pct"] == pytest.approx(100 * row["gbps"] / roofline["gbps"])
+            assert row["vs_stream"] == pytest.approx(row["gbps"] / stream["gbps"])
         else:
-            assert "roofline_pct" not in row
-    assert "roofline: C stream loop" in out and "roofline float32:" in out
+            assert "vs_stream" not in row
+    assert "reference: C stream loop" in out and "stream loop float32:" in out
+    assert "a reference, not a bound" in out and "roofline" not in out
 
 
 def test_missing_torch_is_listed_as_skipped(tmp_path, capsys, monkeypatch):
@@ -175,9 +182,14 @@ def test_module_entry_point_runs(tmp_path):
     assert {r["impl"] for r in json.loads(json_path.read_text())["rows"]} == EMA_IMPLS
 
 
-def test_cases_of_other_providers_are_measured_and_filtered(tmp_path, capsys, monkeypatch):
-    """A provider module added later (ewm, models) plugs in through PROVIDERS: called with
-    ``quick``, its cases filtered by --dtype and --only, timed with the roofline when large."""
+@pytest.mark.parametrize("kernel, provider, with_stream", [
+    ("model_step", "models", True),   # element-wise: memory traffic, the stream loop applies
+    ("ewm_mean", "ewm", False),       # a scan: no stream loop
+])
+def test_cases_of_other_providers_are_measured_and_filtered(tmp_path, capsys, monkeypatch,
+                                                            kernel, provider, with_stream):
+    """A provider plugs in through PROVIDERS: called with ``quick``, its cases filtered by
+    --dtype and --only, timed with the stream loop when large and element-wise."""
     from fastmomentum.benchcases import Case
 
     calls = []
@@ -186,25 +198,29 @@ def test_cases_of_other_providers_are_measured_and_filtered(tmp_path, capsys, mo
         x = np.ones(n, dtype)
         return lambda: np.cumsum(x)
 
-    def fake_ewm_cases(quick=False):
+    def fake_cases(quick=False):
         calls.append(quick)
-        n = bench.ROOFLINE_MIN_SIZE
-        return [Case("ewm_mean", impl, n, dtype, make=lambda dtype=dtype: make_sum(n, dtype),
+        n = bench.STREAM_MIN_SIZE
+        return [Case(kernel, impl, n, dtype, make=lambda dtype=dtype: make_sum(n, dtype),
                      bytes_moved=2 * n * np.dtype(dtype).itemsize, params={"shape": "1-D"})
                 for dtype in ("float32", "float64") for impl in ("fastmomentum", "baseline")]
 
-    monkeypatch.setitem(bench.PROVIDERS, "ewm", (fake_ewm_cases, ("ewm_mean",)))
+    monkeypatch.setitem(bench.PROVIDERS, provider, (fake_cases, (kernel,)))
     json_path = tmp_path / "r.json"
-    status, out, _ = run_cli(capsys, "--quick", "--only", "ewm_mean", "--dtype", "float64",
+    status, out, _ = run_cli(capsys, "--quick", "--only", kernel, "--dtype", "float64",
                              "--json", str(json_path))
     assert status == 0 and calls == [True]
     rows = json.loads(json_path.read_text())["rows"]
-    assert [(r["kernel"], r["impl"], r["dtype"], r["params"]) for r in rows] == [
-        ("ewm_mean", "fastmomentum", "float64", {"shape": "1-D"}),
-        ("ewm_mean", "baseline", "float64", {"shape": "1-D"}),
-        ("roofline", "C stream loop", "float64", {})]
-    assert rows[0]["roofline_pct"] == pytest.approx(100 * rows[0]["gbps"] / rows[2]["gbps"])
-    assert "ewm_mean 1-D" in out
+    expected = [(kernel, "fastmomentum", "float64", {"shape": "1-D"}),
+                (kernel, "baseline", "float64", {"shape": "1-D"})]
+    if with_stream:
+        expected.append(("stream loop", "C stream loop", "float64", {}))
+    assert [(r["kernel"], r["impl"], r["dtype"], r["params"]) for r in rows] == expected
+    if with_stream:
+        assert rows[0]["vs_stream"] == pytest.approx(rows[0]["gbps"] / rows[2]["gbps"])
+    else:
+        assert "vs_stream" not in rows[0]
+    assert f"{kernel} 1-D" in out
 
 
 def load_target_ratios():

@@ -19,18 +19,51 @@ class Case:
     dtype: str
     #: builds fresh inputs and returns the zero-argument callable to time (None when skipped)
     make: Optional[Callable[[], Callable[[], object]]]
-    #: bytes read plus bytes written by one call (for GB/s and the roofline)
+    #: bytes read plus bytes written by one call (for GB/s and the reference stream loop)
     bytes_moved: int
     #: why the case cannot run here (a missing optional package), or None
     skip: Optional[str] = None
     #: free-form details shown in reports, e.g. {"variant": "nesterov"}
     params: dict = field(default_factory=dict)
+    #: fastmomentum's thread count while this case is timed (None: the report's count)
+    threads: Optional[int] = None
 
     @property
     def group(self):
         """pytest-benchmark group: one kernel, one size, one dtype."""
         extra = "".join(f"-{v}" for v in self.params.values())
         return f"{self.kernel}{extra}-{self.dtype}-n{self.size}"
+
+
+#: The SGD hyper-parameters of every momentum case (single buffers and whole models).
+HYPER = dict(lr=0.01, momentum=0.9)
+#: torch.optim.SGD's implementations as the benchmarks name them, with the flags that pick them
+TORCH_SGD_FLAGS = {"torch-forloop": dict(foreach=False), "torch-foreach": dict(foreach=True),
+                   "torch-fused": dict(fused=True)}
+
+
+def torch_params(params, grads):
+    """torch Parameters sharing the NumPy ``params``' memory, their ``.grad`` set to ``grads``."""
+    import torch
+    tensors = [torch.nn.Parameter(torch.from_numpy(p)) for p in params]
+    for p, g in zip(tensors, grads):
+        p.grad = torch.from_numpy(g)
+    return tensors
+
+
+def torch_sgd_step(impl, params, grads, **options):
+    """``optimizer.step`` of torch SGD implementation ``impl`` (a key of TORCH_SGD_FLAGS, or
+    "fastmomentum.torch") over NumPy ``params`` with gradients ``grads`` (shared, not copied),
+    after a first step that creates the momentum buffers: steady-state steps are timed."""
+    import torch
+    if impl == "fastmomentum.torch":
+        from ..torch import SGD as optimizer_class
+        flags = {}
+    else:
+        optimizer_class, flags = torch.optim.SGD, TORCH_SGD_FLAGS[impl]
+    opt = optimizer_class(torch_params(params, grads), **HYPER, **flags, **options)
+    opt.step()
+    return opt.step
 
 
 #: How to get matplotlib, for the bench plot and the demo figures.

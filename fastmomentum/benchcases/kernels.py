@@ -1,11 +1,12 @@
-"""Benchmark cases for the single-buffer kernels (momentum_step, ema_update) and the roofline."""
+"""Benchmark cases for the single-buffer kernels (momentum_step, ema_update) and the reference
+stream loop."""
 from functools import partial
 
 import numpy as np
 
 from .. import baseline, ema_update, momentum_step
 from .._dispatch import kernels as _kernels
-from . import Case, optional_import
+from . import HYPER, TORCH_SGD_FLAGS, Case, optional_import, torch_sgd_step
 
 #: issue 2's benchmark sizes, 16 elements to out-of-cache (16M float32 = 64 MB per buffer);
 #: also the sizes of the quick report.
@@ -13,7 +14,6 @@ DEFAULT_SIZES = (16, 4096, 262144, 16777216)
 #: the full report: 16 to 16M elements, every power of 4.
 REPORT_SIZES = tuple(4 ** k for k in range(2, 13))
 DTYPES = ("float32", "float64")
-HYPER = dict(lr=0.01, momentum=0.9)
 
 
 def _buffers(n, dtype, count, seed=0):
@@ -26,17 +26,9 @@ def _numpy_momentum(step, nesterov, n, dtype):
     return lambda: step(p, g, v, nesterov=nesterov, **HYPER)
 
 
-#: torch.optim.SGD's implementations as the benchmarks name them, with the flags that pick them
-TORCH_SGD_FLAGS = {"torch-forloop": dict(foreach=False), "torch-foreach": dict(foreach=True),
-                    "torch-fused": dict(fused=True)}
-
-
-def _torch_sgd(torch, impl, nesterov, n, dtype):
-    p, g = (torch.from_numpy(a) for a in _buffers(n, dtype, 2))
-    p.grad = g
-    opt = torch.optim.SGD([p], nesterov=nesterov, **HYPER, **TORCH_SGD_FLAGS[impl])
-    opt.step()  # creates the momentum buffer: time steady-state steps
-    return opt.step
+def _torch_sgd(impl, nesterov, n, dtype):
+    p, g = _buffers(n, dtype, 2)
+    return torch_sgd_step(impl, [p], [g], nesterov=nesterov)
 
 
 def _sized_cases(kernel, makers, sizes, dtypes, buffers_moved, params=None):
@@ -66,7 +58,7 @@ def momentum_cases(sizes=DEFAULT_SIZES, dtypes=("float32",), variants=("plain", 
         makers = {"fastmomentum": partial(_numpy_momentum, momentum_step, nesterov),
                   "baseline": partial(_numpy_momentum, baseline.momentum_step, nesterov)}
         for impl in torch_impls:
-            makers[impl] = partial(_torch_sgd, torch, impl, nesterov) if torch else None
+            makers[impl] = partial(_torch_sgd, impl, nesterov) if torch else None
         # read p, g, v; write p, v
         cases += _sized_cases("momentum_step", makers, sizes, dtypes, 5, {"variant": variant})
     return cases
@@ -97,10 +89,15 @@ def _stream(n, dtype):
     return lambda: _kernels.roofline_stream(p, g, v, 0.5)
 
 
-def roofline_case(n, dtype):
-    """The yardstick at ``n`` elements: a plain C OpenMP loop (src/fm_stream.h) moving the
-    same bytes as momentum_step (reads 3 arrays, writes 2), on the kernels' thread count."""
-    return Case("roofline", "C stream loop", n, dtype, make=partial(_stream, n, dtype),
+#: The kernel name of the reference rows.
+STREAM_LOOP = "stream loop"
+
+
+def stream_loop_case(n, dtype):
+    """The reference at ``n`` elements: a plain C OpenMP loop (src/fm_stream.h) moving the
+    same bytes as momentum_step (reads 3 arrays, writes 2), on the kernels' thread count. It
+    is a reference, not a bound: a kernel with a better schedule or stores can beat it."""
+    return Case(STREAM_LOOP, "C stream loop", n, dtype, make=partial(_stream, n, dtype),
                 bytes_moved=5 * n * np.dtype(dtype).itemsize)
 
 

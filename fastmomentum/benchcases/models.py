@@ -19,10 +19,8 @@ fastmomentum.torch (``torch sgd+ema fused`` / ``torch sgd then ema``).
 import numpy as np
 
 from .. import EMA, SGD, baseline
-from . import Case, optional_import
-from .kernels import TORCH_SGD_FLAGS
+from . import HYPER, TORCH_SGD_FLAGS, Case, optional_import, torch_params, torch_sgd_step
 
-HYPER = dict(lr=0.01, momentum=0.9)
 EMA_SIZE = 1 << 24
 
 
@@ -69,19 +67,7 @@ def _baseline_loop(shapes, dtype):
 
 def _torch_sgd(impl):
     def make(shapes, dtype):
-        torch = optional_import("torch")
-        if impl == "fastmomentum.torch":
-            from ..torch import SGD as optimizer_class
-            flags = {}
-        else:
-            optimizer_class = torch.optim.SGD
-            flags = TORCH_SGD_FLAGS[impl]
-        params = [torch.nn.Parameter(torch.from_numpy(a)) for a in _arrays(shapes, dtype, 0)]
-        for p, g in zip(params, _arrays(shapes, dtype, 1)):
-            p.grad = torch.from_numpy(g)
-        opt = optimizer_class(params, **HYPER, **flags)
-        opt.step()  # creates the momentum buffers: time steady-state steps
-        return opt.step
+        return torch_sgd_step(impl, _arrays(shapes, dtype, 0), _arrays(shapes, dtype, 1))
     return make
 
 
@@ -103,11 +89,8 @@ def _sgd_ema(fused):
 
 def _torch_sgd_ema(fused):
     def make(shapes, dtype):
-        torch = optional_import("torch")
         from .. import torch as fmt
-        params = [torch.nn.Parameter(torch.from_numpy(a)) for a in _arrays(shapes, dtype, 0)]
-        for p, g in zip(params, _arrays(shapes, dtype, 1)):
-            p.grad = torch.from_numpy(g)
+        params = torch_params(_arrays(shapes, dtype, 0), _arrays(shapes, dtype, 1))
         ema = fmt.EMA(params, decay=0.999)
         opt = fmt.SGD(params, **HYPER, ema=ema if fused else None)
         opt.step()
