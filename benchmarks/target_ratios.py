@@ -16,6 +16,7 @@ zeroing its pages, which every implementation that returns a new array pays.
 """
 import argparse
 import gc
+import json
 import os
 
 import numpy as np
@@ -64,6 +65,7 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=None,
                         help="samples per implementation, at least 2 (default: the report's)")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--json", metavar="PATH", help="write every group's rows here")
     args = parser.parse_args(argv)
     if args.rounds is not None and args.rounds < 2:
         parser.error(f"--rounds must be >= 2 (quartiles need two samples); got {args.rounds}")
@@ -78,10 +80,11 @@ def main(argv=None):
             if not members and name == "ewm" and case.size >= PAGE_FLOOR_MIN:
                 members.append(page_floor_case(case))
             members.append(case)
+    measured = {}
     with thread_count(args.threads) as threads:
         print(f"threads: {threads}, {repeats} interleaved samples each")
         for group, members in groups.items():
-            rows = measure_group(members, repeats, target)
+            rows = measured[group] = measure_group(members, repeats, target)
             gc.collect()
             print(f"\n{group}")
             for row in sorted(rows, key=lambda r: r.get("median_s", float("inf"))):
@@ -89,6 +92,9 @@ def main(argv=None):
                         else f"  skipped: {row['skip_reason']}")
                 print(f"  {row['impl']:<24}{time}")
             print("\n".join(ratio_lines(rows)), flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(measured, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ def build_parser():
     """The top-level parser; each command parses its own arguments (``COMMAND --help``)."""
     parser = argparse.ArgumentParser(
         prog="fastmomentum",
+        usage=f"fastmomentum [-h] [--version] {{{','.join(COMMANDS)}}} ...",
         description="Fast, bit-faithful momentum-SGD and EMA kernels: the benchmark report "
                     "and the demos.",
         epilog="commands:\n" + "\n".join(f"  {name:<8}{summary}"
@@ -45,8 +46,9 @@ def main(argv=None):
         return 0
     # only what comes before the command belongs to this parser (--help, --version)
     if argv[0].startswith("-"):
-        parser.parse_args(argv[:1])
-        parser.error(f"unknown option {argv[0]!r}")
+        parser.parse_args(argv[:1])   # --help and --version exit here
+        parser.error(f"unknown option {argv[0]!r}; a command comes first: "
+                     f"{', '.join(COMMANDS)}")
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
         parser.error(f"unknown command {name!r}; choose from {', '.join(COMMANDS)}")

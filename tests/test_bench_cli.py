@@ -246,23 +246,40 @@ def test_target_ratios_pairs_fastmomentum_with_every_other_implementation():
         "  sgd+ema fused vs sgd then ema: 1.33x"]
 
 
-def test_target_ratios_script_runs_every_ewm_group():
+def test_target_ratios_script_runs_every_ewm_group(tmp_path):
     from fastmomentum.benchcases.ewm import ewm_cases
+    json_path = tmp_path / "ratios.json"
     result = subprocess.run(
         [sys.executable, "benchmarks/target_ratios.py", "--quick", "--only", "ewm",
-         "--rounds", "3"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+         "--rounds", "3", "--json", str(json_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     module = load_target_ratios()
     cases = {case.group: case for case in ewm_cases(quick=True)}
-    assert set(cases) <= set(lines)
-    # fastmomentum and fastmomentum out= over baseline, pandas and scipy-lfilter, per group
-    # (the quick groups are too small for the fresh-array floor)
-    ratios = [line for line in lines if " vs " in line]
+    measured_groups = json.loads(json_path.read_text())
+    assert list(measured_groups) == list(cases)
+    # the quick groups are too small for the fresh-array floor
     assert all(c.size < module.PAGE_FLOOR_MIN for c in cases.values())
     assert not any(module.PAGE_FLOOR in line for line in lines)
-    assert len(ratios) == 2 * 3 * len(cases)
-    assert all(float(line.rsplit(": ", 1)[1].rstrip("x")) > 0 for line in ratios)
+    for group, rows in measured_groups.items():
+        # each group's printed ratios, recomputed from its medians: slower over faster, for
+        # fastmomentum and fastmomentum out= against baseline, pandas and scipy-lfilter
+        start = lines.index(group)
+        printed = {}
+        for line in lines[start + 1:]:
+            if not line.startswith("  "):
+                break
+            if " vs " in line:
+                pair, ratio = line.strip().rsplit(": ", 1)
+                printed[tuple(pair.split(" vs "))] = float(ratio.rstrip("x"))
+        medians = {r["impl"]: r["median_s"] for r in rows}
+        expected = {(fast, slow): medians[slow] / medians[fast]
+                    for fast in ("fastmomentum", "fastmomentum out=")
+                    for slow in ("baseline", "pandas", "scipy-lfilter")}
+        assert set(printed) == set(expected)
+        for pair, ratio in expected.items():
+            assert printed[pair] == pytest.approx(ratio, abs=0.0051), pair
 
 
 def test_target_ratios_page_floor_case_touches_a_new_array_of_the_group_size():
@@ -274,3 +291,46 @@ def test_target_ratios_page_floor_case_touches_a_new_array_of_the_group_size():
         module.PAGE_FLOOR, lead.kernel, lead.params, lead.group)
     assert floor.bytes_moved == 8 * lead.size and floor.skip is None
     assert floor.make()() is None   # runs: np.empty(size) with one store per page
+
+
+def test_one_thread_header_is_singular(capsys):
+    status, out, _ = run_cli(capsys, "--quick", "--sizes", "16", "--only", "ema_update",
+                             "--threads", "1", "--no-plot")
+    assert status == 0
+    assert "1 thread)" in out and "1 threads" not in out
+
+
+def test_main_job_writes_its_default_plot_and_says_where(tmp_path, capsys):
+    status, out, _ = run_cli(capsys, "--quick", "--sizes", "16", "--only", "ema_update")
+    assert status == 0
+    png = tmp_path / bench_cli_module().DEFAULT_PLOT
+    assert png.read_bytes()[:8] == PNG_SIGNATURE
+    assert f"wrote the plot: {bench_cli_module().DEFAULT_PLOT}" in out
+    assert out.rstrip().splitlines()[-1].startswith("verdict: machine ")
+
+
+def bench_cli_module():
+    from fastmomentum.bench import cli
+    return cli
+
+
+def test_contention_times_one_and_n_threads_under_a_busy_process(tmp_path, capsys):
+    import os
+    json_path = tmp_path / "r.json"
+    status, out, _ = run_cli(capsys, "--quick", "--sizes", "16", "--only", "ema_update",
+                             "--threads", "2", "--contention", "--no-plot",
+                             "--json", str(json_path))
+    assert status == 0
+    report = json.loads(json_path.read_text())
+    rows = {r["impl"]: r for r in measured(report)}
+    assert set(rows) == EMA_IMPLS | {"fastmomentum 1 thread"}
+    assert rows["fastmomentum 1 thread"]["threads"] == 1
+    assert rows["fastmomentum"]["threads"] is None    # the report's count: 2
+    assert rows["fastmomentum"]["vs_1_thread"] == pytest.approx(
+        rows["fastmomentum 1 thread"]["median_s"] / rows["fastmomentum"]["median_s"])
+    busy = report["contention"]
+    assert busy["wall_s"] > 0 and report["options"]["contention"] is True
+    with pytest.raises(ProcessLookupError):
+        os.kill(busy["pid"], 0)   # the busy process is gone with the run
+    assert "fastmomentum on 2 threads over 1 thread under load" in out
+    assert "verdict: machine busy by --contention" in out

@@ -23,6 +23,16 @@ while time.monotonic() < deadline and os.getppid() == parent:
 DEFAULT_LIMIT_S = 1800.0
 
 
+def _children_cpu_s():
+    """CPU seconds of this process's children that have ended (None without ``resource``)."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 class BusyCore:
     """A context manager: a process spinning on one core while the block runs.
 
@@ -43,6 +53,7 @@ class BusyCore:
             if self.core is not None:
                 os.sched_setaffinity(0, {self.core})
 
+        self._children_cpu = _children_cpu_s()
         self.process = subprocess.Popen(
             [sys.executable, "-c", _SPIN, str(self.limit_s)], stdin=subprocess.DEVNULL,
             preexec_fn=pin if self.core is not None else None)
@@ -58,16 +69,15 @@ class BusyCore:
         if self.process is None or self.wall_s is not None:
             return
         self.wall_s = time.monotonic() - self.started
-        self.process.kill()
-        if hasattr(os, "wait4"):
-            _, _, usage = os.wait4(self.process.pid, 0)
-            self.cpu_s = usage.ru_utime + usage.ru_stime
-            self.process.returncode = -9
-        else:
-            self.process.wait()
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+        after = _children_cpu_s()
+        if after is not None:
+            self.cpu_s = after - self._children_cpu
 
     def info(self):
         """The JSON record of the busy process."""
         share = self.cpu_s / self.wall_s if self.cpu_s is not None and self.wall_s else None
-        return {"core": self.core, "wall_s": self.wall_s, "cpu_s": self.cpu_s,
+        return {"pid": self.process.pid, "core": self.core, "wall_s": self.wall_s, "cpu_s": self.cpu_s,
                 "core_share": share, "limit_s": self.limit_s}

@@ -59,8 +59,8 @@ def _bars(top, bottom, rows, colors, reference):
     bottom.set_xlabel(f"{rows[0]['size']:,} elements")
 
 
-def write_plot(report, path):
-    """Write the PNG of ``report`` (the dict ``--json`` writes) to ``path``."""
+def make_figure(report):
+    """The matplotlib Figure of ``report`` (the dict ``--json`` writes)."""
     from matplotlib import colormaps
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -92,4 +92,9 @@ def write_plot(report, path):
         axes[2 * (k // ncols)][k % ncols].set_axis_off()
         axes[2 * (k // ncols) + 1][k % ncols].set_axis_off()
     fig.suptitle(header_lines(report)[0], fontsize="small")
-    fig.savefig(path, dpi=100)
+    return fig
+
+
+def write_plot(report, path):
+    """Write the PNG of ``report`` to ``path``."""
+    make_figure(report).savefig(path, dpi=100)

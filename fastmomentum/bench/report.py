@@ -136,7 +136,8 @@ def _contention_lines(report, rows):
     if threaded:
         worst = min(threaded, key=lambda r: r["vs_1_thread"])
         lines.append(
-            f"{plural(report['machine']['threads'], 'thread')} vs 1 thread under load: median "
+            f"fastmomentum on {plural(report['machine']['threads'], 'thread')} over 1 thread "
+            f"under load (>1: the threads help): median "
             f"{statistics.median(r['vs_1_thread'] for r in threaded):.2f}x, worst "
             f"{worst['vs_1_thread']:.2f}x ({label(worst)} {worst['dtype']} "
             f"{format_size(worst['size'])} {worst['impl']})")
