@@ -115,7 +115,12 @@ setup(
     # Explicit: with src/ and fastmomentum/ side by side setuptools would guess a src-layout
     # and ship a wheel without __init__.py.
     packages=find_packages(include=["fastmomentum", "fastmomentum.*"]),
-    package_data={"fastmomentum": ["*.pxd", "py.typed"]},
+    # The packages live at the top of the clone. Said explicitly, an editable install puts the
+    # clone on sys.path by a plain .pth file, which type checkers follow (mypy cannot see
+    # through the import hook setuptools writes otherwise).
+    package_dir={"": "."},
+    # the C API (.pxd), the type stubs (.pyi) and their marker
+    package_data={"fastmomentum": ["*.pxd", "*.pyi", "py.typed"]},
     ext_modules=cythonize(
         extensions,
         compiler_directives=compiler_directives,

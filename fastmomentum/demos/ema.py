@@ -8,6 +8,10 @@ so early values are pulled towards the zero it started from; dividing by ``1 - b
 ``momentum_step(..., momentum=beta, dampening=beta)`` keeps exactly this one in ``velocity``.
 Every average here is computed by :func:`fastmomentum.ema_update`.
 """
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -82,8 +86,9 @@ def _best_shift(smoothed, clean, settle, max_shift):
     return int(np.argmin(errors))
 
 
-def compute(values=tuple(range(10)), beta=0.9, betas=(0.5, 0.9, 0.98), length=800,
-            period=400.0, noise_std=0.3, seed=0):
+def compute(values: Iterable[float] = tuple(range(10)), beta: float = 0.9,
+            betas: Sequence[float] = (0.5, 0.9, 0.98), length: int = 800,
+            period: float = 400.0, noise_std: float = 0.3, seed: int = 0) -> EmaResult:
     """Part 1: EMA of ``values`` with ``beta`` against their arithmetic mean.
     Part 2: a sine of ``period`` steps plus N(0, ``noise_std``) noise, smoothed by an EMA
     with each of ``betas``: the delay it adds and the noise it leaves."""
@@ -116,7 +121,7 @@ def compute(values=tuple(range(10)), beta=0.9, betas=(0.5, 0.9, 0.98), length=80
                      period=period, noise_std=noise_std, settle=settle, smoothing=smoothing)
 
 
-def summary(result):
+def summary(result: EmaResult) -> str:
     """The printed account of the ``ema`` demo."""
     r = result
     lines = [f"EMA of {r.values.min():g}..{r.values.max():g} with beta={r.beta:g}"
@@ -146,7 +151,7 @@ def summary(result):
     return _report.join(lines)
 
 
-def plot(result, path):
+def plot(result: EmaResult, path: str | os.PathLike[str]) -> None:
     """Draw the ``ema`` demo to the PNG file ``path``."""
     r = result
     fig, (left, right) = _plotting.new_figure(*FIGSIZE, ncols=2)

@@ -6,6 +6,9 @@ condition number of ``X^T X / n``; momentum needs far fewer. Mini-batch SGD pays
 batch per step instead of the whole data set, and with a constant step it stalls at a noise
 floor. Every update is one :func:`fastmomentum.momentum_step`.
 """
+from __future__ import annotations
+
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -63,8 +66,9 @@ def _condition(eigenvalues):
     return float(eigenvalues[-1] / eigenvalues[0])
 
 
-def compute(samples=2000, seed=0, tol=1e-6, gd_steps=4000, momentum=0.9,
-            batch_size=32, sgd_epochs=30, sgd_lr_fraction=0.25):
+def compute(samples: int = 2000, seed: int = 0, tol: float = 1e-6, gd_steps: int = 4000,
+            momentum: float = 0.9, batch_size: int = 32, sgd_epochs: int = 30,
+            sgd_lr_fraction: float = 0.25) -> LeastSquaresResult:
     """Solve one regression problem four ways.
 
     Gradient descent and momentum use the whole data set per step with ``lr = 1/L`` (L the
@@ -114,7 +118,7 @@ def compute(samples=2000, seed=0, tol=1e-6, gd_steps=4000, momentum=0.9,
                               tol=tol, runs=runs)
 
 
-def summary(result):
+def summary(result: LeastSquaresResult) -> str:
     """The printed account of the ``least-squares`` demo."""
     r = result
     lines = [
@@ -154,7 +158,7 @@ def _last_visible(distance, floor):
     return int(below[0]) if below.size else len(distance) - 1
 
 
-def plot(result, path):
+def plot(result: LeastSquaresResult, path: str | os.PathLike[str]) -> None:
     """Draw the ``least-squares`` demo to the PNG file ``path``."""
     r = result
     fig, (left, right) = _plotting.new_figure(*FIGSIZE, ncols=2)

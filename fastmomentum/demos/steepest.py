@@ -7,7 +7,12 @@ differences over every direction of the circle, each pair of probe points made b
 :func:`fastmomentum.momentum_step` (a plain step of length h in all directions at once),
 finds the direction of fastest decrease, and compares it with ``-grad/|grad|``.
 """
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -62,7 +67,9 @@ def directional_derivatives(f, point, angles, step):
     return (f(ahead[:, 0], ahead[:, 1]) - f(behind[:, 0], behind[:, 1])) / (2.0 * step)
 
 
-def compute(point=(-0.6, 0.9), directions=3600, step=1e-5, f=valley, gradient=valley_gradient):
+def compute(point: tuple[float, float] = (-0.6, 0.9), directions: int = 3600,
+            step: float = 1e-5, f: Callable[..., Any] = valley,
+            gradient: Callable[..., Any] = valley_gradient) -> SteepestResult:
     """Measure the directional derivative of ``f`` at ``point`` over ``directions`` equally
     spaced angles, then again on a fine grid around the smallest, to find the steepest
     descent direction to well under 1e-3. ``gradient`` is used only to compare."""
@@ -80,7 +87,7 @@ def compute(point=(-0.6, 0.9), directions=3600, step=1e-5, f=valley, gradient=va
                           steepest_slope=float(fine_derivatives.min()), step=step)
 
 
-def summary(result):
+def summary(result: SteepestResult) -> str:
     """The printed account of the ``steepest`` demo."""
     r = result
     g = r.gradient
@@ -100,7 +107,7 @@ def summary(result):
     ])
 
 
-def plot(result, path):
+def plot(result: SteepestResult, path: str | os.PathLike[str]) -> None:
     """Draw the ``steepest`` demo to the PNG file ``path``."""
     r = result
     fig, (left, right) = _plotting.new_figure(*FIGSIZE, ncols=2)

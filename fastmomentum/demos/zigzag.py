@@ -7,6 +7,10 @@ minimum. Momentum averages the gradients: the across-valley parts alternate in s
 cancel, the along-valley parts agree and add up. Every update is one
 :func:`fastmomentum.momentum_step`.
 """
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,8 +52,10 @@ def valley_gradient(curvatures):
     return gradient
 
 
-def compute(condition=100.0, sgd_lr=None, lr=None, momentum=0.9, start=(-9.0, 1.5),
-            tolerances=(1e-2, 1e-4, 1e-6), max_steps=None, shown_steps=60):
+def compute(condition: float = 100.0, sgd_lr: float | None = None, lr: float | None = None,
+            momentum: float = 0.9, start: tuple[float, float] = (-9.0, 1.5),
+            tolerances: Sequence[float] = (1e-2, 1e-4, 1e-6), max_steps: int | None = None,
+            shown_steps: int = 60) -> ZigzagResult:
     """Run SGD, momentum and Nesterov (torch's update rules) from ``start`` for ``max_steps``.
 
     Each gets a good step size for this valley: plain SGD its best constant one,
@@ -77,7 +83,7 @@ def compute(condition=100.0, sgd_lr=None, lr=None, momentum=0.9, start=(-9.0, 1.
                         shown_steps=shown_steps)
 
 
-def summary(result):
+def summary(result: ZigzagResult) -> str:
     """The printed account of the ``zigzag`` demo."""
     r = result
     along, across = r.curvatures
@@ -103,7 +109,7 @@ def summary(result):
     return _report.join(lines)
 
 
-def plot(result, path):
+def plot(result: ZigzagResult, path: str | os.PathLike[str]) -> None:
     """Draw the ``zigzag`` demo to the PNG file ``path``."""
     r = result
     fig, (left, right) = _plotting.new_figure(*FIGSIZE, ncols=2,
