@@ -42,7 +42,7 @@ def train() -> tuple[list[float], torch.Tensor]:
         x, y = x.chunk(world)[rank], y.chunk(world)[rank]
         opt.zero_grad()
         loss = torch.nn.functional.mse_loss(model(x), y)
-        loss.backward()       # DDP all-reduces (averages) the gradients here
+        torch.autograd.backward(loss)   # DDP all-reduces (averages) the gradients here
         opt.step()
         total = loss.detach().clone()
         dist.all_reduce(total)
