@@ -177,7 +177,7 @@ def test_module_entry_point_runs(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "fastmomentum", "bench", "--quick", "--sizes", "16",
          "--only", "ema_update", "--json", str(json_path)],
-        cwd=ROOT, capture_output=True, text=True, timeout=300)
+        cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert {r["impl"] for r in json.loads(json_path.read_text())["rows"]} == EMA_IMPLS
 
@@ -250,9 +250,9 @@ def test_target_ratios_script_runs_every_ewm_group(tmp_path):
     from fastmomentum.benchcases.ewm import ewm_cases
     json_path = tmp_path / "ratios.json"
     result = subprocess.run(
-        [sys.executable, "benchmarks/target_ratios.py", "--quick", "--only", "ewm",
-         "--rounds", "3", "--json", str(json_path)],
-        cwd=ROOT, capture_output=True, text=True, timeout=600)
+        [sys.executable, str(ROOT / "benchmarks" / "target_ratios.py"), "--quick", "--only",
+         "ewm", "--rounds", "3", "--json", str(json_path)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     module = load_target_ratios()

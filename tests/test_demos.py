@@ -228,11 +228,11 @@ def test_without_matplotlib_demos_print_numbers_and_the_install_hint(tmp_path, c
         zigzag.plot(zigzag.compute(max_steps=10), tmp_path / "z.png")
 
 
-def test_importing_the_package_and_demos_does_not_import_matplotlib():
+def test_importing_the_package_and_demos_does_not_import_matplotlib(tmp_path):
     code = ("import sys, fastmomentum, fastmomentum.demos, fastmomentum.demos.ema, "
             "fastmomentum.demos.zigzag, fastmomentum.demos.least_squares, "
             "fastmomentum.demos.steepest; assert 'matplotlib' not in sys.modules")
-    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
+    subprocess.run([sys.executable, "-c", code], cwd=tmp_path, check=True)
 
 
 #: examples/NAME.py: a short script per demo (the other examples: tests/test_examples.py)

@@ -65,19 +65,19 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def _run_ddp(command, **env):
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True,
+def _run_ddp(command, cwd, **env):
+    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True,
                             timeout=DDP_TIMEOUT_S, env=dict(os.environ, **env))
     assert result.returncode == 0, result.stdout + result.stderr
     (line,) = [line for line in result.stdout.splitlines() if "steps: loss" in line]
     return line
 
 
-def test_ddp_example_under_torchrun_with_two_processes_trains_like_one():
+def test_ddp_example_under_torchrun_with_two_processes_trains_like_one(tmp_path):
     script = str(EXAMPLES / "ddp_train.py")
     two = _run_ddp([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                    "--nproc-per-node", "2", script])
-    one = _run_ddp([sys.executable, script], MASTER_PORT=str(_free_port()))
+                    "--nproc-per-node", "2", script], tmp_path)
+    one = _run_ddp([sys.executable, script], tmp_path, MASTER_PORT=str(_free_port()))
     assert two.startswith("2 ranks, 30 steps") and one.startswith("1 rank, 30 steps")
     assert "weights equal on every rank: True" in two
     pattern = r"loss ([\d.]+) -> ([\d.]+)"
