@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from .. import momentum_step
 from . import _plotting, _report
@@ -67,7 +68,7 @@ def directional_derivatives(f, point, angles, step):
     return (f(ahead[:, 0], ahead[:, 1]) - f(behind[:, 0], behind[:, 1])) / (2.0 * step)
 
 
-def compute(point: tuple[float, float] = (-0.6, 0.9), directions: int = 3600,
+def compute(point: ArrayLike = (-0.6, 0.9), directions: int = 3600,
             step: float = 1e-5, f: Callable[..., Any] = valley,
             gradient: Callable[..., Any] = valley_gradient) -> SteepestResult:
     """Measure the directional derivative of ``f`` at ``point`` over ``directions`` equally
