@@ -1,23 +1,4 @@
-# Stub of fastmomentum.baseline: the same signatures as the compiled kernels.
-from typing import overload
-
-import numpy as np
-from numpy.typing import ArrayLike, NDArray
-
-from ._types import Float, Scalar
-
-def momentum_step(param: NDArray[Float], grad: NDArray[Float], velocity: NDArray[Float] | None,
-                  *, lr: Scalar, momentum: Scalar = 0.0, dampening: Scalar = 0.0,
-                  weight_decay: Scalar = 0.0, nesterov: bool = False, maximize: bool = False,
-                  first_step: bool = False) -> None: ...
-def ema_update(average: NDArray[Float], value: NDArray[Float], decay: Scalar) -> NDArray[Float]: ...
-@overload
-def ewm_mean(x: NDArray[np.float32], *, com: Scalar | None = None, span: Scalar | None = None,
-             halflife: Scalar | None = None, alpha: Scalar | None = None, adjust: bool = True,
-             ignore_na: bool = False, min_periods: int = 0, axis: int = 0,
-             out: NDArray[np.float32] | None = None) -> NDArray[np.float32]: ...
-@overload
-def ewm_mean(x: ArrayLike, *, com: Scalar | None = None, span: Scalar | None = None,
-             halflife: Scalar | None = None, alpha: Scalar | None = None, adjust: bool = True,
-             ignore_na: bool = False, min_periods: int = 0, axis: int = 0,
-             out: NDArray[np.float64] | None = None) -> NDArray[np.float64]: ...
+# Stub of fastmomentum.baseline: the same signatures as the compiled kernels (fastmomentum).
+from . import ema_update as ema_update
+from . import ewm_mean as ewm_mean
+from . import momentum_step as momentum_step

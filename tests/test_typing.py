@@ -76,3 +76,15 @@ def test_wrong_keywords_and_types_are_flagged(mypy_lines):
     assert set(errors) == set(bad), mypy_lines
     for n, expected in bad.items():
         assert any(expected in text for text in errors[n]), (expected, errors[n])
+
+
+@pytest.mark.parametrize("name", ["momentum_step", "ema_update", "ewm_mean"])
+def test_baseline_has_the_kernels_signatures(name):
+    """The baseline's stub re-exports the kernels' stubs (which stubtest checks against the
+    compiled functions): that is right only while the runtime signatures agree."""
+    import inspect
+
+    import fastmomentum
+    from fastmomentum import baseline
+    assert inspect.signature(getattr(baseline, name)) == inspect.signature(
+        getattr(fastmomentum, name))
