@@ -51,8 +51,10 @@ def _bars(top, bottom, rows, colors, reference):
         top.axhline(min(walls), color="k", linestyle="--", label="C stream loop, same bytes")
         top.legend(fontsize="small")
     others = [i for i in impls if i != reference]
-    bottom.bar(range(len(others)), [median[reference] / median[i] for i in others],
-               color=[colors[i] for i in others])
+    speedups = [median[reference] / median[i] for i in others]
+    bottom.bar(range(len(others)), speedups, color=[colors[i] for i in others])
+    if speedups and max(speedups) > 20 * min(speedups):
+        bottom.set_yscale("log")   # else a 5x bar next to a 600x one is invisible
     for ax, names in ((top, impls), (bottom, others)):
         ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize="small")
     top.set_yscale("log")
