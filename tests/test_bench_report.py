@@ -150,3 +150,9 @@ def test_busy_process_stops_by_itself():
         assert busy.process.wait(timeout=60) == 0   # its own deadline, no kill
     finally:
         busy.stop()
+
+
+@pytest.mark.parametrize("x, text", [(None, "-"), (3.917, "3.92x"), (0.1, "0.10x"),
+                                     (0.0013, "0.0013x"), (0.02857, "0.029x")])
+def test_ratio_format_keeps_small_ratios_readable(x, text):
+    assert report._ratio(x) == text

@@ -34,7 +34,10 @@ def format_time(seconds):
 
 
 def _ratio(x):
-    return f"{x:.2f}x" if x is not None else "-"
+    """``3.92x``; below 0.1 two significant digits (``0.0013x``, not ``0.00x``)."""
+    if x is None:
+        return "-"
+    return f"{x:.2f}x" if x >= 0.1 else f"{x:.2g}x"
 
 
 def label(row):
@@ -138,8 +141,8 @@ def _contention_lines(report, rows):
         lines.append(
             f"fastmomentum on {plural(report['machine']['threads'], 'thread')} over 1 thread "
             f"under load (>1: the threads help): median "
-            f"{statistics.median(r['vs_1_thread'] for r in threaded):.2f}x, worst "
-            f"{worst['vs_1_thread']:.2f}x ({label(worst)} {worst['dtype']} "
+            f"{_ratio(statistics.median(r['vs_1_thread'] for r in threaded))}, worst "
+            f"{_ratio(worst['vs_1_thread'])} ({label(worst)} {worst['dtype']} "
             f"{format_size(worst['size'])} {worst['impl']})")
     return lines
 
