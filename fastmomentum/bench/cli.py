@@ -161,11 +161,15 @@ def main(argv=None):
         parser.error(f"--threads must be >= 1; got {args.threads}")
     if args.plot and args.no_plot:
         parser.error("--plot and --no-plot exclude each other")
-    plot = None if args.no_plot else args.plot or DEFAULT_PLOT
     for option, path in (("--json", args.json), ("--markdown", args.markdown),
-                         ("--plot", plot)):
+                         ("--plot", args.plot)):
         if path:
             _check_writable(parser, option, path)
+    plot = None if args.no_plot else args.plot or DEFAULT_PLOT
+    if plot == DEFAULT_PLOT and not args.plot and not os.access(".", os.W_OK):
+        print("the working directory is not writable: no plot (give --plot PATH)",
+              file=sys.stderr)
+        plot = None
     if plot and optional_import("matplotlib") is None:
         print(f"the plot needs matplotlib, which is not installed: {MATPLOTLIB_HINT}. "
               "The table is printed anyway.", file=sys.stderr)
