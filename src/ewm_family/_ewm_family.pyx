@@ -1,0 +1,414 @@
+# cython: language_level=3
+"""The exponentially weighted family (mean, sum, var, std, cov, corr) as one sequential
+recurrence: pandas' loops (aggregations.pyx ``ewm``, ``ewmcov``) with their state kept in an
+array between calls, so that a series processed in chunks of any sizes runs exactly the
+operations of one pass (bit-identical), and a stream can be saved and resumed.
+
+Compiled once (not per CPU target): every multiply-add is an explicit ``fma`` and
+``-ffp-contract=off`` forbids others, so the bits do not depend on the build.
+
+A step, for a started series (one that has seen a value), where ``f`` is the step's decay
+(``1 - alpha``, or ``(1 - alpha)**delta`` with ``times``), ``ow`` the old weight, ``nw`` the
+new one (1 with adjust=True, alpha with adjust=False, ``1 - ow`` for pandas' mean with
+adjust=False and com == 1):
+
+    decay (an observation, or a missing value with ignore_na=False):
+        ow *= f; sw2 *= f*f
+    observation:
+        a = ow/(ow + nw), c = nw/(ow + nw)    (one division, both by the reciprocal)
+        mean' = a*mean + c*x                  (kept when mean == x: pandas' constant-series rule)
+        cov'  = a*(cov + (mean - mean')(mean_y - mean_y')) + c*(x - mean')(y - mean_y')
+        sw2 += nw*nw; ow += nw; adjust=False: sw2 /= ow*ow, ow = 1
+
+pandas divides by ``ow + nw`` where this multiplies by ``a``, ``c``: within a few ulps per
+step. The state also carries what combining two chunks needs (``fastmomentum._ewm_state``):
+the product of all decays, the seed's share, the decay up to the first observation and the
+first observation itself.
+
+Series side by side (rows of a C-ordered block) whose weight states are all equal and whose
+row has no missing value take one weight computation per row and a loop over the series the
+compiler vectorises; it computes every value by the same operations as the per-value step.
+Threads split the series (never the time axis), so results do not depend on them.
+"""
+cimport numpy as cnp
+from cython.parallel cimport prange
+from libc.math cimport NAN, exp2, fma, log2, sqrt
+
+cnp.import_array()
+
+cdef extern from "fm_openmp.h" nogil:
+    int omp_get_max_threads()
+
+ctypedef fused real:
+    float
+    double
+
+# state fields (rows of the (NFIELDS, m) float64 state array)
+cdef enum:
+    MEAN_X, MEAN_Y, COV, OLD_WT, SUM_WT2, NOBS, DECAY, SEED, LEAD_DECAY, X1, Y1, NFIELDS
+
+cdef enum:
+    KIND_MEAN = 0, KIND_SUM = 1, KIND_COV = 2          # which recurrence
+    OUT_VALUE = 0, OUT_STD = 1                          # cov kind: the value, or zsqrt of it
+
+STATE_FIELDS = ("mean_x", "mean_y", "cov", "old_wt", "sum_wt2", "nobs", "decay", "seed",
+                "lead_decay", "x1", "y1")
+KINDS = {"mean": KIND_MEAN, "sum": KIND_SUM, "cov": KIND_COV}
+
+# Series side by side are split across threads from this many values on, each thread
+# taking at least this many (waking threads costs a few us).
+cdef Py_ssize_t PARALLEL_MIN = 1 << 16
+
+
+ctypedef struct Series:
+    double mean_x, mean_y, cov, old_wt, sum_wt2, nobs, decay, seed, lead_decay, x1, y1
+
+
+ctypedef struct Params:
+    int kind, out_kind
+    double b, new_wt, f0, log2_b
+    const double* deltas      # times: per-step (time since the previous value)/halflife,
+                              # decaying by b**delta; or NULL: by b (the first by f0)
+    bint adjust, ignore_na, bias, fills, same
+    double minp
+
+
+ctypedef struct Chunk:
+    # one call: n steps of m series, element (t, j) at t*ts + j*js
+    const void* x
+    const void* y
+    void* out
+    double* state
+    Py_ssize_t n, m, ts, js
+    bint f32
+    Params p
+
+
+cdef inline void _load(Series* s, const double* st, Py_ssize_t m, Py_ssize_t j) noexcept nogil:
+    cdef double* d = <double*>s
+    cdef int f
+    for f in range(NFIELDS):
+        d[f] = st[f * m + j]
+
+
+cdef inline void _store(const Series* s, double* st, Py_ssize_t m, Py_ssize_t j) noexcept nogil:
+    cdef const double* d = <const double*>s
+    cdef int f
+    for f in range(NFIELDS):
+        st[f * m + j] = d[f]
+
+
+cdef inline double _output(const Series* s, const Params* p) noexcept nogil:
+    """pandas' result after a step (NaN before min_periods)."""
+    cdef double num, den, v
+    if s.nobs < p.minp:
+        return NAN
+    if p.kind != KIND_COV:
+        return s.mean_x
+    v = s.cov
+    if not p.bias:
+        num = s.old_wt * s.old_wt          # pandas' sum_wt equals old_wt at every step
+        den = num - s.sum_wt2
+        v = (num / den) * v if den > 0 else NAN
+    if p.out_kind == OUT_STD:
+        v = sqrt(v) if not v < 0 else 0.0      # pandas' zsqrt (NaN stays NaN)
+    return v
+
+
+cdef inline void _step(Series* s, double x, double y, double f, const Params* p) noexcept nogil:
+    """One value of one series: pandas' step (see the module docstring)."""
+    cdef bint obs = (x - x == 0.0) and (y - y == 0.0)   # finite: pandas makes inf missing
+    cdef double ow, nw, inv, a, c, mo, my, mn, mny
+    if not (obs or not p.ignore_na):
+        return
+    s.decay = s.decay * f
+    if s.nobs == 0:
+        if obs:
+            s.nobs = 1
+            s.mean_x = x
+            s.mean_y = y
+            s.lead_decay = s.decay
+            s.x1 = x
+            s.y1 = y
+        return
+    if p.kind == KIND_SUM:
+        s.mean_x = f * s.mean_x
+        if obs:
+            s.mean_x = s.mean_x + x
+            s.nobs = s.nobs + 1
+        return
+    ow = s.old_wt * f
+    s.sum_wt2 = s.sum_wt2 * (f * f)
+    if p.adjust:
+        s.seed = s.seed * f
+    if not obs:
+        s.old_wt = ow
+        return
+    s.nobs = s.nobs + 1
+    nw = 1.0 - ow if p.fills else p.new_wt
+    inv = 1.0 / (ow + nw)
+    a = ow * inv
+    c = nw * inv
+    mo = s.mean_x
+    mn = fma(a, mo, c * x)
+    mn = mn if mo != x else mo
+    s.mean_x = mn
+    if p.kind == KIND_COV:
+        my = s.mean_y
+        mny = fma(a, my, c * y)
+        mny = mny if my != y else my
+        s.mean_y = mny
+        s.cov = fma(a, fma(mo - mn, my - mny, s.cov), c * ((x - mn) * (y - mny)))
+        s.sum_wt2 = fma(nw, nw, s.sum_wt2)
+    if p.adjust:
+        s.old_wt = ow + nw
+    else:
+        s.old_wt = 1.0
+        s.sum_wt2 = s.sum_wt2 * (inv * inv)
+        s.seed = s.seed * a
+
+
+cdef inline double _factor(const Params* p, Py_ssize_t t) noexcept nogil:
+    # b**delta as exp2(delta*log2(b)): within an ulp of pandas' pow, at a third of its cost
+    # (exact for pandas' default b = 0.5 up to exp2's rounding)
+    if p.deltas != NULL:
+        return exp2(p.deltas[t] * p.log2_b)
+    return p.f0 if t == 0 else p.b
+
+
+cdef void _series(const real* x, const real* y, real* out, double* st, Py_ssize_t n,
+                  Py_ssize_t m, Py_ssize_t j, Py_ssize_t ts, const Params* p) noexcept nogil:
+    """Series ``j``: its n values at stride ``ts``."""
+    cdef Series s
+    cdef Py_ssize_t t
+    _load(&s, st, m, j)
+    for t in range(n):
+        _step(&s, x[t * ts], y[t * ts], _factor(p, t), p)
+        out[t * ts] = <real>_output(&s, p)
+    _store(&s, st, m, j)
+
+
+cdef inline bint _uniform(const double* st, Py_ssize_t m, Py_ssize_t j0,
+                          Py_ssize_t j1) noexcept nogil:
+    """Series j0..j1 have started and share one weight state."""
+    cdef Py_ssize_t j
+    cdef bint differ = st[NOBS * m + j0] == 0
+    for j in range(j0, j1):
+        differ = differ | (st[OLD_WT * m + j] != st[OLD_WT * m + j0]) \
+            | (st[SUM_WT2 * m + j] != st[SUM_WT2 * m + j0]) \
+            | (st[NOBS * m + j] != st[NOBS * m + j0]) \
+            | (st[SEED * m + j] != st[SEED * m + j0]) \
+            | (st[DECAY * m + j] != st[DECAY * m + j0])
+    return not differ
+
+
+cdef inline bint _row_finite(const real* x, const real* y, Py_ssize_t j0,
+                             Py_ssize_t j1) noexcept nogil:
+    cdef Py_ssize_t j
+    cdef bint bad = False
+    for j in range(j0, j1):
+        bad = bad | ((x[j] - x[j]) != 0.0) | ((y[j] - y[j]) != 0.0)
+    return not bad
+
+
+cdef void _uniform_row(const real* x, const real* y, real* out, double* st, Py_ssize_t m,
+                       Py_ssize_t j0, Py_ssize_t j1, double f, const Params* p) noexcept nogil:
+    """One row of started series sharing one weight state, without missing values: the
+    weights of _step once, then its value operations across the series."""
+    cdef Series w          # the shared weight state (series j0's)
+    cdef Py_ssize_t j
+    cdef double ow, nw, inv, a, c, mo, my, mn, mny, cv, v, k = 1.0, x_, y_
+    cdef double* mean_x = st + MEAN_X * m
+    cdef double* mean_y = st + MEAN_Y * m
+    cdef double* cov = st + COV * m
+    cdef bint nan_out, std = p.out_kind == OUT_STD
+    _load(&w, st, m, j0)
+    w.decay = w.decay * f
+    w.nobs = w.nobs + 1
+    nan_out = w.nobs < p.minp
+    if p.kind == KIND_SUM:
+        for j in range(j0, j1):
+            v = f * mean_x[j] + x[j]
+            mean_x[j] = v
+            out[j] = <real>(NAN if nan_out else v)
+    else:
+        ow = w.old_wt * f
+        w.sum_wt2 = w.sum_wt2 * (f * f)
+        if p.adjust:
+            w.seed = w.seed * f
+        nw = 1.0 - ow if p.fills else p.new_wt
+        inv = 1.0 / (ow + nw)
+        a = ow * inv
+        c = nw * inv
+        if p.kind == KIND_COV:
+            w.sum_wt2 = fma(nw, nw, w.sum_wt2)
+        if p.adjust:
+            w.old_wt = ow + nw
+        else:
+            w.old_wt = 1.0
+            w.sum_wt2 = w.sum_wt2 * (inv * inv)
+            w.seed = w.seed * a
+        if p.kind == KIND_MEAN:
+            for j in range(j0, j1):
+                x_ = x[j]
+                mo = mean_x[j]
+                mn = fma(a, mo, c * x_)
+                mn = mn if mo != x_ else mo
+                mean_x[j] = mn
+                out[j] = <real>(NAN if nan_out else mn)
+        else:
+            if not p.bias:
+                v = w.old_wt * w.old_wt
+                k = v - w.sum_wt2
+                nan_out = nan_out or not k > 0
+                k = v / k if k > 0 else 0.0
+            for j in range(j0, j1):
+                x_ = x[j]
+                y_ = y[j]
+                mo = mean_x[j]
+                mn = fma(a, mo, c * x_)
+                mn = mn if mo != x_ else mo
+                my = mean_y[j]
+                mny = fma(a, my, c * y_)
+                mny = mny if my != y_ else my
+                mean_x[j] = mn
+                mean_y[j] = mny
+                cv = fma(a, fma(mo - mn, my - mny, cov[j]), c * ((x_ - mn) * (y_ - mny)))
+                cov[j] = cv
+                v = cv if p.bias else k * cv
+                if std:
+                    v = sqrt(v) if not v < 0 else 0.0
+                out[j] = <real>(NAN if nan_out else v)
+    for j in range(j0, j1):
+        st[OLD_WT * m + j] = w.old_wt
+        st[SUM_WT2 * m + j] = w.sum_wt2
+        st[NOBS * m + j] = w.nobs
+        st[DECAY * m + j] = w.decay
+        st[SEED * m + j] = w.seed
+
+
+cdef void _rows(const real* x, const real* y, real* out, double* st, Py_ssize_t n,
+                Py_ssize_t m, Py_ssize_t j0, Py_ssize_t j1, const Params* p) noexcept nogil:
+    """Series j0..j1 side by side (row stride m), row after row."""
+    cdef Py_ssize_t t, j
+    cdef bint uniform = _uniform(st, m, j0, j1)
+    cdef double f
+    cdef Series s
+    for t in range(n):
+        f = _factor(p, t)
+        if uniform and _row_finite(x + t * m, y + t * m, j0, j1):
+            _uniform_row(x + t * m, y + t * m, out + t * m, st, m, j0, j1, f, p)
+        else:
+            for j in range(j0, j1):
+                _load(&s, st, m, j)
+                _step(&s, x[t * m + j], y[t * m + j], f, p)
+                out[t * m + j] = <real>_output(&s, p)
+                _store(&s, st, m, j)
+            uniform = _uniform(st, m, j0, j1)
+
+
+cdef void _chunk_part(const Chunk* c, Py_ssize_t j0, Py_ssize_t j1) noexcept nogil:
+    """Series j0..j1 of one call (what a thread runs)."""
+    cdef Py_ssize_t j
+    if c.js == 1 and j1 - j0 > 1:
+        if c.f32:
+            _rows(<const float*>c.x, <const float*>c.y, <float*>c.out, c.state, c.n, c.m,
+                  j0, j1, &c.p)
+        else:
+            _rows(<const double*>c.x, <const double*>c.y, <double*>c.out, c.state, c.n, c.m,
+                  j0, j1, &c.p)
+        return
+    for j in range(j0, j1):
+        if c.f32:
+            _series(<const float*>c.x + j * c.js, <const float*>c.y + j * c.js,
+                    <float*>c.out + j * c.js, c.state, c.n, c.m, j, c.ts, &c.p)
+        else:
+            _series(<const double*>c.x + j * c.js, <const double*>c.y + j * c.js,
+                    <double*>c.out + j * c.js, c.state, c.n, c.m, j, c.ts, &c.p)
+
+
+cdef void _chunk(const Chunk* c) noexcept nogil:
+    """The one place that splits a call across threads: by series, in blocks of 16 (whole
+    cache lines of a row); each series' bits depend on that series alone."""
+    cdef Py_ssize_t parts = min(<Py_ssize_t>omp_get_max_threads(),
+                                c.n * c.m // PARALLEL_MIN, (c.m + 15) // 16)
+    cdef Py_ssize_t width, k
+    if parts <= 1:
+        _chunk_part(c, 0, c.m)
+        return
+    width = ((c.m + parts - 1) // parts + 15) // 16 * 16
+    for k in prange(parts, num_threads=parts, schedule="static"):
+        if k * width < c.m:
+            _chunk_part(c, k * width, min(c.m, (k + 1) * width))
+
+
+cdef bint _same_steps(cnp.ndarray a, cnp.ndarray b, Py_ssize_t n, Py_ssize_t m):
+    """Same shape and the same strides along every axis longer than 1."""
+    return (cnp.PyArray_NDIM(b) == 2 and cnp.PyArray_DIM(b, 0) == n and cnp.PyArray_DIM(b, 1) == m
+            and (n < 2 or cnp.PyArray_STRIDE(a, 0) == cnp.PyArray_STRIDE(b, 0))
+            and (m < 2 or cnp.PyArray_STRIDE(a, 1) == cnp.PyArray_STRIDE(b, 1)))
+
+
+def advance(int kind, cnp.ndarray x, cnp.ndarray y, cnp.ndarray out, cnp.ndarray state,
+            double alpha, double f0, deltas, bint adjust, bint ignore_na, bint bias,
+            bint fills, Py_ssize_t min_periods, int out_kind):
+    """Advance ``state`` ((NFIELDS, m) float64, C-contiguous) over the rows of ``x``, ``y``
+    (2-D (n, m), float32 or float64, element strides any multiple of the item size; ``y``
+    may be ``x``), writing the results into ``out`` (same dtype and strides as ``x``).
+    ``alpha``: 1/(1 + com) as pandas rounds it. ``deltas``: None (each step decays by
+    ``1 - alpha``, the first by ``f0``) or a float64 C-contiguous array of n
+    (time since the previous value)/halflife (0 for a series' first value). Unchecked beyond types: the callers in
+    fastmomentum check everything first."""
+    cdef Chunk c
+    cdef Py_ssize_t item = cnp.PyArray_ITEMSIZE(x)
+    cdef cnp.ndarray fac
+    c.f32 = cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT
+    c.n = cnp.PyArray_DIM(x, 0)
+    c.m = cnp.PyArray_DIM(x, 1)
+    c.ts = cnp.PyArray_STRIDE(x, 0) // item if c.n > 1 else 1
+    c.js = cnp.PyArray_STRIDE(x, 1) // item if c.m > 1 else 1
+    if (not (_same_steps(x, y, c.n, c.m) and _same_steps(x, out, c.n, c.m))
+            or cnp.PyArray_TYPE(y) != cnp.PyArray_TYPE(x)
+            or cnp.PyArray_TYPE(out) != cnp.PyArray_TYPE(x)
+            or cnp.PyArray_DIM(state, 0) != NFIELDS or cnp.PyArray_DIM(state, 1) != c.m
+            or not cnp.PyArray_IS_C_CONTIGUOUS(state)
+            or cnp.PyArray_TYPE(state) != cnp.NPY_DOUBLE):
+        raise ValueError("advance: x, y and out must share dtype and strides; state must be "
+                         "(NFIELDS, m) float64")
+    c.x = cnp.PyArray_DATA(x)
+    c.y = cnp.PyArray_DATA(y)
+    c.out = cnp.PyArray_DATA(out)
+    c.state = <double*>cnp.PyArray_DATA(state)
+    c.p.kind = kind
+    c.p.out_kind = out_kind
+    c.p.b = 1.0 - alpha          # pandas' old_wt_factor
+    c.p.f0 = f0
+    c.p.adjust = adjust
+    c.p.ignore_na = ignore_na
+    c.p.bias = bias
+    c.p.fills = fills
+    c.p.new_wt = 1.0 if adjust else alpha
+    c.p.minp = <double>min_periods
+    c.p.log2_b = log2(c.p.b)
+    c.p.deltas = NULL
+    if deltas is not None:
+        fac = <cnp.ndarray>deltas
+        if cnp.PyArray_DIM(fac, 0) != c.n or cnp.PyArray_TYPE(fac) != cnp.NPY_DOUBLE \
+                or not cnp.PyArray_IS_C_CONTIGUOUS(fac):
+            raise ValueError("advance: deltas must be n float64 values")
+        c.p.deltas = <const double*>cnp.PyArray_DATA(fac)
+    if c.n == 0 or c.m == 0:
+        return out
+    with nogil:
+        _chunk(&c)
+    return out
+
+
+def new_state(Py_ssize_t m):
+    """The state of m series that have seen nothing."""
+    import numpy as np
+    st = np.zeros((NFIELDS, m))
+    st[MEAN_X] = st[MEAN_Y] = NAN
+    st[OLD_WT] = st[SUM_WT2] = st[DECAY] = st[SEED] = st[LEAD_DECAY] = 1.0
+    st[X1] = st[Y1] = NAN
+    return st
