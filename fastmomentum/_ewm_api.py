@@ -233,7 +233,8 @@ def merge(sa, sb, first_decays, opt, gap):
             mean_y = sb[MEAN_Y] + share * uy
             cov = (sb[COV] + share * cov1 + share * (1.0 - share) * ux * uy
                    - share * (ux * ey + ex * uy))
-            sum_wt2 = sb[SUM_WT2] + share * share * (sw2_1 - 1.0)
+            # (both sums of squared shares decayed by the second chunk's trailing gaps)
+            sum_wt2 = sb[SUM_WT2] + share * share * (sw2_1 - 1.0) * sb[OLD_WT] * sb[OLD_WT]
             old_wt, seed = sb[OLD_WT], sa[SEED] * a1 * share
     for f, v in ((MEAN_X, mean_x), (MEAN_Y, mean_y), (COV, cov), (SUM_WT2, sum_wt2),
                  (OLD_WT, old_wt), (SEED, seed)):
