@@ -41,9 +41,6 @@ class Options:
         self.times_kind = times_kind          # None, "datetime" or "float"
         self.halflife = None                  # with times: in the times' unit (a float)
         if times_kind is None:
-            if isinstance(halflife, _TIMEDELTA):
-                raise ValueError(f"{func}: halflife can only be a timedelta convertible "
-                                 f"argument if times is not None.")
             self.com = _validation.ewm_center_of_mass(com, span, halflife, alpha, func)
         else:
             if times_kind == "datetime" and not isinstance(halflife, _TIMEDELTA):

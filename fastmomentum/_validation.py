@@ -4,6 +4,7 @@ The compiled entry points test the same conditions in C on their fast path and c
 functions only when something is wrong, so both implementations raise the same errors with
 the same messages. Every check runs before anything is written.
 """
+import datetime
 import math
 
 import numpy as np
@@ -196,6 +197,9 @@ def ewm_center_of_mass(com, span, halflife, alpha, func="ewm_mean"):
     if not given:
         raise ValueError(f"{func}: Must pass one of comass, span, halflife, or alpha")
     (name, value), = given.items()
+    if name == "halflife" and isinstance(value, (str, datetime.timedelta, np.timedelta64)):
+        raise ValueError(f"{func}: halflife can only be a timedelta convertible argument if "
+                         f"times is not None.")
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer,
                                                                      np.floating)):
         raise TypeError(f"{func}: `{name}` must be a real number; got {describe(value)}")
@@ -234,12 +238,12 @@ def prepare_ewm_mean(x, com, span, halflife, alpha, min_periods, axis, out,
                      func="ewm_mean", dtype=None):
     """Check every argument of ``ewm_mean`` and return ``(x, out, com, min_periods,
     axis)``: ``x`` converted (copied only when needed) to a native contiguous array of the
-    result dtype (``dtype`` when given, else ``x``'s: float32 stays, the rest is float64;
-    ``func`` names the caller in errors) in the memory order of ``out`` (``out`` allocated when None: F order for an
+    result dtype (``dtype`` when given, else ``x``'s: float32 stays, the rest is float64)
+    in the memory order of ``out`` (``out`` allocated when None: F order for an
     F-contiguous 2-D ``x``, C otherwise), ``min_periods`` as pandas counts it (at least 1)
-    and ``axis`` in {0, 1}. Raises before anything is written."""
-    func = "ewm_mean"
-    com = ewm_center_of_mass(com, span, halflife, alpha)
+    and ``axis`` in {0, 1}; ``func`` names the caller in errors. Raises before anything
+    is written."""
+    com = ewm_center_of_mass(com, span, halflife, alpha, func)
     if (isinstance(min_periods, (bool, np.bool_))
             or not isinstance(min_periods, (int, np.integer)) or min_periods < 0):
         raise ValueError(f"{func}: `min_periods` must be an integer >= 0; got {min_periods!r}")

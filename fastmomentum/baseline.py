@@ -247,14 +247,15 @@ def _family_advance(kind, x, y, out, state, alpha, f0, deltas, adjust, ignore_na
                 if kind == 2:
                     mny = np.where(my != yt, a * my + c * yt, my)
                     mean_y[seen] = mny[seen]
-                    cv = a * ((mo - mn) * (my - mny) + cov) + c * ((xt - mn) * (yt - mny))
+                    cv = a * cov + (a * ((mo - mn) * (my - mny)) + c * ((xt - mn) * (yt - mny)))
                     cov[seen] = cv[seen]
                     sum_wt2[seen] = sum_wt2[seen] + nw[seen] * nw[seen]
                 if adjust:
                     old_wt[seen] = ow[seen] + nw[seen]
                 else:
                     old_wt[seen] = 1.0
-                    sum_wt2[seen] = sum_wt2[seen] * (inv[seen] * inv[seen])
+                    tot = ow[seen] + nw[seen]
+                    sum_wt2[seen] = sum_wt2[seen] / (tot * tot)
                     sd = seed[seen] * a[seen]
                     seed[seen] = np.where(sd >= tiny, sd, 0.0)
             if kind == 2:

@@ -109,27 +109,64 @@ cdef inline void _store(const Series* s, double* st, Py_ssize_t m, Py_ssize_t j)
         st[f * m + j] = d[f]
 
 
-cdef inline double _output(const Series* s, const Params* p) noexcept nogil:
-    """pandas' result after a step (NaN before min_periods)."""
-    cdef double num, den, v
-    if s.nobs < p.minp:
-        return NAN
-    if p.kind != KIND_COV:
-        return s.mean_x
-    v = s.cov
+ctypedef struct Moments:
+    double mean_x, mean_y, cov
+
+
+cdef inline Moments _value_step(Moments v, double x, double y, double a, double c,
+                                bint pair) noexcept nogil:
+    """The values' part of a step (weights ``a``, ``c`` given; ``pair``: the cov kind). The
+    co-moment's dependency chain is one multiply and one add per value."""
+    cdef Moments r
+    cdef double mn = a * v.mean_x + c * x, mny
+    r.mean_x = mn if v.mean_x != x else v.mean_x
+    r.mean_y = v.mean_y
+    r.cov = v.cov
+    if pair:
+        mny = a * v.mean_y + c * y
+        r.mean_y = mny if v.mean_y != y else v.mean_y
+        r.cov = a * v.cov + (a * ((v.mean_x - r.mean_x) * (v.mean_y - r.mean_y))
+                             + c * ((x - r.mean_x) * (y - r.mean_y)))
+    return r
+
+
+cdef inline Moments _moments(const Series* s) noexcept nogil:
+    cdef Moments v
+    v.mean_x, v.mean_y, v.cov = s.mean_x, s.mean_y, s.cov
+    return v
+
+
+cdef inline double _bias_factor(const Series* s) noexcept nogil:
+    """bias=False: (sum w)^2/((sum w)^2 - sum w^2), 0 where pandas gives NaN."""
+    cdef double num = s.old_wt * s.old_wt    # pandas' sum_wt equals old_wt at every step
+    cdef double den = num - s.sum_wt2
+    return num / den if den > 0 else 0.0
+
+
+cdef inline double _finish(double cov, double k, const Params* p) noexcept nogil:
+    """A cov-kind result from the co-moment and _bias_factor."""
+    cdef double v = cov
     if not p.bias:
-        num = s.old_wt * s.old_wt          # pandas' sum_wt equals old_wt at every step
-        den = num - s.sum_wt2
-        v = (num / den) * v if den > 0 else NAN
+        v = k * v if k != 0.0 else NAN
     if p.out_kind == OUT_STD:
         v = sqrt(v) if not v < 0 else 0.0      # pandas' zsqrt (NaN stays NaN)
     return v
 
 
+cdef inline double _output(const Series* s, const Params* p) noexcept nogil:
+    """pandas' result after a step (NaN before min_periods)."""
+    if s.nobs < p.minp:
+        return NAN
+    if p.kind != KIND_COV:
+        return s.mean_x
+    return _finish(s.cov, 0.0 if p.bias else _bias_factor(s), p)
+
+
 cdef inline void _step(Series* s, double x, double y, double f, const Params* p) noexcept nogil:
     """One value of one series: pandas' step (see the module docstring)."""
     cdef bint obs = (x - x == 0.0) and (y - y == 0.0)   # finite: pandas makes inf missing
-    cdef double ow, nw, inv, a, c, mo, my, mn, mny
+    cdef double ow, nw, inv, a, c
+    cdef Moments v
     if not (obs or not p.ignore_na):
         return
     s.decay = _flush(s.decay * f)
@@ -160,22 +197,15 @@ cdef inline void _step(Series* s, double x, double y, double f, const Params* p)
     inv = 1.0 / (ow + nw)
     a = ow * inv
     c = nw * inv
-    mo = s.mean_x
-    mn = a * mo + c * x
-    mn = mn if mo != x else mo
-    s.mean_x = mn
+    v = _value_step(_moments(s), x, y, a, c, p.kind == KIND_COV)
+    s.mean_x, s.mean_y, s.cov = v.mean_x, v.mean_y, v.cov
     if p.kind == KIND_COV:
-        my = s.mean_y
-        mny = a * my + c * y
-        mny = mny if my != y else my
-        s.mean_y = mny
-        s.cov = a * ((mo - mn) * (my - mny) + s.cov) + c * ((x - mn) * (y - mny))
         s.sum_wt2 = s.sum_wt2 + nw * nw
     if p.adjust:
         s.old_wt = ow + nw
     else:
         s.old_wt = 1.0
-        s.sum_wt2 = s.sum_wt2 * (inv * inv)
+        s.sum_wt2 = s.sum_wt2 / ((ow + nw) * (ow + nw))   # as pandas: ill-conditioned after gaps
         s.seed = _flush(s.seed * a)
 
 
@@ -187,15 +217,65 @@ cdef inline double _factor(const Params* p, Py_ssize_t t) noexcept nogil:
     return p.f0 if t == 0 else p.b
 
 
+cdef Py_ssize_t _steady(const real* x, const real* y, real* out, Py_ssize_t t, Py_ssize_t n,
+                        Py_ssize_t ts, Series* s, double a, double c, double k,
+                        const Params* p) noexcept nogil:
+    """Values t.. of a series whose weights are at their fixed point (an observed step
+    leaves them as they were): _step's operations without recomputing the weights (same
+    bits, no division), until a missing value or the end; returns where it stopped."""
+    cdef Moments v = _moments(s)
+    cdef double xt, yt, b = p.b, shrink = b if p.adjust else a, r, minp = p.minp
+    cdef double decay = s.decay, seed = s.seed, nobs = s.nobs
+    cdef bint pair = p.kind == KIND_COV, summing = p.kind == KIND_SUM
+    while t < n:
+        xt = x[t * ts]
+        yt = y[t * ts]
+        if not ((xt - xt == 0.0) and (yt - yt == 0.0)):
+            break
+        decay = _flush(decay * b)
+        seed = _flush(seed * shrink)
+        nobs = nobs + 1
+        if summing:
+            v.mean_x = b * v.mean_x + xt
+            r = v.mean_x
+        else:
+            v = _value_step(v, xt, yt, a, c, pair)
+            r = _finish(v.cov, k, p) if pair else v.mean_x
+        out[t * ts] = <real>(r if nobs >= minp else NAN)
+        t += 1
+    s.mean_x, s.mean_y, s.cov = v.mean_x, v.mean_y, v.cov
+    s.decay, s.seed, s.nobs = decay, seed, nobs
+    return t
+
+
 cdef void _series(const real* x, const real* y, real* out, double* st, Py_ssize_t n,
                   Py_ssize_t m, Py_ssize_t j, Py_ssize_t ts, const Params* p) noexcept nogil:
     """Series ``j``: its n values at stride ``ts``."""
     cdef Series s
-    cdef Py_ssize_t t
+    cdef Py_ssize_t t = 0
+    cdef double xt, yt, ow, sw2, nw, a = 0.0, c = 0.0, b = p.b
+    cdef bint started
     _load(&s, st, m, j)
-    for t in range(n):
-        _step(&s, x[t * ts], y[t * ts], _factor(p, t), p)
+    while t < n:
+        xt = x[t * ts]
+        yt = y[t * ts]
+        ow = s.old_wt
+        sw2 = s.sum_wt2
+        started = s.nobs > 0
+        _step(&s, xt, yt, _factor(p, t), p)
         out[t * ts] = <real>_output(&s, p)
+        t += 1
+        # steady once an observed step (decaying by b) leaves the weights as they were
+        if (started and p.deltas == NULL and (t > 1 or p.f0 == b)
+                and (xt - xt == 0.0) and (yt - yt == 0.0)
+                and s.old_wt == ow and s.sum_wt2 == sw2):
+            if p.kind != KIND_SUM:
+                ow = _flush(s.old_wt * b)
+                nw = 1.0 - ow if p.fills else p.new_wt
+                a = ow * (1.0 / (ow + nw))
+                c = nw * (1.0 / (ow + nw))
+            t = _steady(x, y, out, t, n, ts, &s, a, c,
+                        0.0 if p.bias or p.kind != KIND_COV else _bias_factor(&s), p)
     _store(&s, st, m, j)
 
 
@@ -228,11 +308,13 @@ cdef void _uniform_row(const real* x, const real* y, real* out, double* st, Py_s
     weights of _step once, then its value operations across the series."""
     cdef Series w          # the shared weight state (series j0's)
     cdef Py_ssize_t j
-    cdef double ow, nw, inv, a, c, mo, my, mn, mny, cv, v, k = 1.0, x_, y_
+    cdef double ow, nw, inv, a, c, v, k
+    cdef Moments mo
+    cdef bint pair
     cdef double* mean_x = st + MEAN_X * m
     cdef double* mean_y = st + MEAN_Y * m
     cdef double* cov = st + COV * m
-    cdef bint nan_out, std = p.out_kind == OUT_STD
+    cdef bint nan_out
     _load(&w, st, m, j0)
     w.decay = _flush(w.decay * f)
     w.nobs = w.nobs + 1
@@ -257,39 +339,16 @@ cdef void _uniform_row(const real* x, const real* y, real* out, double* st, Py_s
             w.old_wt = ow + nw
         else:
             w.old_wt = 1.0
-            w.sum_wt2 = w.sum_wt2 * (inv * inv)
+            w.sum_wt2 = w.sum_wt2 / ((ow + nw) * (ow + nw))
             w.seed = _flush(w.seed * a)
-        if p.kind == KIND_MEAN:
-            for j in range(j0, j1):
-                x_ = x[j]
-                mo = mean_x[j]
-                mn = a * mo + c * x_
-                mn = mn if mo != x_ else mo
-                mean_x[j] = mn
-                out[j] = <real>(NAN if nan_out else mn)
-        else:
-            if not p.bias:
-                v = w.old_wt * w.old_wt
-                k = v - w.sum_wt2
-                nan_out = nan_out or not k > 0
-                k = v / k if k > 0 else 0.0
-            for j in range(j0, j1):
-                x_ = x[j]
-                y_ = y[j]
-                mo = mean_x[j]
-                mn = a * mo + c * x_
-                mn = mn if mo != x_ else mo
-                my = mean_y[j]
-                mny = a * my + c * y_
-                mny = mny if my != y_ else my
-                mean_x[j] = mn
-                mean_y[j] = mny
-                cv = a * ((mo - mn) * (my - mny) + cov[j]) + c * ((x_ - mn) * (y_ - mny))
-                cov[j] = cv
-                v = cv if p.bias else k * cv
-                if std:
-                    v = sqrt(v) if not v < 0 else 0.0
-                out[j] = <real>(NAN if nan_out else v)
+        pair = p.kind == KIND_COV
+        k = 0.0 if p.bias or not pair else _bias_factor(&w)
+        for j in range(j0, j1):
+            mo.mean_x, mo.mean_y, mo.cov = mean_x[j], mean_y[j], cov[j]
+            mo = _value_step(mo, x[j], y[j], a, c, pair)
+            mean_x[j], mean_y[j], cov[j] = mo.mean_x, mo.mean_y, mo.cov
+            v = _finish(mo.cov, k, p) if pair else mo.mean_x
+            out[j] = <real>(NAN if nan_out else v)
     for j in range(j0, j1):
         st[OLD_WT * m + j] = w.old_wt
         st[SUM_WT2 * m + j] = w.sum_wt2
