@@ -14,12 +14,16 @@ import numpy as np
 from . import _validation
 
 STATS = ("mean", "var", "std", "cov", "corr", "sum")
-_KIND = {"mean": 0, "sum": 1, "var": 2, "std": 2, "cov": 2, "corr": 2}
+_KIND = {"mean": 0, "sum": 1, "var": 2, "std": 2, "cov": 2, "corr": 3}
 _OUT_VALUE, _OUT_STD = 0, 1
 #: the rows of a state array (see src/ewm_family/_ewm_family.pyx)
 FIELDS = ("mean_x", "mean_y", "cov", "old_wt", "sum_wt2", "nobs", "decay", "seed",
-          "lead_decay", "x1", "y1")
-(MEAN_X, MEAN_Y, COV, OLD_WT, SUM_WT2, NOBS, DECAY, SEED, LEAD_DECAY, X1, Y1) = range(len(FIELDS))
+          "lead_decay", "x1", "y1", "var_x", "var_y")
+(MEAN_X, MEAN_Y, COV, OLD_WT, SUM_WT2, NOBS, DECAY, SEED, LEAD_DECAY, X1, Y1, VAR_X,
+ VAR_Y) = range(len(FIELDS))
+#: the co-moments, the means they are about and the first values of those
+_COMOMENTS = ((COV, MEAN_X, MEAN_Y, X1, Y1), (VAR_X, MEAN_X, MEAN_X, X1, X1),
+              (VAR_Y, MEAN_Y, MEAN_Y, Y1, Y1))
 _TIMEDELTA = (str, datetime.timedelta, np.timedelta64)
 
 
@@ -163,16 +167,6 @@ def result_dtype(func, x, y):
     return np.promote_types(dx, _validation._ewm_result_dtype(ya, func, "y"))
 
 
-def _float64_like(a):
-    return np.asarray(a, dtype=np.float64, order="K")
-
-
-def _zsqrt(v):
-    r = np.sqrt(v)
-    r[v < 0] = 0.0
-    return r
-
-
 def merge(sa, sb, first_decays, opt, gap):
     """The state after two consecutive chunks from ``sa`` (the state after the first) and
     ``sb`` (a fresh stream's state after the second, whose first value decays the first
@@ -191,7 +185,7 @@ def merge(sa, sb, first_decays, opt, gap):
     for f in (X1, Y1):
         out[f] = np.where(a_on, sa[f], sb[f])
     # the second chunk saw nothing: the first one's state, decayed
-    for f in (MEAN_X, MEAN_Y, COV):
+    for f in (MEAN_X, MEAN_Y, COV, VAR_X, VAR_Y):
         out[f] = np.where(only_a, sa[f], out[f])
     if opt.kind == 1:                      # sum
         out[MEAN_X] = np.where(only_a, sa[MEAN_X] * d_b, out[MEAN_X])
@@ -205,10 +199,10 @@ def merge(sa, sb, first_decays, opt, gap):
             # weighted samples: the first chunk's weight decayed over the second (Chan et al.)
             wa, wb = sa[OLD_WT] * d_b, sb[OLD_WT]
             w = wa + wb
-            mean_x = (wa * sa[MEAN_X] + wb * sb[MEAN_X]) / w
-            mean_y = (wa * sa[MEAN_Y] + wb * sb[MEAN_Y]) / w
-            cov = (wa * sa[COV] + wb * sb[COV]
-                   + wa * wb / w * (sa[MEAN_X] - sb[MEAN_X]) * (sa[MEAN_Y] - sb[MEAN_Y])) / w
+            merged = {f: (wa * sa[f] + wb * sb[f]) / w for f in (MEAN_X, MEAN_Y)}
+            for f, u, v, _, _ in _COMOMENTS:
+                merged[f] = (wa * sa[f] + wb * sb[f]
+                             + wa * wb / w * (sa[u] - sb[u]) * (sa[v] - sb[v])) / w
             sum_wt2 = sa[SUM_WT2] * d_b * d_b + sb[SUM_WT2]
             old_wt, seed = w, sa[SEED] * d_b
         else:
@@ -217,24 +211,23 @@ def merge(sa, sb, first_decays, opt, gap):
             ow = sa[OLD_WT] * lead_b
             nw = 1.0 - ow if opt.fills else opt.alpha
             a1, c1 = ow / (ow + nw), nw / (ow + nw)
-            x1, y1 = sb[X1], sb[Y1]
-            m1x = a1 * sa[MEAN_X] + c1 * x1
-            m1y = a1 * sa[MEAN_Y] + c1 * y1
-            cov1 = (a1 * (sa[COV] + (sa[MEAN_X] - m1x) * (sa[MEAN_Y] - m1y))
-                    + c1 * (x1 - m1x) * (y1 - m1y))
-            sw2_1 = (sa[SUM_WT2] * lead_b * lead_b + nw * nw) / ((ow + nw) * (ow + nw))
+            first = {MEAN_X: X1, MEAN_Y: Y1}
+            stepped = {f: a1 * sa[f] + c1 * sb[first[f]] for f in first}   # its means
             share = sb[SEED]
-            ux, uy = m1x - x1, m1y - y1
-            ex, ey = sb[MEAN_X] - x1, sb[MEAN_Y] - y1
-            mean_x = sb[MEAN_X] + share * ux
-            mean_y = sb[MEAN_Y] + share * uy
-            cov = (sb[COV] + share * cov1 + share * (1.0 - share) * ux * uy
-                   - share * (ux * ey + ex * uy))
+            merged = {f: sb[f] + share * (stepped[f] - sb[first[f]]) for f in first}
+            for f, u, v, xu, xv in _COMOMENTS:
+                cov1 = (a1 * (sa[f] + (sa[u] - stepped[u]) * (sa[v] - stepped[v]))
+                        + c1 * (sb[xu] - stepped[u]) * (sb[xv] - stepped[v]))
+                uu, uv = stepped[u] - sb[xu], stepped[v] - sb[xv]
+                eu, ev = sb[u] - sb[xu], sb[v] - sb[xv]
+                merged[f] = (sb[f] + share * cov1 + share * (1.0 - share) * uu * uv
+                             - share * (uu * ev + eu * uv))
+            sw2_1 = (sa[SUM_WT2] * lead_b * lead_b + nw * nw) / ((ow + nw) * (ow + nw))
             # (both sums of squared shares decayed by the second chunk's trailing gaps)
             sum_wt2 = sb[SUM_WT2] + share * share * (sw2_1 - 1.0) * sb[OLD_WT] * sb[OLD_WT]
             old_wt, seed = sb[OLD_WT], sa[SEED] * a1 * share
-    for f, v in ((MEAN_X, mean_x), (MEAN_Y, mean_y), (COV, cov), (SUM_WT2, sum_wt2),
-                 (OLD_WT, old_wt), (SEED, seed)):
+    merged.update({SUM_WT2: sum_wt2, OLD_WT: old_wt, SEED: seed})
+    for f, v in merged.items():
         out[f] = np.where(both, v, out[f])
     return out
 
@@ -264,36 +257,12 @@ class Family:
         if kind is not None:
             values, unit = time_values(func, times, xs.shape[0])
             deltas = deltas_of(values, None, opt.halflife_in(unit))
-        if stat == "corr":
-            self._corr(xs, ys, os, deltas, opt, new_state(xs.shape[1]), None, None)
-        else:
-            self._run(opt, xs, ys, os, new_state(xs.shape[1]), 1.0, deltas, opt.bias)
+        self._run(opt, xs, ys, os, new_state(xs.shape[1]), 1.0, deltas, opt.bias)
         return out
 
     def _run(self, opt, xs, ys, os, state, f0, deltas, bias):
         self.advance(opt.kind, xs, ys, os, state, opt.alpha, f0, deltas, opt.adjust,
                      opt.ignore_na, bias, opt.fills, opt.min_periods, opt.out_kind)
-
-    def _corr(self, xs, ys, os, deltas, opt, s_xy, s_xx, s_yy, f0=1.0):
-        """pandas' corr: cov(x, y)/zsqrt(var(x)*var(y)), all biased, in float64, after
-        pandas' ``prep_binary`` (a value missing in x or y is missing in both)."""
-        m = xs.shape[1]
-        s_xx = new_state(m) if s_xx is None else s_xx
-        s_yy = new_state(m) if s_yy is None else s_yy
-        x64, y64 = _float64_like(xs), _float64_like(ys)
-        y64 = np.asarray(y64, order="F" if x64.flags.f_contiguous and not
-                         x64.flags.c_contiguous else "C")
-        both = np.isfinite(x64) & np.isfinite(y64)
-        if not both.all():
-            x64, y64 = np.where(both, x64, np.nan), np.where(both, y64, np.nan)
-            y64 = np.asarray(y64, order="F" if x64.flags.f_contiguous and not
-                             x64.flags.c_contiguous else "C")
-        cxy, vx, vy = np.empty_like(x64), np.empty_like(x64), np.empty_like(x64)
-        for a, b, o, st in ((x64, y64, cxy, s_xy), (x64, x64, vx, s_xx), (y64, y64, vy, s_yy)):
-            self._run(opt, a, b, o, st, f0, deltas, True)
-        with np.errstate(all="ignore"):
-            np.copyto(os, cxy / _zsqrt(vx * vy), casting="unsafe")
-        return s_xy, s_xx, s_yy
 
     # -- streams ----------------------------------------------------------------------
     def stream_class(self):
@@ -339,7 +308,7 @@ class _StreamBase:
         self._times_kind = None
         self._opt = None if times else Options(func, stat, com, span, halflife, alpha,
                                                 adjust, ignore_na, min_periods, bias, None)
-        self._states = None          # (NFIELDS, m) arrays: one, or three for corr
+        self._states = None          # [the (NFIELDS, m) state array]
         self._last_time = None
         self._first_time = None
         self._first_decays = None
@@ -388,7 +357,7 @@ class _StreamBase:
             raise TypeError(f"{func}: `times` needs a stream made with times=True")
         fresh = self._states is None
         if fresh:
-            self._states = [new_state(m) for _ in range(3 if self.stat == "corr" else 1)]
+            self._states = [new_state(m)]
         if n == 0:
             return out
         if self._first_decays is None:
@@ -399,10 +368,7 @@ class _StreamBase:
                 self._first_time = float(values[0])
                 self._times_unit = unit
         f0 = 1.0 if self._steps == 0 else 1.0 - opt.alpha
-        if self.stat == "corr":
-            self._family._corr(xs, ys, os, deltas, opt, *self._states, f0=f0)
-        else:
-            self._family._run(opt, xs, ys, os, self._states[0], f0, deltas, opt.bias)
+        self._family._run(opt, xs, ys, os, self._states[0], f0, deltas, opt.bias)
         self._steps += n
         if deltas is not None:
             self._last_time = float(values[-1])
@@ -431,7 +397,7 @@ class _StreamBase:
         states = state["states"]
         if states is not None:
             states = [np.array(s, dtype=np.float64, order="C") for s in states]
-            if (len(states) != (3 if self.stat == "corr" else 1)
+            if (len(states) != 1
                     or any(s.ndim != 2 or s.shape[0] != len(FIELDS) for s in states)):
                 raise ValueError(f"{func}: malformed state arrays")
         self._states = states

@@ -205,8 +205,8 @@ def ewm_mean(x, *, com=None, span=None, halflife=None, alpha=None, adjust=True,
 def _family_advance(kind, x, y, out, state, alpha, f0, deltas, adjust, ignore_na, bias,
                     fills, min_periods, out_kind):
     """NumPy version of ``fastmomentum._ewm_family.advance`` (same contract, same state)."""
-    (mean_x, mean_y, cov, old_wt, sum_wt2, nobs, decay, seed, lead_decay, x1,
-     y1) = state
+    (mean_x, mean_y, cov, old_wt, sum_wt2, nobs, decay, seed, lead_decay, x1, y1, var_x,
+     var_y) = state
     b = 1.0 - alpha
     new_wt = 1.0 if adjust else alpha
     tiny = 1e-300
@@ -244,11 +244,15 @@ def _family_advance(kind, x, y, out, state, alpha, f0, deltas, adjust, ignore_na
                 mo, my = mean_x.copy(), mean_y.copy()
                 mn = np.where(mo != xt, a * mo + c * xt, mo)
                 mean_x[seen] = mn[seen]
-                if kind == 2:
+                if kind >= 2:
                     mny = np.where(my != yt, a * my + c * yt, my)
                     mean_y[seen] = mny[seen]
-                    cv = a * cov + (a * ((mo - mn) * (my - mny)) + c * ((xt - mn) * (yt - mny)))
-                    cov[seen] = cv[seen]
+                    pairs = [(cov, mo, my, mn, mny, xt, yt)]
+                    if kind == 3:
+                        pairs += [(var_x, mo, mo, mn, mn, xt, xt), (var_y, my, my, mny, mny, yt, yt)]
+                    for m_, u, v, nu, nv, xu, xv in pairs:
+                        cv = a * m_ + (a * ((u - nu) * (v - nv)) + c * ((xu - nu) * (xv - nv)))
+                        m_[seen] = cv[seen]
                     sum_wt2[seen] = sum_wt2[seen] + nw[seen] * nw[seen]
                 if adjust:
                     old_wt[seen] = ow[seen] + nw[seen]
@@ -258,7 +262,9 @@ def _family_advance(kind, x, y, out, state, alpha, f0, deltas, adjust, ignore_na
                     sum_wt2[seen] = sum_wt2[seen] / (tot * tot)
                     sd = seed[seen] * a[seen]
                     seed[seen] = np.where(sd >= tiny, sd, 0.0)
-            if kind == 2:
+            if kind == 3:
+                v = cov / np.where(var_x * var_y < 0, 0.0, np.sqrt(var_x * var_y))
+            elif kind == 2:
                 v = cov.copy()
                 if not bias:
                     num = old_wt * old_wt

@@ -46,15 +46,17 @@ ctypedef fused real:
 
 # state fields (rows of the (NFIELDS, m) float64 state array)
 cdef enum:
-    MEAN_X, MEAN_Y, COV, OLD_WT, SUM_WT2, NOBS, DECAY, SEED, LEAD_DECAY, X1, Y1, NFIELDS
+    MEAN_X, MEAN_Y, COV, OLD_WT, SUM_WT2, NOBS, DECAY, SEED, LEAD_DECAY, X1, Y1, VAR_X, VAR_Y,
+    NFIELDS
 
 cdef enum:
-    KIND_MEAN = 0, KIND_SUM = 1, KIND_COV = 2          # which recurrence
+    # which recurrence; corr: pandas' three (cov(x, y), var(x), var(y): one weight state,
+    # as pandas masks x and y jointly first) in one pass
+    KIND_MEAN = 0, KIND_SUM = 1, KIND_COV = 2, KIND_CORR = 3
     OUT_VALUE = 0, OUT_STD = 1                          # cov kind: the value, or zsqrt of it
 
 STATE_FIELDS = ("mean_x", "mean_y", "cov", "old_wt", "sum_wt2", "nobs", "decay", "seed",
-                "lead_decay", "x1", "y1")
-KINDS = {"mean": KIND_MEAN, "sum": KIND_SUM, "cov": KIND_COV}
+                "lead_decay", "x1", "y1", "var_x", "var_y")
 
 # Series side by side are split across threads from this many values on, each thread
 # taking at least this many (waking threads costs a few us).
@@ -63,6 +65,7 @@ cdef Py_ssize_t PARALLEL_MIN = 1 << 16
 
 ctypedef struct Series:
     double mean_x, mean_y, cov, old_wt, sum_wt2, nobs, decay, seed, lead_decay, x1, y1
+    double var_x, var_y
 
 
 ctypedef struct Params:
@@ -110,30 +113,44 @@ cdef inline void _store(const Series* s, double* st, Py_ssize_t m, Py_ssize_t j)
 
 
 ctypedef struct Moments:
-    double mean_x, mean_y, cov
+    double mean_x, mean_y, cov, var_x, var_y
+
+
+cdef inline double _comoment(double m, double mu, double mv, double nu, double nv, double xu,
+                             double xv, double a, double c) noexcept nogil:
+    """pandas' co-moment step, with the old and new means of both sides: one multiply and
+    one add on its dependency chain."""
+    return a * m + (a * ((mu - nu) * (mv - nv)) + c * ((xu - nu) * (xv - nv)))
 
 
 cdef inline Moments _value_step(Moments v, double x, double y, double a, double c,
-                                bint pair) noexcept nogil:
-    """The values' part of a step (weights ``a``, ``c`` given; ``pair``: the cov kind). The
-    co-moment's dependency chain is one multiply and one add per value."""
-    cdef Moments r
+                                int kind) noexcept nogil:
+    """The values' part of a step (weights ``a``, ``c`` given)."""
+    cdef Moments r = v
     cdef double mn = a * v.mean_x + c * x, mny
     r.mean_x = mn if v.mean_x != x else v.mean_x
-    r.mean_y = v.mean_y
-    r.cov = v.cov
-    if pair:
+    if kind >= KIND_COV:
         mny = a * v.mean_y + c * y
         r.mean_y = mny if v.mean_y != y else v.mean_y
-        r.cov = a * v.cov + (a * ((v.mean_x - r.mean_x) * (v.mean_y - r.mean_y))
-                             + c * ((x - r.mean_x) * (y - r.mean_y)))
+        r.cov = _comoment(v.cov, v.mean_x, v.mean_y, r.mean_x, r.mean_y, x, y, a, c)
+    if kind == KIND_CORR:
+        r.var_x = _comoment(v.var_x, v.mean_x, v.mean_x, r.mean_x, r.mean_x, x, x, a, c)
+        r.var_y = _comoment(v.var_y, v.mean_y, v.mean_y, r.mean_y, r.mean_y, y, y, a, c)
     return r
 
 
 cdef inline Moments _moments(const Series* s) noexcept nogil:
     cdef Moments v
-    v.mean_x, v.mean_y, v.cov = s.mean_x, s.mean_y, s.cov
+    v.mean_x, v.mean_y, v.cov, v.var_x, v.var_y = s.mean_x, s.mean_y, s.cov, s.var_x, s.var_y
     return v
+
+
+cdef inline void _set_moments(Series* s, Moments v) noexcept nogil:
+    s.mean_x, s.mean_y, s.cov, s.var_x, s.var_y = v.mean_x, v.mean_y, v.cov, v.var_x, v.var_y
+
+
+cdef inline double _zsqrt(double v) noexcept nogil:
+    return sqrt(v) if not v < 0 else 0.0      # pandas' zsqrt (NaN stays NaN)
 
 
 cdef inline double _bias_factor(const Series* s) noexcept nogil:
@@ -143,30 +160,31 @@ cdef inline double _bias_factor(const Series* s) noexcept nogil:
     return num / den if den > 0 else 0.0
 
 
-cdef inline double _finish(double cov, double k, const Params* p) noexcept nogil:
-    """A cov-kind result from the co-moment and _bias_factor."""
-    cdef double v = cov
-    if not p.bias:
-        v = k * v if k != 0.0 else NAN
-    if p.out_kind == OUT_STD:
-        v = sqrt(v) if not v < 0 else 0.0      # pandas' zsqrt (NaN stays NaN)
-    return v
+cdef inline double _finish(Moments v, double k, int kind, bint bias, bint std) noexcept nogil:
+    """A result of the cov or corr kind from the moments and _bias_factor ``k``."""
+    cdef double r
+    if kind == KIND_CORR:
+        return v.cov / _zsqrt(v.var_x * v.var_y)
+    r = v.cov
+    if not bias:
+        r = k * r if k != 0.0 else NAN
+    return _zsqrt(r) if std else r
 
 
 cdef inline double _output(const Series* s, const Params* p) noexcept nogil:
     """pandas' result after a step (NaN before min_periods)."""
     if s.nobs < p.minp:
         return NAN
-    if p.kind != KIND_COV:
+    if p.kind < KIND_COV:
         return s.mean_x
-    return _finish(s.cov, 0.0 if p.bias else _bias_factor(s), p)
+    return _finish(_moments(s), 0.0 if p.bias else _bias_factor(s), p.kind, p.bias,
+                   p.out_kind == OUT_STD)
 
 
 cdef inline void _step(Series* s, double x, double y, double f, const Params* p) noexcept nogil:
     """One value of one series: pandas' step (see the module docstring)."""
     cdef bint obs = (x - x == 0.0) and (y - y == 0.0)   # finite: pandas makes inf missing
     cdef double ow, nw, inv, a, c
-    cdef Moments v
     if not (obs or not p.ignore_na):
         return
     s.decay = _flush(s.decay * f)
@@ -197,9 +215,8 @@ cdef inline void _step(Series* s, double x, double y, double f, const Params* p)
     inv = 1.0 / (ow + nw)
     a = ow * inv
     c = nw * inv
-    v = _value_step(_moments(s), x, y, a, c, p.kind == KIND_COV)
-    s.mean_x, s.mean_y, s.cov = v.mean_x, v.mean_y, v.cov
-    if p.kind == KIND_COV:
+    _set_moments(s, _value_step(_moments(s), x, y, a, c, p.kind))
+    if p.kind >= KIND_COV:
         s.sum_wt2 = s.sum_wt2 + nw * nw
     if p.adjust:
         s.old_wt = ow + nw
@@ -226,7 +243,8 @@ cdef Py_ssize_t _steady(const real* x, const real* y, real* out, Py_ssize_t t, P
     cdef Moments v = _moments(s)
     cdef double xt, yt, b = p.b, shrink = b if p.adjust else a, r, minp = p.minp
     cdef double decay = s.decay, seed = s.seed, nobs = s.nobs
-    cdef bint pair = p.kind == KIND_COV, summing = p.kind == KIND_SUM
+    cdef int kind = p.kind      # locals: a store to ``out`` may alias ``p`` for the compiler
+    cdef bint bias = p.bias, std = p.out_kind == OUT_STD
     while t < n:
         xt = x[t * ts]
         yt = y[t * ts]
@@ -235,15 +253,15 @@ cdef Py_ssize_t _steady(const real* x, const real* y, real* out, Py_ssize_t t, P
         decay = _flush(decay * b)
         seed = _flush(seed * shrink)
         nobs = nobs + 1
-        if summing:
+        if kind == KIND_SUM:
             v.mean_x = b * v.mean_x + xt
             r = v.mean_x
         else:
-            v = _value_step(v, xt, yt, a, c, pair)
-            r = _finish(v.cov, k, p) if pair else v.mean_x
+            v = _value_step(v, xt, yt, a, c, kind)
+            r = _finish(v, k, kind, bias, std) if kind >= KIND_COV else v.mean_x
         out[t * ts] = <real>(r if nobs >= minp else NAN)
         t += 1
-    s.mean_x, s.mean_y, s.cov = v.mean_x, v.mean_y, v.cov
+    _set_moments(s, v)
     s.decay, s.seed, s.nobs = decay, seed, nobs
     return t
 
@@ -275,7 +293,7 @@ cdef void _series(const real* x, const real* y, real* out, double* st, Py_ssize_
                 a = ow * (1.0 / (ow + nw))
                 c = nw * (1.0 / (ow + nw))
             t = _steady(x, y, out, t, n, ts, &s, a, c,
-                        0.0 if p.bias or p.kind != KIND_COV else _bias_factor(&s), p)
+                        0.0 if p.bias or p.kind < KIND_COV else _bias_factor(&s), p)
     _store(&s, st, m, j)
 
 
@@ -310,7 +328,10 @@ cdef void _uniform_row(const real* x, const real* y, real* out, double* st, Py_s
     cdef Py_ssize_t j
     cdef double ow, nw, inv, a, c, v, k
     cdef Moments mo
-    cdef bint pair
+    cdef int kind
+    cdef bint bias, std
+    cdef double* var_x = st + VAR_X * m
+    cdef double* var_y = st + VAR_Y * m
     cdef double* mean_x = st + MEAN_X * m
     cdef double* mean_y = st + MEAN_Y * m
     cdef double* cov = st + COV * m
@@ -333,7 +354,7 @@ cdef void _uniform_row(const real* x, const real* y, real* out, double* st, Py_s
         inv = 1.0 / (ow + nw)
         a = ow * inv
         c = nw * inv
-        if p.kind == KIND_COV:
+        if p.kind >= KIND_COV:
             w.sum_wt2 = w.sum_wt2 + nw * nw
         if p.adjust:
             w.old_wt = ow + nw
@@ -341,13 +362,15 @@ cdef void _uniform_row(const real* x, const real* y, real* out, double* st, Py_s
             w.old_wt = 1.0
             w.sum_wt2 = w.sum_wt2 / ((ow + nw) * (ow + nw))
             w.seed = _flush(w.seed * a)
-        pair = p.kind == KIND_COV
-        k = 0.0 if p.bias or not pair else _bias_factor(&w)
+        kind, bias, std = p.kind, p.bias, p.out_kind == OUT_STD
+        k = 0.0 if bias or kind < KIND_COV else _bias_factor(&w)
         for j in range(j0, j1):
             mo.mean_x, mo.mean_y, mo.cov = mean_x[j], mean_y[j], cov[j]
-            mo = _value_step(mo, x[j], y[j], a, c, pair)
+            mo.var_x, mo.var_y = var_x[j], var_y[j]
+            mo = _value_step(mo, x[j], y[j], a, c, kind)
             mean_x[j], mean_y[j], cov[j] = mo.mean_x, mo.mean_y, mo.cov
-            v = _finish(mo.cov, k, p) if pair else mo.mean_x
+            var_x[j], var_y[j] = mo.var_x, mo.var_y
+            v = _finish(mo, k, kind, bias, std) if kind >= KIND_COV else mo.mean_x
             out[j] = <real>(NAN if nan_out else v)
     for j in range(j0, j1):
         st[OLD_WT * m + j] = w.old_wt
@@ -472,13 +495,3 @@ def advance(int kind, cnp.ndarray x, cnp.ndarray y, cnp.ndarray out, cnp.ndarray
     with nogil:
         _chunk(&c)
     return out
-
-
-def new_state(Py_ssize_t m):
-    """The state of m series that have seen nothing."""
-    import numpy as np
-    st = np.zeros((NFIELDS, m))
-    st[MEAN_X] = st[MEAN_Y] = NAN
-    st[OLD_WT] = st[SUM_WT2] = st[DECAY] = st[SEED] = st[LEAD_DECAY] = 1.0
-    st[X1] = st[Y1] = NAN
-    return st
