@@ -33,7 +33,7 @@ Threads split the series (never the time axis), so results do not depend on them
 """
 cimport numpy as cnp
 from cython.parallel cimport prange
-from libc.math cimport NAN, exp2, log2, sqrt
+from libc.math cimport NAN, exp2, log2, pow, sqrt
 
 cnp.import_array()
 
@@ -234,35 +234,60 @@ cdef inline double _factor(const Params* p, Py_ssize_t t) noexcept nogil:
     return p.f0 if t == 0 else p.b
 
 
-cdef Py_ssize_t _steady(const real* x, const real* y, real* out, Py_ssize_t t, Py_ssize_t n,
-                        Py_ssize_t ts, Series* s, double a, double c, double k,
-                        const Params* p) noexcept nogil:
-    """Values t.. of a series whose weights are at their fixed point (an observed step
-    leaves them as they were): _step's operations without recomputing the weights (same
-    bits, no division), until a missing value or the end; returns where it stopped."""
+cdef inline Py_ssize_t _steady_run(const real* x, const real* y, real* out, Py_ssize_t t,
+                                   Py_ssize_t n, Py_ssize_t ts, Series* s, double a, double c,
+                                   double k, double b, Py_ssize_t t_ok, int kind, bint bias,
+                                   bint std) noexcept nogil:
+    """_steady for one kind (a constant once inlined, so the loop keeps only its own
+    moments in registers)."""
     cdef Moments v = _moments(s)
-    cdef double xt, yt, b = p.b, shrink = b if p.adjust else a, r, minp = p.minp
-    cdef double decay = s.decay, seed = s.seed, nobs = s.nobs
-    cdef int kind = p.kind      # locals: a store to ``out`` may alias ``p`` for the compiler
-    cdef bint bias = p.bias, std = p.out_kind == OUT_STD
+    cdef double xt, yt, r
     while t < n:
         xt = x[t * ts]
         yt = y[t * ts]
         if not ((xt - xt == 0.0) and (yt - yt == 0.0)):
             break
-        decay = _flush(decay * b)
-        seed = _flush(seed * shrink)
-        nobs = nobs + 1
         if kind == KIND_SUM:
             v.mean_x = b * v.mean_x + xt
             r = v.mean_x
         else:
             v = _value_step(v, xt, yt, a, c, kind)
             r = _finish(v, k, kind, bias, std) if kind >= KIND_COV else v.mean_x
-        out[t * ts] = <real>(r if nobs >= minp else NAN)
+        out[t * ts] = <real>(r if t >= t_ok else NAN)
         t += 1
     _set_moments(s, v)
-    s.decay, s.seed, s.nobs = decay, seed, nobs
+    return t
+
+
+cdef Py_ssize_t _steady(const real* x, const real* y, real* out, Py_ssize_t t, Py_ssize_t n,
+                        Py_ssize_t ts, Series* s, double a, double c, double k,
+                        const Params* p) noexcept nogil:
+    """Values t.. of a series whose weights are at their fixed point (an observed step
+    leaves them as they were): _step's operations on the values without recomputing the
+    weights (same bits, no division), until a missing value or the end; returns where it
+    stopped. The decay products (used only to combine states, not by any result) are
+    brought up to date once, by pow."""
+    cdef Py_ssize_t t0 = t
+    # results from t_ok on have min_periods values (nobs grows by one a value here)
+    cdef Py_ssize_t t_ok = t + max(<Py_ssize_t>0, <Py_ssize_t>(p.minp - s.nobs) - 1)
+    cdef double b = p.b
+    if p.kind == KIND_SUM:
+        t = _steady_run(x, y, out, t, n, ts, s, a, c, k, b, t_ok, KIND_SUM, False, False)
+    elif p.kind == KIND_MEAN:
+        t = _steady_run(x, y, out, t, n, ts, s, a, c, k, b, t_ok, KIND_MEAN, False, False)
+    elif p.kind == KIND_CORR:
+        t = _steady_run(x, y, out, t, n, ts, s, a, c, k, b, t_ok, KIND_CORR, True, False)
+    elif p.bias and p.out_kind == OUT_STD:
+        t = _steady_run(x, y, out, t, n, ts, s, a, c, k, b, t_ok, KIND_COV, True, True)
+    elif p.bias:
+        t = _steady_run(x, y, out, t, n, ts, s, a, c, k, b, t_ok, KIND_COV, True, False)
+    elif p.out_kind == OUT_STD:
+        t = _steady_run(x, y, out, t, n, ts, s, a, c, k, b, t_ok, KIND_COV, False, True)
+    else:
+        t = _steady_run(x, y, out, t, n, ts, s, a, c, k, b, t_ok, KIND_COV, False, False)
+    s.nobs = s.nobs + (t - t0)
+    s.decay = _flush(s.decay * pow(b, <double>(t - t0)))
+    s.seed = _flush(s.seed * pow(b if p.adjust else a, <double>(t - t0)))
     return t
 
 
