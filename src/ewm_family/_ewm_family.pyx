@@ -345,32 +345,51 @@ cdef inline bint _row_finite(const real* x, const real* y, Py_ssize_t j0,
     return not bad
 
 
-cdef void _uniform_row(const real* x, const real* y, real* out, double* st, Py_ssize_t m,
-                       Py_ssize_t j0, Py_ssize_t j1, double f, const Params* p) noexcept nogil:
-    """One row of started series sharing one weight state, without missing values: the
-    weights of _step once, then its value operations across the series."""
-    cdef Series w          # the shared weight state (series j0's)
+cdef inline void _row_values(const real* x, const real* y, real* out, double* st,
+                             Py_ssize_t m, Py_ssize_t j0, Py_ssize_t j1, double a, double c,
+                             double k, bint nan_out, int kind, bint bias,
+                             bint std) noexcept nogil:
+    """The value operations of one row across series j0..j1 (``kind``, ``bias``, ``std``
+    constants once inlined: a plain loop over contiguous arrays)."""
     cdef Py_ssize_t j
-    cdef double ow, nw, inv, a, c, v, k
     cdef Moments mo
-    cdef int kind
-    cdef bint bias, std
-    cdef double* var_x = st + VAR_X * m
-    cdef double* var_y = st + VAR_Y * m
+    cdef double v
     cdef double* mean_x = st + MEAN_X * m
     cdef double* mean_y = st + MEAN_Y * m
     cdef double* cov = st + COV * m
+    cdef double* var_x = st + VAR_X * m
+    cdef double* var_y = st + VAR_Y * m
+    for j in range(j0, j1):
+        if kind == KIND_SUM:
+            v = a * mean_x[j] + x[j]          # a: the decay
+            mean_x[j] = v
+        else:
+            mo.mean_x = mean_x[j]
+            if kind >= KIND_COV:
+                mo.mean_y, mo.cov = mean_y[j], cov[j]
+            if kind == KIND_CORR:
+                mo.var_x, mo.var_y = var_x[j], var_y[j]
+            mo = _value_step(mo, x[j], y[j], a, c, kind)
+            mean_x[j] = mo.mean_x
+            if kind >= KIND_COV:
+                mean_y[j], cov[j] = mo.mean_y, mo.cov
+            if kind == KIND_CORR:
+                var_x[j], var_y[j] = mo.var_x, mo.var_y
+            v = _finish(mo, k, kind, bias, std) if kind >= KIND_COV else mo.mean_x
+        out[j] = <real>(NAN if nan_out else v)
+
+
+cdef void _uniform_row(const real* x, const real* y, real* out, double* st, Py_ssize_t m,
+                       Py_ssize_t j0, Py_ssize_t j1, Series* w, double f,
+                       const Params* p) noexcept nogil:
+    """One row of started series sharing the weight state ``w``, without missing values:
+    the weights of _step once (into ``w``), then its value operations across the series."""
+    cdef double ow, nw, inv, a = f, c = 0.0, k = 0.0
     cdef bint nan_out
-    _load(&w, st, m, j0)
     w.decay = _flush(w.decay * f)
     w.nobs = w.nobs + 1
     nan_out = w.nobs < p.minp
-    if p.kind == KIND_SUM:
-        for j in range(j0, j1):
-            v = f * mean_x[j] + x[j]
-            mean_x[j] = v
-            out[j] = <real>(NAN if nan_out else v)
-    else:
+    if p.kind != KIND_SUM:
         ow = _flush(w.old_wt * f)
         w.sum_wt2 = _flush(w.sum_wt2 * (f * f))
         if p.adjust:
@@ -387,16 +406,26 @@ cdef void _uniform_row(const real* x, const real* y, real* out, double* st, Py_s
             w.old_wt = 1.0
             w.sum_wt2 = w.sum_wt2 / ((ow + nw) * (ow + nw))
             w.seed = _flush(w.seed * a)
-        kind, bias, std = p.kind, p.bias, p.out_kind == OUT_STD
-        k = 0.0 if bias or kind < KIND_COV else _bias_factor(&w)
-        for j in range(j0, j1):
-            mo.mean_x, mo.mean_y, mo.cov = mean_x[j], mean_y[j], cov[j]
-            mo.var_x, mo.var_y = var_x[j], var_y[j]
-            mo = _value_step(mo, x[j], y[j], a, c, kind)
-            mean_x[j], mean_y[j], cov[j] = mo.mean_x, mo.mean_y, mo.cov
-            var_x[j], var_y[j] = mo.var_x, mo.var_y
-            v = _finish(mo, k, kind, bias, std) if kind >= KIND_COV else mo.mean_x
-            out[j] = <real>(NAN if nan_out else v)
+        k = 0.0 if p.bias or p.kind < KIND_COV else _bias_factor(w)
+    if p.kind == KIND_SUM:
+        _row_values(x, y, out, st, m, j0, j1, a, c, k, nan_out, KIND_SUM, False, False)
+    elif p.kind == KIND_MEAN:
+        _row_values(x, y, out, st, m, j0, j1, a, c, k, nan_out, KIND_MEAN, False, False)
+    elif p.kind == KIND_CORR:
+        _row_values(x, y, out, st, m, j0, j1, a, c, k, nan_out, KIND_CORR, True, False)
+    elif p.bias:
+        _row_values(x, y, out, st, m, j0, j1, a, c, k, nan_out, KIND_COV, True,
+                    p.out_kind == OUT_STD)
+    elif p.out_kind == OUT_STD:
+        _row_values(x, y, out, st, m, j0, j1, a, c, k, nan_out, KIND_COV, False, True)
+    else:
+        _row_values(x, y, out, st, m, j0, j1, a, c, k, nan_out, KIND_COV, False, False)
+
+
+cdef inline void _spread(const Series* w, double* st, Py_ssize_t m, Py_ssize_t j0,
+                         Py_ssize_t j1) noexcept nogil:
+    """The shared weight state into every series' fields."""
+    cdef Py_ssize_t j
     for j in range(j0, j1):
         st[OLD_WT * m + j] = w.old_wt
         st[SUM_WT2 * m + j] = w.sum_wt2
@@ -407,22 +436,31 @@ cdef void _uniform_row(const real* x, const real* y, real* out, double* st, Py_s
 
 cdef void _rows(const real* x, const real* y, real* out, double* st, Py_ssize_t n,
                 Py_ssize_t m, Py_ssize_t j0, Py_ssize_t j1, const Params* p) noexcept nogil:
-    """Series j0..j1 side by side (row stride m), row after row."""
+    """Series j0..j1 side by side (row stride m), row after row; while they share one
+    weight state it is kept in ``w`` and written to them when that ends."""
     cdef Py_ssize_t t, j
     cdef bint uniform = _uniform(st, m, j0, j1)
     cdef double f
-    cdef Series s
+    cdef Series s, w
+    if uniform:
+        _load(&w, st, m, j0)
     for t in range(n):
         f = _factor(p, t)
         if uniform and _row_finite(x + t * m, y + t * m, j0, j1):
-            _uniform_row(x + t * m, y + t * m, out + t * m, st, m, j0, j1, f, p)
+            _uniform_row(x + t * m, y + t * m, out + t * m, st, m, j0, j1, &w, f, p)
         else:
+            if uniform:
+                _spread(&w, st, m, j0, j1)
             for j in range(j0, j1):
                 _load(&s, st, m, j)
                 _step(&s, x[t * m + j], y[t * m + j], f, p)
                 out[t * m + j] = <real>_output(&s, p)
                 _store(&s, st, m, j)
             uniform = _uniform(st, m, j0, j1)
+            if uniform:
+                _load(&w, st, m, j0)
+    if uniform:
+        _spread(&w, st, m, j0, j1)
 
 
 cdef void _chunk_part(const Chunk* c, Py_ssize_t j0, Py_ssize_t j1) noexcept nogil:
