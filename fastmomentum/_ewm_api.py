@@ -314,6 +314,8 @@ class _StreamBase:
         self._first_decays = None
         self._times_unit = None
         self._steps = 0
+        # after a first update: (dtype, shape of a row, no y, decay of a chunk's first value)
+        self._fast = None
 
     def _check_chunk(self, x, y, out):
         func = f"EwmStream({self.stat!r}).update"
@@ -333,6 +335,24 @@ class _StreamBase:
         """The results of the next chunk (a 1-D series chunk, or a 2-D block with time
         along ``axis``); ``y``: cov and corr; ``times``: its times (streams made with
         ``times=True``)."""
+        fast = self._fast
+        if (fast is not None and out is None and times is None and type(x) is np.ndarray
+                and x.dtype == fast[0] and x.shape[1:] == fast[1] and x.flags.c_contiguous
+                and (y is None if fast[2] else type(y) is np.ndarray and y.dtype == fast[0]
+                     and y.shape == x.shape and y.flags.c_contiguous)):
+            # the common call, checked in a few attribute tests: a C-contiguous chunk like
+            # the previous one, time along axis 0 (same operations as below)
+            out = np.empty_like(x)
+            if x.ndim == 1:
+                xs, os = x[:, None], out[:, None]
+            else:
+                xs, os = x, out
+            o = self._opt
+            self._family.advance(o.kind, xs, xs if y is None else y.reshape(xs.shape), os,
+                                 self._states[0], o.alpha, fast[3], None, o.adjust,
+                                 o.ignore_na, o.bias, o.fills, o.min_periods, o.out_kind)
+            self._steps += x.shape[0]
+            return out
         func, x, y, out, axis = self._check_chunk(x, y, out)
         xs, ys, os = as_steps(x, axis), as_steps(y, axis), as_steps(out, axis)
         n, m = xs.shape
@@ -373,6 +393,8 @@ class _StreamBase:
         if deltas is not None:
             self._last_time = float(values[-1])
         self._opt = opt
+        if deltas is None and (x.ndim == 1 or axis == 0):
+            self._fast = (x.dtype, x.shape[1:], y is x, 1.0 - opt.alpha)
         return out
 
     def state_dict(self):
@@ -404,6 +426,7 @@ class _StreamBase:
         self._steps = int(state["steps"])
         self._last_time, self._first_time = state["last_time"], state["first_time"]
         self._times_kind, self._times_unit = state["times_kind"], state["times_unit"]
+        self._fast = None
         fd = state["first_decays"]
         self._first_decays = None if fd is None else [np.array(f, dtype=bool) for f in fd]
         return self
