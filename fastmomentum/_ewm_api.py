@@ -142,12 +142,7 @@ def as_steps(a, axis):
 def check_partner(func, y, x, out):
     """``y`` (cov, corr) as an array of ``x``'s dtype and layout, same shape."""
     source = y
-    if not isinstance(y, np.ndarray):
-        try:
-            y = np.asarray(y)
-        except (TypeError, ValueError) as err:
-            raise TypeError(f"{func}: `y` must be an array of numbers like `x`; got "
-                            f"{_validation.describe(source)} ({err})") from None
+    y = _validation.as_array(func, "y", y, "an array of numbers like `x`")
     _validation._ewm_result_dtype(y, func, "y")
     if y.shape != x.shape:
         raise ValueError(f"{func}: `y` must have the shape of `x` {x.shape}; "

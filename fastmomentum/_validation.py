@@ -225,6 +225,16 @@ def ewm_center_of_mass(com, span, halflife, alpha, func="ewm_mean"):
     return float(comass)
 
 
+def as_array(func, name, x, what):
+    """``x`` as an ndarray (not copied when it is one), or a TypeError saying ``what``."""
+    if isinstance(x, np.ndarray):
+        return x
+    try:
+        return np.asarray(x)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"{func}: `{name}` must be {what}; got {describe(x)} ({err})") from None
+
+
 def _ewm_result_dtype(x, func="ewm_mean", name="x"):
     if x.dtype == np.float32 or x.dtype == np.float64:
         return x.dtype.newbyteorder("=")
@@ -248,12 +258,7 @@ def prepare_ewm_mean(x, com, span, halflife, alpha, min_periods, axis, out,
             or not isinstance(min_periods, (int, np.integer)) or min_periods < 0):
         raise ValueError(f"{func}: `min_periods` must be an integer >= 0; got {min_periods!r}")
     source = x
-    if not isinstance(x, np.ndarray):
-        try:
-            x = np.asarray(x)
-        except (TypeError, ValueError) as err:
-            raise TypeError(f"{func}: `x` must be a 1-D or 2-D array of numbers; got "
-                            f"{describe(source)} ({err})") from None
+    x = as_array(func, "x", x, "a 1-D or 2-D array of numbers")
     dtype = _ewm_result_dtype(x, func) if dtype is None else dtype
     if x.ndim not in (1, 2):
         raise ValueError(f"{func}: `x` must be 1-D (a series) or 2-D (axis 0: columns are "

@@ -196,3 +196,29 @@ def test_dask_distributed_two_processes():
     np.testing.assert_allclose(var, fastmomentum.ewm_var(x, span=20), rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(corr, fastmomentum.ewm_corr(x, y, span=20), rtol=1e-12,
                                atol=1e-12)
+
+
+@pytest.mark.parametrize("stat", STATS)
+@pytest.mark.parametrize("adjust", [True, False])
+def test_long_chunks_through_the_steady_weights(stat, adjust):
+    """Past ~350 values (alpha 0.1) the weights reach their fixed point and the kernels take
+    the division-free loop; chunk boundaries there (and the fast update path, chunks like
+    the previous one) keep every bit."""
+    if stat == "sum" and not adjust:
+        pytest.skip("pandas has no sum with adjust=False")
+    x, y, _ = _data(6000, 1, 6, missing=0.0)
+    x, y = x[:, 0].copy(), y[:, 0].copy()
+    x[4000] = np.nan                               # leave the steady loop once, come back
+    kw = dict(alpha=0.1, adjust=adjust)
+    one = _update(fastmomentum.EwmStream(stat, **kw), stat, x, y, None)
+    stream = fastmomentum.EwmStream(stat, **kw)
+    bounds = [0, 1000, 1777, 1778, 3999, 4001, 5000, 6000]
+    parts = [_update(stream, stat, x[a:b], y[a:b], None) for a, b in zip(bounds, bounds[1:])]
+    np.testing.assert_array_equal(np.concatenate(parts), one)
+    want = pandas_family(stat, x, y, kw)
+    np.testing.assert_allclose(one, want, rtol=1e-12, atol=1e-12)
+
+
+def pandas_family(stat, x, y, kw):
+    ew = pd.Series(x).ewm(**kw)
+    return (getattr(ew, stat)(pd.Series(y)) if stat in PAIR else getattr(ew, stat)()).to_numpy()

@@ -181,10 +181,37 @@ cdef inline double _output(const Series* s, const Params* p) noexcept nogil:
                    p.out_kind == OUT_STD)
 
 
+ctypedef struct Weights:
+    double a, c          # the old mean's and the new value's shares of the new mean
+
+
+cdef inline Weights _observe(Series* s, double f, const Params* p) noexcept nogil:
+    """The weights' part of an observed step of a started series (decay ``f`` first);
+    returns the shares the values' part uses."""
+    cdef Weights w
+    cdef double ow = _flush(s.old_wt * f), nw, inv
+    s.sum_wt2 = _flush(s.sum_wt2 * (f * f))
+    if p.adjust:
+        s.seed = _flush(s.seed * f)
+    nw = 1.0 - ow if p.fills else p.new_wt
+    inv = 1.0 / (ow + nw)
+    w.a = ow * inv
+    w.c = nw * inv
+    if p.kind >= KIND_COV:
+        s.sum_wt2 = s.sum_wt2 + nw * nw
+    if p.adjust:
+        s.old_wt = ow + nw
+    else:
+        s.old_wt = 1.0
+        s.sum_wt2 = s.sum_wt2 / ((ow + nw) * (ow + nw))   # as pandas: ill-conditioned after gaps
+        s.seed = _flush(s.seed * w.a)
+    return w
+
+
 cdef inline void _step(Series* s, double x, double y, double f, const Params* p) noexcept nogil:
     """One value of one series: pandas' step (see the module docstring)."""
     cdef bint obs = (x - x == 0.0) and (y - y == 0.0)   # finite: pandas makes inf missing
-    cdef double ow, nw, inv, a, c
+    cdef Weights w
     if not (obs or not p.ignore_na):
         return
     s.decay = _flush(s.decay * f)
@@ -203,27 +230,15 @@ cdef inline void _step(Series* s, double x, double y, double f, const Params* p)
             s.mean_x = s.mean_x + x
             s.nobs = s.nobs + 1
         return
-    ow = _flush(s.old_wt * f)
-    s.sum_wt2 = _flush(s.sum_wt2 * (f * f))
-    if p.adjust:
-        s.seed = _flush(s.seed * f)
     if not obs:
-        s.old_wt = ow
+        s.old_wt = _flush(s.old_wt * f)
+        s.sum_wt2 = _flush(s.sum_wt2 * (f * f))
+        if p.adjust:
+            s.seed = _flush(s.seed * f)
         return
     s.nobs = s.nobs + 1
-    nw = 1.0 - ow if p.fills else p.new_wt
-    inv = 1.0 / (ow + nw)
-    a = ow * inv
-    c = nw * inv
-    _set_moments(s, _value_step(_moments(s), x, y, a, c, p.kind))
-    if p.kind >= KIND_COV:
-        s.sum_wt2 = s.sum_wt2 + nw * nw
-    if p.adjust:
-        s.old_wt = ow + nw
-    else:
-        s.old_wt = 1.0
-        s.sum_wt2 = s.sum_wt2 / ((ow + nw) * (ow + nw))   # as pandas: ill-conditioned after gaps
-        s.seed = _flush(s.seed * a)
+    w = _observe(s, f, p)
+    _set_moments(s, _value_step(_moments(s), x, y, w.a, w.c, p.kind))
 
 
 cdef inline double _factor(const Params* p, Py_ssize_t t) noexcept nogil:
@@ -296,7 +311,9 @@ cdef void _series(const real* x, const real* y, real* out, double* st, Py_ssize_
     """Series ``j``: its n values at stride ``ts``."""
     cdef Series s
     cdef Py_ssize_t t = 0
-    cdef double xt, yt, ow, sw2, nw, a = 0.0, c = 0.0, b = p.b
+    cdef double xt, yt, ow, sw2, a = 0.0, c = 0.0, b = p.b
+    cdef Series probe
+    cdef Weights shares
     cdef bint started
     _load(&s, st, m, j)
     while t < n:
@@ -313,10 +330,9 @@ cdef void _series(const real* x, const real* y, real* out, double* st, Py_ssize_
                 and (xt - xt == 0.0) and (yt - yt == 0.0)
                 and s.old_wt == ow and s.sum_wt2 == sw2):
             if p.kind != KIND_SUM:
-                ow = _flush(s.old_wt * b)
-                nw = 1.0 - ow if p.fills else p.new_wt
-                a = ow * (1.0 / (ow + nw))
-                c = nw * (1.0 / (ow + nw))
+                probe = s            # the next step's shares, from a copy of the state
+                shares = _observe(&probe, b, p)
+                a, c = shares.a, shares.c
             t = _steady(x, y, out, t, n, ts, &s, a, c,
                         0.0 if p.bias or p.kind < KIND_COV else _bias_factor(&s), p)
     _store(&s, st, m, j)
@@ -384,28 +400,15 @@ cdef void _uniform_row(const real* x, const real* y, real* out, double* st, Py_s
                        const Params* p) noexcept nogil:
     """One row of started series sharing the weight state ``w``, without missing values:
     the weights of _step once (into ``w``), then its value operations across the series."""
-    cdef double ow, nw, inv, a = f, c = 0.0, k = 0.0
+    cdef double a = f, c = 0.0, k = 0.0     # sum: a is the decay
+    cdef Weights shares
     cdef bint nan_out
     w.decay = _flush(w.decay * f)
     w.nobs = w.nobs + 1
     nan_out = w.nobs < p.minp
     if p.kind != KIND_SUM:
-        ow = _flush(w.old_wt * f)
-        w.sum_wt2 = _flush(w.sum_wt2 * (f * f))
-        if p.adjust:
-            w.seed = _flush(w.seed * f)
-        nw = 1.0 - ow if p.fills else p.new_wt
-        inv = 1.0 / (ow + nw)
-        a = ow * inv
-        c = nw * inv
-        if p.kind >= KIND_COV:
-            w.sum_wt2 = w.sum_wt2 + nw * nw
-        if p.adjust:
-            w.old_wt = ow + nw
-        else:
-            w.old_wt = 1.0
-            w.sum_wt2 = w.sum_wt2 / ((ow + nw) * (ow + nw))
-            w.seed = _flush(w.seed * a)
+        shares = _observe(w, f, p)
+        a, c = shares.a, shares.c
         k = 0.0 if p.bias or p.kind < KIND_COV else _bias_factor(w)
     if p.kind == KIND_SUM:
         _row_values(x, y, out, st, m, j0, j1, a, c, k, nan_out, KIND_SUM, False, False)
