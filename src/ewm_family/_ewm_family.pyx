@@ -52,7 +52,8 @@ cdef enum:
 cdef enum:
     # which recurrence; corr: pandas' three (cov(x, y), var(x), var(y): one weight state,
     # as pandas masks x and y jointly first) in one pass
-    KIND_MEAN = 0, KIND_SUM = 1, KIND_COV = 2, KIND_CORR = 3
+    # (var: cov of x with itself, computing one mean: the same bits as KIND_COV with y = x)
+    KIND_MEAN = 0, KIND_SUM = 1, KIND_COV = 2, KIND_CORR = 3, KIND_VAR = 4
     OUT_VALUE = 0, OUT_STD = 1                          # cov kind: the value, or zsqrt of it
 
 STATE_FIELDS = ("mean_x", "mean_y", "cov", "old_wt", "sum_wt2", "nobs", "decay", "seed",
@@ -129,7 +130,10 @@ cdef inline Moments _value_step(Moments v, double x, double y, double a, double 
     cdef Moments r = v
     cdef double mn = a * v.mean_x + c * x, mny
     r.mean_x = mn if v.mean_x != x else v.mean_x
-    if kind >= KIND_COV:
+    if kind == KIND_VAR:
+        r.mean_y = r.mean_x
+        r.cov = _comoment(v.cov, v.mean_x, v.mean_x, r.mean_x, r.mean_x, x, x, a, c)
+    elif kind >= KIND_COV:
         mny = a * v.mean_y + c * y
         r.mean_y = mny if v.mean_y != y else v.mean_y
         r.cov = _comoment(v.cov, v.mean_x, v.mean_y, r.mean_x, r.mean_y, x, y, a, c)
@@ -292,6 +296,13 @@ cdef Py_ssize_t _steady(const real* x, const real* y, real* out, Py_ssize_t t, P
         t = _steady_run(x, y, out, t, n, ts, s, a, c, k, b, t_ok, KIND_MEAN, False, False)
     elif p.kind == KIND_CORR:
         t = _steady_run(x, y, out, t, n, ts, s, a, c, k, b, t_ok, KIND_CORR, True, False)
+    elif p.kind == KIND_VAR and p.bias:
+        t = _steady_run(x, y, out, t, n, ts, s, a, c, k, b, t_ok, KIND_VAR, True,
+                        p.out_kind == OUT_STD)
+    elif p.kind == KIND_VAR and p.out_kind == OUT_STD:
+        t = _steady_run(x, y, out, t, n, ts, s, a, c, k, b, t_ok, KIND_VAR, False, True)
+    elif p.kind == KIND_VAR:
+        t = _steady_run(x, y, out, t, n, ts, s, a, c, k, b, t_ok, KIND_VAR, False, False)
     elif p.bias and p.out_kind == OUT_STD:
         t = _steady_run(x, y, out, t, n, ts, s, a, c, k, b, t_ok, KIND_COV, True, True)
     elif p.bias:
@@ -416,6 +427,13 @@ cdef void _uniform_row(const real* x, const real* y, real* out, double* st, Py_s
         _row_values(x, y, out, st, m, j0, j1, a, c, k, nan_out, KIND_MEAN, False, False)
     elif p.kind == KIND_CORR:
         _row_values(x, y, out, st, m, j0, j1, a, c, k, nan_out, KIND_CORR, True, False)
+    elif p.kind == KIND_VAR and p.bias:
+        _row_values(x, y, out, st, m, j0, j1, a, c, k, nan_out, KIND_VAR, True,
+                    p.out_kind == OUT_STD)
+    elif p.kind == KIND_VAR and p.out_kind == OUT_STD:
+        _row_values(x, y, out, st, m, j0, j1, a, c, k, nan_out, KIND_VAR, False, True)
+    elif p.kind == KIND_VAR:
+        _row_values(x, y, out, st, m, j0, j1, a, c, k, nan_out, KIND_VAR, False, False)
     elif p.bias:
         _row_values(x, y, out, st, m, j0, j1, a, c, k, nan_out, KIND_COV, True,
                     p.out_kind == OUT_STD)
@@ -538,7 +556,9 @@ def advance(int kind, cnp.ndarray x, cnp.ndarray y, cnp.ndarray out, cnp.ndarray
     c.y = cnp.PyArray_DATA(y)
     c.out = cnp.PyArray_DATA(out)
     c.state = <double*>cnp.PyArray_DATA(state)
-    c.p.kind = kind
+    # cov of a series with itself: one mean (same bits)
+    c.p.kind = (KIND_VAR if kind == KIND_COV and cnp.PyArray_DATA(x) == cnp.PyArray_DATA(y)
+                else kind)
     c.p.out_kind = out_kind
     c.p.b = 1.0 - alpha          # pandas' old_wt_factor
     c.p.f0 = f0
