@@ -336,16 +336,13 @@ class _StreamBase:
                 and (y is None if fast[2] else type(y) is np.ndarray and y.dtype == fast[0]
                      and y.shape == x.shape and y.flags.c_contiguous)):
             # the common call, checked in a few attribute tests: a C-contiguous chunk like
-            # the previous one, time along axis 0 (same operations as below)
-            out = np.empty_like(x)
-            if x.ndim == 1:
-                xs, os = x[:, None], out[:, None]
-            else:
-                xs, os = x, out
+            # the previous one, time along axis 0 (same operations as below); the kernel
+            # takes a 1-D series as it is and allocates the result
             o = self._opt
-            self._family.advance(o.kind, xs, xs if y is None else y.reshape(xs.shape), os,
-                                 self._states[0], o.alpha, fast[3], None, o.adjust,
-                                 o.ignore_na, o.bias, o.fills, o.min_periods, o.out_kind)
+            out = self._family.advance(o.kind, x, x if y is None else y, None,
+                                       self._states[0], o.alpha, fast[3], None, o.adjust,
+                                       o.ignore_na, o.bias, o.fills, o.min_periods,
+                                       o.out_kind)
             self._steps += x.shape[0]
             return out
         func, x, y, out, axis = self._check_chunk(x, y, out)

@@ -205,6 +205,12 @@ def ewm_mean(x, *, com=None, span=None, halflife=None, alpha=None, adjust=True,
 def _family_advance(kind, x, y, out, state, alpha, f0, deltas, adjust, ignore_na, bias,
                     fills, min_periods, out_kind):
     """NumPy version of ``fastmomentum._ewm_family.advance`` (same contract, same state)."""
+    if out is None:
+        out = np.empty_like(x)
+    if x.ndim == 1:
+        _family_advance(kind, x[:, None], y[:, None], out[:, None], state, alpha, f0, deltas,
+                        adjust, ignore_na, bias, fills, min_periods, out_kind)
+        return out
     (mean_x, mean_y, cov, old_wt, sum_wt2, nobs, decay, seed, lead_decay, x1, y1, var_x,
      var_y) = state
     b = 1.0 - alpha

@@ -539,32 +539,40 @@ cdef void _chunk(const Chunk* c) noexcept nogil:
 
 cdef bint _same_steps(cnp.ndarray a, cnp.ndarray b, Py_ssize_t n, Py_ssize_t m):
     """Same shape and the same strides along every axis longer than 1."""
-    return (cnp.PyArray_NDIM(b) == 2 and cnp.PyArray_DIM(b, 0) == n and cnp.PyArray_DIM(b, 1) == m
+    cdef int nd = cnp.PyArray_NDIM(a)
+    return (cnp.PyArray_NDIM(b) == nd and cnp.PyArray_DIM(b, 0) == n
+            and (nd == 1 or cnp.PyArray_DIM(b, 1) == m)
             and (n < 2 or cnp.PyArray_STRIDE(a, 0) == cnp.PyArray_STRIDE(b, 0))
             and (m < 2 or cnp.PyArray_STRIDE(a, 1) == cnp.PyArray_STRIDE(b, 1)))
 
 
-def advance(int kind, cnp.ndarray x, cnp.ndarray y, cnp.ndarray out, cnp.ndarray state,
+def advance(int kind, cnp.ndarray x, cnp.ndarray y, out, cnp.ndarray state,
             double alpha, double f0, deltas, bint adjust, bint ignore_na, bint bias,
             bint fills, Py_ssize_t min_periods, int out_kind):
     """Advance ``state`` ((NFIELDS, m) float64, C-contiguous) over the rows of ``x``, ``y``
-    (2-D (n, m), float32 or float64, element strides any multiple of the item size; ``y``
-    may be ``x``), writing the results into ``out`` (same dtype and strides as ``x``).
+    (2-D (n, m), or 1-D: one series; float32 or float64, element strides any multiple of
+    the item size; ``y`` may be ``x``), writing the results into ``out`` (same dtype and
+    strides as ``x``; None: a new C-ordered array, for a C-contiguous ``x``) and
+    returning it.
     ``alpha``: 1/(1 + com) as pandas rounds it. ``deltas``: None (each step decays by
     ``1 - alpha``, the first by ``f0``) or a float64 C-contiguous array of n
-    (time since the previous value)/halflife (0 for a series' first value). Unchecked beyond types: the callers in
-    fastmomentum check everything first."""
+    (time since the previous value)/halflife (0 for a series' first value). Unchecked
+    beyond types and layout: the callers in fastmomentum check everything first."""
     cdef Chunk c
     cdef Py_ssize_t item = cnp.PyArray_ITEMSIZE(x)
     cdef cnp.ndarray fac
+    cdef bint series = cnp.PyArray_NDIM(x) == 1
+    if out is None:
+        out = cnp.PyArray_EMPTY(cnp.PyArray_NDIM(x), cnp.PyArray_DIMS(x), cnp.PyArray_TYPE(x), 0)
     c.f32 = cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT
     c.n = cnp.PyArray_DIM(x, 0)
-    c.m = cnp.PyArray_DIM(x, 1)
+    c.m = 1 if series else cnp.PyArray_DIM(x, 1)
     c.ts = cnp.PyArray_STRIDE(x, 0) // item if c.n > 1 else 1
     c.js = cnp.PyArray_STRIDE(x, 1) // item if c.m > 1 else 1
-    if (not (_same_steps(x, y, c.n, c.m) and _same_steps(x, out, c.n, c.m))
+    if (not (cnp.PyArray_Check(out) and _same_steps(x, y, c.n, c.m)
+             and _same_steps(x, <cnp.ndarray>out, c.n, c.m))
             or cnp.PyArray_TYPE(y) != cnp.PyArray_TYPE(x)
-            or cnp.PyArray_TYPE(out) != cnp.PyArray_TYPE(x)
+            or cnp.PyArray_TYPE(<cnp.ndarray>out) != cnp.PyArray_TYPE(x)
             or cnp.PyArray_DIM(state, 0) != NFIELDS or cnp.PyArray_DIM(state, 1) != c.m
             or not cnp.PyArray_IS_C_CONTIGUOUS(state)
             or cnp.PyArray_TYPE(state) != cnp.NPY_DOUBLE):
@@ -572,7 +580,7 @@ def advance(int kind, cnp.ndarray x, cnp.ndarray y, cnp.ndarray out, cnp.ndarray
                          "(NFIELDS, m) float64")
     c.x = cnp.PyArray_DATA(x)
     c.y = cnp.PyArray_DATA(y)
-    c.out = cnp.PyArray_DATA(out)
+    c.out = cnp.PyArray_DATA(<cnp.ndarray>out)
     c.state = <double*>cnp.PyArray_DATA(state)
     # cov of a series with itself: one mean (same bits)
     c.p.kind = (KIND_VAR if kind == KIND_COV and cnp.PyArray_DATA(x) == cnp.PyArray_DATA(y)
