@@ -102,6 +102,18 @@ extensions = [
     )
     for name, flags in variants.items()
 ]
+# the exponentially weighted family (var, std, cov, corr, sum, times, streams): compiled once,
+# for the default target (its loops are latency-bound recurrences, and explicit fma keeps
+# the bits the same everywhere)
+extensions.append(Extension(
+    "fastmomentum._ewm_family",
+    ["src/ewm_family/_ewm_family.pyx"],
+    depends=["src/fm_openmp.h"],
+    include_dirs=[np.get_include(), "src"],
+    define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")],
+    extra_compile_args=common_flags + openmp_flags,
+    extra_link_args=openmp_flags,
+))
 
 compiler_directives = {
     "language_level": 3,

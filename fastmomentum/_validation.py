@@ -4,6 +4,7 @@ The compiled entry points test the same conditions in C on their fast path and c
 functions only when something is wrong, so both implementations raise the same errors with
 the same messages. Every check runs before anything is written.
 """
+import datetime
 import math
 
 import numpy as np
@@ -184,10 +185,9 @@ def check_disjoint_all(func, name, arrays):
 # ewm_mean: pandas' parameter rules and conversions, and the array preparation both the
 # compiled entry point and the baseline use.
 
-def ewm_center_of_mass(com, span, halflife, alpha):
+def ewm_center_of_mass(com, span, halflife, alpha, func="ewm_mean"):
     """pandas' ``get_center_of_mass``: same checks, wording and operations. Returns the
     centre of mass as a Python float; the smoothing factor is ``1 / (1 + com)``."""
-    func = "ewm_mean"
     given = {name: value for name, value in
              (("com", com), ("span", span), ("halflife", halflife), ("alpha", alpha))
              if value is not None}
@@ -197,6 +197,9 @@ def ewm_center_of_mass(com, span, halflife, alpha):
     if not given:
         raise ValueError(f"{func}: Must pass one of comass, span, halflife, or alpha")
     (name, value), = given.items()
+    if name == "halflife" and isinstance(value, (str, datetime.timedelta, np.timedelta64)):
+        raise ValueError(f"{func}: halflife can only be a timedelta convertible argument if "
+                         f"times is not None.")
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer,
                                                                      np.floating)):
         raise TypeError(f"{func}: `{name}` must be a real number; got {describe(value)}")
@@ -222,34 +225,41 @@ def ewm_center_of_mass(com, span, halflife, alpha):
     return float(comass)
 
 
-def _ewm_result_dtype(x):
+def as_array(func, name, x, what):
+    """``x`` as an ndarray (not copied when it is one), or a TypeError saying ``what``."""
+    if isinstance(x, np.ndarray):
+        return x
+    try:
+        return np.asarray(x)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"{func}: `{name}` must be {what}; got {describe(x)} ({err})") from None
+
+
+def _ewm_result_dtype(x, func="ewm_mean", name="x"):
     if x.dtype == np.float32 or x.dtype == np.float64:
         return x.dtype.newbyteorder("=")
     if x.dtype.kind in "iub":
         return np.dtype(np.float64)
-    raise TypeError(f"ewm_mean: `x` must hold float32, float64, integer or bool numbers; "
+    raise TypeError(f"{func}: `{name}` must hold float32, float64, integer or bool numbers; "
                     f"got {describe(x)}")
 
 
-def prepare_ewm_mean(x, com, span, halflife, alpha, min_periods, axis, out):
+def prepare_ewm_mean(x, com, span, halflife, alpha, min_periods, axis, out,
+                     func="ewm_mean", dtype=None):
     """Check every argument of ``ewm_mean`` and return ``(x, out, com, min_periods,
     axis)``: ``x`` converted (copied only when needed) to a native contiguous array of the
-    result dtype in the memory order of ``out`` (``out`` allocated when None: F order for an
+    result dtype (``dtype`` when given, else ``x``'s: float32 stays, the rest is float64)
+    in the memory order of ``out`` (``out`` allocated when None: F order for an
     F-contiguous 2-D ``x``, C otherwise), ``min_periods`` as pandas counts it (at least 1)
-    and ``axis`` in {0, 1}. Raises before anything is written."""
-    func = "ewm_mean"
-    com = ewm_center_of_mass(com, span, halflife, alpha)
+    and ``axis`` in {0, 1}; ``func`` names the caller in errors. Raises before anything
+    is written."""
+    com = ewm_center_of_mass(com, span, halflife, alpha, func)
     if (isinstance(min_periods, (bool, np.bool_))
             or not isinstance(min_periods, (int, np.integer)) or min_periods < 0):
         raise ValueError(f"{func}: `min_periods` must be an integer >= 0; got {min_periods!r}")
     source = x
-    if not isinstance(x, np.ndarray):
-        try:
-            x = np.asarray(x)
-        except (TypeError, ValueError) as err:
-            raise TypeError(f"{func}: `x` must be a 1-D or 2-D array of numbers; got "
-                            f"{describe(source)} ({err})") from None
-    dtype = _ewm_result_dtype(x)
+    x = as_array(func, "x", x, "a 1-D or 2-D array of numbers")
+    dtype = _ewm_result_dtype(x, func) if dtype is None else dtype
     if x.ndim not in (1, 2):
         raise ValueError(f"{func}: `x` must be 1-D (a series) or 2-D (axis 0: columns are "
                          f"series, axis 1: rows); got shape={x.shape}")

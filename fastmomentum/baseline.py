@@ -8,7 +8,7 @@ a few units in the last place, not bit for bit).
 """
 import numpy as np
 
-from . import _validation
+from . import _ewm_api, _validation
 
 
 def momentum_step(param, grad, velocity, *, lr, momentum=0.0, dampening=0.0,
@@ -171,12 +171,17 @@ def _ewm_rows(values, observed, com, adjust, ignore_na):
 
 
 def ewm_mean(x, *, com=None, span=None, halflife=None, alpha=None, adjust=True,
-             ignore_na=False, min_periods=0, axis=0, out=None):
+             ignore_na=False, min_periods=0, axis=0, out=None, times=None):
     """NumPy version of :func:`fastmomentum.ewm_mean` (same arguments, results, errors).
 
     Blocked linear scans (see ``_scan``): per block a BLAS matrix product with the weights
     ``(1-alpha)^(t-s)``, the block carries by the same scan on a shorter series; missing
-    values through weighted sums and weight sums, or a scan over the observed values."""
+    values through weighted sums and weight sums, or a scan over the observed values.
+    With ``times``: the family's recurrence (``_family_advance``)."""
+    if times is not None:
+        return _ewm_mean_times(x, times, com=com, span=span, halflife=halflife, alpha=alpha,
+                               adjust=adjust, ignore_na=ignore_na, min_periods=min_periods,
+                               axis=axis, out=out)
     x, out, com, min_periods, axis = _validation.prepare_ewm_mean(
         x, com, span, halflife, alpha, min_periods, axis, out)
     if x.size == 0:
@@ -189,3 +194,95 @@ def ewm_mean(x, *, com=None, span=None, halflife=None, alpha=None, adjust=True,
     result[np.cumsum(observed, axis=1) < min_periods] = np.nan
     np.copyto(target, result, casting="same_kind")
     return out
+
+
+# ---------------------------------------------------------------------------------------
+# The exponentially weighted family (var, std, cov, corr, sum, times, EwmStream): pandas'
+# recurrence is not linear in its state (its weights divide), so NumPy runs it one step at
+# a time, vectorised across the series; the Python layer (checks, times, streams, combine)
+# is fastmomentum's own (fastmomentum._ewm_api).
+
+def _family_advance(kind, x, y, out, state, alpha, f0, deltas, adjust, ignore_na, bias,
+                    fills, min_periods, out_kind):
+    """NumPy version of ``fastmomentum._ewm_family.advance`` (same contract, same state)."""
+    if out is None:
+        out = np.empty_like(x)
+    if x.ndim == 1:
+        _family_advance(kind, x[:, None], y[:, None], out[:, None], state, alpha, f0, deltas,
+                        adjust, ignore_na, bias, fills, min_periods, out_kind)
+        return out
+    (mean_x, mean_y, cov, old_wt, sum_wt2, nobs, decay, seed, lead_decay, x1, y1, var_x,
+     var_y) = state
+    b = 1.0 - alpha
+    new_wt = 1.0 if adjust else alpha
+    tiny = 1e-300
+    with np.errstate(all="ignore"):
+        for t in range(x.shape[0]):
+            f = (np.exp2(deltas[t] * np.log2(b)) if deltas is not None
+                 else (f0 if t == 0 else b))
+            xt, yt = x[t].astype(np.float64), y[t].astype(np.float64)
+            obs = np.isfinite(xt) & np.isfinite(yt)
+            step = obs | (not ignore_na)
+            decay[step] = np.where(decay[step] * f >= tiny, decay[step] * f, 0.0)
+            start = step & (nobs == 0) & obs
+            going = step & (nobs > 0)
+            for field, value in ((mean_x, xt), (mean_y, yt), (x1, xt), (y1, yt)):
+                field[start] = value[start]
+            lead_decay[start] = decay[start]
+            nobs[start] = 1
+            if kind == 1:
+                mean_x[going] = f * mean_x[going]
+                seen = going & obs
+                mean_x[seen] += xt[seen]
+                nobs[seen] += 1
+            else:
+                ow = np.where(old_wt * f >= tiny, old_wt * f, 0.0)
+                sw2 = np.where(sum_wt2 * (f * f) >= tiny, sum_wt2 * (f * f), 0.0)
+                sum_wt2[going] = sw2[going]
+                if adjust:
+                    seed[going] = np.where(seed[going] * f >= tiny, seed[going] * f, 0.0)
+                old_wt[going & ~obs] = ow[going & ~obs]
+                seen = going & obs
+                nobs[seen] += 1
+                nw = 1.0 - ow if fills else np.full_like(ow, new_wt)
+                inv = 1.0 / (ow + nw)
+                a, c = ow * inv, nw * inv
+                mo, my = mean_x.copy(), mean_y.copy()
+                mn = np.where(mo != xt, a * mo + c * xt, mo)
+                mean_x[seen] = mn[seen]
+                if kind >= 2:
+                    mny = np.where(my != yt, a * my + c * yt, my)
+                    mean_y[seen] = mny[seen]
+                    pairs = [(cov, mo, my, mn, mny, xt, yt)]
+                    if kind == 3:
+                        pairs += [(var_x, mo, mo, mn, mn, xt, xt), (var_y, my, my, mny, mny, yt, yt)]
+                    for m_, u, v, nu, nv, xu, xv in pairs:
+                        cv = a * m_ + (a * ((u - nu) * (v - nv)) + c * ((xu - nu) * (xv - nv)))
+                        m_[seen] = cv[seen]
+                    sum_wt2[seen] = sum_wt2[seen] + nw[seen] * nw[seen]
+                if adjust:
+                    old_wt[seen] = ow[seen] + nw[seen]
+                else:
+                    old_wt[seen] = 1.0
+                    tot = ow[seen] + nw[seen]
+                    sum_wt2[seen] = sum_wt2[seen] / (tot * tot)
+                    sd = seed[seen] * a[seen]
+                    seed[seen] = np.where(sd >= tiny, sd, 0.0)
+            if kind == 3:
+                v = cov / np.where(var_x * var_y < 0, 0.0, np.sqrt(var_x * var_y))
+            elif kind == 2:
+                v = cov.copy()
+                if not bias:
+                    num = old_wt * old_wt
+                    den = num - sum_wt2
+                    v = np.where(den > 0, (num / den) * v, np.nan)
+                if out_kind == 1:
+                    v = np.where(v < 0, 0.0, np.sqrt(v))
+            else:
+                v = mean_x.copy()
+            out[t] = np.where(nobs >= min_periods, v, np.nan)
+    return out
+
+
+(ewm_var, ewm_std, ewm_cov, ewm_corr, ewm_sum, _ewm_mean_times,
+ EwmStream) = _ewm_api.make_functions(_ewm_api.Family(_family_advance))

@@ -674,14 +674,15 @@ cdef bint _ewm_plain_args(object x, object com, object span, object halflife,
 
 
 def ewm_mean(x, *, com=None, span=None, halflife=None, alpha=None, adjust=True,
-             ignore_na=False, min_periods=0, axis=0, out=None):
+             ignore_na=False, min_periods=0, axis=0, out=None, times=None):
     """Exponentially weighted mean, equal to pandas ``ewm(...).mean()``.
 
     ``x`` is a 1-D series or a 2-D array of series: ``axis=0`` makes every column a series
     (as a DataFrame), ``axis=1`` every row. Give exactly one of ``com`` (>= 0), ``span``
     (>= 1), ``halflife`` (> 0) or ``alpha`` (0 < alpha <= 1); pandas' conversions
     ``alpha = 1/(1+com) = 2/(span+1) = 1 - exp(-ln 2/halflife)`` apply (through the centre of
-    mass, as pandas rounds them). ``halflife`` with ``times`` is not supported.
+    mass, as pandas rounds them). ``times``: pandas' time-weighted mean, computed by
+    fastmomentum's ewm family (see :func:`fastmomentum.ewm_var`).
 
     * ``adjust=True``: ``y_t = sum_i (1-alpha)^i x_{t-i} / sum_i (1-alpha)^i``, i.e. the
       zero-started EMA ``m_t = (1-alpha) m_{t-1} + alpha x_t`` divided by
@@ -713,11 +714,16 @@ def ewm_mean(x, *, com=None, span=None, halflife=None, alpha=None, adjust=True,
     cdef double com_
     cdef Py_ssize_t min_periods_
     cdef int axis_
-    if _ewm_plain_args(x, com, span, halflife, alpha, min_periods, axis, out,
-                       &com_, &min_periods_, &axis_):
+    if times is None and _ewm_plain_args(x, com, span, halflife, alpha, min_periods, axis,
+                                         out, &com_, &min_periods_, &axis_):
         xa = <cnp.ndarray>x
         oa = (cnp.PyArray_EMPTY(cnp.PyArray_NDIM(xa), cnp.PyArray_DIMS(xa),
                                 cnp.PyArray_TYPE(xa), 0) if out is None else <cnp.ndarray>out)
+    elif times is not None:
+        import fastmomentum
+        return fastmomentum._ewm_mean_times(x, times, com=com, span=span, halflife=halflife,
+                                            alpha=alpha, adjust=adjust, ignore_na=ignore_na,
+                                            min_periods=min_periods, axis=axis, out=out)
     else:
         xa, oa, com_, min_periods_, axis_ = _validation.prepare_ewm_mean(
             x, com, span, halflife, alpha, min_periods, axis, out)

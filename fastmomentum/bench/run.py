@@ -19,7 +19,7 @@ from .timing import TIMING, time_interleaved
 #: dtypes of the "kernels" provider and filters the others.
 PROVIDERS = {
     "kernels": (kernel_cases, ("momentum_step", "ema_update")),
-    "ewm": (ewm_cases, ("ewm_mean",)),
+    "ewm": (ewm_cases, ("ewm_mean", "ewm_var", "ewm_std", "ewm_cov", "ewm_corr")),
     "models": (model_cases, ("model_step", "model_step_ema")),
 }
 KERNELS = tuple(k for _, kernels in PROVIDERS.values() for k in kernels)

@@ -1,0 +1,326 @@
+"""ewm_var/std/cov/corr/sum and times= (compiled and NumPy baseline) against pandas, a direct
+weighted-sum oracle, and each other."""
+import datetime
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import fastmomentum
+from fastmomentum import baseline
+
+from test_ewm import assert_matches, nan_patterns
+
+IMPLS = {"fastmomentum": fastmomentum, "baseline": baseline}
+STATS = ["var", "std", "cov", "corr", "sum"]
+PAIR = {"cov", "corr"}
+PARAMS = [dict(com=0.5), dict(span=7), dict(halflife=3.0), dict(alpha=0.5), dict(alpha=1.0),
+          dict(alpha=0.02)]
+
+
+def family(impl, stat):
+    return getattr(IMPLS[impl], f"ewm_{stat}")
+
+
+def pandas_stat(stat, x, y=None, axis=0, bias=None, **kw):
+    """pandas' answer for 1-D or 2-D arrays (axis 0: columns are series)."""
+    def frame(a):
+        a = np.asarray(a, dtype=np.float64)
+        if a.ndim == 1:
+            return pd.Series(a)
+        return pd.DataFrame(a if axis == 0 else a.T)
+    ew = frame(x).ewm(**kw)
+    extra = {} if bias is None else {"bias": bias}
+    result = getattr(ew, stat)(frame(y), **extra) if stat in PAIR else getattr(ew, stat)(**extra)
+    result = result.to_numpy()
+    return result.T if np.ndim(x) == 2 and axis == 1 else result
+
+
+def well_conditioned(got, want, x, y, kw):
+    """corr where it is defined to rounding: after a gap of ~100 steps, adjust=False
+    weighs the old values by b^100 ~ 1e-48, and a variance is then a rounding artifact
+    (pandas' mean (ow*m + nw*x)/(ow + nw) is an ulp off x, giving a variance of 1e-29
+    where ours, a*m + c*x with c == 1, gives 1e-46). NaN positions are checked
+    everywhere; values where both variances are above 1e-20 of the data's scale."""
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    both = np.isfinite(x) & np.isfinite(y)
+    xs, ys = np.where(both, x, np.nan), np.where(both, y, np.nan)
+    scale = np.nanmax(np.abs(np.concatenate([xs, ys, [1.0]]))) ** 2
+    vx = pandas_stat("var", xs, bias=True, **kw)
+    vy = pandas_stat("var", ys, bias=True, **kw)
+    keep = ~((vx < 1e-20 * scale) | (vy < 1e-20 * scale))
+    return np.where(keep, got, 0.0), np.where(keep, want, 0.0)
+
+
+def call(impl, stat, x, y, **kw):
+    return family(impl, stat)(x, y, **kw) if stat in PAIR else family(impl, stat)(x, **kw)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("stat", STATS)
+@pytest.mark.parametrize("n", [1, 2, 37, 400])
+def test_grid_matches_pandas_1d(impl, stat, n):
+    if impl == "baseline" and n > 100:
+        pytest.skip("the baseline steps in Python; its long-series bits are checked against "
+                    "the compiled ones in test_compiled_equals_baseline_bits")
+    rng = np.random.default_rng(n)
+    partner = rng.standard_normal(n) * 3 + 1
+    partner[rng.random(n) < 0.1] = np.nan
+    params = PARAMS if n > 2 else PARAMS[:2]
+    for pattern, x in nan_patterns(n, rng).items():
+        x = x + 50.0                                  # a mean far from 0: cancellation
+        for param in params:
+            for adjust in (True, False) if stat != "sum" else (True,):
+                for ignore_na in (False, True):
+                    for min_periods in (0, 3):
+                        kw = dict(param, adjust=adjust, ignore_na=ignore_na,
+                                  min_periods=min_periods)
+                        biases = (None, True) if stat in ("var", "std", "cov") else (None,)
+                        for bias in biases:
+                            extra = {} if bias is None else {"bias": bias}
+                            y = partner + 0.5 * x if stat in PAIR else None
+                            got = call(impl, stat, x, y, **kw, **extra)
+                            assert got.dtype == np.float64
+                            want = pandas_stat(stat, x, y, bias=bias, **kw)
+                            if stat == "corr":
+                                got, want = well_conditioned(got, want, x, y, kw)
+                            assert_matches(got, want, np.abs(want[np.isfinite(want)]))
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("stat", STATS)
+@pytest.mark.parametrize("axis", [0, 1])
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_grid_matches_pandas_2d(impl, stat, axis, order):
+    rng = np.random.default_rng(axis + 7 * len(stat))
+    for shape in [(60, 9), (9, 40), (200, 20)]:
+        x = rng.standard_normal(shape)
+        y = rng.standard_normal(shape) + x
+        noisy = x.copy()
+        noisy[rng.random(shape) < 0.1] = np.nan
+        noisy[:, 1] = np.nan
+        for data in (x, noisy):
+            data = np.asarray(data, order=order)
+            yy = np.asarray(y, order=order) if stat in PAIR else None
+            for adjust in (True, False) if stat != "sum" else (True,):
+                kw = dict(alpha=0.15, adjust=adjust, min_periods=2)
+                got = call(impl, stat, data, yy, axis=axis, **kw)
+                assert_matches(got, pandas_stat(stat, data, yy, axis=axis, **kw), data)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("stat", STATS)
+def test_float32_in_float32_out_and_out(impl, stat):
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((300, 4)).astype(np.float32)
+    y = (rng.standard_normal((300, 4)) + x).astype(np.float32) if stat in PAIR else None
+    got = call(impl, stat, x, y, span=9)
+    assert got.dtype == np.float32
+    want = pandas_stat(stat, x, y, span=9)      # pandas computes in float64 too
+    np.testing.assert_array_equal(got, want.astype(np.float32))
+    out = np.full(x.shape, 7.0, dtype=np.float32)
+    assert call(impl, stat, x, y, span=9, out=out) is out
+    np.testing.assert_array_equal(out, got)
+
+
+@pytest.mark.parametrize("stat", STATS)
+def test_compiled_equals_baseline_bits(stat):
+    """Both run the same operations in the same order (no fma): the same bits."""
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((500, 5))
+    x[rng.random(x.shape) < 0.05] = np.nan
+    y = rng.standard_normal((500, 5)) if stat in PAIR else None
+    for adjust in (True, False) if stat != "sum" else (True,):
+        kw = dict(com=3.0, adjust=adjust, ignore_na=True)
+        np.testing.assert_array_equal(call("fastmomentum", stat, x, y, **kw),
+                                      call("baseline", stat, x, y, **kw))
+
+
+def test_thread_count_independent():
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((40_000, 48))
+    x[rng.random(x.shape) < 0.01] = np.nan
+    y = rng.standard_normal(x.shape)
+    before = fastmomentum.get_num_threads()
+    try:
+        results = []
+        for threads in (1, 2, 3):
+            fastmomentum.set_num_threads(threads)
+            results.append([fastmomentum.ewm_var(x, alpha=0.05), fastmomentum.ewm_cov(x, y, alpha=0.05),
+                            fastmomentum.ewm_var(np.asfortranarray(x), alpha=0.05)])
+    finally:
+        fastmomentum.set_num_threads(before)
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            np.testing.assert_array_equal(a, b)
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(0, 60), m=st.integers(1, 4), stat=st.sampled_from(STATS),
+       alpha=st.floats(0.01, 1.0), adjust=st.booleans(), ignore_na=st.booleans(),
+       min_periods=st.integers(0, 5), f32=st.booleans(), seed=st.integers(0, 2**16),
+       missing=st.floats(0.0, 0.9), axis=st.integers(0, 1))
+def test_property_matches_pandas(n, m, stat, alpha, adjust, ignore_na, min_periods, f32, seed,
+                                 missing, axis):
+    adjust = adjust or stat == "sum"
+    rng = np.random.default_rng(seed)
+    shape = (n, m) if axis == 0 else (m, n)
+    x = rng.standard_normal(shape) * 10
+    x[rng.random(shape) < missing] = rng.choice([np.nan, np.inf, -np.inf])
+    y = rng.standard_normal(shape) if stat in PAIR else None
+    if f32:
+        x = x.astype(np.float32)
+        y = None if y is None else y.astype(np.float32)
+    kw = dict(alpha=alpha, adjust=adjust, ignore_na=ignore_na, min_periods=min_periods)
+    got = call("fastmomentum", stat, x, y, axis=axis, **kw)
+    assert got.dtype == x.dtype and got.shape == x.shape
+    want = pandas_stat(stat, x, y, axis=axis, **kw)
+    if f32:
+        want = want.astype(np.float32).astype(np.float64)
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    else:
+        assert_matches(got, want, np.abs(want[np.isfinite(want)]) if want.size else want)
+
+
+# ---------------------------------------------------------------------------------------
+# times
+
+def _times(n, rng, unit="s"):
+    return pd.to_datetime(np.cumsum(rng.integers(1, 50, n)), unit=unit).values
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("adjust", [True, False])
+@pytest.mark.parametrize("ignore_na", [False, True])
+@pytest.mark.parametrize("halflife", ["20s", datetime.timedelta(seconds=7),
+                                      np.timedelta64(3000, "ms")])
+def test_times_mean_matches_pandas(impl, adjust, ignore_na, halflife):
+    rng = np.random.default_rng(4)
+    for pattern, x in nan_patterns(300, rng).items():
+        t = _times(300, rng)
+        kw = dict(halflife=halflife, adjust=adjust, ignore_na=ignore_na, min_periods=2)
+        got = IMPLS[impl].ewm_mean(x, times=t, **kw)
+        want = pd.Series(x).ewm(times=t, **kw).mean().to_numpy()
+        assert_matches(got, want, x)
+    frame = rng.standard_normal((100, 3))
+    t = _times(100, rng, "ms")
+    got = IMPLS[impl].ewm_mean(frame, times=t, halflife="50ms", adjust=adjust)
+    want = pd.DataFrame(frame).ewm(times=t, halflife="50ms", adjust=adjust).mean().to_numpy()
+    assert_matches(got, want, frame)
+
+
+def test_times_with_alpha_and_float_times():
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal(200)
+    t = _times(200, rng)
+    got = fastmomentum.ewm_mean(x, times=t, alpha=0.3, halflife="5s")
+    want = pd.Series(x).ewm(times=t, alpha=0.3, halflife="5s").mean().to_numpy()
+    assert_matches(got, want, x)
+    # float times with a numeric halflife: the same as datetime seconds
+    seconds = t.astype("datetime64[s]").astype(np.int64).astype(np.float64)
+    np.testing.assert_allclose(fastmomentum.ewm_mean(x, times=seconds, halflife=5.0),
+                               fastmomentum.ewm_mean(x, times=t, halflife="5s"), rtol=1e-14)
+
+
+def weighted_oracle(x, y, t, halflife, bias):
+    """var/cov with times from the definition: weights w_i = 0.5**((t_now - t_i)/halflife)
+    (adjust=True, no missing values), fsum-free but direct."""
+    out = np.empty(len(x))
+    for k in range(len(x)):
+        w = 0.5 ** ((t[k] - t[: k + 1]) / halflife)
+        sw = w.sum()
+        mx, my = (w * x[: k + 1]).sum() / sw, (w * y[: k + 1]).sum() / sw
+        cov = (w * (x[: k + 1] - mx) * (y[: k + 1] - my)).sum() / sw
+        if not bias:
+            den = sw * sw - (w * w).sum()
+            cov = cov * sw * sw / den if den > 0 else np.nan
+        out[k] = cov
+    return out
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("bias", [False, True])
+def test_times_var_cov_against_weighted_sums(impl, bias):
+    rng = np.random.default_rng(9)
+    n = 120
+    t = np.cumsum(rng.random(n) * 3)
+    x = rng.standard_normal(n) + 4
+    y = rng.standard_normal(n) + x
+    mod = IMPLS[impl]
+    np.testing.assert_allclose(mod.ewm_cov(x, y, times=t, halflife=2.5, bias=bias),
+                               weighted_oracle(x, y, t, 2.5, bias), rtol=1e-11, atol=1e-13)
+    want_var = weighted_oracle(x, x, t, 2.5, bias)
+    np.testing.assert_allclose(mod.ewm_var(x, times=t, halflife=2.5, bias=bias), want_var,
+                               rtol=1e-11, atol=1e-13)
+    np.testing.assert_allclose(mod.ewm_std(x, times=t, halflife=2.5, bias=bias),
+                               np.sqrt(want_var), rtol=1e-11, atol=1e-13)
+
+
+# ---------------------------------------------------------------------------------------
+# errors: pandas' types and words, named by the function, nothing written
+
+def _pandas_error(fn):
+    with pytest.raises(Exception) as info:
+        fn()
+    return info.type
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_errors_like_pandas(impl):
+    mod = IMPLS[impl]
+    x = np.arange(10.0)
+    t = _times(10, np.random.default_rng(0))
+    s = pd.Series(x)
+    cases = [
+        (lambda: mod.ewm_var(x), lambda: s.ewm().var(), "Must pass one of"),
+        (lambda: mod.ewm_var(x, com=1, span=2), lambda: s.ewm(com=1, span=2).var(),
+         "mutually exclusive"),
+        (lambda: mod.ewm_std(x, alpha=0), lambda: s.ewm(alpha=0).std(), "0 < alpha <= 1"),
+        (lambda: mod.ewm_sum(x, alpha=0.5, adjust=False),
+         lambda: s.ewm(alpha=0.5, adjust=False).sum(), "adjust=False"),
+        (lambda: mod.ewm_mean(x, halflife="1 day"), lambda: s.ewm(halflife="1 day").mean(),
+         "times is not None"),
+        (lambda: mod.ewm_mean(x, times=t, halflife=2.0),
+         lambda: s.ewm(times=t, halflife=2.0).mean(), "timedelta convertible"),
+        (lambda: mod.ewm_mean(x, times=t[:5], halflife="1s"), None, "same length"),
+        (lambda: mod.ewm_mean(x, times=t, halflife="1s", alpha=0.5, adjust=False),
+         lambda: s.ewm(times=t, halflife="1s", alpha=0.5, adjust=False).mean(), "adjust=False"),
+        (lambda: mod.ewm_sum(x, alpha=0.5, min_periods=-1), None, "min_periods"),
+    ]
+    nat = t.copy()
+    nat[3] = np.datetime64("NaT")
+    cases.append((lambda: mod.ewm_mean(x, times=nat, halflife="1s"),
+                  lambda: s.ewm(times=nat, halflife="1s").mean(), "NaT"))
+    for ours, theirs, words in cases:
+        with pytest.raises((ValueError, TypeError, NotImplementedError), match=words) as info:
+            ours()
+        assert str(info.value).startswith("ewm_")
+        if theirs is not None:
+            assert issubclass(info.type, _pandas_error(theirs))
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_bad_partner_and_out_write_nothing(impl):
+    mod = IMPLS[impl]
+    x = np.arange(12.0).reshape(6, 2)
+    out = np.full((6, 2), 3.0)
+    with pytest.raises(ValueError, match="ewm_cov: `y` must have the shape"):
+        mod.ewm_cov(x, np.ones((6, 3)), alpha=0.5, out=out)
+    with pytest.raises(ValueError, match="ewm_corr: `out` must not share memory with `y`"):
+        mod.ewm_corr(x, out, alpha=0.5, out=out)
+    with pytest.raises(TypeError, match="ewm_var: `out` must be"):
+        mod.ewm_var(x, alpha=0.5, out=np.empty((6, 2), dtype=np.float32))
+    with pytest.raises(TypeError, match="ewm_cov: `y` must hold"):
+        mod.ewm_cov(x, np.array([["a", "b"]] * 6), alpha=0.5, out=out)
+    np.testing.assert_array_equal(out, 3.0)
+
+
+def test_halflife_timedelta_without_times_is_pandas_value_error():
+    """Regression: on eb8d50c ewm_mean(x, halflife="1 day") raised TypeError ("must be a real
+    number"); pandas raises ValueError with this message."""
+    for fn in (fastmomentum.ewm_mean, baseline.ewm_mean, fastmomentum.ewm_var):
+        with pytest.raises(ValueError, match="halflife can only be a timedelta convertible"):
+            fn(np.arange(5.0), halflife=datetime.timedelta(days=1))
