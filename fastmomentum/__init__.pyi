@@ -1,17 +1,18 @@
 # Stub of fastmomentum: the compiled entry points' signatures (the runtime objects come from
 # the compiled module the CPU picks, which type checkers cannot see).
-from typing import Literal, overload
+from typing import Any, Literal, overload
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from ._types import Float, Scalar
+from ._types import Float, HalfLife, Scalar
 from ._version import __version__ as __version__
 from .optim import EMA as EMA
 from .optim import SGD as SGD
 
 __all__ = ["momentum_step", "ema_update", "ewm_mean", "set_num_threads", "get_num_threads",
-           "BUILD_TARGET", "HAS_OPENMP", "__version__", "SGD", "EMA"]
+           "BUILD_TARGET", "HAS_OPENMP", "__version__", "ewm_var", "ewm_std", "ewm_cov", "ewm_corr",
+           "ewm_sum", "EwmStream", "SGD", "EMA"]
 
 BUILD_TARGET: Literal["avx2", "portable"]
 HAS_OPENMP: bool
@@ -23,13 +24,55 @@ def momentum_step(param: NDArray[Float], grad: NDArray[Float], velocity: NDArray
 def ema_update(average: NDArray[Float], value: NDArray[Float], decay: Scalar) -> NDArray[Float]: ...
 @overload
 def ewm_mean(x: NDArray[np.float32], *, com: Scalar | None = None, span: Scalar | None = None,
-             halflife: Scalar | None = None, alpha: Scalar | None = None, adjust: bool = True,
+             halflife: HalfLife | None = None, alpha: Scalar | None = None, adjust: bool = True,
              ignore_na: bool = False, min_periods: int = 0, axis: int = 0,
-             out: NDArray[np.float32] | None = None) -> NDArray[np.float32]: ...
+             times: ArrayLike | None = None, out: NDArray[np.float32] | None = None) -> NDArray[np.float32]: ...
 @overload
 def ewm_mean(x: ArrayLike, *, com: Scalar | None = None, span: Scalar | None = None,
-             halflife: Scalar | None = None, alpha: Scalar | None = None, adjust: bool = True,
+             halflife: HalfLife | None = None, alpha: Scalar | None = None, adjust: bool = True,
              ignore_na: bool = False, min_periods: int = 0, axis: int = 0,
-             out: NDArray[np.float64] | None = None) -> NDArray[np.float64]: ...
+             times: ArrayLike | None = None, out: NDArray[np.float64] | None = None) -> NDArray[np.float64]: ...
+# the rest of the exponentially weighted family (fastmomentum._ewm_api)
+def ewm_var(x: ArrayLike, *, com: Scalar | None = None, span: Scalar | None = None,
+            halflife: HalfLife | None = None, alpha: Scalar | None = None, adjust: bool = True,
+            ignore_na: bool = False, min_periods: int = 0, axis: int = 0, bias: bool = False,
+            times: ArrayLike | None = None,
+            out: NDArray[np.floating[Any]] | None = None) -> NDArray[np.floating[Any]]: ...
+def ewm_std(x: ArrayLike, *, com: Scalar | None = None, span: Scalar | None = None,
+            halflife: HalfLife | None = None, alpha: Scalar | None = None, adjust: bool = True,
+            ignore_na: bool = False, min_periods: int = 0, axis: int = 0, bias: bool = False,
+            times: ArrayLike | None = None,
+            out: NDArray[np.floating[Any]] | None = None) -> NDArray[np.floating[Any]]: ...
+def ewm_cov(x: ArrayLike, y: ArrayLike, *, com: Scalar | None = None,
+            span: Scalar | None = None, halflife: HalfLife | None = None,
+            alpha: Scalar | None = None, adjust: bool = True, ignore_na: bool = False,
+            min_periods: int = 0, axis: int = 0, bias: bool = False,
+            times: ArrayLike | None = None,
+            out: NDArray[np.floating[Any]] | None = None) -> NDArray[np.floating[Any]]: ...
+def ewm_corr(x: ArrayLike, y: ArrayLike, *, com: Scalar | None = None,
+             span: Scalar | None = None, halflife: HalfLife | None = None,
+             alpha: Scalar | None = None, adjust: bool = True, ignore_na: bool = False,
+             min_periods: int = 0, axis: int = 0, times: ArrayLike | None = None,
+             out: NDArray[np.floating[Any]] | None = None) -> NDArray[np.floating[Any]]: ...
+def ewm_sum(x: ArrayLike, *, com: Scalar | None = None, span: Scalar | None = None,
+            halflife: HalfLife | None = None, alpha: Scalar | None = None, adjust: bool = True,
+            ignore_na: bool = False, min_periods: int = 0, axis: int = 0,
+            out: NDArray[np.floating[Any]] | None = None) -> NDArray[np.floating[Any]]: ...
+
+class EwmStream:
+    stat: str
+    def __init__(self, stat: Literal["mean", "var", "std", "cov", "corr", "sum"], *,
+                 com: Scalar | None = None, span: Scalar | None = None,
+                 halflife: HalfLife | None = None, alpha: Scalar | None = None,
+                 adjust: bool = True, ignore_na: bool = False, min_periods: int = 0,
+                 bias: bool = False, axis: int = 0, times: bool = False) -> None: ...
+    def update(self, x: ArrayLike, y: ArrayLike | None = None, *,
+               times: ArrayLike | None = None,
+               out: NDArray[np.floating[Any]] | None = None) -> NDArray[np.floating[Any]]: ...
+    def state_dict(self) -> dict[str, Any]: ...
+    def load_state_dict(self, state: dict[str, Any]) -> EwmStream: ...
+    @classmethod
+    def combine(cls, first: dict[str, Any], second: dict[str, Any]) -> dict[str, Any]: ...
+
 def set_num_threads(n: int) -> None: ...
 def get_num_threads() -> int: ...

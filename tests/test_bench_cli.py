@@ -274,11 +274,12 @@ def test_target_ratios_script_runs_every_ewm_group(tmp_path):
             if " vs " in line:
                 pair, ratio = line.strip().rsplit(": ", 1)
                 printed[tuple(pair.split(" vs "))] = float(ratio.rstrip("x"))
-        medians = {r["impl"]: r["median_s"] for r in rows}
+        # (a peer whose package is missing, e.g. numbagg without the peers extra, is skipped)
+        medians = {r["impl"]: r["median_s"] for r in rows if "median_s" in r}
         ours = [impl for impl in medians if impl.startswith("fastmomentum")]
         expected = {(fast, slow): medians[slow] / medians[fast]
                     for fast in ours for slow in medians if slow not in ours}
-        assert ours and len(expected) > len(ours)
+        assert ours and expected
         assert set(printed) == set(expected)
         for pair, ratio in expected.items():
             assert printed[pair] == pytest.approx(ratio, abs=0.0051), pair
