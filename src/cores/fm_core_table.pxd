@@ -90,6 +90,8 @@ ctypedef struct EwmParams:
 # x and out are float* or double* (the dtype of the table entry: ewm_f32 or ewm_f64)
 ctypedef void (*ewm_loop_fn)(const void* x, void* out, Py_ssize_t n, Py_ssize_t m,
                              Py_ssize_t row_stride, const EwmParams* p) noexcept nogil
+ctypedef void (*ewm_series_fn)(const void* x, void* out, Py_ssize_t n,
+                               const EwmParams* p) noexcept nogil
 ctypedef double (*ewm_superblock_fn)(const void* x, void* out, Py_ssize_t n, Py_ssize_t s,
                                      double carry, bint fixup, double* scan,
                                      const EwmParams* p) noexcept nogil
@@ -99,12 +101,14 @@ ctypedef void (*ewm_rows_superblock_fn)(const void* x, void* out, Py_ssize_t n, 
 
 ctypedef struct EwmCores:
     ewm_loop_fn pandas_loop             # pandas' loop over m series side by side
+    ewm_series_fn pandas_series         # pandas' loop over one series
     ewm_superblock_fn series_superblock # one superblock of a series by the scan
     ewm_rows_superblock_fn rows_superblock  # one superblock of rows of m series side by side
 
 ctypedef struct CoreTable:
     const char* target        # "avx2" or "portable"
     elementwise_fn elementwise
+    void (*ewm_coefficients)(EwmParams* p) noexcept nogil   # the scans' (by b = 1 - alpha)
     EwmCores ewm_f32, ewm_f64
 
 #: the PyCapsule name of a CoreTable

@@ -153,7 +153,7 @@ def ewm_mean(x, *, com=None, span=None, halflife=None, alpha=None, adjust=True,
         contiguous = m == 1 or (axis_ == 1) == cnp.PyArray_IS_C_CONTIGUOUS(oa)
     if n == 0 or m == 0:
         return oa
-    plan_ewm(&plan, &p, n, m, contiguous)
+    plan_ewm(&plan, &p, n, m, contiguous, &cores)
     run.p, run.plan, run.n, run.m = &p, &plan, n, m
     run.x, run.out = cnp.PyArray_BYTES(xa), cnp.PyArray_BYTES(oa)
     if cnp.PyArray_TYPE(xa) == cnp.NPY_FLOAT:

@@ -87,8 +87,8 @@ cdef inline bint _scan_series(const EwmRun* r, Py_ssize_t i, double* scratch, do
 cdef inline void _one_series(const EwmRun* r, Py_ssize_t i, double* scratch, double* ends,
                              int nthreads) noexcept nogil:
     if not (r.plan.path == EWM_SERIES_SCAN and _scan_series(r, i, scratch, ends, nthreads)):
-        r.cores.pandas_loop(r.x + i * r.n * r.itemsize, r.out + i * r.n * r.itemsize, r.n, 1,
-                            1, r.p)
+        r.cores.pandas_series(r.x + i * r.n * r.itemsize, r.out + i * r.n * r.itemsize, r.n,
+                              r.p)
 
 
 cdef inline void _series_chunk(void* ctx, Py_ssize_t i, int worker) noexcept nogil:

@@ -12,11 +12,11 @@
 #   a time and scanned as a series (its own superblock and scratch sizes).
 # A scan that meets a missing value (a superblock ending non-finite) gives that series (or
 # the frame) to pandas' loop, whose bits do not depend on anything a scan wrote.
-from libc.math cimport ceil, fma, log, pow
+from libc.math cimport ceil, log, pow
 
 from fastmomentum._threads cimport threads_for
-from fm_core_table cimport (EWM_BLOCK, EWM_CHUNK, EWM_NARROW, EWM_POWERS, EWM_SUPERBLOCK,
-                            EwmParams)
+from fm_core_table cimport EWM_BLOCK, EWM_NARROW, EWM_SUPERBLOCK, CoreTable, EwmParams
+from fm_ewm_coefficients cimport flush_tiny
 
 cdef enum:
     # The scans from this many values on (a series; series side by side): below, their
@@ -33,14 +33,12 @@ cdef enum:
     # at least this many: a range starts on a 64-byte boundary of a row (16 float32
     # values), so fewer columns give one range, i.e. one thread.
     EWM_SPLIT_COLUMNS_MIN = 16
-# A carry is dropped once its weight b^k falls below this (and table entries are flushed
-# to zero below EWM_TINY, keeping denormals out of the loops).
+# A carry is dropped once its weight b^k falls below this.
 cdef extern from *:
     """
     #define EWM_NEGLIGIBLE 1e-30
-    #define EWM_TINY 1e-300
     """
-    const double EWM_NEGLIGIBLE, EWM_TINY
+    const double EWM_NEGLIGIBLE
 # A caller's 16-byte aligned ``out`` of at least this many bytes (half this machine's L3)
 # is written with streaming stores (fm_store.h, fm_scan.h): it would not stay in cache
 # anyway, and skipping the read-for-ownership saves one of three memory streams. Not a
@@ -51,48 +49,18 @@ cdef extern from *:
 cdef enum:
     EWM_STREAM_MIN_BYTES = 1 << 24
 
-cdef inline double _flush(double v) noexcept nogil:
-    return v if v >= EWM_TINY else 0.0
-
-
 cdef inline Py_ssize_t _whole_blocks(double values) noexcept nogil:
     return <Py_ssize_t>ceil(values / EWM_BLOCK) * EWM_BLOCK
 
 
-cdef inline void _scan_tables(EwmParams* p, Py_ssize_t n, Py_ssize_t m) noexcept nogil:
+cdef inline void _scan_tables(EwmParams* p, Py_ssize_t n, Py_ssize_t m,
+                              const CoreTable* cores) noexcept nogil:
     """The scans' constants for ``m`` series of ``n`` (one after another, or side by
-    side)."""
-    cdef Py_ssize_t j, h
+    side): the coefficients by the target's cores (fma instructions: through the portable
+    build's libm, the 136 fma of the weight table cost ~0.3 us a call), the sizes here."""
     cdef double b = p.b, rows
-    cdef double pw[EWM_POWERS]
-    p.log_b = log(b)
-    # b^(j+1): by pow (within an ulp) up to b^8, the scan's coefficients, whose error would
-    # grow by ~1/alpha over the recurrence; beyond, for the weight sums near t = 0 only, as
-    # b^h * b^(j+1-h) (an ulp per halving, a few in all; 60 pow calls cost ~1.5 us a call).
-    # 1 - b^(j+1) = (1 - b^h) + b^h*(1 - b^(j+1-h)): positive terms, no cancellation.
-    for j in range(8):
-        pw[j] = pow(b, <double>(j + 1))
-    if p.adjust:
-        for j in range(8, EWM_POWERS):
-            h = (j + 1) // 2
-            pw[j] = pw[h - 1] * pw[j - h]
-        p.one_minus_pw[0] = 1.0 - b
-        for j in range(1, EWM_CHUNK):
-            h = (j + 1) // 2
-            p.one_minus_pw[j] = fma(pw[h - 1], p.one_minus_pw[j - h], p.one_minus_pw[h - 1])
-    p.coef.b = b
-    p.coef.b2 = _flush(pw[1])
-    p.coef.b3 = _flush(pw[2])
-    p.coef.b4 = _flush(pw[3])
-    p.coef.b8 = _flush(pw[7])
-    p.coef.scale = 1.0 if p.adjust else p.alpha
-    p.coef.f1 = p.coef.scale * p.coef.b
-    p.coef.f2 = p.coef.scale * p.coef.b2
-    p.coef.f3 = p.coef.scale * p.coef.b3
-    p.coef.norm = 1.0 - b if p.adjust else 1.0
-    p.raw = p.coef
-    p.raw.norm = 1.0
-    p.b_superblock = _flush(pow(b, <double>EWM_SUPERBLOCK))
+    cores.ewm_coefficients(p)
+    p.b_superblock = flush_tiny(pow(b, <double>EWM_SUPERBLOCK))
     # b^fixup_len < NEGLIGIBLE, in whole blocks, at most a superblock
     p.fixup_len = EWM_BLOCK * <Py_ssize_t>min(<double>(EWM_SUPERBLOCK // EWM_BLOCK),
                                               log(EWM_NEGLIGIBLE) / (p.log_b * EWM_BLOCK) + 1.0)
@@ -104,7 +72,7 @@ cdef inline void _scan_tables(EwmParams* p, Py_ssize_t n, Py_ssize_t m) noexcept
     if p.few_columns:
         p.fixup_rows = _whole_blocks(rows)
         p.super_rows = _whole_blocks(<double>p.super_rows)
-    p.b_super_rows = _flush(pow(b, <double>p.super_rows))
+    p.b_super_rows = flush_tiny(pow(b, <double>p.super_rows))
     p.cols_scratch = m + (3 * EWM_BLOCK if p.few_columns else m)
     # b^(t+1) < 2^-54 makes 1 - b^(t+1) round to 1
     p.ones_from = <Py_ssize_t>min(1e18, -37.5 / p.log_b + 1.0)
@@ -136,7 +104,7 @@ ctypedef struct EwmPlan:
 
 
 cdef inline void plan_ewm(EwmPlan* plan, EwmParams* p, Py_ssize_t n, Py_ssize_t m,
-                          bint contiguous) noexcept nogil:
+                          bint contiguous, const CoreTable* cores) noexcept nogil:
     """Decide the path of ``m`` series of ``n`` values (n, m > 0) and fill its tables."""
     # alpha == 1 (b == 0) and alpha below 1e-16 (b == 1) are pandas' degenerate cases:
     # pandas' loop handles them
@@ -151,7 +119,7 @@ cdef inline void plan_ewm(EwmPlan* plan, EwmParams* p, Py_ssize_t n, Py_ssize_t 
     p.few_columns = not contiguous and m < EWM_NARROW
     if contiguous and scannable and n >= EWM_SERIES_SCAN_MIN:
         plan.path = EWM_SERIES_SCAN
-        _scan_tables(p, n, m)
+        _scan_tables(p, n, m, cores)
         # EWM_BLOCK per thread; one end per superblock, or two per thread when short
         # series run one per thread
         plan.scratch_size = plan.nthreads * EWM_BLOCK
@@ -159,7 +127,7 @@ cdef inline void plan_ewm(EwmPlan* plan, EwmParams* p, Py_ssize_t n, Py_ssize_t 
                              2 * <Py_ssize_t>plan.nthreads)
     elif not contiguous and scannable and n * m >= EWM_COLUMNS_SCAN_MIN:
         plan.path = EWM_FEW_COLUMNS_SCAN if p.few_columns else EWM_COLUMNS_SCAN
-        _scan_tables(p, n, m)
+        _scan_tables(p, n, m, cores)
         plan.scratch_size = plan.nthreads * p.cols_scratch
         plan.ends_size = (n + p.super_rows - 1) // p.super_rows * m
     else:
