@@ -8,7 +8,7 @@ import torch
 from fastmomentum import baseline, ema_update
 from fastmomentum import _target
 
-from conftest import DTYPES
+from _grid import DTYPES
 
 
 def test_seed_example_ema_of_0_to_9():

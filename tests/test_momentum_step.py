@@ -1,5 +1,4 @@
 """momentum_step against torch.optim.SGD (bit for bit), the NumPy baseline and closed forms."""
-import itertools
 import math
 
 import numpy as np
@@ -10,20 +9,7 @@ import fastmomentum
 from fastmomentum import baseline, momentum_step
 from fastmomentum import _target
 
-from conftest import DTYPES
-
-# Every option combination torch accepts (nesterov needs momentum and no dampening).
-OPTIONS = [
-    dict(momentum=m, dampening=d, weight_decay=wd, nesterov=nest, maximize=mx)
-    for m, d, wd, nest, mx in itertools.product([0.0, 0.9], [0.0, 0.3], [0.0, 0.01],
-                                                 [False, True], [False, True])
-    if not (nest and (m == 0 or d != 0))
-]
-
-
-def option_id(o):
-    return ",".join(f"{k}={v}" for k, v in o.items() if v)
-
+from _grid import DTYPES, SGD_OPTIONS as OPTIONS, option_id
 
 def torch_sgd_trajectory(p0, grads, lrs, options):
     """Run torch.optim.SGD (default CPU path) over ``grads``; returns the params after each step
