@@ -14,8 +14,7 @@
 # every entry point was compiled per target and called its loop directly: 16-element
 # momentum_step 909 vs 956, ema_update 369 vs 385, fm.SGD's step on 20 arrays 56.5k vs
 # 58.1k. Keeping every core behind one struct also makes the target a single choice, made
-# once
-# (fastmomentum/_target.py) after the CPU check and before any target-specific module loads.
+# once (fastmomentum/_target.py) after the CPU check, before any target's module loads.
 from cpython.pycapsule cimport PyCapsule_GetPointer
 
 from fastmomentum.kernels cimport SgdParams
