@@ -55,8 +55,14 @@ ctypedef struct WorkItem:
     Py_ssize_t size       # elements
     Py_ssize_t offset     # first element's index in the concatenation of all items
 
-ctypedef void (*elementwise_fn)(const StepScalars* s, const WorkItem* w, Py_ssize_t start,
-                                Py_ssize_t stop) noexcept nogil
+# ``first``: the item's first written buffer (param, or average for OP_EMA), float* or
+# double* as the kernel's dtype
+ctypedef void (*elementwise_fn)(void* first, const StepScalars* s, const WorkItem* w,
+                                Py_ssize_t start, Py_ssize_t stop) noexcept nogil
+
+
+cdef inline void* first_written(const WorkItem* w) noexcept nogil:
+    return w.average if w.op == OP_EMA else w.param
 
 # ---------------------------------------------------------------------------------------
 # ewm_mean: its parameters and tables (filled by the plan, fastmomentum._ewm)

@@ -14,9 +14,12 @@ cdef inline SgdParams _item_sgd(const StepScalars* s, const WorkItem* w) noexcep
     return sgd
 
 
+# Each takes the item's first written buffer typed (``w.param``, or ``w.average`` for an
+# EMA): the table holds their float and double specialisations (fm_make_table.pxd).
+
 cdef inline void sgd_range(real* param, const StepScalars* s, const WorkItem* w,
                            Py_ssize_t start, Py_ssize_t stop) noexcept nogil:
-    """An SGD step with momentum 0 (``param`` is ``w.param``, typed)."""
+    """An SGD step with momentum 0."""
     cdef SgdParams sgd = _item_sgd(s, w)
     sgd_step(param + start, <const real*>w.grad + start, NULL, stop - start, &sgd)
 
@@ -40,30 +43,3 @@ cdef inline void fused_range(real* param, const StepScalars* s, const WorkItem* 
 cdef inline void ema_range(real* average, const StepScalars* s, const WorkItem* w,
                            Py_ssize_t start, Py_ssize_t stop) noexcept nogil:
     ema_step(average + start, <const real*>w.value + start, stop - start, s.decay)
-
-
-# the table entries: (s, w, start, stop), dtype fixed
-cdef inline void sgd_f32(const StepScalars* s, const WorkItem* w, Py_ssize_t a,
-                         Py_ssize_t b) noexcept nogil:
-    sgd_range(<float*>w.param, s, w, a, b)
-cdef inline void sgd_f64(const StepScalars* s, const WorkItem* w, Py_ssize_t a,
-                         Py_ssize_t b) noexcept nogil:
-    sgd_range(<double*>w.param, s, w, a, b)
-cdef inline void momentum_f32(const StepScalars* s, const WorkItem* w, Py_ssize_t a,
-                              Py_ssize_t b) noexcept nogil:
-    momentum_range(<float*>w.param, s, w, a, b)
-cdef inline void momentum_f64(const StepScalars* s, const WorkItem* w, Py_ssize_t a,
-                              Py_ssize_t b) noexcept nogil:
-    momentum_range(<double*>w.param, s, w, a, b)
-cdef inline void fused_f32(const StepScalars* s, const WorkItem* w, Py_ssize_t a,
-                           Py_ssize_t b) noexcept nogil:
-    fused_range(<float*>w.param, s, w, a, b)
-cdef inline void fused_f64(const StepScalars* s, const WorkItem* w, Py_ssize_t a,
-                           Py_ssize_t b) noexcept nogil:
-    fused_range(<double*>w.param, s, w, a, b)
-cdef inline void ema_f32(const StepScalars* s, const WorkItem* w, Py_ssize_t a,
-                         Py_ssize_t b) noexcept nogil:
-    ema_range(<float*>w.average, s, w, a, b)
-cdef inline void ema_f64(const StepScalars* s, const WorkItem* w, Py_ssize_t a,
-                         Py_ssize_t b) noexcept nogil:
-    ema_range(<double*>w.average, s, w, a, b)

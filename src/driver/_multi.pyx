@@ -15,7 +15,7 @@ from libc.stdlib cimport free, malloc
 from fastmomentum._spans cimport WrittenSpans, safe_threads
 from fastmomentum._threads cimport CHUNK_ALIGN, NOGIL_MIN_SIZE, run_chunks, threads_for
 from fm_checks cimport finite_in, lead, like, list_of, overlap, refused, sgd_hyper_ok
-from fm_core_table cimport CoreTable, StepScalars, WorkItem, load_core_table
+from fm_core_table cimport CoreTable, StepScalars, WorkItem, first_written, load_core_table
 
 from fastmomentum import _target, _validation
 
@@ -46,8 +46,9 @@ cdef void _run_span(const StepScalars* s, const WorkItem* items, Py_ssize_t coun
             hi = mid - 1
     i = lo
     while i < count and items[i].offset < end:
-        cores.elementwise[items[i].kernel](s, &items[i], max(begin - items[i].offset, 0),
-                          min(end - items[i].offset, items[i].size))
+        cores.elementwise[items[i].kernel](first_written(&items[i]), s, &items[i],
+                                           max(begin - items[i].offset, 0),
+                                           min(end - items[i].offset, items[i].size))
         i += 1
 
 
@@ -71,7 +72,7 @@ cdef void run_items(const StepScalars* s, const WorkItem* items, Py_ssize_t coun
         return
     if total < NOGIL_MIN_SIZE:
         if count == 1:   # a single-buffer call: no span to look up (~30 instructions)
-            cores.elementwise[items[0].kernel](s, items, 0, total)
+            cores.elementwise[items[0].kernel](first_written(items), s, items, 0, total)
         else:
             _run_span(s, items, count, 0, total)
     elif nthreads == 1:
