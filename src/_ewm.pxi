@@ -18,11 +18,13 @@
 #       vectorised dependency chains y_t = b^8*y_{t-8} + w_t, w a filter of x), entering
 #       with one carry y_{t-1};
 #     superblock (EWM_SUPERBLOCK elements): scanned from zero in pass 1, in parallel.
-#       The superblock carries then follow serially, and pass 2 redoes only the leading
-#       fixup_len values of each superblock, where the carry still matters (b^offset >= 1e-30;
-#       beyond, its effect is below 1e-30 of the values).
-#   Everything is fixed by position and alpha, never by the thread count: results are
-#   bit-identical for any number of threads. Pass 1 also finds missing values: a NaN or
+#       The superblock carries then follow serially, and pass 2 redoes the leading values
+#       of each superblock, where the carry still matters: at least fixup_len of them
+#       (b^offset >= 1e-30), then block by block while the carry's term |carry|*b^offset is
+#       not below 2^-60 of the sum it is added to (_carry_matters: a carry 1e35 times the
+#       data after it needs ~1.8x fixup_len).
+#   Everything is fixed by position, alpha and the data, never by the thread count:
+#   results are bit-identical for any number of threads. Pass 1 also finds missing values: a NaN or
 #   inf makes its superblock's end non-finite, and the series goes to _ewm_exact.
 # * _ewm_cols_blocked: series side by side (a C-ordered frame along axis 0) without
 #   missing values: the same recurrence one row at a time, vectorised across the series,
@@ -31,7 +33,7 @@
 #   few to vectorise across: each is gathered a block of rows at a time and scanned by
 #   fm_scan.h (_narrow_stretch). A NaN or inf anywhere: _ewm_exact.
 from cython.parallel cimport parallel, threadid
-from libc.math cimport NAN, ceil, expm1, fma, isfinite, log, pow
+from libc.math cimport NAN, ceil, expm1, fabs, fma, isfinite, log, pow
 from cpython.float cimport PyFloat_AS_DOUBLE
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
@@ -72,9 +74,12 @@ cdef Py_ssize_t EWM_SUPERBLOCK = 240 * EWM_BLOCK   # 261120
 # either way; of 8000, 30 us by the loop, 3-4 us blocked).
 cdef Py_ssize_t EWM_SERIES_BLOCKED_MIN = 128
 cdef Py_ssize_t EWM_COLS_BLOCKED_MIN = 8 * EWM_BLOCK
-# A carry is dropped once its weight b^k falls below this (and table entries are flushed
-# to zero below EWM_TINY, keeping denormals out of the loops).
+# Pass 2 redoes at least the values where a carry's weight b^k is above EWM_NEGLIGIBLE
+# (a fixed length: pass 1 does not store them), and goes on while the carry's term is not
+# below EWM_CARRY_TOLERANCE of the sum without it (1/256 of an ulp; table entries are
+# flushed to zero below EWM_TINY, keeping denormals out of the loops).
 cdef double EWM_NEGLIGIBLE = 1e-30
+cdef double EWM_CARRY_TOLERANCE = 2.0 ** -60
 cdef double EWM_TINY = 1e-300
 # A caller's 16-byte aligned ``out`` of at least this many bytes (half this machine's L3)
 # is written with streaming stores (fm_store.h, fm_scan.h): it would not stay in cache
@@ -165,7 +170,7 @@ cdef void _ewm_tables(EwmParams* p, Py_ssize_t n, Py_ssize_t m) noexcept nogil:
     p.coef.norm = 1.0 - b if p.adjust else 1.0
     p.raw = p.coef
     p.raw.norm = 1.0
-    p.b_superblock = _flush(pow(b, <double>EWM_SUPERBLOCK))
+    p.b_superblock = pow(b, <double>EWM_SUPERBLOCK)   # not flushed: the carries may be huge
     # b^fixup_len < NEGLIGIBLE, in whole blocks, at most a superblock
     p.fixup_len = EWM_BLOCK * <Py_ssize_t>min(<double>(EWM_SUPERBLOCK // EWM_BLOCK),
                                               log(EWM_NEGLIGIBLE) / (p.log_b * EWM_BLOCK) + 1.0)
@@ -177,7 +182,7 @@ cdef void _ewm_tables(EwmParams* p, Py_ssize_t n, Py_ssize_t m) noexcept nogil:
     if m < EWM_NARROW:
         p.fixup_rows = _whole_blocks(rows)
         p.super_rows = _whole_blocks(<double>p.super_rows)
-    p.b_super_rows = _flush(pow(b, <double>p.super_rows))
+    p.b_super_rows = pow(b, <double>p.super_rows)
     p.cols_scratch = m + (3 * EWM_BLOCK if m < EWM_NARROW else m)
     # b^(t+1) < 2^-54 makes 1 - b^(t+1) round to 1
     p.ones_from = <Py_ssize_t>min(1e18, -37.5 / p.log_b + 1.0)
@@ -361,15 +366,35 @@ cdef double _ewm_stretch(const real* x, real* out, Py_ssize_t t0, Py_ssize_t end
     return carry
 
 
+cdef inline bint _carry_matters(const double* y, const double* carry_in, Py_ssize_t m,
+                                double b_k) noexcept nogil:
+    """True when some series' carry term, ``carry_in*b_k`` in its sum ``y`` k steps on,
+    is not below EWM_CARRY_TOLERANCE of the sum without it, ``y - carry_in*b_k``. That sum's
+    magnitude is at most the b-weighted sum of |x| since the carry, which decays no faster
+    than the carry term: once negligible against it, the term stays so."""
+    cdef Py_ssize_t j
+    cdef double term
+    cdef bint matters = False
+    for j in range(m):
+        term = carry_in[j] * b_k
+        matters = matters | (fabs(term) > EWM_CARRY_TOLERANCE * fabs(y[j] - term))
+    return matters
+
+
 cdef double _ewm_superblock(const real* x, real* out, Py_ssize_t n, Py_ssize_t s, double carry,
                             bint fixup, double* scan, const EwmParams* p) noexcept nogil:
     """Superblock ``s``: in pass 1 (not ``fixup``) all of it from a zero carry, storing all
     but the leading fixup_len values (except in the first); in pass 2 those, with the
     true ``carry``. Returns the carry out."""
-    cdef Py_ssize_t t0 = s * EWM_SUPERBLOCK, end = min(n, t0 + EWM_SUPERBLOCK)
+    cdef Py_ssize_t t0 = s * EWM_SUPERBLOCK, end = min(n, t0 + EWM_SUPERBLOCK), stop, nxt
+    cdef double carry_in = carry
     if fixup:
-        carry = _ewm_stretch(x + t0, out + t0, t0, min(end, t0 + p.fixup_len), carry, t0,
-                             scan, p)
+        stop = min(end, t0 + p.fixup_len)
+        carry = _ewm_stretch(x + t0, out + t0, t0, stop, carry, t0, scan, p)
+        while stop < end and _carry_matters(&carry, &carry_in, 1, pow(p.b, <double>(stop - t0))):
+            nxt = min(end, stop + EWM_BLOCK)
+            carry = _ewm_stretch(x + stop, out + stop, stop, nxt, carry, stop, scan, p)
+            stop = nxt
     else:
         carry = _ewm_stretch(x + t0, out + t0, t0, end, carry,
                              t0 + (p.fixup_len if s > 0 else 0), scan, p)
@@ -483,21 +508,31 @@ cdef void _cols_stretch(const real* x, real* out, Py_ssize_t t0, Py_ssize_t end,
             _emit_scaled(out + t * m, y, m, norm, p.stream)
 
 
-cdef void _cols_superblock(const real* x, real* out, Py_ssize_t n, Py_ssize_t m,
-                           Py_ssize_t s, double* y, bint fixup,
-                           const EwmParams* p) noexcept nogil:
-    """Rows of superblock ``s`` as in _ewm_superblock (``y``: the carries in, then out;
-    followed by the scratch of _cols_stretch, or of _narrow_stretch for fewer than
-    EWM_NARROW series)."""
-    cdef Py_ssize_t t0 = s * p.super_rows, end = min(n, t0 + p.super_rows)
-    cdef Py_ssize_t store_from = t0 + (p.fixup_rows if s > 0 else 0)
-    if fixup:
-        end = min(end, t0 + p.fixup_rows)
-        store_from = t0
+cdef inline void _cols_rows(const real* x, real* out, Py_ssize_t t0, Py_ssize_t end,
+                            Py_ssize_t m, double* y, Py_ssize_t store_from,
+                            const EwmParams* p) noexcept nogil:
     if m < EWM_NARROW:
         _narrow_stretch(x, out, t0, end, m, y, y + m, store_from, p)
     else:
         _cols_stretch(x, out, t0, end, m, y, y + m, store_from, p)
+
+
+cdef void _cols_superblock(const real* x, real* out, Py_ssize_t n, Py_ssize_t m,
+                           Py_ssize_t s, double* y, const double* carry_in,
+                           const EwmParams* p) noexcept nogil:
+    """Rows of superblock ``s`` as in _ewm_superblock (``y``: the carries in, then out;
+    followed by the scratch of _cols_stretch, or of _narrow_stretch for fewer than
+    EWM_NARROW series). Pass 2 when ``carry_in`` (the carries, also in ``y``) is not NULL."""
+    cdef Py_ssize_t t0 = s * p.super_rows, end = min(n, t0 + p.super_rows), stop, nxt
+    if carry_in == NULL:
+        _cols_rows(x, out, t0, end, m, y, t0 + (p.fixup_rows if s > 0 else 0), p)
+    else:
+        stop = min(end, t0 + p.fixup_rows)
+        _cols_rows(x, out, t0, stop, m, y, t0, p)
+        while stop < end and _carry_matters(y, carry_in, m, pow(p.b, <double>(stop - t0))):
+            nxt = min(end, stop + EWM_BLOCK)
+            _cols_rows(x, out, stop, nxt, m, y, stop, p)
+            stop = nxt
     if p.stream:
         fm_stream_fence()
 
@@ -506,7 +541,7 @@ cdef inline void _cols_pass1(const real* x, real* out, Py_ssize_t n, Py_ssize_t 
                              Py_ssize_t s, double* y, double* ends,
                              const EwmParams* p) noexcept nogil:
     memset(y, 0, m * sizeof(double))
-    _cols_superblock(x, out, n, m, s, y, False, p)
+    _cols_superblock(x, out, n, m, s, y, NULL, p)
     memcpy(ends + s * m, y, m * sizeof(double))
 
 
@@ -541,11 +576,11 @@ cdef bint _ewm_cols_blocked(const real* x, real* out, Py_ssize_t n, Py_ssize_t m
             for s in prange(1, nsuper, schedule="dynamic"):
                 y = scratch + p.cols_scratch * tid
                 memcpy(y, ends + (s - 1) * m, m * sizeof(double))
-                _cols_superblock(x, out, n, m, s, y, True, p)
+                _cols_superblock(x, out, n, m, s, y, ends + (s - 1) * m, p)
     else:
         for s in range(1, nsuper):
             memcpy(scratch, ends + (s - 1) * m, m * sizeof(double))
-            _cols_superblock(x, out, n, m, s, scratch, True, p)
+            _cols_superblock(x, out, n, m, s, scratch, ends + (s - 1) * m, p)
     for t in range(min(p.min_periods - 1, n)):
         for j in range(m):
             out[t * m + j] = <real>NAN

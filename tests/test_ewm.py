@@ -25,14 +25,20 @@ def pandas_ewm(x, axis=0, **kw):
     return pd.DataFrame(x.T).ewm(**kw).mean().to_numpy().T
 
 
-def assert_matches(got, want, x, rtol=1e-12):
-    """Same NaN positions; elsewhere within rtol of the values and of the data's scale."""
+def assert_matches(got, want, x, rtol=1e-12, axis=0, **kw):
+    """Same NaN positions; elsewhere every value within ``rtol`` of its condition: the same
+    mean of |x| (pandas, with the parameters ``kw`` of ``want``), which bounds |want| and
+    every rounding error a sum of weighted values can have (a tolerance from max|x| would
+    hide a wrong value where the data is small)."""
+    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
     assert got.shape == want.shape
     np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
-    finite = np.asarray(x, dtype=np.float64)
-    finite = finite[np.isfinite(finite)]
-    scale = float(np.max(np.abs(finite))) if finite.size else 1.0
-    np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * scale)
+    condition = pandas_ewm(np.abs(np.asarray(x, dtype=np.float64)), axis=axis, **kw)
+    err = np.abs(got - want)
+    bad = err > rtol * condition
+    assert not bad.any(), (
+        f"{bad.sum()} of {got.size} values off; worst at {np.unravel_index(np.argmax(err / np.where(condition > 0, condition, 1e-300)), got.shape)}: "
+        f"got {got[bad][:3]}, want {want[bad][:3]}, condition {condition[bad][:3]}")
 
 
 def nan_patterns(n, rng):
@@ -69,7 +75,7 @@ def test_grid_matches_pandas_1d(impl, param, n):
                     kw = dict(param, adjust=adjust, ignore_na=ignore_na, min_periods=min_periods)
                     got = IMPLS[impl](x, **kw)
                     assert got.dtype == np.float64
-                    assert_matches(got, pandas_ewm(x, **kw), x)
+                    assert_matches(got, pandas_ewm(x, **kw), x, **kw)
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -86,12 +92,13 @@ def test_grid_matches_pandas_2d(impl, axis, order, shape):
     for adjust in (True, False):
         for ignore_na in (False, True):
             kw = dict(alpha=0.15, adjust=adjust, ignore_na=ignore_na, min_periods=2)
-            assert_matches(IMPLS[impl](x, axis=axis, **kw), pandas_ewm(x, axis=axis, **kw), x)
+            assert_matches(IMPLS[impl](x, axis=axis, **kw), pandas_ewm(x, axis=axis, **kw), x,
+                           axis=axis, **kw)
     clean = np.asarray(rng.standard_normal(shape), order=order)   # the no-NaN fast paths
     for adjust in (True, False):
         kw = dict(span=20, adjust=adjust)
         assert_matches(IMPLS[impl](clean, axis=axis, **kw), pandas_ewm(clean, axis=axis, **kw),
-                       clean)
+                       clean, axis=axis, **kw)
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -139,9 +146,10 @@ def test_long_series_no_drift(adjust, alpha):
         want = exact_mean(x, t, alpha, adjust)
         assert abs(got[t] - want) <= 1e-12 * abs(want), (t, got[t], want)
     if alpha >= 1e-3:   # tiny alphas: pandas' own recurrence drifts by ~eps/alpha
-        assert_matches(got, pandas_ewm(x, alpha=alpha, adjust=adjust), x)
+        assert_matches(got, pandas_ewm(x, alpha=alpha, adjust=adjust), x, alpha=alpha,
+                       adjust=adjust)
     assert_matches(baseline.ewm_mean(x[:200_000], alpha=alpha, adjust=adjust),
-                   got[:200_000], x[:200_000])
+                   got[:200_000], x[:200_000], alpha=alpha, adjust=adjust)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
@@ -159,14 +167,40 @@ def test_series_side_by_side_scan_across_row_superblocks(dtype, alpha, shape):
     for adjust in (True, False):
         kw = dict(alpha=alpha, adjust=adjust, min_periods=5)
         want = pandas_ewm(x, **kw)
-        assert_matches(fastmomentum.ewm_mean(x, **kw).astype(np.float64), want, x, rtol)
+        assert_matches(fastmomentum.ewm_mean(x, **kw), want, x, rtol, **kw)
         transposed = np.asfortranarray(x.T)
-        assert_matches(fastmomentum.ewm_mean(transposed, axis=1, **kw).astype(np.float64),
-                       want.T, transposed, rtol)
+        assert_matches(fastmomentum.ewm_mean(transposed, axis=1, **kw), want.T, transposed,
+                       rtol, axis=1, **kw)
     messy = x.copy()
     messy[-1, 2] = np.nan
-    assert_matches(fastmomentum.ewm_mean(messy, alpha=alpha).astype(np.float64),
-                   pandas_ewm(messy, alpha=alpha), messy, rtol)
+    assert_matches(fastmomentum.ewm_mean(messy, alpha=alpha), pandas_ewm(messy, alpha=alpha),
+                   messy, rtol, alpha=alpha)
+
+
+@pytest.mark.parametrize("adjust", [True, False])
+@pytest.mark.parametrize("layout", ["series", "3 side by side", "40 side by side"])
+def test_a_huge_carry_is_kept_while_it_matters(layout, adjust):
+    """Issue 11.1: a superblock of 1e35 then ordinary data. The carry out of it outweighs
+    the data after it long after its weight b^k fell below 1e-30 (where pass 2 used to stop:
+    relative error 718 against pandas); the fix-up now runs while the carry's term is not
+    negligible against the sum it is added to. Series: superblocks of 261120 values; side
+    by side: superblocks of 87040 rows (3 series) and 54960 (40), at alpha=0.01."""
+    rng = np.random.default_rng(0)
+    if layout == "series":
+        alpha, x = 1e-3, np.concatenate([np.full(261120, 1e35), rng.standard_normal(600000)])
+    else:
+        m = int(layout.split()[0])
+        rows = 87040 if m == 3 else 54960
+        alpha = 1e-2
+        x = np.concatenate([np.full((rows, m), 1e35), rng.standard_normal((60000, m))])
+    kw = dict(alpha=alpha, adjust=adjust)
+    # rtol: the carry's term is b^k*carry with b^k from rounded powers of b (k ~ 1e5: ~1e-12)
+    assert_matches(fastmomentum.ewm_mean(x, **kw), pandas_ewm(x, **kw), x, rtol=1e-11, **kw)
+    # the same frame F-ordered along axis 1
+    if x.ndim == 2:
+        t = np.asfortranarray(x.T)
+        assert_matches(fastmomentum.ewm_mean(t, axis=1, **kw), pandas_ewm(x, **kw).T, t,
+                       rtol=1e-11, axis=1, **kw)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
@@ -228,8 +262,8 @@ def test_plain_arguments_take_the_c_checks_with_the_validators_bits(dtype, shape
     assert fastmomentum.ewm_mean(x, axis=axis, out=out, **kw) is out
     assert np.array_equal(out, slow, equal_nan=True)
     if x.size:
-        assert_matches(fast.astype(np.float64), pandas_ewm(x, axis=axis % x.ndim, **kw),
-                       x, rtol=2e-7 if dtype == np.float32 else 1e-12)
+        assert_matches(fast, pandas_ewm(x, axis=axis % x.ndim, **kw), x,
+                       rtol=2e-7 if dtype == np.float32 else 1e-12, axis=axis % x.ndim, **kw)
 
 
 @pytest.mark.parametrize("adjust", [True, False])
@@ -245,7 +279,7 @@ def test_results_over_16mb_are_streamed_exactly(shape, adjust):
         x[5, 3] = np.nan            # the frame's rows then take pandas' per-series division
     kw = dict(alpha=0.01, adjust=adjust)
     want = fastmomentum.ewm_mean(x, **kw)
-    assert_matches(want, pandas_ewm(x, **kw), x)
+    assert_matches(want, pandas_ewm(x, **kw), x, **kw)
     for offset in (1, 2):
         out = np.empty(x.size + offset)[offset:].reshape(shape)
         assert fastmomentum.ewm_mean(x, out=out, **kw) is out
@@ -285,7 +319,7 @@ def test_float32_stays_float32(impl, n):
         assert got.dtype == np.float32
         # computed in float64, then rounded: within one float32 rounding of pandas
         want = pandas_ewm(x, alpha=0.05, adjust=adjust).astype(np.float32)
-        assert_matches(got.astype(np.float64), want.astype(np.float64), x, rtol=2e-7)
+        assert_matches(got, want, x, rtol=2e-7, alpha=0.05, adjust=adjust)
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -293,11 +327,12 @@ def test_integers_and_bools_give_float64(impl):
     ints = np.arange(20, dtype=np.int32) % 7
     got = IMPLS[impl](ints, span=4)
     assert got.dtype == np.float64
-    assert_matches(got, pandas_ewm(ints, span=4), ints)
+    assert_matches(got, pandas_ewm(ints, span=4), ints, span=4)
     flags = ints > 3
-    assert_matches(IMPLS[impl](flags, span=4), pandas_ewm(flags.astype(float), span=4), ints)
+    assert_matches(IMPLS[impl](flags, span=4), pandas_ewm(flags.astype(float), span=4), flags,
+                   span=4)
     assert_matches(IMPLS[impl]([1, 2, 3.5], alpha=0.5), pandas_ewm([1, 2, 3.5], alpha=0.5),
-                   ints)
+                   [1, 2, 3.5], alpha=0.5)
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -308,14 +343,15 @@ def test_out_is_filled_and_returned(impl, order):
     out = np.full(x.shape, -1.0, order=order)
     got = IMPLS[impl](x, alpha=0.1, out=out)
     assert got is out
-    assert_matches(out, pandas_ewm(x, alpha=0.1), x)
+    assert_matches(out, pandas_ewm(x, alpha=0.1), x, alpha=0.1)
     series = x[:, 0].copy()
     shifted = np.empty(series.size + 1)[1:]     # only 8-byte aligned
     shifted.fill(-1.0)
     assert IMPLS[impl](series, alpha=0.1, out=shifted) is shifted
-    assert_matches(shifted, fastmomentum.ewm_mean(series, alpha=0.1), series)
+    assert_matches(shifted, fastmomentum.ewm_mean(series, alpha=0.1), series, alpha=0.1)
     strided = x[::2, ::2]                       # non-contiguous input is read as is
-    assert_matches(IMPLS[impl](strided, alpha=0.1), pandas_ewm(strided, alpha=0.1), x)
+    assert_matches(IMPLS[impl](strided, alpha=0.1), pandas_ewm(strided, alpha=0.1), strided,
+                   alpha=0.1)
     assert IMPLS[impl](np.empty((0, 3)), alpha=0.1).shape == (0, 3)
 
 
@@ -396,8 +432,8 @@ def test_hypothesis_matches_pandas(data, rows, cols, two_d, dtype, alpha, adjust
     for impl in IMPLS.values():
         got = impl(x, axis=axis, **kw)
         assert got.dtype == (np.float32 if dtype == "float32" else np.float64)
-        assert_matches(got.astype(np.float64), want if dtype != "float32"
-                       else want.astype(np.float32).astype(np.float64), x, rtol=rtol)
+        assert_matches(got, want if dtype != "float32" else want.astype(np.float32), x,
+                       rtol=rtol, axis=axis, **kw)
 
 
 @settings(max_examples=30, deadline=None)
@@ -427,7 +463,6 @@ def test_hypothesis_blocked_scans_match_pandas(seed, rows, cols, layout, dtype, 
     got = fastmomentum.ewm_mean(x, axis=axis, **kw)
     assert got.dtype == x.dtype and got.shape == x.shape
     if dtype == "float32":
-        assert_matches(got.astype(np.float64), want.astype(np.float32).astype(np.float64), x,
-                       rtol=2e-7)
+        assert_matches(got, want.astype(np.float32), x, rtol=2e-7, axis=axis, **kw)
     else:
-        assert_matches(got, want, x)
+        assert_matches(got, want, x, axis=axis, **kw)
