@@ -368,6 +368,15 @@ BAD_CALLS = [
     (dict(alpha=0.1, min_periods=-1), ValueError, "`min_periods` must be an integer >= 0"),
     (dict(alpha=0.1, min_periods=1.5), ValueError, "`min_periods` must be an integer >= 0"),
     (dict(alpha=0.1, axis=2), ValueError, "`axis` must be an integer in [-2, 1]"),
+    # issue 11.14: beyond a float or a C integer (were a bare OverflowError)
+    (dict(com=10**400), ValueError, "`com` must be a finite number (one a float64 holds); got 1"),
+    (dict(span=10**400), ValueError, "`span` must be a finite number"),
+    (dict(halflife=-10**400), ValueError, "`halflife` must be a finite number"),
+    (dict(alpha=10**400), ValueError, "`alpha` must be a finite number"),
+    (dict(alpha=0.1, min_periods=2**70), ValueError,
+     "`min_periods` must be an integer in [0, 2**62]; got 1180591620717411303424"),
+    (dict(alpha=0.1, min_periods=np.uint64(2**63)), ValueError,
+     "`min_periods` must be an integer in [0, 2**62]"),
 ]
 
 
@@ -406,6 +415,69 @@ def test_bad_arrays(impl):
         with pytest.raises(error, match="^ewm_mean: ") as info:
             call()
         assert message in str(info.value), str(info.value)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("shape", [(1000,), (250, 4)])
+def test_out_sharing_memory_with_any_x_is_refused(impl, shape):
+    """Issue 11.2: the overlap is checked on ``x`` as an array, whatever was passed (a
+    memoryview or a tensor of ``out``'s memory used to be computed in place, wrong), and
+    exactly: a strided ``x`` reaches past its ``nbytes`` (was missed), while one that only
+    interleaves with ``out`` shares nothing and is computed."""
+    torch = pytest.importorskip("torch")
+    f = IMPLS[impl]
+    b = np.random.default_rng(4).standard_normal(shape)
+    before = b.copy()
+    for kind, x in {"memoryview": memoryview(b), "tensor": torch.from_numpy(b)}.items():
+        with pytest.raises(ValueError, match="^ewm_mean: `out` must not share memory with `x`"):
+            f(x, alpha=0.01, out=b)
+        assert np.array_equal(b, before), kind          # nothing written
+    flat = b.reshape(-1)
+    strided = flat[::2]             # its nbytes end at flat[n/2], its elements at flat[n-2]
+    with pytest.raises(ValueError, match="must not share memory with `x`"):
+        f(strided, alpha=0.01, out=flat[flat.size // 2:])
+    assert np.array_equal(b, before)
+    wide = np.zeros(100)
+    interleaved, between = wide[::20], wide[1:6]        # bounds overlap, no byte shared
+    wide[::20] = np.arange(5.0)
+    assert f(interleaved, alpha=0.5, out=between) is between
+    assert_matches(between, pandas_ewm(np.arange(5.0), alpha=0.5), np.arange(5.0), alpha=0.5)
+    as_list = b.tolist()                                # a list is fresh memory: computed
+    assert f(as_list, alpha=0.01, out=b) is b
+    assert_matches(b, pandas_ewm(before, alpha=0.01), before, alpha=0.01)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.int64])
+@pytest.mark.parametrize("shape,axis", [((40,), 0), ((3000,), 0), ((300, 5), 0), ((5, 300), 1),
+                                        ((9000, 10), 0)])
+def test_masked_values_are_missing_as_in_pandas(impl, dtype, shape, axis):
+    """Issue 11.3: a masked value is missing, as pandas makes it in a Series built from the
+    masked array: the same numbers as pandas on the data with NaN there (was: the mask
+    ignored), with every option; the data is not changed; a masked ``out`` is refused."""
+    rng = np.random.default_rng(9)
+    data = (rng.standard_normal(shape) * 10).astype(dtype)
+    mask = rng.random(shape) < 0.2
+    masked = np.ma.array(data, mask=mask)
+    with_nan = np.where(mask, np.nan, data.astype(np.float64))
+    assert pd.Series(np.ma.array([1.0, 2.0, 3.0], mask=[0, 1, 0])).isna().tolist() == \
+        [False, True, False]                            # pandas' own reading of a mask
+    rtol = 2e-7 if dtype == np.float32 else 1e-12
+    for kw in (dict(alpha=0.1), dict(span=5, adjust=False), dict(com=1, adjust=False),
+               dict(halflife=3.0, ignore_na=True, min_periods=3)):
+        got = IMPLS[impl](masked, axis=axis, **kw)
+        assert type(got) is np.ndarray and got.dtype == (np.float32 if dtype == np.float32
+                                                         else np.float64)
+        want = pandas_ewm(with_nan, axis=axis, **kw)
+        assert_matches(got, want.astype(got.dtype), with_nan, rtol, axis=axis, **kw)
+    assert np.array_equal(masked.data, data) and np.array_equal(masked.mask, mask)
+    unmasked = np.ma.array(data)                        # nomask: the plain data
+    assert np.array_equal(IMPLS[impl](unmasked, alpha=0.1, axis=axis),
+                          IMPLS[impl](data, alpha=0.1, axis=axis), equal_nan=True)
+    result_dtype = np.float32 if dtype == np.float32 else np.float64
+    out = np.ma.array(np.zeros(shape, result_dtype))
+    with pytest.raises(TypeError, match="^ewm_mean: `out` must be .*not a masked array"):
+        IMPLS[impl](data, alpha=0.1, axis=axis, out=out)
 
 
 finite_floats = st.floats(-1e6, 1e6, allow_nan=False)
