@@ -11,6 +11,8 @@ import fastmomentum
 from fastmomentum import baseline
 from fastmomentum._dispatch import BUILDS
 
+from conftest import builds_beside_portable
+
 IMPLS = {"fastmomentum": fastmomentum.ewm_mean, "baseline": baseline.ewm_mean}
 PARAMS = [dict(com=0.5), dict(span=7), dict(halflife=3.0), dict(alpha=0.5),  # com == 1
           dict(alpha=1.0), dict(alpha=0.02), dict(com=0)]
@@ -293,19 +295,20 @@ def test_results_over_16mb_are_streamed_exactly(shape, adjust):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_every_build_computes_the_same_bits(dtype):
-    """The portable and the AVX2 builds (explicit fma in both), in and out of cache."""
+def test_every_build_computes_the_portable_bits(dtype):
+    """Each build beside the portable one (AVX2) against the portable one (explicit fma in
+    both), in and out of cache."""
     rng = np.random.default_rng(14)
     cases = [rng.standard_normal(n).astype(dtype) for n in (5000, 300_000, 4_200_001)]
     cases.append(rng.standard_normal((3000, 40)).astype(dtype))   # side by side: the scan
     cases.append(cases[-1].copy())
     cases[-1][7, 3] = np.nan                                         # and pandas' loop
-    for x in cases:
-        for adjust in (True, False):
-            got = [build.ewm_mean(x, alpha=0.05, adjust=adjust)
-                   for _, build in sorted(BUILDS.items())]
-            for other in got[1:]:
-                assert np.array_equal(got[0], other, equal_nan=True)
+    for name, build in builds_beside_portable().items():
+        for x in cases:
+            for adjust in (True, False):
+                want = BUILDS["portable"].ewm_mean(x, alpha=0.05, adjust=adjust)
+                got = build.ewm_mean(x, alpha=0.05, adjust=adjust)
+                assert np.array_equal(got, want, equal_nan=True), (name, x.shape, adjust)
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -538,3 +541,56 @@ def test_hypothesis_blocked_scans_match_pandas(seed, rows, cols, layout, dtype, 
         assert_matches(got, want.astype(np.float32), x, rtol=2e-7, axis=axis, **kw)
     else:
         assert_matches(got, want, x, axis=axis, **kw)
+
+
+@settings(max_examples=150, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1),
+       shape=st.one_of(st.tuples(st.integers(0, 300)),
+                       st.tuples(st.integers(0, 120), st.integers(0, 6)),
+                       st.tuples(st.integers(128, 4000)),               # the blocked scans
+                       st.tuples(st.integers(1100, 3000), st.integers(8, 12))),
+       missing=st.sampled_from(["none", "nan", "inf", "nan and inf", "leading nan"]),
+       data_scale=st.sampled_from(["normal", "mixed scales", "spike"]),
+       param=st.sampled_from(["com", "span", "halflife", "alpha"]),
+       param_value=st.floats(0.0, 1.0),
+       adjust=st.booleans(), ignore_na=st.booleans(), min_periods=st.integers(0, 5),
+       dtype=st.sampled_from([np.float64, np.float32]), axis=st.integers(0, 1),
+       order=st.sampled_from("CF"), use_out=st.booleans(), out_order=st.sampled_from("CF"))
+def test_fuzz_against_pandas(seed, shape, missing, data_scale, param, param_value, adjust,
+                             ignore_na, min_periods, dtype, axis, order, use_out, out_order):
+    """Every option together, against pandas value by value (both implementations): sizes
+    0, 1 and up (a series and series side by side on the blocked scans too), NaN/inf
+    layouts, data of mixed magnitude, every way to give the smoothing, either axis and
+    memory order, fresh results and out=."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(shape)
+    if data_scale == "mixed scales":
+        x *= 10.0 ** rng.uniform(-6, 6, shape)
+    elif data_scale == "spike" and x.size:
+        x.reshape(-1)[: max(1, x.size // 3)] *= 1e30       # then ordinary data
+    flat = x.reshape(-1)
+    if "nan" in missing and missing != "leading nan":
+        flat[rng.random(x.size) < 0.2] = np.nan
+    if "inf" in missing:
+        flat[rng.random(x.size) < 0.1] = rng.choice([np.inf, -np.inf])
+    if missing == "leading nan":
+        flat[: x.size // 4] = np.nan
+    x = np.asarray(x.astype(dtype), order=order)
+    axis = axis if x.ndim == 2 else 0
+    # param_value in [0, 1] mapped onto each parameter's range (alpha 1e-4..1)
+    value = {"com": 1e3 * param_value ** 3, "span": 1 + 1e3 * param_value ** 3,
+             "halflife": 1e-2 + 1e3 * param_value ** 3,
+             "alpha": max(param_value, 1e-4)}[param]
+    kw = {param: value, "adjust": adjust, "ignore_na": ignore_na, "min_periods": min_periods}
+    want = pandas_ewm(x, axis=axis, **kw) if x.size else np.empty(x.shape)
+    for impl in IMPLS.values():
+        out = None
+        if use_out:
+            out = np.full(x.shape, 7.0, dtype=dtype, order=out_order)
+        got = impl(x, axis=axis, out=out, **kw)
+        assert got.dtype == dtype and got.shape == x.shape
+        if use_out:
+            assert got is out
+        if x.size:
+            assert_matches(got, want.astype(dtype), x, rtol=2e-7 if dtype == np.float32
+                           else 1e-11, axis=axis, **kw)
