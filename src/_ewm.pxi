@@ -508,31 +508,29 @@ cdef void _cols_stretch(const real* x, real* out, Py_ssize_t t0, Py_ssize_t end,
             _emit_scaled(out + t * m, y, m, norm, p.stream)
 
 
-cdef inline void _cols_rows(const real* x, real* out, Py_ssize_t t0, Py_ssize_t end,
-                            Py_ssize_t m, double* y, Py_ssize_t store_from,
-                            const EwmParams* p) noexcept nogil:
-    if m < EWM_NARROW:
-        _narrow_stretch(x, out, t0, end, m, y, y + m, store_from, p)
-    else:
-        _cols_stretch(x, out, t0, end, m, y, y + m, store_from, p)
-
-
 cdef void _cols_superblock(const real* x, real* out, Py_ssize_t n, Py_ssize_t m,
                            Py_ssize_t s, double* y, const double* carry_in,
                            const EwmParams* p) noexcept nogil:
     """Rows of superblock ``s`` as in _ewm_superblock (``y``: the carries in, then out;
     followed by the scratch of _cols_stretch, or of _narrow_stretch for fewer than
-    EWM_NARROW series). Pass 2 when ``carry_in`` (the carries, also in ``y``) is not NULL."""
-    cdef Py_ssize_t t0 = s * p.super_rows, end = min(n, t0 + p.super_rows), stop, nxt
-    if carry_in == NULL:
-        _cols_rows(x, out, t0, end, m, y, t0 + (p.fixup_rows if s > 0 else 0), p)
-    else:
+    EWM_NARROW series). Pass 2 when ``carry_in`` (the carries, also in ``y``) is not NULL:
+    fixup_rows, then a block of rows more while a carry matters. (One call of each row
+    step: a second one changed how the compiler inlines it, see e9a1493.)"""
+    cdef Py_ssize_t t0 = s * p.super_rows, end = min(n, t0 + p.super_rows)
+    cdef Py_ssize_t start = t0, stop = end, store_from = t0 + (p.fixup_rows if s > 0 else 0)
+    if carry_in != NULL:
         stop = min(end, t0 + p.fixup_rows)
-        _cols_rows(x, out, t0, stop, m, y, t0, p)
-        while stop < end and _carry_matters(y, carry_in, m, pow(p.b, <double>(stop - t0))):
-            nxt = min(end, stop + EWM_BLOCK)
-            _cols_rows(x, out, stop, nxt, m, y, stop, p)
-            stop = nxt
+        store_from = t0
+    while True:
+        if m < EWM_NARROW:
+            _narrow_stretch(x, out, start, stop, m, y, y + m, store_from, p)
+        else:
+            _cols_stretch(x, out, start, stop, m, y, y + m, store_from, p)
+        if (carry_in == NULL or stop >= end
+                or not _carry_matters(y, carry_in, m, pow(p.b, <double>(stop - t0)))):
+            break
+        start = store_from = stop
+        stop = min(end, stop + EWM_BLOCK)
     if p.stream:
         fm_stream_fence()
 
