@@ -17,6 +17,8 @@ Environment switches:
 * ``FASTMOMENTUM_DEBUG=1``: bounds and wrap-around checks on, ``-O0 -g``.
 * ``FASTMOMENTUM_NO_OPENMP=1``: build serial kernels even if the compiler has OpenMP.
 * ``FASTMOMENTUM_NO_AVX2=1``: skip the AVX2 build (portable kernels only).
+* ``FASTMOMENTUM_SANITIZE=1``: AddressSanitizer and UndefinedBehaviorSanitizer (``-O1 -g``;
+  run Python with the compiler's libasan in ``LD_PRELOAD``, see ``.ci/run``).
 """
 import glob
 import os
@@ -28,13 +30,27 @@ import numpy as np
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools._distutils import ccompiler, sysconfig
-from setuptools._distutils.errors import CompileError, LinkError
 
 DEBUG = os.environ.get("FASTMOMENTUM_DEBUG") == "1"
+SANITIZE = os.environ.get("FASTMOMENTUM_SANITIZE") == "1"
+SANITIZE_FLAGS = ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined",
+                  "-fno-omit-frame-pointer"]
 
 
 def _log(msg):
     print(f"fastmomentum build: {msg}", file=sys.stderr)
+
+
+def _compiler_errors(compiler):
+    """The CompileError and LinkError classes ``compiler`` raises, as its own modules name
+    them (a vendored distutils may be loaded under two names, ``distutils`` and
+    ``setuptools._distutils``, whose classes differ), and OSError (no compiler at all)."""
+    classes = [OSError]
+    for cls in type(compiler).__mro__:
+        module = sys.modules.get(cls.__module__)
+        classes += [getattr(module, name) for name in ("CompileError", "LinkError")
+                    if isinstance(getattr(module, name, None), type)]
+    return tuple(classes)
 
 
 def compiler_accepts(code, compile_args, link_args=()):
@@ -49,7 +65,7 @@ def compiler_accepts(code, compile_args, link_args=()):
             objs = compiler.compile([src], output_dir=tmp, extra_postargs=list(compile_args))
             compiler.link_executable(objs, os.path.join(tmp, "probe"),
                                      extra_postargs=list(link_args))
-        except (CompileError, LinkError, OSError):
+        except _compiler_errors(compiler):
             return False
     return True
 
@@ -77,7 +93,10 @@ else:
     openmp_flags = []
     _log("WARNING: the C compiler has no OpenMP; building serial kernels (one thread)")
 
-opt_flags = ["-O0", "-g"] if DEBUG else ["-O3"]
+opt_flags = ["-O0", "-g"] if DEBUG else ["-O1", "-g"] if SANITIZE else ["-O3"]
+sanitize_flags = SANITIZE_FLAGS if SANITIZE else []
+if SANITIZE:
+    _log("sanitizers on: " + " ".join(SANITIZE_FLAGS))
 # -fno-trapping-math changes no value (IEEE results stay exact; only FP exception flags are
 # not preserved): it lets the compiler evaluate both sides of a select, so loops with a
 # division on one side (ewm_mean's row step) vectorise.
@@ -105,8 +124,9 @@ def extension(name, source, flags=(), openmp=True):
         depends=HEADERS,   # rebuilt when a header or .pxd changes
         include_dirs=[np.get_include()] + LAYERS,
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")],
-        extra_compile_args=common_flags + list(flags) + (openmp_flags if openmp else []),
-        extra_link_args=openmp_flags if openmp else [],
+        extra_compile_args=(common_flags + list(flags) + (openmp_flags if openmp else [])
+                            + sanitize_flags),
+        extra_link_args=(openmp_flags if openmp else []) + sanitize_flags,
     )
 
 

@@ -53,11 +53,10 @@ def check_like(func, name, x, lead_name, lead, writeable):
 
 
 def _overlap(a, b):
-    if a.size == 0 or b.size == 0:
-        return False
-    a0 = a.__array_interface__["data"][0]
-    b0 = b.__array_interface__["data"][0]
-    return a0 < b0 + b.nbytes and b0 < a0 + a.nbytes
+    """NumPy's exact test (``np.shares_memory``), after its cheap bounds test: a strided
+    array spans more bytes than its ``nbytes``, and may also interleave with another
+    without sharing a byte."""
+    return np.may_share_memory(a, b) and np.shares_memory(a, b)
 
 
 def check_disjoint(func, name, x, other_name, other):
@@ -200,8 +199,13 @@ def ewm_center_of_mass(com, span, halflife, alpha):
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer,
                                                                      np.floating)):
         raise TypeError(f"{func}: `{name}` must be a real number; got {describe(value)}")
-    if not math.isfinite(value):
-        raise ValueError(f"{func}: `{name}` must be a finite number; got {value!r}")
+    try:
+        finite = math.isfinite(value)
+    except OverflowError:       # an int beyond float range (pandas: a bare OverflowError)
+        finite = False
+    if not finite:
+        raise ValueError(f"{func}: `{name}` must be a finite number (one a float64 holds); "
+                         f"got {_short(value)}")
     if name == "com":
         if value < 0:
             raise ValueError(f"{func}: comass must satisfy: comass >= 0; got {value!r}")
@@ -220,6 +224,16 @@ def ewm_center_of_mass(com, span, halflife, alpha):
             raise ValueError(f"{func}: alpha must satisfy: 0 < alpha <= 1; got {value!r}")
         comass = (1 - value) / value
     return float(comass)
+
+
+def _short(value):
+    """repr(value), cut short for an int of hundreds of digits."""
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:12]}...{text[-4:]} ({len(text)} characters)"
+
+
+# the C kernels count observations in a signed 64-bit integer (as the C entry's check)
+EWM_MAX_MIN_PERIODS = 2 ** 62
 
 
 def _ewm_result_dtype(x):
@@ -242,10 +256,13 @@ def prepare_ewm_mean(x, com, span, halflife, alpha, min_periods, axis, out):
     if (isinstance(min_periods, (bool, np.bool_))
             or not isinstance(min_periods, (int, np.integer)) or min_periods < 0):
         raise ValueError(f"{func}: `min_periods` must be an integer >= 0; got {min_periods!r}")
+    if min_periods > EWM_MAX_MIN_PERIODS:
+        raise ValueError(f"{func}: `min_periods` must be an integer in [0, 2**62]; got "
+                         f"{_short(min_periods)}")
     source = x
     if not isinstance(x, np.ndarray):
         try:
-            x = np.asarray(x)
+            x = np.asarray(x)       # a memoryview or a CPU tensor: the same memory
         except (TypeError, ValueError) as err:
             raise TypeError(f"{func}: `x` must be a 1-D or 2-D array of numbers; got "
                             f"{describe(source)} ({err})") from None
@@ -260,19 +277,24 @@ def prepare_ewm_mean(x, com, span, halflife, alpha, min_periods, axis, out):
     axis = int(axis) % x.ndim
     if out is None:
         order = "F" if (x.ndim == 2 and x.flags.f_contiguous and not x.flags.c_contiguous) else "C"
-        x = np.asarray(x, dtype=dtype, order=order)
         out = np.empty(x.shape, dtype=dtype, order=order)
     else:
-        ok = (isinstance(out, np.ndarray) and out.dtype == dtype and out.flags.writeable
+        ok = (isinstance(out, np.ndarray) and not isinstance(out, np.ma.MaskedArray)
+              and out.dtype == dtype and out.flags.writeable
               and out.flags.aligned and out.dtype.isnative
               and (out.flags.c_contiguous or out.flags.f_contiguous))
         if not ok:
             raise TypeError(f"{func}: `out` must be a writeable C- or F-contiguous {dtype} "
-                            f"array (the result dtype for this `x`); got {describe(out)}")
+                            f"array (the result dtype for this `x`; not a masked array); "
+                            f"got {describe(out)}")
         if out.shape != x.shape:
             raise ValueError(f"{func}: `out` must have the shape of `x` {x.shape}; "
                              f"got shape={out.shape}")
-        if isinstance(source, np.ndarray):
-            check_disjoint(func, "out", out, "x", source)
-        x = np.asarray(x, dtype=dtype, order="C" if out.flags.c_contiguous else "F")
+        # x as an array, whatever was passed: a memoryview or tensor of out's memory too
+        check_disjoint(func, "out", out, "x", x)
+        order = "C" if out.flags.c_contiguous else "F"
+    if isinstance(x, np.ma.MaskedArray):
+        # pandas' view of a masked value: missing (NaN), as in a Series built from it
+        x = np.where(np.ma.getmaskarray(x), np.nan, np.asarray(x.data, dtype=dtype))
+    x = np.asarray(x, dtype=dtype, order=order)
     return x, out, com, max(int(min_periods), 1), axis

@@ -15,3 +15,23 @@ def restore_threads():
     n = fastmomentum.get_num_threads()
     yield
     fastmomentum.set_num_threads(n)
+
+
+def targets_beside_portable():
+    """The CPU targets other than the portable one, each to be compared with it (not the
+    chosen target with itself). On a CPU with AVX2+FMA the AVX2 cores must be among them;
+    elsewhere there is nothing to compare and the calling test is skipped, saying so."""
+    from fastmomentum import _cpu, _target
+    others = [name for name in _target.TARGETS if name != "portable"]
+    if _cpu.cpu_has_avx2_fma():
+        assert "avx2" in others, f"this CPU has AVX2+FMA but only the targets {_target.BUILT}"
+    if not others:
+        pytest.skip("one target here (portable): nothing to compare it with")
+    return others
+
+
+def on_target(target, fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` run on ``target``'s numeric cores."""
+    from fastmomentum import _target
+    with _target.using(target):
+        return fn(*args, **kwargs)

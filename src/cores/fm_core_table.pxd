@@ -111,8 +111,9 @@ ctypedef void (*ewm_series_fn)(const void* x, void* out, Py_ssize_t n,
 ctypedef double (*ewm_superblock_fn)(const void* x, void* out, Py_ssize_t n, Py_ssize_t s,
                                      double carry, bint fixup, double* scan,
                                      const EwmParams* p) noexcept nogil
+# carry_in: NULL in pass 1, the superblock's carries (also in y) in pass 2
 ctypedef void (*ewm_rows_superblock_fn)(const void* x, void* out, Py_ssize_t n, Py_ssize_t m,
-                                        Py_ssize_t s, double* y, bint fixup,
+                                        Py_ssize_t s, double* y, const double* carry_in,
                                         const EwmParams* p) noexcept nogil
 
 ctypedef struct EwmCores:

@@ -1,15 +1,20 @@
-# The scans' coefficients (fm_scan.h) and adjust=True's weight table, from b = 1 - alpha:
-# part of the numeric cores (fma instructions), built once per CPU target.
-from libc.math cimport fma, log, pow
+# The scans' coefficients (fm_scan.h) and adjust=True's weight table, from b = 1 - alpha,
+# and the rule for how long a carry matters: part of the numeric cores (fma
+# instructions), built once per CPU target.
+from libc.math cimport fabs, fma, log, pow
 
 from fm_core_table cimport EWM_CHUNK, EWM_POWERS, EwmParams
 
 cdef extern from *:
     """
     #define EWM_TINY 1e-300
+    #define EWM_CARRY_TOLERANCE 0x1p-60
     """
     # table entries are flushed to zero below this, keeping denormals out of the loops
     const double EWM_TINY
+    # pass 2 of a scan goes on while a carry's term is not below this fraction of the sum
+    # without it (1/256 of an ulp): see carry_matters
+    const double EWM_CARRY_TOLERANCE
 
 
 cdef inline double flush_tiny(double v) noexcept nogil:
@@ -48,3 +53,18 @@ cdef inline void scan_coefficients(EwmParams* p) noexcept nogil:
     p.coef.norm = 1.0 - b if p.adjust else 1.0
     p.raw = p.coef
     p.raw.norm = 1.0
+
+
+cdef inline bint carry_matters(const double* y, const double* carry_in, Py_ssize_t m,
+                               double b_k) noexcept nogil:
+    """True when some series' carry term, ``carry_in*b_k`` in its sum ``y`` k steps on,
+    is not below EWM_CARRY_TOLERANCE of the sum without it, ``y - carry_in*b_k``. That sum's
+    magnitude is at most the b-weighted sum of |x| since the carry, which decays no faster
+    than the carry term: once negligible against it, the term stays so."""
+    cdef Py_ssize_t j
+    cdef double term
+    cdef bint matters = False
+    for j in range(m):
+        term = carry_in[j] * b_k
+        matters = matters | (fabs(term) > EWM_CARRY_TOLERANCE * fabs(y[j] - term))
+    return matters

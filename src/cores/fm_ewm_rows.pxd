@@ -3,10 +3,11 @@
 # EWM_NARROW series ("few columns") each gathered and scanned as a series. The numeric core
 # of the columns scan, built once per CPU target; superblocks, threads and carries are the
 # driver's (fastmomentum._ewm).
-from libc.math cimport expm1, fma
+from libc.math cimport expm1, fma, pow
 
 from fastmomentum.kernels cimport real
 from fm_core_table cimport EWM_BLOCK, EwmParams
+from fm_ewm_coefficients cimport carry_matters
 from fm_ewm_scan cimport _ewm_stretch
 from fm_ewm_store cimport _emit, _emit_scaled, fm_stream_fence
 
@@ -72,20 +73,27 @@ cdef inline void _cols_stretch(const real* x, real* out, Py_ssize_t t0, Py_ssize
 
 
 cdef inline void rows_superblock(const real* x, real* out, Py_ssize_t n, Py_ssize_t m,
-                           Py_ssize_t s, double* y, bint fixup,
-                           const EwmParams* p) noexcept nogil:
+                                 Py_ssize_t s, double* y, const double* carry_in,
+                                 const EwmParams* p) noexcept nogil:
     """Rows of superblock ``s`` as in series_superblock (``y``: the carries in, then out;
     followed by the scratch of _cols_stretch, or of _narrow_stretch for fewer than
-    EWM_NARROW series)."""
+    EWM_NARROW series: few columns). Pass 2 when ``carry_in`` (the carries, also in ``y``) is not NULL:
+    fixup_rows, then a block of rows more while a carry matters. (One call of each row
+    step: a second one changed how the compiler inlines it, see e9a1493.)"""
     cdef Py_ssize_t t0 = s * p.super_rows, end = min(n, t0 + p.super_rows)
-    cdef Py_ssize_t store_from = t0 + (p.fixup_rows if s > 0 else 0)
-    if fixup:
-        end = min(end, t0 + p.fixup_rows)
+    cdef Py_ssize_t start = t0, stop = end, store_from = t0 + (p.fixup_rows if s > 0 else 0)
+    if carry_in != NULL:
+        stop = min(end, t0 + p.fixup_rows)
         store_from = t0
-    if p.few_columns:
-        _narrow_stretch(x, out, t0, end, m, y, y + m, store_from, p)
-    else:
-        _cols_stretch(x, out, t0, end, m, y, y + m, store_from, p)
+    while True:
+        if p.few_columns:
+            _narrow_stretch(x, out, start, stop, m, y, y + m, store_from, p)
+        else:
+            _cols_stretch(x, out, start, stop, m, y, y + m, store_from, p)
+        if (carry_in == NULL or stop >= end
+                or not carry_matters(y, carry_in, m, pow(p.b, <double>(stop - t0)))):
+            break
+        start = store_from = stop
+        stop = min(end, stop + EWM_BLOCK)
     if p.stream:
         fm_stream_fence()
-

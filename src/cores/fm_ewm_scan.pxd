@@ -5,6 +5,7 @@ from libc.math cimport expm1, fma, pow
 
 from fastmomentum.kernels cimport real
 from fm_core_table cimport EWM_BLOCK, EWM_CHUNK, EWM_SUPERBLOCK, EwmParams, fm_scan_coef
+from fm_ewm_coefficients cimport carry_matters
 from fm_ewm_store cimport _emit, fm_stream_fence
 
 cdef extern from "fm_scan.h" nogil:
@@ -67,19 +68,24 @@ cdef inline double _ewm_stretch(const real* x, real* out, Py_ssize_t t0, Py_ssiz
     return carry
 
 
-cdef inline double series_superblock(const real* x, real* out, Py_ssize_t n, Py_ssize_t s, double carry,
-                            bint fixup, double* scan, const EwmParams* p) noexcept nogil:
+cdef inline double series_superblock(const real* x, real* out, Py_ssize_t n, Py_ssize_t s,
+                                     double carry, bint fixup, double* scan, const EwmParams* p) noexcept nogil:
     """Superblock ``s``: in pass 1 (not ``fixup``) all of it from a zero carry, storing all
     but the leading fixup_len values (except in the first); in pass 2 those, with the
     true ``carry``. Returns the carry out."""
-    cdef Py_ssize_t t0 = s * EWM_SUPERBLOCK, end = min(n, t0 + EWM_SUPERBLOCK)
+    cdef Py_ssize_t t0 = s * EWM_SUPERBLOCK, end = min(n, t0 + EWM_SUPERBLOCK), stop, nxt
+    cdef double carry_in = carry
     if fixup:
-        carry = _ewm_stretch(x + t0, out + t0, t0, min(end, t0 + p.fixup_len), carry, t0,
-                             scan, p)
+        stop = min(end, t0 + p.fixup_len)
+        carry = _ewm_stretch(x + t0, out + t0, t0, stop, carry, t0, scan, p)
+        while stop < end and carry_matters(&carry, &carry_in, 1,
+                                           pow(p.b, <double>(stop - t0))):
+            nxt = min(end, stop + EWM_BLOCK)
+            carry = _ewm_stretch(x + stop, out + stop, stop, nxt, carry, stop, scan, p)
+            stop = nxt
     else:
         carry = _ewm_stretch(x + t0, out + t0, t0, end, carry,
                              t0 + (p.fixup_len if s > 0 else 0), scan, p)
     if p.stream:
         fm_stream_fence()
     return carry
-

@@ -115,7 +115,7 @@ cdef inline void _rows_pass1(void* ctx, Py_ssize_t s, int worker) noexcept nogil
     cdef const EwmRun* r = <const EwmRun*>ctx
     cdef double* y = r.scratch + r.p.cols_scratch * worker
     memset(y, 0, r.m * sizeof(double))
-    r.cores.rows_superblock(r.x, r.out, r.n, r.m, s, y, False, r.p)
+    r.cores.rows_superblock(r.x, r.out, r.n, r.m, s, y, NULL, r.p)
     memcpy(r.ends + s * r.m, y, r.m * sizeof(double))
 
 
@@ -123,7 +123,7 @@ cdef inline void _rows_pass2(void* ctx, Py_ssize_t chunk, int worker) noexcept n
     cdef const EwmRun* r = <const EwmRun*>ctx
     cdef double* y = r.scratch + r.p.cols_scratch * worker
     memcpy(y, r.ends + chunk * r.m, r.m * sizeof(double))
-    r.cores.rows_superblock(r.x, r.out, r.n, r.m, chunk + 1, y, True, r.p)
+    r.cores.rows_superblock(r.x, r.out, r.n, r.m, chunk + 1, y, r.ends + chunk * r.m, r.p)
 
 
 cdef inline bint _scan_columns(const EwmRun* r) noexcept nogil:

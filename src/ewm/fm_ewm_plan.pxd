@@ -10,13 +10,15 @@
 #   values, the recurrence one row at a time across the series (src/cores/fm_ewm_rows.pxd);
 # * few columns: the columns scan for fewer than EWM_NARROW series, each gathered a block at
 #   a time and scanned as a series (its own superblock and scratch sizes).
+# Each scan runs in superblocks: pass 1 scans them from a zero carry (on threads), the
+# carries are chained, and pass 2 redoes each superblock's leading values while its carry
+# matters (at least fixup_len, then block by block: carry_matters).
 # A scan that meets a missing value (a superblock ending non-finite) gives that series (or
 # the frame) to pandas' loop, whose bits do not depend on anything a scan wrote.
 from libc.math cimport ceil, log, pow
 
 from fastmomentum._threads cimport threads_for
 from fm_core_table cimport EWM_BLOCK, EWM_NARROW, EWM_SUPERBLOCK, CoreTable, EwmParams
-from fm_ewm_coefficients cimport flush_tiny
 
 cdef enum:
     # The scans from this many values on (a series; series side by side): below, their
@@ -33,7 +35,9 @@ cdef enum:
     # at least this many: a range starts on a 64-byte boundary of a row (16 float32
     # values), so fewer columns give one range, i.e. one thread.
     EWM_SPLIT_COLUMNS_MIN = 16
-# A carry is dropped once its weight b^k falls below this.
+# Pass 2 redoes at least the values where a carry's weight b^k is above EWM_NEGLIGIBLE
+# (a fixed length: pass 1 does not store them), and goes on while the carry's term matters
+# (src/cores/fm_ewm_coefficients.pxd: carry_matters).
 cdef extern from *:
     """
     #define EWM_NEGLIGIBLE 1e-30
@@ -60,7 +64,7 @@ cdef inline void _scan_tables(EwmParams* p, Py_ssize_t n, Py_ssize_t m,
     build's libm, the 136 fma of the weight table cost ~0.3 us a call), the sizes here."""
     cdef double b = p.b, rows
     cores.ewm_coefficients(p)
-    p.b_superblock = flush_tiny(pow(b, <double>EWM_SUPERBLOCK))
+    p.b_superblock = pow(b, <double>EWM_SUPERBLOCK)   # not flushed: the carries may be huge
     # b^fixup_len < NEGLIGIBLE, in whole blocks, at most a superblock
     p.fixup_len = EWM_BLOCK * <Py_ssize_t>min(<double>(EWM_SUPERBLOCK // EWM_BLOCK),
                                               log(EWM_NEGLIGIBLE) / (p.log_b * EWM_BLOCK) + 1.0)
@@ -72,7 +76,7 @@ cdef inline void _scan_tables(EwmParams* p, Py_ssize_t n, Py_ssize_t m,
     if p.few_columns:
         p.fixup_rows = _whole_blocks(rows)
         p.super_rows = _whole_blocks(<double>p.super_rows)
-    p.b_super_rows = flush_tiny(pow(b, <double>p.super_rows))
+    p.b_super_rows = pow(b, <double>p.super_rows)
     p.cols_scratch = m + (3 * EWM_BLOCK if p.few_columns else m)
     # b^(t+1) < 2^-54 makes 1 - b^(t+1) round to 1
     p.ones_from = <Py_ssize_t>min(1e18, -37.5 / p.log_b + 1.0)
