@@ -14,7 +14,7 @@ FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 def describe(x):
     """A short account of what the caller passed, for error messages."""
     if isinstance(x, np.ndarray):
-        flags = []
+        flags = [] if plain_array(x) else [_type_name(x)]
         if not x.flags.c_contiguous:
             flags.append("not C-contiguous")
         if not x.flags.writeable:
@@ -25,17 +25,40 @@ def describe(x):
             flags.append("non-native byte order")
         extra = (", " + ", ".join(flags)) if flags else ""
         return f"dtype={x.dtype}, shape={x.shape}{extra}"
+    return _type_name(x)
+
+
+def _type_name(x):
     return f"{type(x).__module__}.{type(x).__qualname__}".replace("builtins.", "")
 
 
+def plain_array(x):
+    """An ndarray whose in-place arithmetic is ndarray's: exactly np.ndarray, or np.memmap
+    (an ndarray over a file's pages). Other subclasses are refused, since their operators
+    may mean something the kernels do not do (np.ma.MaskedArray leaves masked entries
+    unchanged; unit or matrix types): pass ``np.asarray(x)`` (same memory) instead."""
+    return type(x) is np.ndarray or isinstance(x, np.memmap)
+
+
+def _refuse_subclass(func, name, x):
+    if isinstance(x, np.ndarray) and not plain_array(x):
+        hint = (" (`x.filled(value)` for a copy with the masked entries filled)"
+                if isinstance(x, np.ma.MaskedArray) else "")
+        raise TypeError(f"{func}: `{name}` must be a NumPy ndarray (or np.memmap), not the "
+                        f"subclass {_type_name(x)}, whose semantics fastmomentum "
+                        f"does not implement; pass np.asarray({name}) to update every element "
+                        f"of the same memory{hint}")
+
+
 def _usable(x, writeable):
-    return (isinstance(x, np.ndarray) and x.dtype in FLOAT_DTYPES and x.dtype.isnative
+    return (plain_array(x) and x.dtype in FLOAT_DTYPES and x.dtype.isnative
             and x.flags.c_contiguous and x.flags.aligned
             and (x.flags.writeable or not writeable))
 
 
 def check_lead_array(func, name, x, writeable=True):
     """The first array fixes the dtype and shape the others must match."""
+    _refuse_subclass(func, name, x)
     if not _usable(x, writeable):
         what = "a writeable" if writeable else "a"
         raise TypeError(f"{func}: `{name}` must be {what} C-contiguous float32 or float64 "
@@ -43,6 +66,7 @@ def check_lead_array(func, name, x, writeable=True):
 
 
 def check_like(func, name, x, lead_name, lead, writeable):
+    _refuse_subclass(func, name, x)
     if not (_usable(x, writeable) and x.dtype == lead.dtype):
         what = "a writeable" if writeable else "a"
         raise TypeError(f"{func}: `{name}` must be {what} C-contiguous {lead.dtype} array like "

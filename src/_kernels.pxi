@@ -12,6 +12,8 @@ from fastmomentum.kernels cimport ema_kernel, momentum_kernel, sgd_kernel
 
 from fastmomentum import _validation
 
+import numpy
+
 cnp.import_array()
 
 cdef extern from "fm_openmp.h" nogil:
@@ -130,9 +132,19 @@ cdef void _run(const KernelCall* k, Py_ssize_t n) noexcept:
 # ---------------------------------------------------------------------------------------
 # Argument checks in C. They test exactly what fastmomentum._validation tests.
 
+cdef object _memmap = numpy.memmap
+
+
+cdef inline bint _plain_array(object x) noexcept:
+    """An ndarray whose in-place arithmetic is ndarray's: the exact type (one pointer
+    compare) or np.memmap. Other subclasses (np.ma.MaskedArray keeps masked entries, units,
+    np.matrix) are refused: see _validation.plain_array."""
+    return cnp.PyArray_CheckExact(x) or isinstance(x, _memmap)
+
+
 cdef inline bint _usable(object x, int typenum, bint writeable) noexcept:
     """A native, aligned, C-contiguous array of ``typenum`` (and writeable if asked)."""
-    if not cnp.PyArray_Check(x):
+    if not _plain_array(x):
         return False
     cdef cnp.ndarray a = <cnp.ndarray>x
     return (cnp.PyArray_TYPE(a) == typenum and cnp.PyArray_IS_C_CONTIGUOUS(a)
@@ -143,7 +155,7 @@ cdef inline bint _usable(object x, int typenum, bint writeable) noexcept:
 cdef inline bint _lead(object x, bint writeable) noexcept:
     """The first array of a call: a usable float32 or float64 array (it fixes the dtype and
     shape the others must match)."""
-    if not cnp.PyArray_Check(x):
+    if not _plain_array(x):
         return False
     cdef int typenum = cnp.PyArray_TYPE(<cnp.ndarray>x)
     return ((typenum == cnp.NPY_FLOAT or typenum == cnp.NPY_DOUBLE)
