@@ -71,8 +71,8 @@ class EMA:
     def update(self, params):
         """Fold the current ``params`` (same order, shapes, dtypes) into the averages."""
         decay = self.next_decay()
-        _kernels.multi_ema_update(self.raw_averages, list(params), decay, self._written)
-        self._advance(decay)
+        _kernels.multi_ema_update(self.raw_averages, list(params), decay, self._written,
+                                  self)  # advances the counters in the same C call
 
     @property
     def averages(self):
@@ -145,12 +145,8 @@ class SGD:
             self.params, grads, buffers, ema.raw_averages if ema is not None else None,
             lr=self.lr, momentum=momentum, dampening=self.dampening,
             weight_decay=self.weight_decay, nesterov=self.nesterov, maximize=self.maximize,
-            first_step=first_step, decay=decay, written=self._written)
-        if first_step:
-            self.momentum_buffers = buffers
-        if ema is not None:
-            ema._advance(decay)
-        self.steps += 1
+            first_step=first_step, decay=decay, written=self._written, optimizer=self,
+            ema=ema)  # advances momentum_buffers, steps and the EMA's counters, in C
 
     def state_dict(self):
         """torch.optim-like: ``{'state': {i: {'momentum_buffer': array}}, 'param_groups':

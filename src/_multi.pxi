@@ -139,6 +139,7 @@ cdef class WrittenSpans:
     cdef Span* read          # by work item: what the last order_free check found clear
     cdef Py_ssize_t size, span_count, span_slots, read_count
     cdef bint spans_valid, disjoint, reads_clear
+    cdef bint busy           # a pass over these spans runs without the GIL right now
 
     def __dealloc__(self):
         free(self.written)
@@ -293,12 +294,51 @@ cdef inline bint _list_of(object x, Py_ssize_t n) noexcept:
     return type(x) is list and len(<list>x) == n
 
 
+cdef int _concurrent_step(str func) except -1:
+    raise RuntimeError(f"{func}: another thread is stepping this optimizer (or EMA) at the "
+                       f"same time; one object's steps must not overlap: guard it with a "
+                       f"lock, or give each thread its own")
+
+
+cdef int _run_guarded(_WorkList work, WrittenSpans written, str func, object held) except -1:
+    """Run ``work``, refusing to start while another thread runs a pass of the same
+    ``written`` (its object's steps would race). ``held``: strong references to every
+    buffer the items point into, kept while the GIL is released (another thread may drop
+    the caller's, e.g. replace ``grads[i]``); None when the pass keeps the GIL."""
+    if written is None:
+        written = WrittenSpans()
+    if written.busy:
+        _concurrent_step(func)
+    cdef int nthreads = _safe_threads(work, written)
+    written.busy = held is not None
+    work.run(nthreads)
+    written.busy = False
+    return 0
+
+
+cdef int _account(object optimizer, object velocities, bint first_step, object ema,
+                  double decay) except -1:
+    """The bookkeeping of a fastmomentum.SGD step (its momentum buffers on a first step,
+    ``steps``) and of its EMA's update (``updates``, the decay product), in the same C call
+    as the kernels: a KeyboardInterrupt (raised between bytecodes) cannot fall between what
+    was written and its account."""
+    if optimizer is not None:
+        if first_step:
+            optimizer.momentum_buffers = velocities
+        optimizer.steps += 1
+    if ema is not None:
+        ema.updates += 1
+        ema._kept *= decay
+    return 0
+
+
 # ---------------------------------------------------------------------------------------
 # NumPy entry points (used by fastmomentum.optim)
 
 def multi_momentum_step(list params, grads, velocities, averages=None, *, lr, momentum=0.0,
                         dampening=0.0, weight_decay=0.0, nesterov=False, maximize=False,
-                        first_step=False, decay=0.0, WrittenSpans written=None):
+                        first_step=False, decay=0.0, WrittenSpans written=None,
+                        optimizer=None, ema=None):
     """``momentum_step`` on every ``params[i]`` with ``grads[i]`` and ``velocities[i]``
     (lists; ``velocities`` may be None when ``momentum == 0``), in one call.
 
@@ -307,7 +347,9 @@ def multi_momentum_step(list params, grads, velocities, averages=None, *, lr, mo
     checked before anything is written (see ``_validation.check_multi_step``). The result
     is that of the calls one after the other, in order, whatever aliases what (a grad
     that views another param, say): threads run only when the order cannot matter.
-    ``written``: a WrittenSpans kept by the caller across calls (saves re-sorting)."""
+    ``written``: a WrittenSpans kept by the caller across calls (saves re-sorting).
+    ``optimizer`` / ``ema``: the fastmomentum.SGD / EMA whose counters this step advances
+    (see _account)."""
     cdef Py_ssize_t n = len(params), i
     cdef double lr_, momentum_, dampening_, weight_decay_, decay_
     cdef bint nesterov_ = nesterov, maximize_ = maximize, first_step_ = first_step
@@ -361,13 +403,20 @@ def multi_momentum_step(list params, grads, velocities, averages=None, *, lr, mo
         if fused_ema:
             w.average = cnp.PyArray_BYTES(<cnp.ndarray>averages[i])
             w.decay = decay_
-    work.run(_safe_threads(work, written))
+    if first_step_ and optimizer is not None and optimizer.momentum_buffers is not None:
+        _concurrent_step("SGD.step")  # another thread's first step went first
+    _run_guarded(work, written, "SGD.step",
+                 (params[:], grads[:], velocities[:] if momentum_ != 0.0 else None,
+                  averages[:] if fused_ema else None)
+                 if work.total >= NOGIL_MIN_SIZE else None)
+    _account(optimizer, velocities, first_step_, ema, decay_)
 
 
-def multi_ema_update(list averages, values, decay, WrittenSpans written=None):
+def multi_ema_update(list averages, values, decay, WrittenSpans written=None, ema=None):
     """``ema_update(averages[i], values[i], decay)`` for every i, in one call; every pair is
     checked before anything is written (see ``_validation.check_multi_ema``). As
-    multi_momentum_step: the result of the updates in order, ``written`` a cache."""
+    multi_momentum_step: the result of the updates in order, ``written`` a cache, ``ema``
+    the fastmomentum.EMA whose counters this update advances."""
     cdef Py_ssize_t n = len(averages), i
     cdef double decay_
     cdef bint ok = False
@@ -400,7 +449,9 @@ def multi_ema_update(list averages, values, decay, WrittenSpans written=None):
         w.call.inp = cnp.PyArray_BYTES(<cnp.ndarray>values[i])
         w.call.a = decay_
         w.call.b = 1.0 - decay_
-    work.run(_safe_threads(work, written))
+    _run_guarded(work, written, "EMA.update",
+                 (averages[:], values[:]) if work.total >= NOGIL_MIN_SIZE else None)
+    _account(None, None, False, ema, decay_)
     return averages
 
 
