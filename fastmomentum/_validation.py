@@ -90,12 +90,25 @@ def check_disjoint(func, name, x, other_name, other):
 
 
 def check_scalar(func, name, value, *, low=0.0, high=math.inf, label):
-    """Finite ``value`` in [low, high]; ``label`` is torch's wording for the quantity."""
-    # Like the C API (PyFloat_AsDouble): numbers only, no parsing of strings.
-    if not (hasattr(type(value), "__float__") or hasattr(type(value), "__index__")) \
-            or isinstance(value, (str, bytes)):
+    """Finite real ``value`` in [low, high], returned as a float; ``label`` is torch's
+    wording for the quantity."""
+    # Like the C API (PyFloat_AsDouble): numbers only, no parsing of strings; complex
+    # numbers refused (NumPy's would convert with a warning, dropping the imaginary part).
+    dtype = getattr(value, "dtype", None)
+    if (not (hasattr(type(value), "__float__") or hasattr(type(value), "__index__"))
+            or isinstance(value, (str, bytes, complex, np.complexfloating))
+            or getattr(dtype, "kind", None) == "c" or getattr(dtype, "is_complex", False)):
         raise TypeError(f"{func}: `{name}` must be a real number; got {describe(value)}")
-    v = float(value)
+    try:
+        v = float(value)
+    except OverflowError:
+        v = math.inf  # an int beyond float's range: refused below as not finite
+    except (TypeError, ValueError, RuntimeError) as exc:  # e.g. a 2-element array/tensor
+        shape = getattr(value, "shape", None)
+        what = describe(value) + ("" if shape is None or isinstance(value, np.ndarray)
+                                  else f" of shape {tuple(shape)}")
+        raise TypeError(f"{func}: `{name}` must be a real number (a scalar, or an array or "
+                        f"tensor of one element); got {what} ({exc})") from None
     if not (math.isfinite(v) and low <= v <= high):
         if low == -math.inf:
             bounds = ""
@@ -103,7 +116,9 @@ def check_scalar(func, name, value, *, low=0.0, high=math.inf, label):
             bounds = f" >= {low:g}"
         else:
             bounds = f" in [{low:g}, {high:g}]"
-        raise ValueError(f"{func}: Invalid {label}: {value} (`{name}` must be a finite "
+        shown = value if not isinstance(value, int) or abs(v) < math.inf else \
+            f"an integer of {value.bit_length()} bits"
+        raise ValueError(f"{func}: Invalid {label}: {shown} (`{name}` must be a finite "
                          f"number{bounds})")
     return v
 

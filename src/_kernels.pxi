@@ -5,6 +5,9 @@
 # only on failure calls fastmomentum._validation, which raises the same error the NumPy
 # baseline raises. Nothing is written before every check has passed.
 cimport numpy as cnp
+from cpython.complex cimport PyComplex_Check
+from cpython.float cimport PyFloat_CheckExact
+from cpython.long cimport PyLong_CheckExact
 from cython.parallel cimport prange
 from libc.math cimport INFINITY
 
@@ -178,6 +181,16 @@ cdef inline bint _overlap(cnp.ndarray a, cnp.ndarray b) noexcept:
                           cnp.PyArray_BYTES(b), cnp.PyArray_NBYTES(b))
 
 
+cdef object _complex_scalar = numpy.complexfloating
+
+
+cdef inline bint _real(object x) noexcept:
+    """Not a complex number: NumPy's complex scalars convert to a double with only a
+    warning, dropping the imaginary part. Python floats and ints pass on a type compare."""
+    return (PyFloat_CheckExact(x) or PyLong_CheckExact(x)
+            or not (PyComplex_Check(x) or isinstance(x, _complex_scalar)))
+
+
 cdef inline bint _finite_in(double x, double low, double high) noexcept:
     # False for NaN, which fails both comparisons; high=inf still refuses inf through x-x.
     return low <= x <= high and x - x == 0.0
@@ -226,6 +239,8 @@ def momentum_step(param, grad, velocity, *, lr, momentum=0.0, dampening=0.0,
     cdef cnp.ndarray p, g, v
     cdef bint ok = False
     try:
+        if not (_real(lr) and _real(momentum) and _real(dampening) and _real(weight_decay)):
+            raise TypeError  # the validator explains
         lr_, momentum_ = lr, momentum
         dampening_, weight_decay_ = dampening, weight_decay
         ok = (_sgd_hyper_ok(lr_, momentum_, dampening_, weight_decay_, nesterov_)
@@ -275,6 +290,8 @@ def ema_update(average, value, decay):
     cdef KernelCall k
     cdef bint ok = False
     try:
+        if not _real(decay):
+            raise TypeError  # the validator explains
         decay_ = decay
         ok = (_finite_in(decay_, 0.0, 1.0)
               and _lead(average, True)

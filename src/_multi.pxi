@@ -358,6 +358,9 @@ def multi_momentum_step(list params, grads, velocities, averages=None, *, lr, mo
     cdef cnp.ndarray p, g
     cdef object v, a
     try:
+        if not (_real(lr) and _real(momentum) and _real(dampening) and _real(weight_decay)
+                and _real(decay)):
+            raise TypeError  # the validator explains
         lr_, momentum_, dampening_, weight_decay_, decay_ = (
             lr, momentum, dampening, weight_decay, decay)
         ok = (_sgd_hyper_ok(lr_, momentum_, dampening_, weight_decay_, nesterov_)
@@ -422,6 +425,8 @@ def multi_ema_update(list averages, values, decay, WrittenSpans written=None, em
     cdef bint ok = False
     cdef cnp.ndarray a
     try:
+        if not _real(decay):
+            raise TypeError  # the validator explains
         decay_ = decay
         ok = _finite_in(decay_, 0.0, 1.0) and _list_of(values, n)
         i = 0
