@@ -47,6 +47,29 @@ PRIVATE = {
 PRIVATE_FOUND = all(value is not None for value in PRIVATE.values())
 
 
+def _words(tensor, count):
+    return list((ctypes.c_uint64 * count).from_address(tensor._cdata))
+
+
+def _key_set_offset():
+    """Where a TensorImpl keeps its DispatchKeySet (a 64-bit word whose bits include the
+    lazy negation and, by their absence, the inference-tensor keys), or -1. Found as the
+    one word, among a TensorImpl's first 24, that differs by exactly one bit between
+    ``z.imag`` and ``z.conj().imag`` (the Negative key) and also between an inference
+    tensor and a normal one. The kernels compare it to notice ``p.data = ...`` changing a
+    param's negation or inference bit (see TorchGroupCache); -1 makes them ask torch every
+    step instead."""
+    count = 24  # TensorImpl is larger than 24 words on every 64-bit torch 2.x build
+    z = torch.zeros(3, dtype=torch.complex64)
+    plain, negated = _words(z.imag, count), _words(z.conj().imag, count)
+    with torch.inference_mode():
+        inference = torch.zeros(3)
+    normal = torch.zeros(3)
+    found = [i for i, (x, y) in enumerate(zip(plain, negated)) if bin(x ^ y).count("1") == 1
+             and _words(inference, count)[i] != _words(normal, count)[i]]
+    return found[0] * 8 if len(found) == 1 else -1
+
+
 def _bind_shim():
     """Bind the shim; returns None when bound, else why not."""
     if os.environ.get(FAST_PATH_ENV, "").strip() == "0":
@@ -76,7 +99,8 @@ def _bind_shim():
     _kernels.torch_bind(addresses, codes["dtype_float32"], codes["dtype_float64"],
                         codes["device_type_cpu"], codes["layout_strided"], torch.Tensor,
                         torch.nn.Parameter, torch.Tensor.is_neg, torch.Tensor.is_inference,
-                        torch.is_inference_mode_enabled, PRIVATE["increment_version"])
+                        torch.is_inference_mode_enabled, PRIVATE["increment_version"],
+                        _key_set_offset())
     return None
 
 

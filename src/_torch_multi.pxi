@@ -12,7 +12,7 @@
 # not plain dense CPU float32/float64 C-contiguous torch.Tensor/Parameter objects are
 # reported back and stepped by torch itself.
 from cpython.object cimport Py_TYPE
-from libc.stdint cimport uint8_t
+from libc.stdint cimport uint8_t, uint64_t
 
 cdef extern from "Python.h":
     PyObject* PyErr_Occurred()
@@ -59,6 +59,7 @@ cdef object _is_neg = None  # torch.Tensor.is_neg: the one bit the shim cannot r
 cdef object _is_inference = None            # torch.Tensor.is_inference
 cdef object _inference_mode_enabled = None  # torch.is_inference_mode_enabled
 cdef object _increment_version = None       # torch.autograd.graph.increment_version's op
+cdef Py_ssize_t _key_set_offset = -1  # of DispatchKeySet in a TensorImpl (-1: unknown)
 # torch's own words (c10 VariableVersion::bump) when an in-place op meets an inference tensor
 INFERENCE_TENSOR_ERROR = ("Inplace update to inference tensor outside InferenceMode is not "
                           "allowed.You can make a clone to get a normal tensor before doing "
@@ -76,7 +77,8 @@ TORCH_SHIM_FUNCTIONS = ("aoti_torch_get_data_ptr", "aoti_torch_get_dtype",
 
 def torch_bind(dict addresses, int32_t float32, int32_t float64, int32_t cpu,
                int32_t strided, object tensor_type, object parameter_type, object is_neg,
-               object is_inference, object inference_mode_enabled, object increment_version):
+               object is_inference, object inference_mode_enabled, object increment_version,
+               Py_ssize_t key_set_offset):
     """Enable the torch fast path: ``addresses`` maps TORCH_SHIM_FUNCTIONS to their
     addresses in the loaded libtorch; the integers are the shim's dtype/device/layout codes.
     ``tensor_type`` / ``parameter_type`` are torch.Tensor and torch.nn.Parameter, the only
@@ -84,9 +86,12 @@ def torch_bind(dict addresses, int32_t float32, int32_t float64, int32_t cpu,
     ``torch.Tensor.is_neg`` (a lazily negated view, e.g. ``z.conj().imag``, holds
     the un-negated numbers); ``is_inference``, ``inference_mode_enabled`` and
     ``increment_version`` are torch.Tensor.is_inference, torch.is_inference_mode_enabled and
-    torch._C._increment_version."""
+    torch._C._increment_version; ``key_set_offset`` is where a TensorImpl keeps its
+    DispatchKeySet (a 64-bit word holding the negation and inference bits, found by
+    fastmomentum._torch_bridge), or -1 (then nothing is cached: torch is asked every step)."""
     global _tensor_type, _parameter_type, _is_neg, _is_inference, _inference_mode_enabled
-    global _increment_version
+    global _increment_version, _key_set_offset
+    _key_set_offset = key_set_offset
     _is_neg, _is_inference = is_neg, is_inference
     _inference_mode_enabled, _increment_version = inference_mode_enabled, increment_version
     _shim.get_data_ptr = <shim_data_ptr_fn><uintptr_t>addresses["aoti_torch_get_data_ptr"]
@@ -144,23 +149,29 @@ cdef inline bint _dense_cpu(object t, DenseTensor* out) noexcept:
     return True
 
 
+cdef inline uint64_t _key_set(object t) noexcept:
+    """The DispatchKeySet word of ``t``'s TensorImpl (its at::Tensor, after the object
+    header, is a pointer to it); _key_set_offset >= 0."""
+    cdef char* impl = (<char**>(<char*><PyObject*>t + sizeof(PyObject)))[0]
+    return (<uint64_t*>(impl + _key_set_offset))[0]
+
+
 cdef class TorchGroupCache:
     """What one param group's previous steps established, so steady-state steps re-check
     it for the price of a comparison.
 
     * Slots ``2*i`` (param i) and ``2*i+1`` (its momentum buffer) remember tensors seen to
       be plain (neither a lazily negated view nor an inference tensor: ``Tensor.is_neg()``
-      and ``is_inference()`` cost a Python call each), with their data pointer then and a
-      detached alias that keeps that storage alive. Both bits change only with the
-      tensor's storage (``p.data = z.conj().imag``) or through torch's private ``_set_neg``:
-      a new storage cannot take the cached address while the alias holds the old one, so
-      the same object at the same data pointer is the same plain tensor. Grads are new
+      and ``is_inference()`` cost a Python call each), with their data pointer and
+      dispatch key set then. Both bits live in the key set, which ``p.data = ...`` (e.g.
+      ``z.conj().imag``, even at the same address) and ``_set_neg`` change: the same object
+      with the same data pointer and key set is the same plain tensor. Grads are new
       tensors every step and are always asked.
     * ``written``: what the multi-tensor pass writes and reads (see _order_free).
     """
     cdef PyObject** objects  # strong references: an address is never reused while cached
-    cdef PyObject** aliases  # t.detach() of each: holds the storage whose address is cached
     cdef char** data
+    cdef uint64_t* key_sets
     cdef Py_ssize_t size
     cdef WrittenSpans written
 
@@ -171,10 +182,9 @@ cdef class TorchGroupCache:
         cdef Py_ssize_t i
         for i in range(self.size):
             Py_XDECREF(self.objects[i])
-            Py_XDECREF(self.aliases[i])
         free(self.objects)
-        free(self.aliases)
         free(self.data)
+        free(self.key_sets)
 
     cdef int reserve(self, Py_ssize_t params) except -1:
         """Room for ``params`` params."""
@@ -185,17 +195,18 @@ cdef class TorchGroupCache:
         if objects == NULL:
             raise MemoryError()
         self.objects = objects
-        cdef PyObject** aliases = <PyObject**>realloc(self.aliases, size * sizeof(PyObject*))
-        if aliases == NULL:
-            raise MemoryError()
-        self.aliases = aliases
         cdef char** data = <char**>realloc(self.data, size * sizeof(char*))
         if data == NULL:
             raise MemoryError()
         self.data = data
+        cdef uint64_t* key_sets = <uint64_t*>realloc(self.key_sets, size * sizeof(uint64_t))
+        if key_sets == NULL:
+            raise MemoryError()
+        self.key_sets = key_sets
         for i in range(self.size, size):
-            self.objects[i] = self.aliases[i] = NULL
+            self.objects[i] = NULL
             self.data[i] = NULL
+            self.key_sets[i] = 0
         self.size = size
         return 0
 
@@ -203,7 +214,8 @@ cdef class TorchGroupCache:
         """1 when ``t`` is neither a negated view nor an inference tensor (asking torch
         unless cached), else 0 (torch steps it). Raises torch's error for an inference
         tensor outside inference mode (torch refuses to update it)."""
-        if self.objects[slot] == <PyObject*>t and self.data[slot] == data:
+        if (_key_set_offset >= 0 and self.objects[slot] == <PyObject*>t
+                and self.data[slot] == data and self.key_sets[slot] == _key_set(t)):
             return 1
         if _is_neg(t) is not False:
             return 0
@@ -211,14 +223,12 @@ cdef class TorchGroupCache:
             if _inference_mode_enabled():
                 return 0
             raise RuntimeError(INFERENCE_TENSOR_ERROR)
-        alias = t.detach()
-        Py_INCREF(t)
-        Py_INCREF(alias)
-        Py_XDECREF(self.objects[slot])
-        Py_XDECREF(self.aliases[slot])
-        self.objects[slot] = <PyObject*>t
-        self.aliases[slot] = <PyObject*>alias
-        self.data[slot] = data
+        if _key_set_offset >= 0:
+            Py_INCREF(t)
+            Py_XDECREF(self.objects[slot])
+            self.objects[slot] = <PyObject*>t
+            self.data[slot] = data
+            self.key_sets[slot] = _key_set(t)
         return 1
 
 
