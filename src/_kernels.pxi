@@ -47,6 +47,15 @@ cdef Py_ssize_t PARALLEL_MIN_SIZE = 1 << 16
 cdef Py_ssize_t CHUNK_ALIGN = 64
 # Releasing the GIL costs ~0.1 us: worth it only when the loop itself takes several us.
 cdef Py_ssize_t NOGIL_MIN_SIZE = 1 << 14
+#: PARALLEL_MIN_SIZE and NOGIL_MIN_SIZE, for tests that must make threads run or the GIL
+#: be released (private: they may change).
+_PARALLEL_MIN_SIZE = PARALLEL_MIN_SIZE
+_NOGIL_MIN_SIZE = NOGIL_MIN_SIZE
+
+
+def _threads_for_size(Py_ssize_t n):
+    """The threads a pass over ``n`` elements uses now (private, for tests)."""
+    return _threads_for(n)
 
 
 def set_num_threads(n):
