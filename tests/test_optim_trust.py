@@ -77,7 +77,7 @@ def test_memmap_and_asarray_of_a_masked_array_are_stepped(tmp_path):
     (np.complex128(0.1 + 1j), TypeError, "`lr` must be a real number; got numpy.complex128"),
     (np.complex64(0.1), TypeError, "`lr` must be a real number; got numpy.complex64"),
     (np.array(0.1 + 0j), TypeError, "`lr` must be a real number"),
-])
+], ids=["10**400", "2-element", "complex128", "complex64", "complex 0-d array"])
 def test_bad_lr_is_named_and_refused_alike(bad, error, match):
     p = np.zeros(3)
     with np.errstate(all="raise"):
@@ -108,7 +108,7 @@ class _no_warning:
         return self._catch.__exit__(*exc)
 
 
-@pytest.mark.parametrize("bad", [10**400, np.complex128(0.5)])
+@pytest.mark.parametrize("bad", [10**400, np.complex128(0.5)], ids=["10**400", "complex"])
 def test_bad_decay_is_named(bad):
     for update in EMAS:
         with _no_warning(), pytest.raises((TypeError, ValueError),
