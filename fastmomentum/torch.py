@@ -174,7 +174,6 @@ class SGD(Optimizer):
         self._group_caches = []
         #: What the EMA update of params outside the fused pass writes, checked across steps.
         self._ema_written = _kernels.WrittenSpans()
-        self._stepping = threading.Lock()  # held by a running step()
         #: Number of params the last step() sent through fastmomentum's kernels (the rest,
         #: with a grad, went to torch's own SGD).
         self.kernel_params = 0
@@ -241,14 +240,17 @@ class SGD(Optimizer):
     @_hooked_step
     def step(self, closure=None):
         """Perform a single optimization step (``closure`` as in torch.optim.SGD)."""
-        if not self._stepping.acquire(blocking=False):
+        # dict.setdefault claims the optimizer in one C call (no other thread can claim it
+        # in between); a claim left by an interrupted step of this thread is its own.
+        me = threading.get_ident()
+        if self.__dict__.setdefault("_stepping_thread", me) != me:
             raise RuntimeError("SGD.step: another thread is stepping this optimizer at the "
                                "same time; one optimizer's steps must not overlap: guard it "
                                "with a lock, or give each thread its own")
         try:
             return self._step(closure)
         finally:
-            self._stepping.release()
+            self.__dict__.pop("_stepping_thread", None)
 
     def _plan(self, decay, fused_ema):
         """Check and describe the fast-path share of every group (nothing written):

@@ -207,7 +207,7 @@ def test_a_param_torch_refuses_fails_the_step_as_torch_does():
         before = [p.detach().clone() for p in params]
         with pytest.raises(RuntimeError, match="must match the size"):
             opt.step()
-        if cls is fmt.SGD:
+        if cls is fmt.SGD and fmt.FAST_PATH:
             assert all(torch.equal(p.detach(), b) for p, b in zip(params, before))
         results.append(opt.state[params[2]]["momentum_buffer"].clone())
     assert torch.equal(*results)
@@ -237,6 +237,11 @@ def test_copies_keep_the_ema(copier):
     assert clone.kernel_params == fast(4)
 
 
+FALLBACK_NOT_ATOMIC = pytest.mark.skipif(
+    not fmt.FAST_PATH, reason="the fallback is torch's own step, which an interrupt can cut")
+
+
+@FALLBACK_NOT_ATOMIC
 def test_first_step_buffers_enter_state_only_once_written():
     n = 1 << 18
     seen = set()
@@ -253,7 +258,7 @@ def test_first_step_buffers_enter_state_only_once_written():
         assert (p._version > 0) == written and ema.updates == int(written)
         if written:
             assert torch.all(opt.state[p]["momentum_buffer"] == 1.0)
-    assert seen == {True, False} or not fmt.FAST_PATH
+    assert seen == {True, False}
 
 
 def test_copy_to_checks_every_shape_first():
@@ -296,6 +301,7 @@ def test_concurrent_steps_of_one_torch_optimizer_raise_or_serialize():
     assert torch.all(p.detach() == -float(steps))
 
 
+@FALLBACK_NOT_ATOMIC
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX timers")
 def test_sigint_during_torch_steps_leaves_consistent_bookkeeping():
     n = 1 << 18
