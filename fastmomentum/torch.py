@@ -38,6 +38,11 @@ FAST_PATH = FAST_PATH_REASON is None
 _TorchSGD = torch.optim.SGD
 _torch_init_group = _TorchSGD._init_group
 _warned_slow = []  # the one-time warning about FAST_PATH_REASON was given
+# the private names (None when missing: then torch's own step wrapper is used)
+_global_pre_hooks = _PRIVATE["global_pre_hooks"]
+_global_post_hooks = _PRIVATE["global_post_hooks"]
+_profiler_enabled = _PRIVATE["profiler_enabled"]
+_set_grad_enabled = _PRIVATE["set_grad_enabled"]
 
 
 def _warn_once_if_slow():
@@ -66,12 +71,10 @@ def _hooked_step(step):
     @functools.wraps(step)
     def wrapper(*args, **kwargs):
         self = args[0]
-        run = (_run_hooked if (_PRIVATE["global_pre_hooks"]
-                               or self._optimizer_step_pre_hooks
-                               or self._optimizer_step_post_hooks
-                               or _PRIVATE["global_post_hooks"])
+        run = (_run_hooked if (_global_pre_hooks or self._optimizer_step_pre_hooks
+                               or self._optimizer_step_post_hooks or _global_post_hooks)
                else _run_step)
-        if _PRIVATE["profiler_enabled"]():
+        if _profiler_enabled():
             with torch.autograd.profiler.record_function(
                     f"Optimizer.step#{self.__class__.__name__}.step"):
                 return run(step, self, args, kwargs)
@@ -82,11 +85,11 @@ def _hooked_step(step):
 
 def _run_step(step, self, args, kwargs):
     grad_enabled = torch.is_grad_enabled()
-    _PRIVATE["set_grad_enabled"](self.defaults["differentiable"])
+    _set_grad_enabled(self.defaults["differentiable"])
     try:
         out = step(*args, **kwargs)
     finally:
-        _PRIVATE["set_grad_enabled"](grad_enabled)
+        _set_grad_enabled(grad_enabled)
     self._optimizer_step_code()
     return out
 
@@ -94,7 +97,7 @@ def _run_step(step, self, args, kwargs):
 def _run_hooked(step, self, args, kwargs):
     """Pre hooks, the step, post hooks; as torch, hooks get ``args`` with the optimizer
     first, and a pre hook may return new ``(args, kwargs)``."""
-    for pre_hook in itertools.chain(_PRIVATE["global_pre_hooks"].values(),
+    for pre_hook in itertools.chain(_global_pre_hooks.values(),
                                     self._optimizer_step_pre_hooks.values()):
         result = pre_hook(self, args, kwargs)
         if result is not None:
@@ -105,7 +108,7 @@ def _run_hooked(step, self, args, kwargs):
                                    f"new_kwargs), but got {result}.")
     out = _run_step(step, self, args, kwargs)
     for post_hook in itertools.chain(self._optimizer_step_post_hooks.values(),
-                                     _PRIVATE["global_post_hooks"].values()):
+                                     _global_post_hooks.values()):
         post_hook(self, args, kwargs)
     return out
 
@@ -240,27 +243,22 @@ class SGD(Optimizer):
     @_hooked_step
     def step(self, closure=None):
         """Perform a single optimization step (``closure`` as in torch.optim.SGD)."""
-        # dict.setdefault claims the optimizer in one C call (no other thread can claim it
-        # in between); a claim left by an interrupted step of this thread is its own.
-        me = threading.get_ident()
-        if self.__dict__.setdefault("_stepping_thread", me) != me:
-            raise RuntimeError("SGD.step: another thread is stepping this optimizer at the "
-                               "same time; one optimizer's steps must not overlap: guard it "
-                               "with a lock, or give each thread its own")
-        try:
-            return self._step(closure)
-        finally:
-            self.__dict__.pop("_stepping_thread", None)
+        # Two threads stepping at once: torch_sgd_run refuses to start while another
+        # thread's kernels run, or after it took a first step these plans also take; steps
+        # serialized by the GIL apply one after the other (the kernels read and write in
+        # place), as torch's do.
+        return self._step(closure)
 
     def _plan(self, decay, fused_ema):
         """Check and describe the fast-path share of every group (nothing written):
         ``(plans, torch_groups)``, the latter the (group, params) torch must step."""
-        if len(self._group_caches) < len(self.param_groups):
-            self._group_caches += [_kernels.TorchGroupCache() for _ in
-                                   range(len(self.param_groups) - len(self._group_caches))]
+        caches = self._group_caches
+        if len(caches) < len(self.param_groups):
+            caches += [_kernels.TorchGroupCache()
+                       for _ in range(len(self.param_groups) - len(caches))]
         averages = self.ema._ema.raw_averages if fused_ema else None
         plans, torch_groups, first = [], [], 0
-        for group, checked in zip(self.param_groups, self._group_caches):
+        for group, checked in zip(self.param_groups, caches):
             params = group["params"]
             if not self._fast_path_fits(group):
                 torch_groups.append((group, params))
@@ -288,23 +286,47 @@ class SGD(Optimizer):
                     ema._ema.raw_averages):
                 self._check_ema()  # a param group was added: refuse with the full account
             decay = ema._ema.next_decay()
+        groups = self.param_groups
+        if len(groups) == 1 and len(self._group_caches) == 1 and self._fast_path_fits(
+                groups[0]):  # one call plans, runs and keeps the books when torch has no part
+            group = groups[0]
+            kernel_params = _kernels.torch_sgd_group_plan(
+                group["params"], self.state, group["lr"], group["momentum"],
+                group["dampening"], group["weight_decay"], group["nesterov"],
+                group["maximize"], self._new_momentum_buffer, self._group_caches[0],
+                None if ema is None else ema._ema.raw_averages, decay, 0,
+                None if ema is None else ema._ema)
+            if type(kernel_params) is int:
+                self.kernel_params = kernel_params
+                return loss
         plans, torch_groups = self._plan(decay, ema is not None)
-        unfused_ema = ema is not None and bool(torch_groups)
-        if unfused_ema:
+        if not torch_groups:  # every param through the kernels
+            self.kernel_params = _kernels.torch_sgd_run(
+                plans, self.state, None if ema is None else ema._ema, decay)
+            return loss
+        if ema is not None:
             # torch steps some params: the EMA goes after both, in one call of its own
             plans, torch_groups = self._plan(decay, False)
             all_params = [p for group in self.param_groups for p in group["params"]]
             _check_ema_params("SGD.step: ema", all_params, ema._ema.raw_averages)
-        if torch_groups and not torch.is_inference_mode_enabled() and any(
+        if not torch.is_inference_mode_enabled() and any(
                 p.grad is not None and p.is_inference()
                 for _, params in torch_groups for p in params):
             raise RuntimeError(_kernels.INFERENCE_TENSOR_ERROR)  # torch's words
-        for group, params in torch_groups:
-            self._torch_step(group, params)
-        self.kernel_params = (_kernels.torch_sgd_run(
-            plans, self.state, ema._ema if ema is not None and not unfused_ema else None,
-            decay) if plans else 0)
-        if unfused_ema:
+        # torch's own steps release the GIL: claim the optimizer (dict.setdefault is one C
+        # call; a claim an interrupted step of this thread left behind is its own)
+        me = threading.get_ident()
+        if self.__dict__.setdefault("_stepping_thread", me) != me:
+            raise RuntimeError("SGD.step: another thread is stepping this optimizer at the "
+                               "same time; one optimizer's steps must not overlap: guard it "
+                               "with a lock, or give each thread its own")
+        try:
+            for group, params in torch_groups:
+                self._torch_step(group, params)
+            self.kernel_params = _kernels.torch_sgd_run(plans, self.state) if plans else 0
+        finally:
+            self.__dict__.pop("_stepping_thread", None)
+        if ema is not None:
             _kernels.multi_ema_update(ema._ema.raw_averages,
                                       _numpy_values("SGD.step: ema", all_params), decay,
                                       self._ema_written, ema._ema)

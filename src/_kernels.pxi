@@ -5,9 +5,9 @@
 # only on failure calls fastmomentum._validation, which raises the same error the NumPy
 # baseline raises. Nothing is written before every check has passed.
 cimport numpy as cnp
+from cpython.object cimport PyObject_TypeCheck, PyTypeObject
 from cpython.complex cimport PyComplex_Check
-from cpython.float cimport PyFloat_CheckExact
-from cpython.long cimport PyLong_CheckExact
+from cpython.float cimport PyFloat_AS_DOUBLE, PyFloat_AsDouble, PyFloat_CheckExact
 from cython.parallel cimport prange
 from libc.math cimport INFINITY
 
@@ -144,24 +144,29 @@ cdef void _run(const KernelCall* k, Py_ssize_t n) noexcept:
 # ---------------------------------------------------------------------------------------
 # Argument checks in C. They test exactly what fastmomentum._validation tests.
 
-cdef object _memmap = numpy.memmap
+cdef object _memmap = numpy.memmap  # a reference keeps the type below alive
+cdef PyTypeObject* _memmap_type = <PyTypeObject*>_memmap
 
 
 cdef inline bint _plain_array(object x) noexcept:
     """An ndarray whose in-place arithmetic is ndarray's: the exact type (one pointer
     compare) or np.memmap. Other subclasses (np.ma.MaskedArray keeps masked entries, units,
     np.matrix) are refused: see _validation.plain_array."""
-    return cnp.PyArray_CheckExact(x) or isinstance(x, _memmap)
+    return cnp.PyArray_CheckExact(x) or PyObject_TypeCheck(x, _memmap_type)
 
 
-cdef inline bint _usable(object x, int typenum, bint writeable) noexcept:
-    """A native, aligned, C-contiguous array of ``typenum`` (and writeable if asked)."""
-    if not _plain_array(x):
-        return False
-    cdef cnp.ndarray a = <cnp.ndarray>x
+cdef inline bint _usable_array(cnp.ndarray a, int typenum, bint writeable) noexcept:
+    """``a`` (a plain array) is native, aligned, C-contiguous, of ``typenum`` (and
+    writeable if asked)."""
     return (cnp.PyArray_TYPE(a) == typenum and cnp.PyArray_IS_C_CONTIGUOUS(a)
             and cnp.PyArray_ISALIGNED(a) and cnp.PyArray_ISNOTSWAPPED(a)
             and (cnp.PyArray_ISWRITEABLE(a) or not writeable))
+
+
+cdef inline bint _usable(object x, int typenum, bint writeable) noexcept:
+    """A native, aligned, C-contiguous plain array of ``typenum`` (and writeable if
+    asked)."""
+    return _plain_array(x) and _usable_array(<cnp.ndarray>x, typenum, writeable)
 
 
 cdef inline bint _lead(object x, bint writeable) noexcept:
@@ -171,7 +176,7 @@ cdef inline bint _lead(object x, bint writeable) noexcept:
         return False
     cdef int typenum = cnp.PyArray_TYPE(<cnp.ndarray>x)
     return ((typenum == cnp.NPY_FLOAT or typenum == cnp.NPY_DOUBLE)
-            and _usable(x, typenum, writeable))
+            and _usable_array(<cnp.ndarray>x, typenum, writeable))
 
 
 cdef inline bint _like(object x, cnp.ndarray lead, bint writeable) noexcept:
@@ -193,11 +198,15 @@ cdef inline bint _overlap(cnp.ndarray a, cnp.ndarray b) noexcept:
 cdef object _complex_scalar = numpy.complexfloating
 
 
-cdef inline bint _real(object x) noexcept:
-    """Not a complex number: NumPy's complex scalars convert to a double with only a
-    warning, dropping the imaginary part. Python floats and ints pass on a type compare."""
-    return (PyFloat_CheckExact(x) or PyLong_CheckExact(x)
-            or not (PyComplex_Check(x) or isinstance(x, _complex_scalar)))
+cdef inline double _real(object x) except? -1.0:
+    """``x`` as a double, as Cython converts it (a Python float read directly), but
+    TypeError for a complex number: NumPy's complex scalars would convert with only a
+    warning, dropping the imaginary part."""
+    if PyFloat_CheckExact(x):
+        return PyFloat_AS_DOUBLE(x)
+    if PyComplex_Check(x) or isinstance(x, _complex_scalar):
+        raise TypeError("complex")  # the validator explains
+    return PyFloat_AsDouble(x)
 
 
 cdef inline bint _finite_in(double x, double low, double high) noexcept:
@@ -248,10 +257,8 @@ def momentum_step(param, grad, velocity, *, lr, momentum=0.0, dampening=0.0,
     cdef cnp.ndarray p, g, v
     cdef bint ok = False
     try:
-        if not (_real(lr) and _real(momentum) and _real(dampening) and _real(weight_decay)):
-            raise TypeError  # the validator explains
-        lr_, momentum_ = lr, momentum
-        dampening_, weight_decay_ = dampening, weight_decay
+        lr_, momentum_ = _real(lr), _real(momentum)
+        dampening_, weight_decay_ = _real(dampening), _real(weight_decay)
         ok = (_sgd_hyper_ok(lr_, momentum_, dampening_, weight_decay_, nesterov_)
               and _lead(param, True)
               and _like(grad, <cnp.ndarray>param, False)
@@ -299,9 +306,7 @@ def ema_update(average, value, decay):
     cdef KernelCall k
     cdef bint ok = False
     try:
-        if not _real(decay):
-            raise TypeError  # the validator explains
-        decay_ = decay
+        decay_ = _real(decay)
         ok = (_finite_in(decay_, 0.0, 1.0)
               and _lead(average, True)
               and _like(value, <cnp.ndarray>average, False)

@@ -300,13 +300,15 @@ cdef int _concurrent_step(str func) except -1:
                        f"lock, or give each thread its own")
 
 
-cdef int _run_guarded(_WorkList work, WrittenSpans written, str func, object held) except -1:
+cdef inline int _run_guarded(_WorkList work, WrittenSpans written, str func,
+                             object held) except -1:
     """Run ``work``, refusing to start while another thread runs a pass of the same
     ``written`` (its object's steps would race). ``held``: strong references to every
     buffer the items point into, kept while the GIL is released (another thread may drop
     the caller's, e.g. replace ``grads[i]``); None when the pass keeps the GIL."""
-    if written is None:
-        written = WrittenSpans()
+    if written is None:  # no object shared across calls: nothing to guard
+        work.run(_safe_threads(work, None))
+        return 0
     if written.busy:
         _concurrent_step(func)
     cdef int nthreads = _safe_threads(work, written)
@@ -316,7 +318,7 @@ cdef int _run_guarded(_WorkList work, WrittenSpans written, str func, object hel
     return 0
 
 
-cdef int _account(object optimizer, object velocities, bint first_step, object ema,
+cdef inline int _account(object optimizer, object velocities, bint first_step, object ema,
                   double decay) except -1:
     """The bookkeeping of a fastmomentum.SGD step (its momentum buffers on a first step,
     ``steps``) and of its EMA's update (``updates``, the decay product), in the same C call
@@ -358,11 +360,8 @@ def multi_momentum_step(list params, grads, velocities, averages=None, *, lr, mo
     cdef cnp.ndarray p, g
     cdef object v, a
     try:
-        if not (_real(lr) and _real(momentum) and _real(dampening) and _real(weight_decay)
-                and _real(decay)):
-            raise TypeError  # the validator explains
-        lr_, momentum_, dampening_, weight_decay_, decay_ = (
-            lr, momentum, dampening, weight_decay, decay)
+        lr_, momentum_, dampening_ = _real(lr), _real(momentum), _real(dampening)
+        weight_decay_, decay_ = _real(weight_decay), _real(decay)
         ok = (_sgd_hyper_ok(lr_, momentum_, dampening_, weight_decay_, nesterov_)
               and _finite_in(decay_, 0.0, 1.0)
               and _list_of(grads, n)
@@ -425,9 +424,7 @@ def multi_ema_update(list averages, values, decay, WrittenSpans written=None, em
     cdef bint ok = False
     cdef cnp.ndarray a
     try:
-        if not _real(decay):
-            raise TypeError  # the validator explains
-        decay_ = decay
+        decay_ = _real(decay)
         ok = _finite_in(decay_, 0.0, 1.0) and _list_of(values, n)
         i = 0
         while ok and i < n:

@@ -285,11 +285,13 @@ cdef class TorchGroupPlan:
     cdef readonly list no_grad    # indices of params without grad
     cdef list new_buffers         # (param, buffer) of first steps, stored after the run
     cdef list held                # grads, buffers and averages the items point into
+    cdef WrittenSpans written     # its group cache's (busy while the plan runs)
 
 
 def torch_sgd_group_plan(list params, object state, lr, momentum, dampening, weight_decay,
                          bint nesterov, bint maximize, new_buffer, TorchGroupCache checked,
-                         list averages=None, decay=0.0, Py_ssize_t first_index=0):
+                         list averages=None, decay=0.0, Py_ssize_t first_index=0,
+                         object run_ema=False):
     """Check and describe (write nothing) the step of every param of one torch.optim param
     group whose param, grad and momentum buffer are plain dense CPU float32/float64
     C-contiguous tensors, bit for bit as torch.optim.SGD's for-loop, in one multi-tensor
@@ -301,7 +303,11 @@ def torch_sgd_group_plan(list params, object state, lr, momentum, dampening, wei
     TorchGroupCache. With ``averages`` (NumPy arrays, one per param), each param stepped
     here also gets ``ema_update(averages[i], param, decay)`` of its new weights in the same
     pass; ``first_index``: the index of ``params[0]`` among the optimizer's params (for
-    error messages). Raises (before anything is written) what ``new_buffer`` raises,
+    error messages). ``run_ema`` (not False): when torch has no param of this group to
+    step, run the plan at once (as ``torch_sgd_run([plan], state, run_ema, decay)``, one
+    call instead of two for a one-group optimizer) and return what that returns (an int)
+    instead of the plan. Raises (before
+    anything is written) what ``new_buffer`` raises,
     torch's RuntimeError for an inference tensor outside inference mode, or ValueError for
     an average unlike its param."""
     cdef Py_ssize_t n = len(params), i
@@ -312,6 +318,7 @@ def torch_sgd_group_plan(list params, object state, lr, momentum, dampening, wei
     plan.work = _WorkList(n)
     plan.stepped, plan.others, plan.no_grad, plan.new_buffers = [], [], [], []
     plan.held = [averages]
+    plan.written = checked.written
     cdef list first_steps = []
     cdef DenseTensor pt, gt, bt
     cdef WorkItem* w
@@ -392,24 +399,44 @@ def torch_sgd_group_plan(list params, object state, lr, momentum, dampening, wei
                 raise AssertionError("torch_sgd_group_plan: new_buffer must return a dense "
                                      "C-contiguous CPU tensor like its param")
             plan.work.items[item].call.state = bt.data
+    if run_ema is not False and not plan.others:
+        return _run_plans([plan], state, run_ema, decay_)
     return plan
 
 
 def torch_sgd_run(list plans, object state, object ema=None, double decay=0.0):
-    """Run the plans of torch_sgd_group_plan (in order), then, in this same call (no
-    interrupt can fall in between): store the first steps' momentum buffers in ``state``,
+    """Run the plans of torch_sgd_group_plan (in order; RuntimeError, before anything is
+    written, while another thread runs a step of the same optimizer or took the first step
+    since these plans were made), then, in this same call (no interrupt can fall in
+    between): store the first steps' momentum buffers in ``state``,
     bump the version counters of the params written (as an in-place op would, so autograd
     still catches use of stale saved weights) and advance ``ema`` (a fastmomentum.EMA whose
     averages the plans updated with ``decay``). Returns the number of params written."""
+    return _run_plans(plans, state, ema, decay)
+
+
+cdef object _run_plans(list plans, object state, object ema, double decay):
     cdef TorchGroupPlan plan
-    cdef list stepped = []
+    cdef list stepped = None
+    for plan in plans:  # another thread's step of this optimizer: running, or ahead of us
+        if plan.written.busy:
+            _concurrent_step("SGD.step")
+        for p, buf in plan.new_buffers:
+            if _momentum_buffer(state, p) is not None:
+                _concurrent_step("SGD.step")
+    for plan in plans:
+        plan.written.busy = True
     for plan in plans:
         plan.work.run(_threads_for(plan.work.total))
     for plan in plans:
+        plan.written.busy = False
+    for plan in plans:
         for p, buf in plan.new_buffers:
             _store_momentum_buffer(state, p, buf)
-        stepped += plan.stepped
+        stepped = plan.stepped if stepped is None else stepped + plan.stepped
     if stepped:
         _increment_version(stepped)
+    else:
+        stepped = []
     _account(None, None, False, ema, decay)
     return len(stepped)
