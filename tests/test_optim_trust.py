@@ -212,19 +212,15 @@ def test_replacing_a_grad_during_a_step_does_not_free_it():
     """)
 
 
-def test_concurrent_steps_of_one_optimizer_raise_or_serialize():
-    """Two threads stepping one optimizer: each step either happens whole (the GIL
-    serializes it) or is refused with RuntimeError; no update is lost."""
-    n = 4 * kernels._NOGIL_MIN_SIZE
-    p = np.zeros(n)
-    opt = fm.SGD([p], lr=1.0)
-    g = [np.ones(n)]
+def _step_from_two_threads(step, calls):
+    """Call ``step()`` ``calls`` times from each of two threads at once; returns how many
+    calls were refused (RuntimeError naming the race)."""
     refused = []
 
     def run():
-        for _ in range(300):
+        for _ in range(calls):
             try:
-                opt.step(g)
+                step()
             except RuntimeError as err:
                 assert "another thread is stepping this optimizer" in str(err)
                 refused.append(1)
@@ -234,7 +230,18 @@ def test_concurrent_steps_of_one_optimizer_raise_or_serialize():
         t.start()
     for t in threads:
         t.join()
-    assert opt.steps + len(refused) == 600
+    return len(refused)
+
+
+def test_concurrent_steps_of_one_optimizer_raise_or_serialize():
+    """Two threads stepping one optimizer: each step either happens whole (the GIL
+    serializes it) or is refused with RuntimeError; no update is lost."""
+    n = 4 * kernels._NOGIL_MIN_SIZE
+    p = np.zeros(n)
+    opt = fm.SGD([p], lr=1.0)
+    g = [np.ones(n)]
+    refused = _step_from_two_threads(lambda: opt.step(g), 300)
+    assert opt.steps + refused == 600
     np.testing.assert_array_equal(p, -float(opt.steps))
 
 

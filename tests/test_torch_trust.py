@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import threading
 
 import numpy as np
 import pytest
@@ -15,7 +14,7 @@ import torch
 
 import fastmomentum.torch as fmt
 from fastmomentum._torch_bridge import FAST_PATH_ENV
-from test_optim_trust import _interrupted_steps, _run_isolated
+from test_optim_trust import _interrupted_steps, _run_isolated, _step_from_two_threads
 
 
 def fast(n):
@@ -282,22 +281,8 @@ def test_concurrent_steps_of_one_torch_optimizer_raise_or_serialize():
     p = torch.nn.Parameter(torch.zeros(n))
     p.grad = torch.ones(n)
     opt = fmt.SGD([p], lr=1.0)
-    refused = []
-
-    def run():
-        for _ in range(200):
-            try:
-                opt.step()
-            except RuntimeError as err:
-                assert "another thread is stepping this optimizer" in str(err)
-                refused.append(1)
-
-    threads = [threading.Thread(target=run) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    steps = 400 - len(refused)
+    refused = _step_from_two_threads(opt.step, 200)
+    steps = 400 - refused
     assert torch.all(p.detach() == -float(steps))
 
 
