@@ -11,6 +11,7 @@
 # torch.py verifies against ``Tensor._cdata`` before enabling this path. Tensors that are
 # not plain dense CPU float32/float64 C-contiguous torch.Tensor/Parameter objects are
 # reported back and stepped by torch itself.
+cimport cython
 from cpython.object cimport Py_TYPE
 from libc.stdint cimport uint8_t, uint64_t
 
@@ -239,6 +240,14 @@ cdef inline bint _same_layout(const DenseTensor* a, const DenseTensor* b) noexce
             and not _bytes_overlap(a.data, a.nbytes, b.data, b.nbytes))
 
 
+cdef inline list _appended(list items, object item):
+    """``items`` with ``item`` appended (a new list when ``items`` is None)."""
+    if items is None:
+        return [item]
+    items.append(item)
+    return items
+
+
 cdef int raise_error_set() except -1:
     """Propagate the Python error a C-API call left set."""
     return -1
@@ -276,13 +285,13 @@ cdef int _store_momentum_buffer(object state, object param, object buf) except -
     return 0
 
 
+@cython.no_gc  # nothing it holds refers back to it: fewer GC-tracked allocations per step
 cdef class TorchGroupPlan:
     """One param group's fast-path share of a step, checked and described, not yet run
     (torch_sgd_run runs every group's plan and does the bookkeeping in one C call)."""
     cdef _WorkList work
     cdef readonly list stepped    # params the run writes
     cdef readonly list others     # indices of params with a grad that torch must step
-    cdef readonly list no_grad    # indices of params without grad
     cdef list new_buffers         # (param, buffer) of first steps, stored after the run
     cdef list held                # grads, buffers and averages the items point into
     cdef WrittenSpans written     # its group cache's (busy while the plan runs)
@@ -316,10 +325,10 @@ def torch_sgd_group_plan(list params, object state, lr, momentum, dampening, wei
     cdef double decay_ = decay
     cdef TorchGroupPlan plan = TorchGroupPlan()
     plan.work = _WorkList(n)
-    plan.stepped, plan.others, plan.no_grad, plan.new_buffers = [], [], [], []
-    plan.held = [averages]
+    plan.stepped, plan.held = [], [averages]
+    plan.others = plan.new_buffers = None  # lists once needed (most steps need neither)
     plan.written = checked.written
-    cdef list first_steps = []
+    cdef list first_steps = None
     cdef DenseTensor pt, gt, bt
     cdef WorkItem* w
     cdef object p, g, buf
@@ -335,11 +344,10 @@ def torch_sgd_group_plan(list params, object state, lr, momentum, dampening, wei
         p = params[i]
         g = getattr(p, _GRAD)
         if g is None:
-            plan.no_grad.append(i)
             continue
         if not (_dense_cpu(p, &pt) and _dense_cpu(g, &gt) and _same_layout(&pt, &gt)
                 and _is_neg(g) is False and checked.plain(2 * i, p, pt.data)):
-            plan.others.append(i)
+            plan.others = _appended(plan.others, i)
             continue
         first = False
         bt.data = NULL
@@ -349,11 +357,11 @@ def torch_sgd_group_plan(list params, object state, lr, momentum, dampening, wei
             if not first and not (_dense_cpu(buf, &bt) and _same_layout(&bt, &pt)
                                   and _same_layout(&bt, &gt)
                                   and checked.plain(2 * i + 1, buf, bt.data)):
-                plan.others.append(i)
+                plan.others = _appended(plan.others, i)
                 continue
             if first:
                 # -1: empty params get a buffer (as in torch) but no work item.
-                first_steps.append((plan.work.count if pt.numel else -1, p))
+                first_steps = _appended(first_steps, (plan.work.count if pt.numel else -1, p))
             else:
                 plan.held.append(buf)
         average_data = NULL
@@ -386,14 +394,13 @@ def torch_sgd_group_plan(list params, object state, lr, momentum, dampening, wei
     if not _order_free(plan.work, checked.written):
         # aliased memory (new buffers are fresh memory and cannot be): torch steps the
         # whole group, in its order
-        skipped = set(plan.no_grad)
         plan.work = _WorkList(0)
         plan.stepped, plan.held = [], []
-        plan.others = [i for i in range(n) if i not in skipped]
+        plan.others = [i for i in range(n) if getattr(params[i], _GRAD) is not None]
         return plan
-    for item, p in first_steps:
+    for item, p in first_steps or ():
         buf = new_buffer(p)
-        plan.new_buffers.append((p, buf))
+        plan.new_buffers = _appended(plan.new_buffers, (p, buf))
         if item >= 0:
             if not _dense_cpu(buf, &bt):
                 raise AssertionError("torch_sgd_group_plan: new_buffer must return a dense "
@@ -421,7 +428,7 @@ cdef object _run_plans(list plans, object state, object ema, double decay):
     for plan in plans:  # another thread's step of this optimizer: running, or ahead of us
         if plan.written.busy:
             _concurrent_step("SGD.step")
-        for p, buf in plan.new_buffers:
+        for p, buf in plan.new_buffers or ():
             if _momentum_buffer(state, p) is not None:
                 _concurrent_step("SGD.step")
     for plan in plans:
@@ -431,7 +438,7 @@ cdef object _run_plans(list plans, object state, object ema, double decay):
     for plan in plans:
         plan.written.busy = False
     for plan in plans:
-        for p, buf in plan.new_buffers:
+        for p, buf in plan.new_buffers or ():
             _store_momentum_buffer(state, p, buf)
         stepped = plan.stepped if stepped is None else stepped + plan.stepped
     if stepped:
