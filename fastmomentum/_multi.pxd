@@ -17,6 +17,9 @@ cdef class WorkList:
 
 cdef void run_items(const StepScalars* s, const WorkItem* items, Py_ssize_t count,
                     Py_ssize_t total, int nthreads) noexcept
+cdef int concurrent_step(str func) except -1
+cdef int account(object optimizer, object velocities, bint first_step, object ema,
+                 double decay) except -1
 
 
 cdef inline void sgd_item(WorkItem* w, const StepScalars* s, bint is_f32, char* param,

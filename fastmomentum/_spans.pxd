@@ -13,6 +13,7 @@ cdef class WrittenSpans:
     cdef Span* read          # by work item: what the last order_free check found clear
     cdef Py_ssize_t size, span_count, span_slots, read_count
     cdef bint spans_valid, disjoint, reads_clear
+    cdef bint busy           # a pass over these spans runs without the GIL right now
 
     cdef int reserve(self, Py_ssize_t size) except -1
     cdef void write(self, Py_ssize_t slot, char* start, Py_ssize_t nbytes) noexcept

@@ -14,7 +14,7 @@ FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 def describe(x):
     """A short account of what the caller passed, for error messages."""
     if isinstance(x, np.ndarray):
-        flags = []
+        flags = [] if plain_array(x) else [_type_name(x)]
         if not x.flags.c_contiguous:
             flags.append("not C-contiguous")
         if not x.flags.writeable:
@@ -25,17 +25,40 @@ def describe(x):
             flags.append("non-native byte order")
         extra = (", " + ", ".join(flags)) if flags else ""
         return f"dtype={x.dtype}, shape={x.shape}{extra}"
+    return _type_name(x)
+
+
+def _type_name(x):
     return f"{type(x).__module__}.{type(x).__qualname__}".replace("builtins.", "")
 
 
+def plain_array(x):
+    """An ndarray whose in-place arithmetic is ndarray's: exactly np.ndarray, or np.memmap
+    (an ndarray over a file's pages). Other subclasses are refused, since their operators
+    may mean something the kernels do not do (np.ma.MaskedArray leaves masked entries
+    unchanged; unit or matrix types): pass ``np.asarray(x)`` (same memory) instead."""
+    return type(x) is np.ndarray or isinstance(x, np.memmap)
+
+
+def _refuse_subclass(func, name, x):
+    if isinstance(x, np.ndarray) and not plain_array(x):
+        hint = (" (`x.filled(value)` for a copy with the masked entries filled)"
+                if isinstance(x, np.ma.MaskedArray) else "")
+        raise TypeError(f"{func}: `{name}` must be a NumPy ndarray (or np.memmap), not the "
+                        f"subclass {_type_name(x)}, whose semantics fastmomentum "
+                        f"does not implement; pass np.asarray({name}) to update every element "
+                        f"of the same memory{hint}")
+
+
 def _usable(x, writeable):
-    return (isinstance(x, np.ndarray) and x.dtype in FLOAT_DTYPES and x.dtype.isnative
+    return (plain_array(x) and x.dtype in FLOAT_DTYPES and x.dtype.isnative
             and x.flags.c_contiguous and x.flags.aligned
             and (x.flags.writeable or not writeable))
 
 
 def check_lead_array(func, name, x, writeable=True):
     """The first array fixes the dtype and shape the others must match."""
+    _refuse_subclass(func, name, x)
     if not _usable(x, writeable):
         what = "a writeable" if writeable else "a"
         raise TypeError(f"{func}: `{name}` must be {what} C-contiguous float32 or float64 "
@@ -43,6 +66,7 @@ def check_lead_array(func, name, x, writeable=True):
 
 
 def check_like(func, name, x, lead_name, lead, writeable):
+    _refuse_subclass(func, name, x)
     if not (_usable(x, writeable) and x.dtype == lead.dtype):
         what = "a writeable" if writeable else "a"
         raise TypeError(f"{func}: `{name}` must be {what} C-contiguous {lead.dtype} array like "
@@ -65,12 +89,25 @@ def check_disjoint(func, name, x, other_name, other):
 
 
 def check_scalar(func, name, value, *, low=0.0, high=math.inf, label):
-    """Finite ``value`` in [low, high]; ``label`` is torch's wording for the quantity."""
-    # Like the C API (PyFloat_AsDouble): numbers only, no parsing of strings.
-    if not (hasattr(type(value), "__float__") or hasattr(type(value), "__index__")) \
-            or isinstance(value, (str, bytes)):
+    """Finite real ``value`` in [low, high], returned as a float; ``label`` is torch's
+    wording for the quantity."""
+    # Like the C API (PyFloat_AsDouble): numbers only, no parsing of strings; complex
+    # numbers refused (NumPy's would convert with a warning, dropping the imaginary part).
+    dtype = getattr(value, "dtype", None)
+    if (not (hasattr(type(value), "__float__") or hasattr(type(value), "__index__"))
+            or isinstance(value, (str, bytes, complex, np.complexfloating))
+            or getattr(dtype, "kind", None) == "c" or getattr(dtype, "is_complex", False)):
         raise TypeError(f"{func}: `{name}` must be a real number; got {describe(value)}")
-    v = float(value)
+    try:
+        v = float(value)
+    except OverflowError:
+        v = math.inf  # an int beyond float's range: refused below as not finite
+    except (TypeError, ValueError, RuntimeError) as exc:  # e.g. a 2-element array/tensor
+        shape = getattr(value, "shape", None)
+        what = describe(value) + ("" if shape is None or isinstance(value, np.ndarray)
+                                  else f" of shape {tuple(shape)}")
+        raise TypeError(f"{func}: `{name}` must be a real number (a scalar, or an array or "
+                        f"tensor of one element); got {what} ({exc})") from None
     if not (math.isfinite(v) and low <= v <= high):
         if low == -math.inf:
             bounds = ""
@@ -78,7 +115,9 @@ def check_scalar(func, name, value, *, low=0.0, high=math.inf, label):
             bounds = f" >= {low:g}"
         else:
             bounds = f" in [{low:g}, {high:g}]"
-        raise ValueError(f"{func}: Invalid {label}: {value} (`{name}` must be a finite "
+        shown = value if not isinstance(value, int) or abs(v) < math.inf else \
+            f"an integer of {value.bit_length()} bits"
+        raise ValueError(f"{func}: Invalid {label}: {shown} (`{name}` must be a finite "
                          f"number{bounds})")
     return v
 

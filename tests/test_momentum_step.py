@@ -10,6 +10,8 @@ from fastmomentum import baseline, momentum_step
 from fastmomentum import _target
 
 from _grid import DTYPES, SGD_OPTIONS as OPTIONS, option_id
+from conftest import THREADED, assert_threads_run
+
 
 def torch_sgd_trajectory(p0, grads, lrs, options):
     """Run torch.optim.SGD (default CPU path) over ``grads``; returns the params after each step
@@ -59,9 +61,9 @@ def test_trajectory_equals_torch_bit_for_bit(rng, dtype, options, shape):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_large_threaded_trajectory_equals_torch(rng, dtype):
-    # Large enough to be split across threads.
     options = dict(momentum=0.9, weight_decay=1e-4, nesterov=True)
-    p0, grads, lrs = make_problem(rng, dtype, (300_001,), steps=3)
+    assert_threads_run(THREADED)
+    p0, grads, lrs = make_problem(rng, dtype, (THREADED,), steps=3)
     expected, _ = torch_sgd_trajectory(p0, grads, lrs, options)
     got, _ = kernel_trajectory(momentum_step, p0, grads, lrs, options)
     np.testing.assert_array_equal(got[-1], expected[-1])
@@ -140,9 +142,13 @@ def test_plain_sgd_leaves_velocity_alone(rng):
 @pytest.mark.parametrize("step", [momentum_step, baseline.momentum_step])
 @pytest.mark.parametrize("shape", [(0,), (3, 0)])
 def test_empty_buffers_are_a_no_op(step, shape):
-    p = np.empty(shape, np.float32)
-    step(p, np.empty(shape, np.float32), np.empty(shape, np.float32), lr=0.1, momentum=0.9)
+    """Empty views into larger arrays: the step writes no byte around them."""
+    store = [np.full(16, 7.0, np.float32) for _ in range(3)]
+    p, g, v = (s[4:4].reshape(shape) for s in store)
+    step(p, g, v, lr=0.1, momentum=0.9)
     assert p.shape == shape
+    for s in store:
+        np.testing.assert_array_equal(s, 7.0)
 
 
 def test_nesterov_textbook_identity():
@@ -157,7 +163,7 @@ def test_nesterov_textbook_identity():
 
 
 def test_thread_count_does_not_change_bits(rng, restore_threads):
-    n = 1_000_003
+    n = THREADED
     p0 = rng.standard_normal(n).astype(np.float32)
     g = rng.standard_normal(n).astype(np.float32)
     results = []
@@ -165,6 +171,8 @@ def test_thread_count_does_not_change_bits(rng, restore_threads):
         fastmomentum.set_num_threads(threads)
         # a serial build (no OpenMP: the .ci/run leg) runs one thread whatever is asked
         assert fastmomentum.get_num_threads() == (threads if fastmomentum.HAS_OPENMP else 1)
+        if threads == 2:
+            assert_threads_run(n)
         p, v = p0.copy(), np.zeros_like(p0)
         for i in range(3):
             momentum_step(p, g, v, lr=0.01, momentum=0.9, nesterov=True, first_step=i == 0)

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 import fastmomentum as fm
 from _grid import SGD_OPTIONS, snapshot
+from conftest import THREADED, assert_threads_run
 
 SHAPES = [(3, 5), (7,), (1,), (0,), (33, 2)]
 DTYPES = [np.float32, np.float64, np.float64, np.float32, np.float32]
@@ -66,7 +67,8 @@ def test_property_equals_torch(sizes, f64, momentum, dampening, weight_decay, lr
 
 
 def test_thread_count_does_not_change_bits():
-    shapes, dtypes = [(200_001,), (5,), (70_000,), (3, 3)], [np.float32, np.float64] * 2
+    shapes, dtypes = [(THREADED,), (5,), (THREADED // 3,), (3, 3)], [np.float32, np.float64] * 2
+    assert_threads_run(THREADED)
     results = []
     for threads in (1, 2):
         before = fm.get_num_threads()
@@ -179,13 +181,15 @@ def test_grad_viewing_another_param_gives_torchs_loop_result(threads, restore_th
     its new values as params[1]'s gradient. Big enough for threads, which would race
     (thread 1 reading params[0] while thread 0 writes it): the step runs in order."""
     fm.set_num_threads(threads)
+    if threads == 2:
+        assert_threads_run(THREADED)  # the run in order is a choice, not the size
     rng = np.random.default_rng(9)
-    params = [rng.standard_normal(150_000).astype(np.float32) for _ in range(2)]
+    params = [rng.standard_normal(THREADED // 2).astype(np.float32) for _ in range(2)]
     tparams = [torch.tensor(p.copy()) for p in params]
     opt = fm.SGD(params, lr=0.1, momentum=0.9)
     topt = torch.optim.SGD(tparams, lr=0.1, momentum=0.9)
     for _ in range(3):
-        g0 = rng.standard_normal(150_000).astype(np.float32)
+        g0 = rng.standard_normal(THREADED // 2).astype(np.float32)
         tparams[0].grad = torch.tensor(g0)
         tparams[1].grad = tparams[0].detach()     # shares params[0]'s memory
         opt.step([g0, params[0]])
@@ -199,9 +203,9 @@ def test_ema_of_its_own_average_runs_in_order(threads, restore_threads):
     """values[1] is averages[0]: the result is that of the two updates in order."""
     fm.set_num_threads(threads)
     rng = np.random.default_rng(10)
-    start = [rng.standard_normal(150_000) for _ in range(2)]
+    start = [rng.standard_normal(THREADED // 2) for _ in range(2)]
     ema = fm.EMA(start, decay=0.9)
-    first = rng.standard_normal(150_000)
+    first = rng.standard_normal(THREADED // 2)
     want = [a.copy() for a in ema.raw_averages]
     fm.ema_update(want[0], first, 0.9)          # the two calls, one after the other
     fm.ema_update(want[1], want[0], 0.9)

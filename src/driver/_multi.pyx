@@ -14,12 +14,14 @@ from libc.stdlib cimport free, malloc
 
 from fastmomentum._spans cimport WrittenSpans, safe_threads
 from fastmomentum._threads cimport CHUNK_ALIGN, NOGIL_MIN_SIZE, run_chunks, threads_for
-from fm_checks cimport finite_in, lead, like, list_of, overlap, refused, sgd_hyper_ok
+from fm_checks cimport (finite_in, import_checks, lead, like, list_of, overlap, real_number,
+                       refused, sgd_hyper_ok)
 from fm_core_table cimport CoreTable, StepScalars, WorkItem, first_written, load_core_table
 
 from fastmomentum import _target, _validation
 
 cnp.import_array()
+import_checks()
 
 cdef CoreTable cores     # the numeric cores of this CPU's target
 
@@ -123,6 +125,46 @@ cdef inline char* _bytes(object x) noexcept:
     return cnp.PyArray_BYTES(<cnp.ndarray>x)
 
 
+cdef int concurrent_step(str func) except -1:
+    raise RuntimeError(f"{func}: another thread is stepping this optimizer (or EMA) at the "
+                       f"same time; one object's steps must not overlap: guard it with a "
+                       f"lock, or give each thread its own")
+
+
+cdef inline int _run_guarded(WorkList work, WrittenSpans written, str func,
+                             object held) except -1:
+    """Run ``work``, refusing to start while another thread runs a pass of the same
+    ``written`` (its object's steps would race). ``held``: strong references to every
+    buffer the items point into, kept while the GIL is released (another thread may drop
+    the caller's, e.g. replace ``grads[i]``); None when the pass keeps the GIL."""
+    if written is None:  # no object shared across calls: nothing to guard
+        work.run(safe_threads(work.items, work.count, work.total, None))
+        return 0
+    if written.busy:
+        concurrent_step(func)
+    cdef int nthreads = safe_threads(work.items, work.count, work.total, written)
+    written.busy = held is not None
+    work.run(nthreads)
+    written.busy = False
+    return 0
+
+
+cdef int account(object optimizer, object velocities, bint first_step, object ema,
+                 double decay) except -1:
+    """The bookkeeping of a fastmomentum.SGD step (its momentum buffers on a first step,
+    ``steps``) and of its EMA's update (``updates``, the decay product), in the same C call
+    as the kernels: a KeyboardInterrupt (raised between bytecodes) cannot fall between what
+    was written and its account."""
+    if optimizer is not None:
+        if first_step:
+            optimizer.momentum_buffers = velocities
+        optimizer.steps += 1
+    if ema is not None:
+        ema.updates += 1
+        ema._kept *= decay
+    return 0
+
+
 # ---------------------------------------------------------------------------------------
 # One buffer
 
@@ -158,8 +200,8 @@ def momentum_step(param, grad, velocity, *, lr, momentum=0.0, dampening=0.0,
     cdef WorkItem w
     cdef bint ok = False
     try:
-        lr_, momentum_ = lr, momentum
-        dampening_, weight_decay_ = dampening, weight_decay
+        lr_, momentum_ = real_number(lr), real_number(momentum)
+        dampening_, weight_decay_ = real_number(dampening), real_number(weight_decay)
         ok = (sgd_hyper_ok(lr_, momentum_, dampening_, weight_decay_, nesterov_)
               and lead(param, True)
               and like(grad, <cnp.ndarray>param, False)
@@ -194,7 +236,7 @@ def ema_update(average, value, decay):
     cdef WorkItem w
     cdef bint ok = False
     try:
-        s.decay = decay
+        s.decay = real_number(decay)
         ok = (finite_in(s.decay, 0.0, 1.0)
               and lead(average, True)
               and like(value, <cnp.ndarray>average, False)
@@ -215,7 +257,8 @@ def ema_update(average, value, decay):
 
 def multi_momentum_step(list params, grads, velocities, averages=None, *, lr, momentum=0.0,
                         dampening=0.0, weight_decay=0.0, nesterov=False, maximize=False,
-                        first_step=False, decay=0.0, WrittenSpans written=None):
+                        first_step=False, decay=0.0, WrittenSpans written=None,
+                        optimizer=None, ema=None):
     """``momentum_step`` on every ``params[i]`` with ``grads[i]`` and ``velocities[i]``
     (lists; ``velocities`` may be None when ``momentum == 0``), in one call.
 
@@ -224,8 +267,9 @@ def multi_momentum_step(list params, grads, velocities, averages=None, *, lr, mo
     checked before anything is written (see ``_validation.check_multi_step``). The result
     is that of the calls one after the other, in order, whatever aliases what (a grad
     that views another param, say): threads run only when the order cannot matter.
-    ``written``: a WrittenSpans kept by the caller across calls (saves re-sorting)."""
-
+    ``written``: a WrittenSpans kept by the caller across calls (saves re-sorting).
+    ``optimizer`` / ``ema``: the fastmomentum.SGD / EMA whose counters this step advances
+    (see account)."""
     cdef Py_ssize_t n = len(params), i
     cdef double lr_, momentum_, dampening_, weight_decay_, decay_
     cdef bint nesterov_ = nesterov, maximize_ = maximize, first_step_ = first_step
@@ -233,8 +277,9 @@ def multi_momentum_step(list params, grads, velocities, averages=None, *, lr, mo
     cdef bint ok = False
     cdef object x, g, v, a
     try:
-        lr_, momentum_, dampening_, weight_decay_, decay_ = (
-            lr, momentum, dampening, weight_decay, decay)
+        lr_, momentum_ = real_number(lr), real_number(momentum)
+        dampening_, weight_decay_ = real_number(dampening), real_number(weight_decay)
+        decay_ = real_number(decay)
         ok = (sgd_hyper_ok(lr_, momentum_, dampening_, weight_decay_, nesterov_)
               and finite_in(decay_, 0.0, 1.0)
               and list_of(grads, n)
@@ -275,20 +320,26 @@ def multi_momentum_step(list params, grads, velocities, averages=None, *, lr, mo
                  _bytes(x), _bytes(grads[i]),
                  NULL if momentum_ == 0.0 else _bytes(velocities[i]),
                  _bytes(averages[i]) if fused_ema else NULL, first_step_)
-    work.run(safe_threads(work.items, work.count, work.total, written))
+    if first_step_ and optimizer is not None and optimizer.momentum_buffers is not None:
+        concurrent_step("SGD.step")  # another thread's first step went first
+    _run_guarded(work, written, "SGD.step",
+                 (params[:], grads[:], velocities[:] if momentum_ != 0.0 else None,
+                  averages[:] if fused_ema else None)
+                 if work.total >= NOGIL_MIN_SIZE else None)
+    account(optimizer, velocities, first_step_, ema, decay_)
 
 
-def multi_ema_update(list averages, values, decay, WrittenSpans written=None):
+def multi_ema_update(list averages, values, decay, WrittenSpans written=None, ema=None):
     """``ema_update(averages[i], values[i], decay)`` for every i, in one call; every pair is
     checked before anything is written (see ``_validation.check_multi_ema``). As
-    multi_momentum_step: the result of the updates in order, ``written`` a cache."""
-
+    multi_momentum_step: the result of the updates in order, ``written`` a cache, ``ema``
+    the fastmomentum.EMA whose counters this update advances."""
     cdef Py_ssize_t n = len(averages), i
     cdef bint ok = False
     cdef object x
     cdef WorkList work = WorkList(n)
     try:
-        work.scalars.decay = decay
+        work.scalars.decay = real_number(decay)
         ok = finite_in(work.scalars.decay, 0.0, 1.0) and list_of(values, n)
         i = 0
         while ok and i < n:
@@ -307,5 +358,7 @@ def multi_ema_update(list averages, values, decay, WrittenSpans written=None):
             continue
         ema_item(work.append(cnp.PyArray_SIZE(<cnp.ndarray>x)), _is_f32(x), _bytes(x),
                  _bytes(values[i]))
-    work.run(safe_threads(work.items, work.count, work.total, written))
+    _run_guarded(work, written, "EMA.update",
+                 (averages[:], values[:]) if work.total >= NOGIL_MIN_SIZE else None)
+    account(None, None, False, ema, work.scalars.decay)
     return averages

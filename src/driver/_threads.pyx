@@ -12,6 +12,15 @@ HAS_OPENMP = bool(FM_HAVE_OPENMP)
 # set_num_threads caps n here: OpenMP takes an int, and no machine this runs on has more
 # hardware threads; threads_for also never gives a call more threads than its work fills.
 cdef int MAX_THREADS = 1 << 16
+#: PARALLEL_MIN_SIZE and NOGIL_MIN_SIZE, for tests that must make threads run or the GIL
+#: be released (private: they may change).
+_PARALLEL_MIN_SIZE = PARALLEL_MIN_SIZE
+_NOGIL_MIN_SIZE = NOGIL_MIN_SIZE
+
+
+def _threads_for_size(Py_ssize_t n):
+    """The threads a pass over ``n`` elements uses now (private, for tests)."""
+    return threads_for(n)
 
 
 cdef void run_chunks(chunk_fn fn, void* ctx, Py_ssize_t nchunks, int nthreads) noexcept nogil:

@@ -5,9 +5,10 @@
 cimport numpy as cnp
 
 from fastmomentum._threads cimport NOGIL_MIN_SIZE, run_chunks, threads_for
-from fm_checks cimport lead, like, overlap
+from fm_checks cimport import_checks, lead, like, overlap
 
 cnp.import_array()
+import_checks()
 
 cdef extern from "fm_stream.h" nogil:
     void fm_stream_f32(float* p, const float* g, float* v, Py_ssize_t n, float scale)

@@ -3,7 +3,33 @@
 # one fails does it call refused(), which lets the Python validator explain (it raises the
 # error the NumPy baseline raises). Nothing is written before every check has passed.
 cimport numpy as cnp
+from cpython.complex cimport PyComplex_Check
+from cpython.float cimport PyFloat_AS_DOUBLE, PyFloat_AsDouble, PyFloat_CheckExact
+from cpython.object cimport PyObject_TypeCheck, PyTypeObject
 from libc.math cimport INFINITY
+
+cdef extern from *:
+    """
+    /* NumPy's types the checks need, set once per module by import_checks() */
+    static PyTypeObject* fm_memmap_type = NULL;      /* numpy.memmap */
+    static PyTypeObject* fm_complex_scalar = NULL;   /* numpy.complexfloating */
+    static void fm_set_check_types(PyObject* memmap, PyObject* complex_scalar) {
+        Py_INCREF(memmap);
+        Py_INCREF(complex_scalar);
+        fm_memmap_type = (PyTypeObject*)memmap;
+        fm_complex_scalar = (PyTypeObject*)complex_scalar;
+    }
+    """
+    PyTypeObject* fm_memmap_type
+    PyTypeObject* fm_complex_scalar
+    void fm_set_check_types(object memmap, object complex_scalar)
+
+
+cdef inline int import_checks() except -1:
+    """Once per module at import (as cnp.import_array): the NumPy types the checks need."""
+    import numpy
+    fm_set_check_types(numpy.memmap, numpy.complexfloating)
+    return 0
 
 
 cdef inline int refused(str func, object validator, tuple args) except -1:
@@ -13,24 +39,36 @@ cdef inline int refused(str func, object validator, tuple args) except -1:
                          f"by the validator")
 
 
-cdef inline bint usable(object x, int typenum, bint writeable) noexcept:
-    """A native, aligned, C-contiguous array of ``typenum`` (and writeable if asked)."""
-    if not cnp.PyArray_Check(x):
-        return False
-    cdef cnp.ndarray a = <cnp.ndarray>x
+cdef inline bint plain_array(object x) noexcept:
+    """An ndarray whose in-place arithmetic is ndarray's: the exact type (one pointer
+    compare) or np.memmap. Other subclasses (np.ma.MaskedArray keeps masked entries, units,
+    np.matrix) are refused: see _validation.plain_array."""
+    return cnp.PyArray_CheckExact(x) or (fm_memmap_type != NULL
+                                         and PyObject_TypeCheck(x, fm_memmap_type))
+
+
+cdef inline bint usable_array(cnp.ndarray a, int typenum, bint writeable) noexcept:
+    """``a`` (a plain array) is native, aligned, C-contiguous, of ``typenum`` (and
+    writeable if asked)."""
     return (cnp.PyArray_TYPE(a) == typenum and cnp.PyArray_IS_C_CONTIGUOUS(a)
             and cnp.PyArray_ISALIGNED(a) and cnp.PyArray_ISNOTSWAPPED(a)
             and (cnp.PyArray_ISWRITEABLE(a) or not writeable))
 
 
+cdef inline bint usable(object x, int typenum, bint writeable) noexcept:
+    """A native, aligned, C-contiguous plain array of ``typenum`` (and writeable if
+    asked)."""
+    return plain_array(x) and usable_array(<cnp.ndarray>x, typenum, writeable)
+
+
 cdef inline bint lead(object x, bint writeable) noexcept:
     """The first array of a call: a usable float32 or float64 array (it fixes the dtype and
     shape the others must match)."""
-    if not cnp.PyArray_Check(x):
+    if not plain_array(x):
         return False
     cdef int typenum = cnp.PyArray_TYPE(<cnp.ndarray>x)
     return ((typenum == cnp.NPY_FLOAT or typenum == cnp.NPY_DOUBLE)
-            and usable(x, typenum, writeable))
+            and usable_array(<cnp.ndarray>x, typenum, writeable))
 
 
 cdef inline bint like(object x, cnp.ndarray first, bint writeable) noexcept:
@@ -48,6 +86,18 @@ cdef inline bint bytes_overlap(const char* a, Py_ssize_t na, const char* b,
 cdef inline bint overlap(cnp.ndarray a, cnp.ndarray b) noexcept:
     return bytes_overlap(cnp.PyArray_BYTES(a), cnp.PyArray_NBYTES(a),
                           cnp.PyArray_BYTES(b), cnp.PyArray_NBYTES(b))
+
+
+cdef inline double real_number(object x) except? -1.0:
+    """``x`` as a double, as Cython converts it (a Python float read directly), but
+    TypeError for a complex number: NumPy's complex scalars would convert with only a
+    warning, dropping the imaginary part."""
+    if PyFloat_CheckExact(x):
+        return PyFloat_AS_DOUBLE(x)
+    if PyComplex_Check(x) or (fm_complex_scalar != NULL
+                              and PyObject_TypeCheck(x, fm_complex_scalar)):
+        raise TypeError("complex")  # the validator explains
+    return PyFloat_AsDouble(x)
 
 
 cdef inline bint finite_in(double x, double low, double high) noexcept:
