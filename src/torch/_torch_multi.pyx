@@ -24,34 +24,12 @@ from fastmomentum._spans cimport WrittenSpans, order_free
 from fastmomentum._threads cimport threads_for
 from fm_checks cimport bytes_overlap, finite_in, import_checks, usable
 from fm_memory cimport grow
+from fm_torch_state cimport PyDict_Check, momentum_buffer, store_momentum_buffer
 
 from fastmomentum import _validation
 
 cnp.import_array()
 import_checks()
-
-cdef extern from "Python.h":
-    PyObject* PyErr_Occurred()
-    PyObject* PyDict_GetItem(object mp, object key)
-    bint PyDict_Check(object o)
-
-cdef extern from *:
-    """
-    /* A dict lookup with the key's hash given (CPython < 3.13 exports it; later versions
-       hash the key themselves, through Tensor.__hash__, slower but the same result). */
-    #if PY_VERSION_HEX < 0x030D0000
-    #define fm_dict_get_known_hash(d, k, h) _PyDict_GetItem_KnownHash(d, k, h)
-    #else
-    #define fm_dict_get_known_hash(d, k, h) PyDict_GetItemWithError(d, k)
-    #endif
-    #if PY_VERSION_HEX < 0x030D0000
-    #define fm_dict_set_known_hash(d, k, v, h) _PyDict_SetItem_KnownHash(d, k, v, h)
-    #else
-    #define fm_dict_set_known_hash(d, k, v, h) PyDict_SetItem(d, k, v)
-    #endif
-    """
-    PyObject* fm_dict_get_known_hash(object mp, object key, Py_hash_t hash)
-    int fm_dict_set_known_hash(object mp, object key, object value, Py_hash_t hash) except -1
 
 ctypedef void* TensorHandle
 ctypedef int32_t (*shim_data_ptr_fn)(TensorHandle, void**) noexcept nogil
@@ -82,7 +60,6 @@ INFERENCE_TENSOR_ERROR = ("Inplace update to inference tensor outside InferenceM
                           "inplace update.See https://github.com/pytorch/rfcs/pull/17 for more "
                           "details.")
 cdef str _GRAD = "grad"
-cdef str _MOMENTUM_BUFFER = "momentum_buffer"
 
 #: The shim functions torch_bind() needs, by name.
 TORCH_SHIM_FUNCTIONS = ("aoti_torch_get_data_ptr", "aoti_torch_get_dtype",
@@ -254,43 +231,6 @@ cdef inline list _appended(list items, object item):
     return items
 
 
-cdef int raise_error_set() except -1:
-    """Propagate the Python error a C-API call left set."""
-    return -1
-
-
-cdef inline Py_hash_t _tensor_hash(object t) noexcept:
-    # Tensor.__hash__ is a Python function returning id(t): the object's address
-    return <Py_hash_t><uintptr_t><PyObject*>t
-
-
-cdef inline object _momentum_buffer(object state, object param):
-    """``state[param]['momentum_buffer']`` or None, without calling Tensor.__hash__."""
-    cdef PyObject* entry = fm_dict_get_known_hash(state, param, _tensor_hash(param))
-    if entry == NULL and PyErr_Occurred():
-        raise_error_set()
-    if entry == NULL or not PyDict_Check(<object>entry):
-        return None
-    cdef PyObject* buf = PyDict_GetItem(<object>entry, _MOMENTUM_BUFFER)
-    return None if buf == NULL else <object>buf
-
-
-cdef int _store_momentum_buffer(object state, object param, object buf) except -1:
-    """``state[param]['momentum_buffer'] = buf`` without running Python code (no
-    Tensor.__hash__, no defaultdict factory): part of torch_sgd_run's bookkeeping."""
-    cdef PyObject* entry = fm_dict_get_known_hash(state, param, _tensor_hash(param))
-    if entry == NULL:
-        if PyErr_Occurred():
-            raise_error_set()
-        fm_dict_set_known_hash(state, param, {_MOMENTUM_BUFFER: buf}, _tensor_hash(param))
-    elif PyDict_Check(<object>entry):
-        (<dict>entry)[_MOMENTUM_BUFFER] = buf
-    else:
-        raise TypeError(f"SGD.step: `state[param]` must be a dict; got "
-                        f"{_validation.describe(<object>entry)}")
-    return 0
-
-
 @cython.no_gc  # nothing it holds refers back to it: fewer GC-tracked allocations per step
 cdef class TorchGroupPlan:
     """One param group's fast-path share of a step, checked and described, not yet run
@@ -359,7 +299,7 @@ def torch_sgd_group_plan(list params, object state, lr, momentum, dampening, wei
         first = False
         bt.data = NULL
         if momentum_ != 0.0:
-            buf = _momentum_buffer(state, p)
+            buf = momentum_buffer(state, p)
             first = buf is None
             if not first and not (_dense_cpu(buf, &bt) and _same_layout(&bt, &pt)
                                   and _same_layout(&bt, &gt)
@@ -432,7 +372,7 @@ cdef object _run_plans(list plans, object state, object ema, double decay):
         if plan.written.busy:
             concurrent_step("SGD.step")
         for p, buf in plan.new_buffers or ():
-            if _momentum_buffer(state, p) is not None:
+            if momentum_buffer(state, p) is not None:
                 concurrent_step("SGD.step")
     for plan in plans:
         plan.written.busy = True
@@ -442,7 +382,7 @@ cdef object _run_plans(list plans, object state, object ema, double decay):
         plan.written.busy = False
     for plan in plans:
         for p, buf in plan.new_buffers or ():
-            _store_momentum_buffer(state, p, buf)
+            store_momentum_buffer(state, p, buf)
         stepped = plan.stepped if stepped is None else stepped + plan.stepped
     if stepped:
         _increment_version(stepped)
