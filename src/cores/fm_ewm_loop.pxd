@@ -72,13 +72,15 @@ cdef inline void _started_row(const real* xr, Py_ssize_t width, double* w, doubl
     cdef double cur, wt, ow, wn, nw, b = p.b, new_wt = p.new_wt
     cdef bint adjust = p.adjust, fills = p.new_wt_fills
     cdef Py_ssize_t minp = p.min_periods
+    # uniform: the row's one new weight and reciprocal (each series' own, all equal)
     cdef double ow0 = old_wt[0] * b
-    cdef double inv = 1.0 / (ow0 + (1.0 - ow0 if fills else new_wt)) if uniform else 1.0
+    cdef double nw0 = 1.0 - ow0 if fills else new_wt
+    cdef double inv = 1.0 / (ow0 + nw0)
     for j in range(width):
         cur = xr[j]
         wt = w[j]
         ow = old_wt[j] * b
-        nw = 1.0 - ow if fills else new_wt
+        nw = nw0 if uniform else (1.0 - ow if fills else new_wt)
         wn = (ow * wt + nw * cur) * (inv if uniform else 1.0 / (ow + nw))
         wt = wn if wt != cur else wt    # vectorises: -fno-trapping-math (setup.py)
         old_wt[j] = ow + new_wt if adjust else 1.0
