@@ -92,9 +92,10 @@ if is_x86_64 and os.environ.get("FASTMOMENTUM_NO_AVX2") != "1":
 extensions = [
     Extension(
         f"fastmomentum._kernels_{name}",
-        [f"src/_kernels_{name}.pyx"],
+        # the thread pool (src/threads/fm_pool.c) is plain C with no target-specific code
+        [f"src/_kernels_{name}.pyx", "src/threads/fm_pool.c"],
         # the headers: rebuilt when they change, and shipped in an sdist
-        depends=sorted(glob.glob("src/*.h")),
+        depends=sorted(glob.glob("src/*.h") + glob.glob("src/threads/*.h")),
         include_dirs=[np.get_include(), "src"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")],
         extra_compile_args=common_flags + flags + openmp_flags,

@@ -30,7 +30,6 @@
 #   fresh result faults in, whole rows of its own). Fewer than EWM_NARROW series are too
 #   few to vectorise across: each is gathered a block of rows at a time and scanned by
 #   fm_scan.h (_narrow_stretch). A NaN or inf anywhere: _ewm_exact.
-from cython.parallel cimport parallel, threadid
 from libc.math cimport NAN, ceil, expm1, fma, isfinite, log, pow
 from cpython.float cimport PyFloat_AS_DOUBLE
 from libc.stdlib cimport free, malloc
@@ -65,6 +64,8 @@ cdef enum:
     # 2 to 7, the row step runs at 2-9 ns a value (latency and loop overhead), one by one
     # at 1.1-1.4 (measured; from 8 on, 0.5-1.8 across)
     EWM_NARROW = 8
+    # pandas' loop over series side by side on threads: the columns in this many ranges
+    EWM_EXACT_SPLIT = 8
 
 cdef Py_ssize_t EWM_SUPERBLOCK = 240 * EWM_BLOCK   # 261120
 # The blocked scans from this many values on (a series; series side by side): below,
@@ -378,6 +379,49 @@ cdef double _ewm_superblock(const real* x, real* out, Py_ssize_t n, Py_ssize_t s
     return carry
 
 
+ctypedef struct _EwmJob:
+    # one parallel loop of the scans (fm_parallel_for): float32 data when ``single``
+    const void* x
+    void* out
+    Py_ssize_t n, m, width
+    double* scratch
+    double* ends
+    const EwmParams* p
+    bint single, fixup
+
+
+cdef inline void _ewm_job(_EwmJob* job, const real* x, real* out, Py_ssize_t n,
+                          Py_ssize_t m, double* scratch, double* ends,
+                          const EwmParams* p) noexcept nogil:
+    job.x = x
+    job.out = out
+    job.n = n
+    job.m = m
+    job.scratch = scratch
+    job.ends = ends
+    job.p = p
+    job.single = real is float
+    job.fixup = False
+
+
+cdef inline void _superblock_of(const _EwmJob* job, const real* x, real* out, Py_ssize_t s,
+                                int worker) noexcept nogil:
+    cdef double* scan = job.scratch + worker * EWM_BLOCK
+    if job.fixup:
+        _ewm_superblock(x, out, job.n, s, job.ends[s - 1], True, scan, job.p)
+    else:
+        job.ends[s] = _ewm_superblock(x, out, job.n, s, 0.0, False, scan, job.p)
+
+
+cdef void _superblock_task(void* ctx, ptrdiff_t chunk, int worker) noexcept nogil:
+    """Superblock ``chunk`` (pass 1) or ``chunk + 1`` (pass 2) of _ewm_blocked."""
+    cdef const _EwmJob* job = <const _EwmJob*>ctx
+    if job.single:
+        _superblock_of(job, <const float*>job.x, <float*>job.out, chunk + job.fixup, worker)
+    else:
+        _superblock_of(job, <const double*>job.x, <double*>job.out, chunk + job.fixup, worker)
+
+
 cdef bint _ewm_blocked(const real* x, real* out, Py_ssize_t n, double* scratch,
                        double* ends, int nthreads, const EwmParams* p) noexcept nogil:
     """The mean of one series by the blocked scan, on ``nthreads`` threads (``scratch``:
@@ -385,18 +429,11 @@ cdef bint _ewm_blocked(const real* x, real* out, Py_ssize_t n, double* scratch,
     partly written, when the series has a NaN or inf (or overflows): use _ewm_exact."""
     cdef Py_ssize_t nsuper = (n + EWM_SUPERBLOCK - 1) // EWM_SUPERBLOCK, s, t
     cdef double carry
-    cdef int tid
+    cdef _EwmJob job
+    _ewm_job(&job, x, out, n, 1, scratch, ends, p)
     # pass 1: every superblock from a zero carry, stored after its leading fixup_len values.
-    # (Dynamic schedules: which thread runs a superblock never changes its result.)
-    if nthreads > 1 and nsuper > 1:
-        with parallel(num_threads=nthreads):
-            tid = threadid()
-            for s in prange(nsuper, schedule="dynamic"):
-                ends[s] = _ewm_superblock(x, out, n, s, 0.0, False,
-                                          scratch + tid * EWM_BLOCK, p)
-    else:
-        for s in range(nsuper):
-            ends[s] = _ewm_superblock(x, out, n, s, 0.0, False, scratch, p)
+    # (Which thread runs a superblock never changes its result.)
+    fm_parallel_for(_superblock_task, &job, nsuper, nthreads)
     for s in range(nsuper):
         if not isfinite(ends[s]):
             return False
@@ -406,15 +443,10 @@ cdef bint _ewm_blocked(const real* x, real* out, Py_ssize_t n, double* scratch,
         carry = fma(p.b_superblock, carry, ends[s])
         ends[s] = carry
     # pass 2: the leading values of superblocks 1.. with their carry (on threads only when
-    # it is more than a few superblocks' work: waking them costs more under load)
-    if nthreads > 1 and (nsuper - 1) * p.fixup_len >= 4 * EWM_SUPERBLOCK:
-        with parallel(num_threads=nthreads):
-            tid = threadid()
-            for s in prange(1, nsuper, schedule="dynamic"):
-                _ewm_superblock(x, out, n, s, ends[s - 1], True, scratch + tid * EWM_BLOCK, p)
-    else:
-        for s in range(1, nsuper):
-            _ewm_superblock(x, out, n, s, ends[s - 1], True, scratch, p)
+    # it is more than a few superblocks' work)
+    job.fixup = True
+    fm_parallel_for(_superblock_task, &job, nsuper - 1,
+                    nthreads if (nsuper - 1) * p.fixup_len >= 4 * EWM_SUPERBLOCK else 1)
     for t in range(min(p.min_periods - 1, n)):
         out[t] = <real>NAN
     return True
@@ -502,12 +534,28 @@ cdef void _cols_superblock(const real* x, real* out, Py_ssize_t n, Py_ssize_t m,
         fm_stream_fence()
 
 
-cdef inline void _cols_pass1(const real* x, real* out, Py_ssize_t n, Py_ssize_t m,
-                             Py_ssize_t s, double* y, double* ends,
-                             const EwmParams* p) noexcept nogil:
-    memset(y, 0, m * sizeof(double))
-    _cols_superblock(x, out, n, m, s, y, False, p)
-    memcpy(ends + s * m, y, m * sizeof(double))
+cdef inline void _cols_superblock_of(const _EwmJob* job, const real* x, real* out,
+                                     Py_ssize_t s, int worker) noexcept nogil:
+    cdef double* y = job.scratch + job.p.cols_scratch * worker
+    cdef Py_ssize_t m = job.m
+    if job.fixup:
+        memcpy(y, job.ends + (s - 1) * m, m * sizeof(double))
+        _cols_superblock(x, out, job.n, m, s, y, True, job.p)
+    else:
+        memset(y, 0, m * sizeof(double))
+        _cols_superblock(x, out, job.n, m, s, y, False, job.p)
+        memcpy(job.ends + s * m, y, m * sizeof(double))
+
+
+cdef void _cols_superblock_task(void* ctx, ptrdiff_t chunk, int worker) noexcept nogil:
+    """Superblock ``chunk`` (pass 1) or ``chunk + 1`` (pass 2) of _ewm_cols_blocked."""
+    cdef const _EwmJob* job = <const _EwmJob*>ctx
+    if job.single:
+        _cols_superblock_of(job, <const float*>job.x, <float*>job.out, chunk + job.fixup,
+                            worker)
+    else:
+        _cols_superblock_of(job, <const double*>job.x, <double*>job.out, chunk + job.fixup,
+                            worker)
 
 
 cdef bint _ewm_cols_blocked(const real* x, real* out, Py_ssize_t n, Py_ssize_t m,
@@ -519,33 +567,18 @@ cdef bint _ewm_cols_blocked(const real* x, real* out, Py_ssize_t n, Py_ssize_t m
     the threads that fill them. False, with ``out`` partly written, when a value is NaN or
     inf. (Kept apart from _ewm_blocked: one driver for both measured 10-25% slower here.)"""
     cdef Py_ssize_t nsuper = (n + p.super_rows - 1) // p.super_rows, s, t, j
-    cdef double* y
-    cdef int tid
-    if nthreads > 1 and nsuper > 1:
-        with parallel(num_threads=nthreads):
-            tid = threadid()
-            for s in prange(nsuper, schedule="dynamic"):
-                _cols_pass1(x, out, n, m, s, scratch + p.cols_scratch * tid, ends, p)
-    else:
-        for s in range(nsuper):
-            _cols_pass1(x, out, n, m, s, scratch, ends, p)
+    cdef _EwmJob job
+    _ewm_job(&job, x, out, n, m, scratch, ends, p)
+    fm_parallel_for(_cols_superblock_task, &job, nsuper, nthreads)
     for j in range(nsuper * m):
         if not isfinite(ends[j]):
             return False
     for s in range(1, nsuper - 1):
         for j in range(m):
             ends[s * m + j] = fma(p.b_super_rows, ends[(s - 1) * m + j], ends[s * m + j])
-    if nthreads > 1 and (nsuper - 1) * p.fixup_rows * m >= 4 * EWM_SUPERBLOCK:
-        with parallel(num_threads=nthreads):
-            tid = threadid()
-            for s in prange(1, nsuper, schedule="dynamic"):
-                y = scratch + p.cols_scratch * tid
-                memcpy(y, ends + (s - 1) * m, m * sizeof(double))
-                _cols_superblock(x, out, n, m, s, y, True, p)
-    else:
-        for s in range(1, nsuper):
-            memcpy(scratch, ends + (s - 1) * m, m * sizeof(double))
-            _cols_superblock(x, out, n, m, s, scratch, True, p)
+    job.fixup = True
+    fm_parallel_for(_cols_superblock_task, &job, nsuper - 1,
+                    nthreads if (nsuper - 1) * p.fixup_rows * m >= 4 * EWM_SUPERBLOCK else 1)
     for t in range(min(p.min_periods - 1, n)):
         for j in range(m):
             out[t * m + j] = <real>NAN
@@ -562,26 +595,39 @@ cdef inline bint _ewm_blockable(Py_ssize_t size, Py_ssize_t min_size,
     return size >= min_size and 0.0 < p.b < 1.0
 
 
+cdef inline void _series_of(const _EwmJob* job, const real* x, real* out, Py_ssize_t i,
+                            int worker) noexcept nogil:
+    cdef Py_ssize_t n = job.n
+    if not (_ewm_blockable(n, EWM_SERIES_BLOCKED_MIN, job.p)
+            and _ewm_blocked(x + i * n, out + i * n, n, job.scratch + worker * EWM_BLOCK,
+                             job.ends + 2 * worker, 1, job.p)):
+        _ewm_exact(x + i * n, out + i * n, n, 1, 1, job.p)
+
+
+cdef void _series_task(void* ctx, ptrdiff_t chunk, int worker) noexcept nogil:
+    """Series ``chunk`` of _ewm_series_set, on one thread."""
+    cdef const _EwmJob* job = <const _EwmJob*>ctx
+    if job.single:
+        _series_of(job, <const float*>job.x, <float*>job.out, chunk, worker)
+    else:
+        _series_of(job, <const double*>job.x, <double*>job.out, chunk, worker)
+
+
 cdef void _ewm_series_set(const real* x, real* out, Py_ssize_t n, Py_ssize_t m,
                           double* scratch, double* ends, int nthreads,
                           const EwmParams* p) noexcept nogil:
     """``m`` contiguous series of ``n`` one after another. Long series use every thread
     each; shorter ones go one per thread (same result: a series never depends on it)."""
     cdef Py_ssize_t i
-    cdef int tid
+    cdef _EwmJob job
     if m == 1 or n >= 2 * EWM_SUPERBLOCK or nthreads == 1:
         for i in range(m):
             if not (_ewm_blockable(n, EWM_SERIES_BLOCKED_MIN, p)
                     and _ewm_blocked(x + i * n, out + i * n, n, scratch, ends, nthreads, p)):
                 _ewm_exact(x + i * n, out + i * n, n, 1, 1, p)
     else:
-        with parallel(num_threads=nthreads):
-            tid = threadid()
-            for i in prange(m, schedule="dynamic"):
-                if not (_ewm_blockable(n, EWM_SERIES_BLOCKED_MIN, p)
-                        and _ewm_blocked(x + i * n, out + i * n, n,
-                                         scratch + tid * EWM_BLOCK, ends + 2 * tid, 1, p)):
-                    _ewm_exact(x + i * n, out + i * n, n, 1, 1, p)
+        _ewm_job(&job, x, out, n, m, scratch, ends, p)
+        fm_parallel_for(_series_task, &job, m, nthreads)
 
 
 cdef void _ewm_run(const real* x, real* out, Py_ssize_t n, Py_ssize_t m, bint contiguous,
@@ -601,15 +647,29 @@ cdef void _ewm_run(const real* x, real* out, Py_ssize_t n, Py_ssize_t m, bint co
             _ewm_exact(x, out, n, m, m, p)
 
 
+cdef void _columns_task(void* ctx, ptrdiff_t chunk, int worker) noexcept nogil:
+    """Columns [chunk * width, (chunk + 1) * width) of _ewm_exact_columns."""
+    cdef const _EwmJob* job = <const _EwmJob*>ctx
+    cdef Py_ssize_t first = chunk * job.width, width = min(job.width, job.m - first)
+    if job.single:
+        _ewm_exact(<const float*>job.x + first, <float*>job.out + first, job.n, width, job.m,
+                   job.p)
+    else:
+        _ewm_exact(<const double*>job.x + first, <double*>job.out + first, job.n, width,
+                   job.m, job.p)
+
+
 cdef void _ewm_exact_columns(const real* x, real* out, Py_ssize_t n, Py_ssize_t m,
                              int nthreads, const EwmParams* p) noexcept nogil:
-    """_ewm_exact of ``m`` series side by side, split into column ranges across threads
-    (starting on 64-byte boundaries of a row). The same bits for any split: a series'
-    every step depends on that series alone (see _ewm_exact)."""
-    cdef Py_ssize_t width = (m + nthreads - 1) // nthreads, t
-    width = (width + 15) // 16 * 16   # 16 columns: 64 bytes of float32, 128 of float64
-    for t in prange((m + width - 1) // width, num_threads=nthreads, schedule="static"):
-        _ewm_exact(x + t * width, out + t * width, n, min(width, m - t * width), m, p)
+    """_ewm_exact of ``m`` series side by side, split into ranges of columns (starting on
+    64-byte boundaries of a row) run on ``nthreads``. The same bits for any split: a
+    series' every step depends on that series alone (see _ewm_exact)."""
+    cdef _EwmJob job
+    _ewm_job(&job, x, out, n, m, NULL, NULL, p)
+    # EWM_EXACT_SPLIT ranges (fixed by m: a thread that wakes late still finds some left);
+    # 16 columns are 64 bytes of float32, 128 of float64
+    job.width = ((m + EWM_EXACT_SPLIT - 1) // EWM_EXACT_SPLIT + 15) // 16 * 16
+    fm_parallel_for(_columns_task, &job, (m + job.width - 1) // job.width, nthreads)
 
 
 cdef inline bint _small_number(object v, double* out) noexcept:

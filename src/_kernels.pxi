@@ -5,8 +5,8 @@
 # only on failure calls fastmomentum._validation, which raises the same error the NumPy
 # baseline raises. Nothing is written before every check has passed.
 cimport numpy as cnp
-from cython.parallel cimport prange
 from libc.math cimport INFINITY
+from libc.stddef cimport ptrdiff_t
 
 from fastmomentum.kernels cimport ema_kernel, momentum_kernel, sgd_kernel
 
@@ -19,14 +19,33 @@ cdef extern from "fm_openmp.h" nogil:
     void omp_set_num_threads(int)
     int FM_HAVE_OPENMP
 
+cdef extern from "threads/fm_pool.h" nogil:
+    ctypedef void (*fm_task_fn)(void* ctx, ptrdiff_t chunk, int worker) noexcept nogil
+    void fm_parallel_for(fm_task_fn task, void* ctx, ptrdiff_t nchunks, int max_workers)
+    int fm_pool_cpus()
+    void fm_pool_set_schedule(int schedule)
+    int fm_pool_threads()
+
 cdef extern from "fm_cpu.h" nogil:
     const char* FM_BUILD_TARGET
     int fm_cpu_has_avx2_fma()
 
 #: "avx2" or "portable": the target this module was compiled for.
 BUILD_TARGET = FM_BUILD_TARGET.decode()
-#: Whether this build splits large buffers across OpenMP threads.
+#: Whether this build splits large buffers across threads. The threads are fastmomentum's
+#: own (src/threads/fm_pool.c); their count is OpenMP's setting (OMP_NUM_THREADS,
+#: threadpoolctl, set_num_threads), so a build without OpenMP runs on one thread.
 HAS_OPENMP = bool(FM_HAVE_OPENMP)
+
+
+def _pool_set_schedule(int schedule):
+    """Tests only: 0 normal, 1 the caller runs every chunk, 2 pool threads run them all."""
+    fm_pool_set_schedule(schedule)
+
+
+def _pool_threads():
+    """Tests only: the pool threads started so far, and the CPUs a loop may use."""
+    return fm_pool_threads(), fm_pool_cpus()
 
 
 def cpu_has_avx2_fma():
@@ -34,12 +53,12 @@ def cpu_has_avx2_fma():
     return bool(fm_cpu_has_avx2_fma())
 
 
-# Threads pay only once a buffer is much larger than the cost of waking them (a few us):
-# below PARALLEL_MIN_SIZE elements a step runs on the calling thread, and each extra thread
-# gets at least that many elements. Chunks start on 64-element boundaries so no two threads
-# write the same cache line.
+# Threads pay only once a buffer is much larger than the cost of waking them: below
+# PARALLEL_MIN_SIZE elements a step runs on the calling thread, and each extra thread gets
+# at least that many elements. The work is cut into chunks of PARALLEL_CHUNK elements
+# (fixed boundaries, multiples of 64 elements: no two threads write one cache line).
 cdef Py_ssize_t PARALLEL_MIN_SIZE = 1 << 16
-cdef Py_ssize_t CHUNK_ALIGN = 64
+cdef Py_ssize_t PARALLEL_CHUNK = 1 << 14
 # Releasing the GIL costs ~0.1 us: worth it only when the loop itself takes several us.
 cdef Py_ssize_t NOGIL_MIN_SIZE = 1 << 14
 
@@ -48,10 +67,11 @@ def set_num_threads(n):
     """Use ``n`` threads (>= 1) for large buffers, from the calling thread on.
 
     This sets OpenMP's thread count, as ``OMP_NUM_THREADS`` and
-    ``threadpoolctl.threadpool_limits`` do; results do not depend on it."""
+    ``threadpoolctl.threadpool_limits`` do; results do not depend on it. A loop never
+    uses more threads than the CPUs this process may run on, nor than it has chunks."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"set_num_threads: `n` must be an integer >= 1; got {n!r}")
-    omp_set_num_threads(min(n, 1 << 16))
+    omp_set_num_threads(min(n, 1 << 16))   # OpenMP's limit on its setting
 
 
 def get_num_threads():
@@ -105,14 +125,26 @@ cdef inline int _threads_for(Py_ssize_t n) noexcept nogil:
     return <int>min(<Py_ssize_t>omp_get_max_threads(), n // PARALLEL_MIN_SIZE)
 
 
+cdef inline Py_ssize_t _chunks(Py_ssize_t n) noexcept nogil:
+    return (n + PARALLEL_CHUNK - 1) // PARALLEL_CHUNK
+
+
+ctypedef struct _RangeJob:
+    const KernelCall* call
+    Py_ssize_t n
+
+
+cdef void _range_task(void* ctx, ptrdiff_t chunk, int worker) noexcept nogil:
+    cdef const _RangeJob* job = <const _RangeJob*>ctx
+    cdef Py_ssize_t start = chunk * PARALLEL_CHUNK
+    _run_range(job.call, start, min(job.n, start + PARALLEL_CHUNK))
+
+
 cdef void _run_parallel(const KernelCall* k, Py_ssize_t n, int nthreads) noexcept nogil:
-    cdef Py_ssize_t chunk = (n + nthreads - 1) // nthreads
-    chunk = (chunk + CHUNK_ALIGN - 1) // CHUNK_ALIGN * CHUNK_ALIGN
-    cdef Py_ssize_t t, start
-    for t in prange(nthreads, num_threads=nthreads, schedule="static"):
-        start = t * chunk
-        if start < n:
-            _run_range(k, start, min(n, start + chunk))
+    cdef _RangeJob job
+    job.call = k
+    job.n = n
+    fm_parallel_for(_range_task, &job, _chunks(n), nthreads)
 
 
 cdef void _run(const KernelCall* k, Py_ssize_t n) noexcept:

@@ -2,8 +2,8 @@
 #
 # An entry point checks every buffer first (C-API macros; on failure the Python validator
 # names the culprit), then describes each non-empty buffer as a WorkItem in one C array,
-# and runs them all in one nogil OpenMP region whose threads split the TOTAL element count
-# into equal contiguous ranges: a range may cover many small tensors or part of a big one,
+# and runs them all in one nogil parallel loop (fm_pool.h) over fixed chunks of the TOTAL
+# element count: a chunk may cover many small tensors or part of a big one,
 # so one huge embedding and thousands of tiny biases balance alike. Every kernel is
 # element-wise, so the split cannot change a bit of the result.
 from cpython.object cimport PyObject, PyTypeObject
@@ -60,14 +60,24 @@ cdef void _run_span(const WorkItem* items, Py_ssize_t count, Py_ssize_t begin,
         i += 1
 
 
+ctypedef struct _ItemsJob:
+    const WorkItem* items
+    Py_ssize_t count, total
+
+
+cdef void _items_task(void* ctx, ptrdiff_t chunk, int worker) noexcept nogil:
+    cdef const _ItemsJob* job = <const _ItemsJob*>ctx
+    cdef Py_ssize_t start = chunk * PARALLEL_CHUNK
+    _run_span(job.items, job.count, start, min(job.total, start + PARALLEL_CHUNK))
+
+
 cdef void _run_items_parallel(const WorkItem* items, Py_ssize_t count, Py_ssize_t total,
                               int nthreads) noexcept nogil:
-    cdef Py_ssize_t chunk = (total + nthreads - 1) // nthreads
-    chunk = (chunk + CHUNK_ALIGN - 1) // CHUNK_ALIGN * CHUNK_ALIGN
-    cdef Py_ssize_t t
-    for t in prange(nthreads, num_threads=nthreads, schedule="static"):
-        if t * chunk < total:
-            _run_span(items, count, t * chunk, min(total, (t + 1) * chunk))
+    cdef _ItemsJob job
+    job.items = items
+    job.count = count
+    job.total = total
+    fm_parallel_for(_items_task, &job, _chunks(total), nthreads)
 
 
 cdef void _run_items(const WorkItem* items, Py_ssize_t count, Py_ssize_t total,

@@ -1,12 +1,19 @@
 # The roofline for the benchmark report (`python -m fastmomentum bench`): a private entry
-# point running src/fm_stream.h, a plain C OpenMP loop with momentum_step's memory traffic,
-# on the same number of threads the kernels use for that size. Not part of the API.
+# point running src/fm_stream.h, a plain C loop with momentum_step's memory traffic, on the
+# same threads and chunks the kernels use for that size. Not part of the API.
 
 cdef extern from "fm_stream.h" nogil:
-    void fm_stream_f32(float* p, const float* g, float* v, Py_ssize_t n, float scale,
-                       int nthreads)
-    void fm_stream_f64(double* p, const double* g, double* v, Py_ssize_t n, double scale,
-                       int nthreads)
+    void fm_stream_f32(float* p, const float* g, float* v, Py_ssize_t n, float scale)
+    void fm_stream_f64(double* p, const double* g, double* v, Py_ssize_t n, double scale)
+
+
+ctypedef struct _StreamJob:
+    char* p
+    const char* g
+    char* v
+    Py_ssize_t n
+    double scale
+    bint single
 
 
 def roofline_stream(param, grad, velocity, double scale):
@@ -25,22 +32,28 @@ def roofline_stream(param, grad, velocity, double scale):
             and not _overlap(<cnp.ndarray>velocity, <cnp.ndarray>grad)):
         raise TypeError("roofline_stream: needs three distinct C-contiguous float32/float64 "
                         "arrays of one dtype and shape, `param` and `velocity` writeable")
-    cdef char* p = cnp.PyArray_BYTES(<cnp.ndarray>param)
-    cdef char* g = cnp.PyArray_BYTES(<cnp.ndarray>grad)
-    cdef char* v = cnp.PyArray_BYTES(<cnp.ndarray>velocity)
-    cdef bint single = cnp.PyArray_TYPE(<cnp.ndarray>param) == cnp.NPY_FLOAT
-    n = cnp.PyArray_SIZE(<cnp.ndarray>param)
+    cdef _StreamJob job
+    job.p = cnp.PyArray_BYTES(<cnp.ndarray>param)
+    job.g = cnp.PyArray_BYTES(<cnp.ndarray>grad)
+    job.v = cnp.PyArray_BYTES(<cnp.ndarray>velocity)
+    job.scale = scale
+    job.single = cnp.PyArray_TYPE(<cnp.ndarray>param) == cnp.NPY_FLOAT
+    job.n = n = cnp.PyArray_SIZE(<cnp.ndarray>param)
     nthreads = _threads_for(n)
     if n < NOGIL_MIN_SIZE:
-        _stream(p, g, v, n, scale, nthreads, single)
+        fm_parallel_for(_stream_task, &job, _chunks(n), nthreads)
     else:
         with nogil:
-            _stream(p, g, v, n, scale, nthreads, single)
+            fm_parallel_for(_stream_task, &job, _chunks(n), nthreads)
 
 
-cdef inline void _stream(char* p, const char* g, char* v, Py_ssize_t n, double scale,
-                         int nthreads, bint single) noexcept nogil:
-    if single:
-        fm_stream_f32(<float*>p, <const float*>g, <float*>v, n, <float>scale, nthreads)
+cdef void _stream_task(void* ctx, ptrdiff_t chunk, int worker) noexcept nogil:
+    cdef const _StreamJob* job = <const _StreamJob*>ctx
+    cdef Py_ssize_t start = chunk * PARALLEL_CHUNK
+    cdef Py_ssize_t n = min(job.n, start + PARALLEL_CHUNK) - start
+    if job.single:
+        fm_stream_f32(<float*>job.p + start, <const float*>job.g + start,
+                      <float*>job.v + start, n, <float>job.scale)
     else:
-        fm_stream_f64(<double*>p, <const double*>g, <double*>v, n, scale, nthreads)
+        fm_stream_f64(<double*>job.p + start, <const double*>job.g + start,
+                      <double*>job.v + start, n, job.scale)
