@@ -7,6 +7,7 @@
 cimport numpy as cnp
 from libc.math cimport INFINITY
 from libc.stddef cimport ptrdiff_t
+from libc.stdint cimport uint64_t
 
 from fastmomentum.kernels cimport ema_kernel, momentum_kernel, sgd_kernel
 
@@ -25,6 +26,7 @@ cdef extern from "threads/fm_pool.h" nogil:
     int fm_pool_cpus()
     void fm_pool_set_schedule(int schedule)
     int fm_pool_threads()
+    void fm_pool_stats(uint64_t* out)
 
 cdef extern from "fm_cpu.h" nogil:
     const char* FM_BUILD_TARGET
@@ -48,16 +50,37 @@ def _pool_threads():
     return fm_pool_threads(), fm_pool_cpus()
 
 
+def _pool_stats():
+    """Benchmarks: (parallel loops run on the pool, chunks pool threads ran, times a
+    caller slept waiting for a pool thread's chunk) since the process started."""
+    cdef uint64_t out[3]
+    fm_pool_stats(out)
+    return out[0], out[1], out[2]
+
+
 def cpu_has_avx2_fma():
     """True when this CPU (and OS) can run the AVX2+FMA build."""
     return bool(fm_cpu_has_avx2_fma())
 
 
-# Threads pay only once a buffer is much larger than the cost of waking them: below
-# PARALLEL_MIN_SIZE elements a step runs on the calling thread, and each extra thread gets
-# at least that many elements. The work is cut into chunks of PARALLEL_CHUNK elements
-# (fixed boundaries, multiples of 64 elements: no two threads write one cache line).
-cdef Py_ssize_t PARALLEL_MIN_SIZE = 1 << 16
+# When a second thread pays, from the measured cost of waking one (benchmarks/wake_cost.c,
+# medians of 400 on this 2-vCPU VM): the futex call that wakes a sleeping pool thread takes
+# the caller WAKE_NS, and the thread runs WAKE_START_NS after the call began. Two threads
+# then finish T ns of work in about WAKE_NS + (T - WAKE_START_NS) / 2, less than T from
+# T = 2 * WAKE_NS - WAKE_START_NS on; PARALLEL_MIN_NS, twice that, is the least work worth
+# a thread (each extra one gets at least that much). With every other core busy nobody
+# helps and the caller loses at most the wake-up call: WAKE_NS / PARALLEL_MIN_NS of the
+# work, less when a thread still spins from the call before (fm_pool.c).
+cdef double WAKE_NS = 5000.0        # measured 4.6-6.0 us (idle or busy target core)
+cdef double WAKE_START_NS = 3500.0  # measured 3.2-4.0 us
+cdef double PARALLEL_MIN_NS = 2 * (2 * WAKE_NS - WAKE_START_NS)   # 13 us
+# Work is estimated from the bytes a loop moves at NS_PER_BYTE: one thread streams 150 GB/s
+# from L3 here (momentum_step, float32, 256k elements: 5.2 MB in 35 us), where threads
+# start to matter; from memory it is slower, so the estimate errs towards fewer threads.
+cdef double NS_PER_BYTE = 1.0 / 150.0
+# Chunks of PARALLEL_CHUNK elements (fixed boundaries, multiples of 64 elements: no two
+# threads write one cache line); 16k float32 momentum elements are 2-3 us of work, so a
+# thread that wakes late holds the caller up by at most that.
 cdef Py_ssize_t PARALLEL_CHUNK = 1 << 14
 # Releasing the GIL costs ~0.1 us: worth it only when the loop itself takes several us.
 cdef Py_ssize_t NOGIL_MIN_SIZE = 1 << 14
@@ -119,10 +142,20 @@ cdef void _run_range(const KernelCall* k, Py_ssize_t start, Py_ssize_t stop) noe
         ema_kernel(<double*>k.out + start, <const double*>k.inp + start, n, k.a, k.b)
 
 
-cdef inline int _threads_for(Py_ssize_t n) noexcept nogil:
-    if n < 2 * PARALLEL_MIN_SIZE:
+cdef inline int _threads_for(double work_ns) noexcept nogil:
+    """Threads for ``work_ns`` of work on one thread: one per PARALLEL_MIN_NS, at most the
+    set thread count (and the pool caps that at the CPUs and chunks)."""
+    if work_ns < 2 * PARALLEL_MIN_NS:
         return 1
-    return <int>min(<Py_ssize_t>omp_get_max_threads(), n // PARALLEL_MIN_SIZE)
+    return <int>min(<double>omp_get_max_threads(), work_ns / PARALLEL_MIN_NS)
+
+
+cdef inline double _call_ns(const KernelCall* k, Py_ssize_t n) noexcept nogil:
+    """The estimated time of ``k`` over ``n`` elements on one thread: SGD and EMA read two
+    arrays and write one, momentum reads three and writes two."""
+    cdef int streams = 5 if k.kernel == MOMENTUM_F32 or k.kernel == MOMENTUM_F64 else 3
+    cdef int itemsize = 4 if k.kernel in (SGD_F32, MOMENTUM_F32, EMA_F32) else 8
+    return n * streams * itemsize * NS_PER_BYTE
 
 
 cdef inline Py_ssize_t _chunks(Py_ssize_t n) noexcept nogil:
@@ -148,7 +181,7 @@ cdef void _run_parallel(const KernelCall* k, Py_ssize_t n, int nthreads) noexcep
 
 
 cdef void _run(const KernelCall* k, Py_ssize_t n) noexcept:
-    cdef int nthreads = _threads_for(n)
+    cdef int nthreads = _threads_for(_call_ns(k, n))
     if n < NOGIL_MIN_SIZE:
         _run_range(k, 0, n)
     elif nthreads == 1:

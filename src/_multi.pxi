@@ -265,10 +265,22 @@ cdef int _order_free(_WorkList work, WrittenSpans written) except -1:
     return 1
 
 
+cdef int _items_threads(_WorkList work) noexcept:
+    """_threads_for the pass, its time estimated from the first item's kernel (a fused
+    EMA reads and writes its average too)."""
+    if work.count == 0:
+        return 1
+    cdef const WorkItem* w = &work.items[0]
+    cdef double per_element = _call_ns(&w.call, 1)
+    if w.average != NULL:
+        per_element += 2 * _item_bytes(w) / w.size * NS_PER_BYTE
+    return _threads_for(work.total * per_element)
+
+
 cdef int _safe_threads(_WorkList work, WrittenSpans written) except -1:
-    """Threads for the pass: _threads_for its total, or 1 (in order, torch's result) when
+    """Threads for the pass: _items_threads, or 1 (in order, torch's result) when
     its memory overlaps in a way threads could race on (_order_free)."""
-    cdef int nthreads = _threads_for(work.total)
+    cdef int nthreads = _items_threads(work)
     if nthreads > 1 and not _order_free(work, written):
         return 1
     return nthreads

@@ -39,7 +39,7 @@ def roofline_stream(param, grad, velocity, double scale):
     job.scale = scale
     job.single = cnp.PyArray_TYPE(<cnp.ndarray>param) == cnp.NPY_FLOAT
     job.n = n = cnp.PyArray_SIZE(<cnp.ndarray>param)
-    nthreads = _threads_for(n)
+    nthreads = _threads_for(n * 5 * (4 if job.single else 8) * NS_PER_BYTE)   # as momentum
     if n < NOGIL_MIN_SIZE:
         fm_parallel_for(_stream_task, &job, _chunks(n), nthreads)
     else:

@@ -300,5 +300,5 @@ def torch_sgd_group_step(list params, object state, lr, momentum, dampening, wei
                 raise AssertionError("torch_sgd_group_step: new_buffer must return a dense "
                                      "C-contiguous CPU tensor like its param")
             work.items[item].call.state = bt.data
-    work.run(_threads_for(work.total))
+    work.run(_items_threads(work))
     return stepped, others, no_grad

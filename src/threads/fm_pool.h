@@ -15,6 +15,7 @@
 #ifndef FM_POOL_H
 #define FM_POOL_H
 #include <stddef.h>
+#include <stdint.h>
 
 typedef void (*fm_task_fn)(void* ctx, ptrdiff_t chunk, int worker);
 
@@ -30,4 +31,8 @@ void fm_pool_set_schedule(int schedule);
 
 /* Pool threads created so far (tests: a thread count is capped at what the work uses). */
 int fm_pool_threads(void);
+
+/* Counts since the process started: parallel loops run on the pool, chunks run by pool
+   threads, and times a caller slept waiting for a pool thread's chunk (benchmarks). */
+void fm_pool_stats(uint64_t out[3]);
 #endif
