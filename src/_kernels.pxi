@@ -24,7 +24,9 @@ cdef extern from "threads/fm_pool.h" nogil:
     ctypedef void (*fm_task_fn)(void* ctx, ptrdiff_t chunk, int worker) noexcept nogil
     void fm_parallel_for(fm_task_fn task, void* ctx, ptrdiff_t nchunks, int max_workers)
     int fm_pool_cpus()
+    double fm_pool_overhead_ns()
     void fm_pool_set_schedule(int schedule)
+    void fm_pool_set_overhead_ns(double ns)
     int fm_pool_threads()
     void fm_pool_stats(uint64_t* out)
 
@@ -45,6 +47,11 @@ def _pool_set_schedule(int schedule):
     fm_pool_set_schedule(schedule)
 
 
+def _pool_set_overhead(double ns):
+    """Tests and benchmarks: set the pool's overhead estimate (see _threads_for)."""
+    fm_pool_set_overhead_ns(ns)
+
+
 def _pool_threads():
     """Tests only: the pool threads started so far, and the CPUs a loop may use."""
     return fm_pool_threads(), fm_pool_cpus()
@@ -52,10 +59,11 @@ def _pool_threads():
 
 def _pool_stats():
     """Benchmarks: (parallel loops run on the pool, chunks pool threads ran, times a
-    caller slept waiting for a pool thread's chunk) since the process started."""
+    caller slept waiting for a pool thread's chunk) since the process started, and the
+    pool's current overhead estimate in ns."""
     cdef uint64_t out[3]
     fm_pool_stats(out)
-    return out[0], out[1], out[2]
+    return out[0], out[1], out[2], fm_pool_overhead_ns()
 
 
 def cpu_has_avx2_fma():
@@ -63,17 +71,15 @@ def cpu_has_avx2_fma():
     return bool(fm_cpu_has_avx2_fma())
 
 
-# When a second thread pays, from the measured cost of waking one (benchmarks/wake_cost.c,
-# medians of 400 on this 2-vCPU VM): the futex call that wakes a sleeping pool thread takes
-# the caller WAKE_NS, and the thread runs WAKE_START_NS after the call began. Two threads
-# then finish T ns of work in about WAKE_NS + (T - WAKE_START_NS) / 2, less than T from
-# T = 2 * WAKE_NS - WAKE_START_NS on; PARALLEL_MIN_NS, twice that, is the least work worth
-# a thread (each extra one gets at least that much). With every other core busy nobody
-# helps and the caller loses at most the wake-up call: WAKE_NS / PARALLEL_MIN_NS of the
-# work, less when a thread still spins from the call before (fm_pool.c).
-cdef double WAKE_NS = 5000.0        # measured 4.6-6.0 us (idle or busy target core)
-cdef double WAKE_START_NS = 3500.0  # measured 3.2-4.0 us
-cdef double PARALLEL_MIN_NS = 2 * (2 * WAKE_NS - WAKE_START_NS)   # 13 us
+# When a second thread pays follows from the measured cost of waking one: the pool keeps a
+# running estimate of what a parallel loop costs its caller beyond its share of the work
+# (fm_pool_overhead_ns: the wake-up call and the wait for chunks a woken thread claimed;
+# 5 us to start with, measured by benchmarks/wake_cost.c). If no other thread gets to run
+# (every other core busy) the caller does all the work and loses that overhead: a loop
+# takes threads only when its work is at least PARALLEL_MIN_OVERHEADS times the overhead,
+# so that it is never more than 1/6 slower than on one thread, and one thread per that
+# much work. On a quiet machine two threads pay from about twice the overhead on.
+cdef double PARALLEL_MIN_OVERHEADS = 6.0
 # Work is estimated from the bytes a loop moves at NS_PER_BYTE: one thread streams 150 GB/s
 # from L3 here (momentum_step, float32, 256k elements: 5.2 MB in 35 us), where threads
 # start to matter; from memory it is slower, so the estimate errs towards fewer threads.
@@ -143,11 +149,13 @@ cdef void _run_range(const KernelCall* k, Py_ssize_t start, Py_ssize_t stop) noe
 
 
 cdef inline int _threads_for(double work_ns) noexcept nogil:
-    """Threads for ``work_ns`` of work on one thread: one per PARALLEL_MIN_NS, at most the
-    set thread count (and the pool caps that at the CPUs and chunks)."""
-    if work_ns < 2 * PARALLEL_MIN_NS:
+    """Threads for ``work_ns`` of work on one thread: one more per PARALLEL_MIN_OVERHEADS
+    times the pool's overhead, at most the set thread count (the pool caps that at the
+    CPUs and chunks)."""
+    cdef double per_thread = PARALLEL_MIN_OVERHEADS * fm_pool_overhead_ns()
+    if work_ns < per_thread:
         return 1
-    return <int>min(<double>omp_get_max_threads(), work_ns / PARALLEL_MIN_NS)
+    return <int>min(<double>omp_get_max_threads(), 1.0 + work_ns / per_thread)
 
 
 cdef inline double _call_ns(const KernelCall* k, Py_ssize_t n) noexcept nogil:

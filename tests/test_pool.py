@@ -35,6 +35,13 @@ def schedule():
     kernels._pool_set_schedule(0)
 
 
+@pytest.fixture(autouse=True)
+def threads_pay():
+    """A low overhead estimate (1 us; it adapts from there), so that the threaded calls
+    take threads whatever the load of the machine running the tests."""
+    kernels._pool_set_overhead(1000)
+
+
 # schedules: 0 as it comes, 1 the caller runs every chunk (no thread woke in time),
 # 2 pool threads run them all (the caller's worker slot 0 unused)
 @pytest.mark.parametrize("mode", [0, 1, 2])
@@ -62,6 +69,7 @@ FORK_SCRIPT = textwrap.dedent("""
     from threaded_calls import digests
 
     def child(queue):
+        kernels._pool_set_overhead(1000)   # the child's pool starts afresh
         queue.put(digests())
         later = []
         thread = threading.Thread(target=lambda: later.append(digests()))
@@ -71,6 +79,7 @@ FORK_SCRIPT = textwrap.dedent("""
 
     if __name__ == "__main__":
         fastmomentum.set_num_threads(2)
+        kernels._pool_set_overhead(1000)
         parent = digests()          # the parent's pool threads run, then fork
         context = multiprocessing.get_context("fork")
         queue = context.Queue()

@@ -25,9 +25,17 @@ void fm_parallel_for(fm_task_fn task, void* ctx, ptrdiff_t nchunks, int max_work
    first use; again in a fork child). */
 int fm_pool_cpus(void);
 
+/* What a parallel loop costs its caller beyond its share of the chunks, in ns: waking the
+   pool threads and waiting for chunks they claimed. A running estimate, measured on every
+   loop the pool runs (it grows when the machine is loaded and wake-ups are slow). */
+double fm_pool_overhead_ns(void);
+
 /* Tests only: 0 normal; 1 the caller runs every chunk (as when no thread wakes in time);
    2 the caller runs none (pool threads run them all, in whatever order they wake). */
 void fm_pool_set_schedule(int schedule);
+
+/* Tests and benchmarks: set the overhead estimate (it goes on adapting from there). */
+void fm_pool_set_overhead_ns(double ns);
 
 /* Pool threads created so far (tests: a thread count is capped at what the work uses). */
 int fm_pool_threads(void);
