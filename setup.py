@@ -1,14 +1,16 @@
-"""Build fastmomentum's Cython kernels.
+"""Build fastmomentum's Cython modules (see docs/architecture.md).
 
-Each kernel module is compiled twice from one source (``src/_kernels.pxi``):
+Only the numeric cores are built per CPU target, from one source (src/cores/):
 
-* ``_kernels_portable``: the compiler's default target, runs on any x86-64 or arm64 CPU;
-* ``_kernels_avx2`` (x86-64 only): the same code built with ``-mavx2 -mfma``.
+* ``fastmomentum._cores_portable``: the compiler's default target, any x86-64 or arm64 CPU;
+* ``fastmomentum._cores_avx2`` (x86-64 only): the same loops built with ``-mavx2 -mfma``.
 
-``fastmomentum/_dispatch.py`` picks the AVX2 build at import time when the CPU has AVX2+FMA,
-so the choice costs nothing per call. Both builds give bit-identical results: every
-multiply-add in the kernels is an explicit ``fma()`` and ``-ffp-contract=off`` forbids the
-compiler from fusing anything else.
+Every other module is compiled once, for the default target: the CPU check (``_cpu``), the
+threads, the multi-tensor driver and NumPy entry points, ewm_mean's plan and drivers, the
+torch bridge, the reference loop. ``fastmomentum/_target.py`` checks the CPU, then loads the
+AVX2 cores when it has AVX2+FMA, once at import. Both targets give bit-identical results:
+every multiply-add is an explicit ``fma()`` and ``-ffp-contract=off`` forbids the compiler
+from fusing anything else.
 
 Environment switches:
 
@@ -24,7 +26,7 @@ import tempfile
 
 import numpy as np
 from Cython.Build import cythonize
-from setuptools import Extension, find_packages, setup
+from setuptools import Extension, setup
 from setuptools._distutils import ccompiler, sysconfig
 from setuptools._distutils.errors import CompileError, LinkError
 
@@ -89,19 +91,39 @@ if is_x86_64 and os.environ.get("FASTMOMENTUM_NO_AVX2") != "1":
     else:
         _log("the C compiler cannot target AVX2/FMA: portable kernels only")
 
-extensions = [
-    Extension(
-        f"fastmomentum._kernels_{name}",
-        # the thread pool (src/threads/fm_pool.c) is plain C with no target-specific code
-        [f"src/_kernels_{name}.pyx", "src/threads/fm_pool.c"],
-        # the headers: rebuilt when they change, and shipped in an sdist
-        depends=sorted(glob.glob("src/*.h") + glob.glob("src/threads/*.h")),
-        include_dirs=[np.get_include(), "src"],
+# src/<layer>/: the C headers and the inline-only .pxd files of each layer (cimported by
+# name); the .pxd of a compiled module sits in fastmomentum/ under the module's name.
+LAYERS = ["src/cores", "src/validation", "src/driver", "src/ewm", "src/torch",
+          "src/reference"]
+HEADERS = sorted(glob.glob("src/*/*.h") + glob.glob("src/*/*.pxd") + glob.glob("fastmomentum/*.pxd"))
+
+
+def extension(name, source, flags=(), openmp=False, c_sources=()):
+    return Extension(
+        f"fastmomentum.{name}",
+        [source, *c_sources],
+        depends=HEADERS,   # rebuilt when a header or .pxd changes
+        include_dirs=[np.get_include()] + LAYERS,
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")],
-        extra_compile_args=common_flags + flags + openmp_flags,
-        extra_link_args=openmp_flags,
+        extra_compile_args=common_flags + list(flags) + (openmp_flags if openmp else []),
+        extra_link_args=openmp_flags if openmp else [],
     )
-    for name, flags in variants.items()
+
+
+extensions = [
+    # per CPU target: the numeric cores only (no threads in them)
+    *(extension(f"_cores_{name}", f"src/cores/_cores_{name}.pyx", flags)
+      for name, flags in variants.items()),
+    # compiled once, for the default target
+    extension("_cpu", "src/cores/_cpu.pyx"),
+    # the thread pool (plain C), and OpenMP only for its thread-count setting
+    extension("_threads", "src/driver/_threads.pyx", openmp=True,
+              c_sources=["src/driver/fm_pool.c"]),
+    extension("_spans", "src/driver/_spans.pyx"),
+    extension("_multi", "src/driver/_multi.pyx"),
+    extension("_ewm", "src/ewm/_ewm.pyx"),
+    extension("_torch_multi", "src/torch/_torch_multi.pyx"),
+    extension("_reference", "src/reference/_reference.pyx"),
 ]
 
 compiler_directives = {
@@ -115,12 +137,14 @@ compiler_directives = {
 setup(
     # Explicit: with src/ and fastmomentum/ side by side setuptools would guess a src-layout
     # and ship a wheel without __init__.py.
-    packages=find_packages(include=["fastmomentum", "fastmomentum.*"]),
+    packages=["fastmomentum", "fastmomentum.benchcases", "fastmomentum.demos"],
+    # kernels.pxd: the public C API for other Cython code; the others: the compiled
+    # modules' interfaces it builds on
     package_data={"fastmomentum": ["*.pxd", "py.typed"]},
     ext_modules=cythonize(
         extensions,
         compiler_directives=compiler_directives,
-        include_path=["."],
+        include_path=["."] + LAYERS,
     ),
     zip_safe=False,
 )

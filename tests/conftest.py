@@ -3,8 +3,6 @@ import pytest
 
 import fastmomentum
 
-DTYPES = [np.float32, np.float64]
-
 
 @pytest.fixture
 def rng():

@@ -8,8 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fastmomentum
-from fastmomentum import baseline
-from fastmomentum._dispatch import BUILDS
+from fastmomentum import _target, baseline
 
 IMPLS = {"fastmomentum": fastmomentum.ewm_mean, "baseline": baseline.ewm_mean}
 PARAMS = [dict(com=0.5), dict(span=7), dict(halflife=3.0), dict(alpha=0.5),  # com == 1
@@ -259,8 +258,8 @@ def test_results_over_16mb_are_streamed_exactly(shape, adjust):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_every_build_computes_the_same_bits(dtype):
-    """The portable and the AVX2 builds (explicit fma in both), in and out of cache."""
+def test_every_target_computes_the_same_bits(dtype):
+    """The portable and the AVX2 cores (explicit fma in both), in and out of cache."""
     rng = np.random.default_rng(14)
     cases = [rng.standard_normal(n).astype(dtype) for n in (5000, 300_000, 4_200_001)]
     cases.append(rng.standard_normal((3000, 40)).astype(dtype))   # side by side: the scan
@@ -268,8 +267,10 @@ def test_every_build_computes_the_same_bits(dtype):
     cases[-1][7, 3] = np.nan                                         # and pandas' loop
     for x in cases:
         for adjust in (True, False):
-            got = [build.ewm_mean(x, alpha=0.05, adjust=adjust)
-                   for _, build in sorted(BUILDS.items())]
+            got = []
+            for target in _target.TARGETS:
+                with _target.using(target):
+                    got.append(fastmomentum.ewm_mean(x, alpha=0.05, adjust=adjust))
             for other in got[1:]:
                 assert np.array_equal(got[0], other, equal_nan=True)
 

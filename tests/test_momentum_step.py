@@ -1,5 +1,4 @@
 """momentum_step against torch.optim.SGD (bit for bit), the NumPy baseline and closed forms."""
-import itertools
 import math
 
 import numpy as np
@@ -8,22 +7,9 @@ import torch
 
 import fastmomentum
 from fastmomentum import baseline, momentum_step
-from fastmomentum._dispatch import BUILDS
+from fastmomentum import _target
 
-from conftest import DTYPES
-
-# Every option combination torch accepts (nesterov needs momentum and no dampening).
-OPTIONS = [
-    dict(momentum=m, dampening=d, weight_decay=wd, nesterov=nest, maximize=mx)
-    for m, d, wd, nest, mx in itertools.product([0.0, 0.9], [0.0, 0.3], [0.0, 0.01],
-                                                 [False, True], [False, True])
-    if not (nest and (m == 0 or d != 0))
-]
-
-
-def option_id(o):
-    return ",".join(f"{k}={v}" for k, v in o.items() if v)
-
+from _grid import DTYPES, SGD_OPTIONS as OPTIONS, option_id
 
 def torch_sgd_trajectory(p0, grads, lrs, options):
     """Run torch.optim.SGD (default CPU path) over ``grads``; returns the params after each step
@@ -81,14 +67,15 @@ def test_large_threaded_trajectory_equals_torch(rng, dtype):
     np.testing.assert_array_equal(got[-1], expected[-1])
 
 
-@pytest.mark.parametrize("build", sorted(BUILDS))
+@pytest.mark.parametrize("target", _target.TARGETS)
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_every_build_equals_torch(rng, build, dtype):
-    """The portable and the AVX2 builds compute the same bits (explicit fma in both)."""
+def test_every_target_equals_torch(rng, target, dtype):
+    """The portable and the AVX2 cores compute the same bits (explicit fma in both)."""
     options = dict(momentum=0.9, dampening=0.1, weight_decay=0.01, maximize=True)
     p0, grads, lrs = make_problem(rng, dtype, (1031,))
     expected, _ = torch_sgd_trajectory(p0, grads, lrs, options)
-    got, _ = kernel_trajectory(BUILDS[build].momentum_step, p0, grads, lrs, options)
+    with _target.using(target):
+        got, _ = kernel_trajectory(momentum_step, p0, grads, lrs, options)
     np.testing.assert_array_equal(got[-1], expected[-1])
 
 

@@ -1,5 +1,4 @@
 """fastmomentum.SGD (NumPy, multi-tensor) against torch.optim.SGD, bit for bit."""
-import itertools
 
 import numpy as np
 import pytest
@@ -8,13 +7,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fastmomentum as fm
+from _grid import SGD_OPTIONS, snapshot
 
 SHAPES = [(3, 5), (7,), (1,), (0,), (33, 2)]
 DTYPES = [np.float32, np.float64, np.float64, np.float32, np.float32]
-OPTIONS = [dict(momentum=m, dampening=d, weight_decay=wd, nesterov=n, maximize=mx)
-           for m, d, wd, n, mx in itertools.product((0.0, 0.9), (0.0, 0.3), (0.0, 0.01),
-                                                    (False, True), (False, True))
-           if not (n and (m == 0 or d != 0))]
+OPTIONS = SGD_OPTIONS
 
 
 def random_arrays(rng, shapes, dtypes):
@@ -124,8 +121,8 @@ def test_pickled_copy_continues_bit_identically():
         copy.step(grads)
         copy.ema.update(copy.params)   # and an EMA update on its own
         ema.update(opt.params)
-    assert snapshot(copy.params) == snapshot(opt.params)
-    assert snapshot(copy.ema.raw_averages) == snapshot(ema.raw_averages)
+    assert snapshot(*copy.params) == snapshot(*opt.params)
+    assert snapshot(*copy.ema.raw_averages) == snapshot(*ema.raw_averages)
 
 
 def test_state_dict_layout_is_torchs():
@@ -135,10 +132,6 @@ def test_state_dict_layout_is_torchs():
     assert sd["param_groups"][0]["params"] == tsd["param_groups"][0]["params"]
     for key in ("lr", "momentum", "dampening", "weight_decay", "nesterov", "maximize"):
         assert sd["param_groups"][0][key] == tsd["param_groups"][0][key]
-
-
-def snapshot(arrays):
-    return [a.tobytes() for a in arrays]
 
 
 BAD_GRADS = {
@@ -155,12 +148,12 @@ def test_bad_grad_in_the_middle_changes_nothing(bad):
     params = random_arrays(rng, SHAPES, DTYPES)
     opt = fm.SGD(params, lr=0.1, momentum=0.9)
     opt.step(random_arrays(rng, SHAPES, DTYPES))
-    before = snapshot(params) + snapshot(opt.momentum_buffers)
+    before = snapshot(*params) + snapshot(*opt.momentum_buffers)
     grads = random_arrays(rng, SHAPES, DTYPES)
     grads[1] = BAD_GRADS[bad](grads[1])
     with pytest.raises((TypeError, ValueError), match=r"SGD.step: `grads\[1\]`"):
         opt.step(grads)
-    assert snapshot(params) + snapshot(opt.momentum_buffers) == before
+    assert snapshot(*params) + snapshot(*opt.momentum_buffers) == before
     assert opt.steps == 1
 
 
@@ -168,10 +161,10 @@ def test_wrong_number_of_grads_changes_nothing():
     rng = np.random.default_rng(3)
     params = random_arrays(rng, SHAPES, DTYPES)
     opt = fm.SGD(params, lr=0.1, momentum=0.9)
-    before = snapshot(params)
+    before = snapshot(*params)
     with pytest.raises(ValueError, match="`grads` must hold 5 arrays"):
         opt.step(random_arrays(rng, SHAPES[:4], DTYPES[:4]))
-    assert snapshot(params) == before and opt.momentum_buffers is None
+    assert snapshot(*params) == before and opt.momentum_buffers is None
 
 
 def test_grad_sharing_memory_with_its_param_is_refused():
@@ -229,10 +222,10 @@ def test_bad_state_dict_is_refused_and_changes_nothing(change):
     else:
         sd["state"][1]["momentum_buffer"] = np.zeros(8)
     sd["param_groups"][0]["lr"] = 0.5
-    before = snapshot(opt.momentum_buffers)
+    before = snapshot(*opt.momentum_buffers)
     with pytest.raises(ValueError, match="SGD.load_state_dict"):
         opt.load_state_dict(sd)
-    assert snapshot(opt.momentum_buffers) == before and opt.lr == 0.1
+    assert snapshot(*opt.momentum_buffers) == before and opt.lr == 0.1
 
 
 def test_constructor_checks():
@@ -262,8 +255,8 @@ def test_fused_ema_equals_step_then_ema():
         ema_separate.update(separate)
         opt_fused.step(g)
     assert ema_fused.updates == ema_separate.updates == 5
-    assert snapshot(fused) == snapshot(separate)
-    assert snapshot(ema_fused.averages) == snapshot(ema_separate.averages)
+    assert snapshot(*fused) == snapshot(*separate)
+    assert snapshot(*ema_fused.averages) == snapshot(*ema_separate.averages)
 
 
 def test_ema_of_other_shapes_is_refused():

@@ -9,7 +9,7 @@ import textwrap
 import pytest
 
 import fastmomentum
-from fastmomentum._dispatch import kernels
+from fastmomentum import _threads
 
 from threaded_calls import digests
 
@@ -31,15 +31,15 @@ def one_thread():
 
 @pytest.fixture
 def schedule():
-    yield kernels._pool_set_schedule
-    kernels._pool_set_schedule(0)
+    yield _threads._pool_set_schedule
+    _threads._pool_set_schedule(0)
 
 
 @pytest.fixture(autouse=True)
 def threads_pay():
     """A low overhead estimate (1 us; it adapts from there), so that the threaded calls
     take threads whatever the load of the machine running the tests."""
-    kernels._pool_set_overhead(1000)
+    _threads._pool_set_overhead(1000)
 
 
 # schedules: 0 as it comes, 1 the caller runs every chunk (no thread woke in time),
@@ -57,7 +57,7 @@ def test_bits_do_not_depend_on_threads_or_schedule(threads, mode, one_thread, sc
 def test_threads_ran(restore_threads):
     fastmomentum.set_num_threads(2)
     digests()
-    started, cpus = kernels._pool_threads()
+    started, cpus = _threads._pool_threads()
     assert cpus == CPUS and 1 <= started <= CPUS - 1
 
 
@@ -65,11 +65,11 @@ FORK_SCRIPT = textwrap.dedent("""
     import multiprocessing, sys, threading
     sys.path.insert(0, {here!r})
     import fastmomentum
-    from fastmomentum._dispatch import kernels
+    from fastmomentum import _threads
     from threaded_calls import digests
 
     def child(queue):
-        kernels._pool_set_overhead(1000)   # the child's pool starts afresh
+        _threads._pool_set_overhead(1000)   # the child's pool starts afresh
         queue.put(digests())
         later = []
         thread = threading.Thread(target=lambda: later.append(digests()))
@@ -79,7 +79,7 @@ FORK_SCRIPT = textwrap.dedent("""
 
     if __name__ == "__main__":
         fastmomentum.set_num_threads(2)
-        kernels._pool_set_overhead(1000)
+        _threads._pool_set_overhead(1000)
         parent = digests()          # the parent's pool threads run, then fork
         context = multiprocessing.get_context("fork")
         queue = context.Queue()

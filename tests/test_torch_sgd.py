@@ -1,6 +1,5 @@
 """fastmomentum.torch.SGD as a drop-in for torch.optim.SGD: bit-identical trajectories."""
 import io
-import itertools
 import subprocess
 import sys
 
@@ -11,11 +10,9 @@ from hypothesis import strategies as st
 
 import fastmomentum as fm
 import fastmomentum.torch as fmt
+from _grid import SGD_OPTIONS
 
-OPTIONS = [dict(momentum=m, dampening=d, weight_decay=wd, nesterov=n, maximize=mx)
-           for m, d, wd, n, mx in itertools.product((0.0, 0.9), (0.0, 0.3), (0.0, 0.01),
-                                                    (False, True), (False, True))
-           if not (n and (m == 0 or d != 0))]
+OPTIONS = SGD_OPTIONS
 SHAPES = [(4, 3), (5,), (1,), (0,), (17, 2, 3)]
 
 

@@ -1,9 +1,9 @@
-/* The reference loop of the benchmark report: plain, hand-written C with momentum_step's
-   memory traffic (reads p, g, v; writes p, v once per element). Nothing clever on purpose:
-   `restrict` pointers, one statement per array. _roofline.pxi runs it on the same threads
-   and chunks as the kernels (fm_pool.h). At sizes far beyond the caches it runs at the
-   machine's memory bandwidth, which is the wall every streaming kernel hits. One body for
-   float and double (C has no templates). */
+/* The benchmark report's reference loop: plain, hand-written C with momentum_step's
+   memory traffic (reads p, g, v; writes p, v once per element). Nothing clever on
+   purpose: `restrict` pointers, one statement per array. At sizes far beyond the caches it
+   runs at the machine's memory bandwidth, which is the wall every streaming kernel hits.
+   One body for float and double (C has no templates); threads split [0, n) into chunks
+   (fastmomentum._reference), each running this loop over its part. */
 #ifndef FM_STREAM_H
 #define FM_STREAM_H
 #include <stddef.h>

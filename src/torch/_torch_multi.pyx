@@ -11,8 +11,21 @@
 # torch.py verifies against ``Tensor._cdata`` before enabling this path. Tensors that are
 # not plain dense CPU float32/float64 C-contiguous torch.Tensor/Parameter objects are
 # reported back and stepped by torch itself.
-from cpython.object cimport Py_TYPE
-from libc.stdint cimport uint8_t
+cimport numpy as cnp
+from cpython.object cimport PyObject, PyTypeObject, Py_TYPE
+from cpython.ref cimport Py_INCREF, Py_XDECREF
+from libc.stdint cimport int32_t, int64_t, uint8_t, uintptr_t
+from libc.stdlib cimport free
+from libc.string cimport memcmp
+
+from fastmomentum._multi cimport WorkList, set_scalars, sgd_item
+from fastmomentum._spans cimport WrittenSpans, order_free
+from fastmomentum._spans cimport pass_ns
+from fastmomentum._threads cimport threads_for
+from fm_checks cimport bytes_overlap, finite_in, usable
+from fm_memory cimport grow
+
+cnp.import_array()
 
 cdef extern from "Python.h":
     PyObject* PyErr_Occurred()
@@ -134,7 +147,7 @@ cdef class TorchGroupCache:
       Python call, and a tensor's negation bit only changes with its storage
       (``p.data = ...``) or through torch's private ``_set_neg``. Grads are new tensors
       every step and are always asked.
-    * ``written``: what the multi-tensor pass writes and reads (see _order_free).
+    * ``written``: what the multi-tensor pass writes and reads (see fastmomentum._spans.order_free).
     """
     cdef PyObject** objects  # strong references: an address is never reused while cached
     cdef char** data
@@ -156,14 +169,8 @@ cdef class TorchGroupCache:
         cdef Py_ssize_t i, size = 2 * params
         if size <= self.size:
             return 0
-        cdef PyObject** objects = <PyObject**>realloc(self.objects, size * sizeof(PyObject*))
-        if objects == NULL:
-            raise MemoryError()
-        self.objects = objects
-        cdef char** data = <char**>realloc(self.data, size * sizeof(char*))
-        if data == NULL:
-            raise MemoryError()
-        self.data = data
+        grow(<void**>&self.objects, size, sizeof(PyObject*))
+        grow(<void**>&self.data, size, sizeof(char*))
         for i in range(self.size, size):
             self.objects[i] = NULL
             self.data[i] = NULL
@@ -187,7 +194,7 @@ cdef inline bint _same_layout(const DenseTensor* a, const DenseTensor* b) noexce
     """Same dtype and shape, and disjoint memory."""
     return (a.is_f32 == b.is_f32 and a.dim == b.dim
             and memcmp(a.sizes, b.sizes, a.dim * sizeof(int64_t)) == 0
-            and not _bytes_overlap(a.data, a.nbytes, b.data, b.nbytes))
+            and not bytes_overlap(a.data, a.nbytes, b.data, b.nbytes))
 
 
 cdef int raise_error_set() except -1:
@@ -228,20 +235,21 @@ def torch_sgd_group_step(list params, object state, lr, momentum, dampening, wei
     cdef Py_ssize_t n = len(params), i
     cdef double lr_ = lr, momentum_ = momentum, dampening_ = dampening
     cdef double weight_decay_ = weight_decay
-    cdef _WorkList work = _WorkList(n)
+    cdef WorkList work = WorkList(n)
     cdef double decay_ = decay
     cdef list stepped = [], others = [], no_grad = [], first_steps = []
     cdef DenseTensor pt, gt, bt
-    cdef WorkItem* w
     cdef object p, g, buf
     cdef char* average_data
     cdef bint first, fused_ema = averages is not None
     if not PyDict_Check(state):
         raise TypeError("torch_sgd_group_step: `state` must be a dict")
-    if fused_ema and (len(averages) != n or not _finite_in(decay_, 0.0, 1.0)):
+    if fused_ema and (len(averages) != n or not finite_in(decay_, 0.0, 1.0)):
         raise ValueError("torch_sgd_group_step: `averages` must hold one array per param "
                          "and `decay` be in [0, 1]")
     checked.reserve(n)
+    set_scalars(&work.scalars, lr_, momentum_, dampening_, weight_decay_, nesterov, maximize,
+                decay_)
     for i in range(n):
         p = params[i]
         g = getattr(p, _GRAD)
@@ -267,28 +275,24 @@ def torch_sgd_group_step(list params, object state, lr, momentum, dampening, wei
                 first_steps.append((work.count if pt.numel else -1, p))
         average_data = NULL
         if fused_ema and pt.numel:
-            if not (_usable(averages[i], cnp.NPY_FLOAT if pt.is_f32 else cnp.NPY_DOUBLE, True)
+            if not (usable(averages[i], cnp.NPY_FLOAT if pt.is_f32 else cnp.NPY_DOUBLE, True)
                     and cnp.PyArray_SIZE(<cnp.ndarray>averages[i]) == pt.numel):
                 raise ValueError(f"torch_sgd_group_step: `averages[{i}]` must be a writeable "
                                  f"C-contiguous array of the dtype and size of its param")
             average_data = cnp.PyArray_BYTES(<cnp.ndarray>averages[i])
-            if (_bytes_overlap(average_data, pt.nbytes, pt.data, pt.nbytes)
-                    or _bytes_overlap(average_data, pt.nbytes, gt.data, pt.nbytes)
+            if (bytes_overlap(average_data, pt.nbytes, pt.data, pt.nbytes)
+                    or bytes_overlap(average_data, pt.nbytes, gt.data, pt.nbytes)
                     or (bt.data != NULL
-                        and _bytes_overlap(average_data, pt.nbytes, bt.data, pt.nbytes))):
+                        and bytes_overlap(average_data, pt.nbytes, bt.data, pt.nbytes))):
                 raise ValueError(f"torch_sgd_group_step: `averages[{i}]` shares memory "
                                  f"with its param, grad or momentum buffer")
         stepped.append(p)
         if pt.numel == 0:
             continue
-        w = work.append(pt.numel)
-        _set_step(&w.call, pt.is_f32, pt.data, gt.data, bt.data, lr_, momentum_, dampening_,
-                  weight_decay_, nesterov, maximize, first)
-        if average_data != NULL:
-            w.average = average_data
-            w.decay = decay_
+        sgd_item(work.append(pt.numel), pt.is_f32, pt.data, gt.data, bt.data, average_data,
+                 first)
     cdef Py_ssize_t item
-    if not _order_free(work, checked.written):
+    if not order_free(work.items, work.count, checked.written):
         # aliased memory (new buffers are fresh memory and cannot be): torch steps the
         # whole group, in its order
         skipped = set(no_grad)
@@ -299,6 +303,6 @@ def torch_sgd_group_step(list params, object state, lr, momentum, dampening, wei
             if not _dense_cpu(buf, &bt):
                 raise AssertionError("torch_sgd_group_step: new_buffer must return a dense "
                                      "C-contiguous CPU tensor like its param")
-            work.items[item].call.state = bt.data
-    work.run(_items_threads(work))
+            work.items[item].velocity = bt.data
+    work.run(threads_for(pass_ns(work.items, work.total)) if work.count else 1)
     return stepped, others, no_grad

@@ -1,4 +1,5 @@
-/* A small thread pool for the kernels' parallel loops (fm_pool.c).
+/* A small thread pool for the kernels' parallel loops (fm_pool.c, compiled into
+   fastmomentum._threads only; everything else runs loops through its run_chunks).
 
    fm_parallel_for(task, ctx, nchunks, max_workers) runs task(ctx, chunk, worker) once for
    every chunk in [0, nchunks) and returns when all have run. Chunks are claimed one at a
@@ -15,7 +16,6 @@
 #ifndef FM_POOL_H
 #define FM_POOL_H
 #include <stddef.h>
-#include <stdint.h>
 
 typedef void (*fm_task_fn)(void* ctx, ptrdiff_t chunk, int worker);
 
@@ -42,5 +42,5 @@ int fm_pool_threads(void);
 
 /* Counts since the process started: parallel loops run on the pool, chunks run by pool
    threads, and times a caller slept waiting for a pool thread's chunk (benchmarks). */
-void fm_pool_stats(uint64_t out[3]);
+void fm_pool_stats(unsigned long long out[3]);
 #endif
