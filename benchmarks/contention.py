@@ -3,7 +3,7 @@ thread (and torch's fused SGD), optionally against another build of fastmomentum
 process (``--base``: a source tree built in place, e.g. an older commit).
 
     python benchmarks/contention.py                      # one core busy
-    python benchmarks/contention.py --quiet --base /path/to/old/checkout
+    python benchmarks/contention.py --quiet --base /path/to/eb8d50c/checkout
 
 Every variant of a case runs on the same arrays, interleaved: each round times a batch of
 calls of every variant (in rotating order), and the report gives the median time per call
@@ -24,6 +24,7 @@ import numpy as np
 
 import fastmomentum
 from fastmomentum import optim
+from fastmomentum import _threads
 from fastmomentum._dispatch import kernels as ours
 
 SIZES = tuple(16 * 4 ** k for k in range(11))   # 16 .. 16M
@@ -51,9 +52,10 @@ def busy_core(seconds, cpu=None):
 
 
 def load_build(tree):
-    """The kernels module of a fastmomentum source tree built in place (same CPU target as
-    ours), loaded beside ours under another name."""
-    name = ours.__name__.rsplit(".", 1)[1]
+    """The kernels module of a fastmomentum source tree from before the restructure of issue
+    12 (one module per CPU target, e.g. eb8d50c), built in place, loaded beside ours under
+    another name (the same CPU target as ours)."""
+    name = f"_kernels_{fastmomentum.BUILD_TARGET}"
     (path,) = glob.glob(os.path.join(tree, "fastmomentum", name + ".*so"))
     spec = importlib.util.spec_from_file_location("fastmomentum_base." + name, path)
     module = importlib.util.module_from_spec(spec)
@@ -87,7 +89,7 @@ def compare(variants, rounds):
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def _threads(module, n):
+def _on_threads(module, n):
     return lambda: module.set_num_threads(n)
 
 
@@ -121,8 +123,8 @@ def kernel_variants(kernel, n, builds, threads):
     else:
         raise ValueError(kernel)
     for build, fn in calls.items():
-        variants[f"{build} {threads}t"] = (_threads(builds[build], threads), fn)
-        variants[f"{build} 1t"] = (_threads(builds[build], 1), fn)
+        variants[f"{build} {threads}t"] = (_on_threads(builds[build], threads), fn)
+        variants[f"{build} 1t"] = (_on_threads(builds[build], 1), fn)
     return variants
 
 
@@ -135,15 +137,15 @@ def model_variants(model, builds, threads):
                                  for k in range(3))
     opt = optim.SGD([p.copy() for p in params], **HYPER)
     opt.step(grads)
-    variants = {f"SGD {threads}t": (_threads(ours, threads), lambda: opt.step(grads)),
-                "SGD 1t": (_threads(ours, 1), lambda: opt.step(grads))}
+    variants = {f"SGD {threads}t": (_on_threads(ours, threads), lambda: opt.step(grads)),
+                "SGD 1t": (_on_threads(ours, 1), lambda: opt.step(grads))}
     for build, m in builds.items():
         written = m.WrittenSpans()
 
         def fn(m=m, written=written):
             m.multi_momentum_step(params, grads, velocities, **HYPER, written=written)
-        variants[f"{build} {threads}t"] = (_threads(m, threads), fn)
-        variants[f"{build} 1t"] = (_threads(m, 1), fn)
+        variants[f"{build} {threads}t"] = (_on_threads(m, threads), fn)
+        variants[f"{build} 1t"] = (_on_threads(m, 1), fn)
     return variants
 
 
@@ -195,7 +197,7 @@ def main(argv=None):
         builds["base"] = load_build(args.base)
     busy = contextlib.nullcontext(None) if args.quiet else busy_core(args.busy_seconds)
     with busy as cpu:
-        print(f"# {'quiet (no busy process)' if cpu is None else f'CPU {cpu} busy'}; "
+        print(f"# {'no busy process' if cpu is None else f'CPU {cpu} busy'}; "
               f"{threads} threads by default; {len(os.sched_getaffinity(0))} CPUs; "
               f"times in us per call, medians of {args.rounds} interleaved rounds", flush=True)
         for kernel in args.only:
@@ -223,6 +225,10 @@ def main(argv=None):
                     ratios["new/base Nt"] = (m[f"new {threads}t"], m[f"base {threads}t"])
                     ratios["new/base 1t"] = (m["new 1t"], m["base 1t"])
                 report(f"{kernel} {n}", m, ratios)
+        loops, pool_chunks, caller_waits, overhead = _threads._pool_stats()
+        print(f"# pool: {loops} parallel loops, {pool_chunks} chunks run by pool threads, "
+              f"{caller_waits} times the caller slept for a claimed chunk; overhead "
+              f"estimate {overhead / 1e3:.1f} us", flush=True)
 
 
 if __name__ == "__main__":

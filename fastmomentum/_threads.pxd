@@ -16,7 +16,14 @@ ctypedef void (*chunk_fn)(void* ctx, Py_ssize_t chunk, int worker) noexcept nogi
 
 cdef void run_chunks(chunk_fn fn, void* ctx, Py_ssize_t nchunks, int nthreads) noexcept nogil
 
-cdef int threads_for(double work_ns) noexcept nogil
+cdef int pool_threads_for(double work_ns) noexcept nogil
+
+
+cdef inline int threads_for(double work_ns) noexcept nogil:
+    """Threads for ``work_ns`` of work (its time on one thread), see _threads.pyx. Under
+    1 us none can pay (a parallel loop costs its caller more than 1/6 of that: the wake-up
+    call alone takes microseconds), so small calls do not ask the pool."""
+    return 1 if work_ns < 1000.0 else pool_threads_for(work_ns)
 
 
 cdef inline double streaming_ns(double nbytes) noexcept nogil:

@@ -43,7 +43,7 @@ cdef void run_chunks(chunk_fn fn, void* ctx, Py_ssize_t nchunks, int nthreads) n
     fm_parallel_for(fn, ctx, nchunks, nthreads)
 
 
-cdef int threads_for(double work_ns) noexcept nogil:
+cdef int pool_threads_for(double work_ns) noexcept nogil:
     """Threads for ``work_ns`` of work (its time on one thread): see PARALLEL_MIN_OVERHEADS;
     at most the set thread count."""
     cdef double per_thread = PARALLEL_MIN_OVERHEADS * fm_pool_overhead_ns()
