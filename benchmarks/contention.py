@@ -24,6 +24,7 @@ import numpy as np
 
 import fastmomentum
 from fastmomentum import optim
+from fastmomentum.bench import _seconds_per_call
 from fastmomentum import _threads
 from fastmomentum._dispatch import kernels as ours
 
@@ -63,13 +64,6 @@ def load_build(tree):
     return module
 
 
-def _per_call(fn, reps):
-    start = time.perf_counter_ns()
-    for _ in range(reps):
-        fn()
-    return (time.perf_counter_ns() - start) / reps
-
-
 def compare(variants, rounds):
     """{name: median seconds per call}; ``variants``: {name: (set_up, fn)}, set_up() run
     before each batch (it sets the thread count)."""
@@ -77,7 +71,7 @@ def compare(variants, rounds):
     for name, (set_up, fn) in variants.items():
         set_up()
         fn()
-        once = _per_call(fn, 1) * 1e-9
+        once = _seconds_per_call(fn, 1)
         reps[name] = max(1, int(BATCH_SECONDS / max(once, 1e-8)))
     times = {name: [] for name in variants}
     names = list(variants)
@@ -85,7 +79,7 @@ def compare(variants, rounds):
         for name in names[r % len(names):] + names[:r % len(names)]:
             set_up, fn = variants[name]
             set_up()
-            times[name].append(_per_call(fn, reps[name]) * 1e-9)
+            times[name].append(_seconds_per_call(fn, reps[name]))
     return {name: statistics.median(t) for name, t in times.items()}
 
 

@@ -49,13 +49,17 @@ enum { POOL_MAX = 1023 };   /* worker slots: 10 bits of the claim word */
    spinning thread takes a core from whoever else wants it. */
 #define IDLE_SPIN_NS 100000
 #define WAIT_SPIN_NS 5000
-/* A pool thread yields its CPU (between chunks, holding none) after running this long: on
-   a core another process wants, the scheduler would otherwise take the CPU away at the
-   end of its slice (0.75-3 ms under Linux's EEVDF) in the middle of a chunk, and the
-   caller would wait out the other process's slice for that chunk (measured: a 4M-element
-   momentum_step at 1.6 ms on one thread took 6 ms on two). With nothing else runnable a
-   yield is a 0.3 us system call. */
+/* A pool thread yields its CPU (between chunks, holding none) after running YIELD_NS when
+   the chunks left are less than TAIL_NS of its work: on a core another process wants, the
+   scheduler takes the CPU away at the end of a slice (0.75-3 ms under Linux's EEVDF), and
+   if that happens in the middle of a chunk near the end of a loop, the caller waits out
+   the other process's slice for it (measured: a 4M-element momentum_step, 1.6 ms on one
+   thread, took 6 ms on two). Earlier in a long loop the caller has other chunks to run
+   meanwhile, and yielding there only gave away the thread's share of a loaded machine
+   (16M elements: 33 ms against 25 ms for OpenMP's static split, load 7 on 2 CPUs). With
+   nothing else runnable a yield is a 0.3 us system call. */
 #define YIELD_NS 250000
+#define TAIL_NS 3000000
 /* The caller's overhead before any loop was measured: a wake-up call (benchmarks/
    wake_cost.c: 4.6-6.6 us on the 2-vCPU VM with its cores idle or one busy, 13-15 us with
    both loaded by other processes). Each loop then updates the estimate (1/16 per loop,
@@ -137,12 +141,8 @@ static int count_cpus(void) {
 static uint32_t run_chunks(int slot) {
     uint32_t ran = 0;
     uint64_t gen = 0;
-    int64_t yielded = slot < 0 ? now_ns() : 0;
+    int64_t yielded = now_ns(), chunk_ns = 0;
     for (;;) {
-        if (slot != 0 && now_ns() - yielded > YIELD_NS) {
-            sched_yield();
-            yielded = now_ns();
-        }
         uint64_t s = atomic_load(&pool.claim);
         if (ran && s / GEN_ONE != gen)   /* a pool thread's job ended under it */
             break;
@@ -154,6 +154,12 @@ static uint32_t run_chunks(int slot) {
         uint64_t next = s & NEXT_MASK;
         if (next >= nchunks)
             break;
+        if (slot != 0 && ran && (int64_t)(nchunks - next) * chunk_ns < TAIL_NS
+                && now_ns() - yielded > YIELD_NS) {
+            sched_yield();
+            yielded = now_ns();
+            continue;
+        }
         uint64_t claimed = s + 1;
         int worker = slot;
         if (worker < 0) {
@@ -166,7 +172,9 @@ static uint32_t run_chunks(int slot) {
             continue;
         slot = worker;
         gen = s / GEN_ONE;
+        int64_t started = now_ns();
         task(ctx, (ptrdiff_t)next, worker);
+        chunk_ns = now_ns() - started;
         ran++;
         if (worker != 0 && atomic_fetch_add(&pool.done, 1) + 1 == nchunks
                 && atomic_load(&pool.caller_sleeps))
