@@ -1,7 +1,9 @@
 # The multi-tensor driver (fastmomentum._multi, src/driver/_multi.pyx): work lists of
 # element-wise steps, run through the numeric cores' table on one thread or several.
 
-from fm_core_table cimport OP_EMA, OP_SGD_STEP, StepScalars, WorkItem
+from fm_core_table cimport (EMA_F32, EMA_F64, FUSED_F32, FUSED_F64, MOMENTUM_F32,
+                            MOMENTUM_F64, OP_EMA, OP_SGD_STEP, SGD_F32, SGD_F64, StepScalars,
+                            WorkItem)
 
 
 cdef class WorkList:
@@ -17,16 +19,24 @@ cdef void run_items(const StepScalars* s, const WorkItem* items, Py_ssize_t coun
                     Py_ssize_t total, int nthreads) noexcept
 
 
-cdef inline void sgd_item(WorkItem* w, bint is_f32, char* param, const char* grad,
-                          char* velocity, char* average, bint first_step) noexcept nogil:
-    """Describe one buffer's SGD step (``velocity`` NULL without momentum; ``average`` the
-    EMA updated with the new weights in the same pass, or NULL)."""
+cdef inline void sgd_item(WorkItem* w, const StepScalars* s, bint is_f32, char* param,
+                          const char* grad, char* velocity, char* average,
+                          bint first_step) noexcept nogil:
+    """Describe one buffer's step with the scalars ``s`` (``velocity``: unused without
+    momentum, may be set later; ``average``: the EMA updated with the new weights in the
+    same pass, or NULL)."""
     w.op = OP_SGD_STEP
+    if average != NULL:
+        w.kernel = FUSED_F32 if is_f32 else FUSED_F64
+    elif s.sgd.momentum != 0.0:
+        w.kernel = MOMENTUM_F32 if is_f32 else MOMENTUM_F64
+    else:
+        w.kernel = SGD_F32 if is_f32 else SGD_F64
     w.is_f32 = is_f32
     w.first_step = first_step
     w.param = param
     w.grad = grad
-    w.velocity = velocity
+    w.velocity = velocity if s.sgd.momentum != 0.0 else NULL
     w.average = average
     w.value = NULL
 
@@ -35,6 +45,7 @@ cdef inline void ema_item(WorkItem* w, bint is_f32, char* average,
                           const char* value) noexcept nogil:
     """Describe one buffer's ``average = decay*average + (1-decay)*value``."""
     w.op = OP_EMA
+    w.kernel = EMA_F32 if is_f32 else EMA_F64
     w.is_f32 = is_f32
     w.first_step = False
     w.param = NULL

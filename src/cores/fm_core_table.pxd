@@ -9,11 +9,12 @@
 # Why a struct of function pointers in a PyCapsule (and not `cdef api` or Cython's
 # cross-module cimport): the compiled-once modules copy the whole struct into a static
 # variable once at import, and then a call is one indirect call through a field of it (no
-# import-time table per function, no pointer chase at call time). Measured in-process
-# (median of 20 rounds of 10^6 calls, 16-element float32 momentum_step): 0.119 us through
-# the table against 0.118 us for the former direct call, the difference inside the noise.
-# Keeping every core behind one struct also makes the target a single choice, made once
-# (fastmomentum/_target.py) after the CPU check and before any target-specific module loads.
+# per-function import table, no pointer chase at call time). Measured with callgrind
+# (instructions per call, deterministic on this shared machine) against eb8d50c, where
+# every entry point was compiled per target and called its loop directly: 16-element
+# momentum_step 909 vs 956, ema_update 369 vs 385, fm.SGD's step on 20 arrays 56.5k vs
+# 58.1k. Keeping every core behind one struct also makes the target a single choice, made
+# once (fastmomentum/_target.py) after the CPU check, before any target's module loads.
 from cpython.pycapsule cimport PyCapsule_GetPointer
 
 from fastmomentum.kernels cimport SgdParams
@@ -33,8 +34,17 @@ cdef enum StepOp:
     OP_SGD_STEP        # param (and velocity, when sgd.momentum != 0) from grad
     OP_EMA             # average from value
 
+# the element-wise cores, by step and dtype: CoreTable.elementwise[WorkItem.kernel]
+cdef enum:
+    SGD_F32, SGD_F64                # OP_SGD_STEP, momentum 0
+    MOMENTUM_F32, MOMENTUM_F64      # OP_SGD_STEP with velocity
+    FUSED_F32, FUSED_F64            # OP_SGD_STEP with the EMA of the new weights (average)
+    EMA_F32, EMA_F64                # OP_EMA
+    ELEMENTWISE_KERNELS
+
 ctypedef struct WorkItem:
     StepOp op
+    int kernel            # which element-wise core: SGD_F32...
     bint is_f32           # float32 buffers (else float64)
     bint first_step       # OP_SGD_STEP: torch's first step for this buffer
     char* param           # written (OP_SGD_STEP)
@@ -45,8 +55,14 @@ ctypedef struct WorkItem:
     Py_ssize_t size       # elements
     Py_ssize_t offset     # first element's index in the concatenation of all items
 
-ctypedef void (*elementwise_fn)(const StepScalars* s, const WorkItem* w, Py_ssize_t start,
-                                Py_ssize_t stop) noexcept nogil
+# ``first``: the item's first written buffer (param, or average for OP_EMA), float* or
+# double* as the kernel's dtype
+ctypedef void (*elementwise_fn)(void* first, const StepScalars* s, const WorkItem* w,
+                                Py_ssize_t start, Py_ssize_t stop) noexcept nogil
+
+
+cdef inline void* first_written(const WorkItem* w) noexcept nogil:
+    return w.average if w.op == OP_EMA else w.param
 
 # ---------------------------------------------------------------------------------------
 # ewm_mean: its parameters and tables (filled by the plan, fastmomentum._ewm)
@@ -107,7 +123,7 @@ ctypedef struct EwmCores:
 
 ctypedef struct CoreTable:
     const char* target        # "avx2" or "portable"
-    elementwise_fn elementwise
+    elementwise_fn elementwise[ELEMENTWISE_KERNELS]
     void (*ewm_coefficients)(EwmParams* p) noexcept nogil   # the scans' (by b = 1 - alpha)
     EwmCores ewm_f32, ewm_f64
 

@@ -59,14 +59,41 @@ cdef inline bint _pandas_row(const real* xr, real* outr, Py_ssize_t width, doubl
     return all_started
 
 
+cdef inline void _started_row(const real* xr, Py_ssize_t width, double* w, double* old_wt,
+                              Py_ssize_t* nobs, double* row, const EwmParams* p,
+                              bint uniform) noexcept nogil:
+    """pandas' step for a row where every series has started and has a finite value,
+    branch-free so that it vectorises (inlined where the state arrays are local, so the
+    compiler knows nothing aliases them). ``uniform`` (a constant at each call): every series
+    has the same weight, so one division serves the row (Zen-class CPUs divide 4 doubles per
+    ~10 cycles): the same value as each series' own, bit for bit. pandas' own rounding is
+    kept whenever ow + nw == 1, i.e. always for adjust=False."""
+    cdef Py_ssize_t j
+    cdef double cur, wt, ow, wn, nw, b = p.b, new_wt = p.new_wt
+    cdef bint adjust = p.adjust, fills = p.new_wt_fills
+    cdef Py_ssize_t minp = p.min_periods
+    cdef double ow0 = old_wt[0] * b
+    cdef double inv = 1.0 / (ow0 + (1.0 - ow0 if fills else new_wt)) if uniform else 1.0
+    for j in range(width):
+        cur = xr[j]
+        wt = w[j]
+        ow = old_wt[j] * b
+        nw = 1.0 - ow if fills else new_wt
+        wn = (ow * wt + nw * cur) * (inv if uniform else 1.0 / (ow + nw))
+        wt = wn if wt != cur else wt    # vectorises: -fno-trapping-math (setup.py)
+        old_wt[j] = ow + new_wt if adjust else 1.0
+        nobs[j] += 1
+        w[j] = wt
+        row[j] = wt if nobs[j] >= minp else NAN
+
+
 cdef inline void pandas_loop(const real* x, real* out, Py_ssize_t n, Py_ssize_t m,
                      Py_ssize_t row_stride, const EwmParams* p) noexcept nogil:
     """pandas' ``ewm`` for ``m`` series side by side: element (t, j) at
     ``t*row_stride + j``, EWM_COLS series at a time. Rows where every series has started
-    and has a finite value take a branch-free copy of pandas' step that vectorises (written
-    here, on the local state arrays, so the compiler knows nothing aliases them); while all
-    series also share one weight (no missing value so far), with one division per row.
-    Every path computes a step as ``(ow*wt + nw*cur) * (1/(ow + nw))``."""
+    and has a finite value take _started_row (while all series also share one weight, no
+    missing value so far, with one division per row); others _pandas_row. Every path
+    computes a step as ``(ow*wt + nw*cur) * (1/(ow + nw))``."""
     cdef double w[EWM_COLS]
     cdef double old_wt[EWM_COLS]
     cdef double row[EWM_COLS]        # a row's results, stored together by _emit
@@ -74,9 +101,7 @@ cdef inline void pandas_loop(const real* x, real* out, Py_ssize_t n, Py_ssize_t 
     cdef Py_ssize_t j0, j, t, width, g
     cdef const real* xr
     cdef real* outr
-    cdef bint all_started, uniform, adjust = p.adjust, fills = p.new_wt_fills
-    cdef double cur, wt, ow, wn, nw, inv, b = p.b, new_wt = p.new_wt
-    cdef Py_ssize_t minp = p.min_periods
+    cdef bint all_started, uniform
     for g in range((m + EWM_COLS - 1) // EWM_COLS):
         j0 = g * EWM_COLS
         width = min(<Py_ssize_t>EWM_COLS, m - j0)
@@ -89,36 +114,10 @@ cdef inline void pandas_loop(const real* x, real* out, Py_ssize_t n, Py_ssize_t 
             xr = x + t * row_stride + j0
             outr = out + t * row_stride + j0
             if uniform and _all_finite(xr, width):
-                # every series has the same weight: one division per row, not per value
-                # (Zen-class CPUs divide 4 doubles per ~10 cycles; pandas' own rounding is
-                # kept whenever ow + nw == 1, i.e. always for adjust=False)
-                ow = old_wt[0] * b
-                nw = 1.0 - ow if fills else new_wt
-                inv = 1.0 / (ow + nw)
-                ow = ow + new_wt if adjust else 1.0
-                for j in range(width):
-                    cur = xr[j]
-                    wt = w[j]
-                    wn = (old_wt[j] * b * wt + nw * cur) * inv
-                    wt = wn if wt != cur else wt
-                    old_wt[j] = ow
-                    nobs[j] += 1
-                    w[j] = wt
-                    row[j] = wt if nobs[j] >= minp else NAN
+                _started_row(xr, width, w, old_wt, nobs, row, p, True)
                 _emit(outr, row, width, p.stream)
             elif all_started and _all_finite(xr, width):
-                for j in range(width):
-                    cur = xr[j]
-                    wt = w[j]
-                    ow = old_wt[j] * b
-                    nw = 1.0 - ow if fills else new_wt
-                    wn = (ow * wt + nw * cur) * (1.0 / (ow + nw))
-                    wt = wn if wt != cur else wt    # vectorises: -fno-trapping-math (setup.py)
-                    ow = ow + new_wt
-                    old_wt[j] = ow if adjust else 1.0
-                    nobs[j] += 1
-                    w[j] = wt
-                    row[j] = wt if nobs[j] >= minp else NAN
+                _started_row(xr, width, w, old_wt, nobs, row, p, False)
                 _emit(outr, row, width, p.stream)
             else:
                 all_started = _pandas_row(xr, outr, width, w, old_wt, nobs, p)

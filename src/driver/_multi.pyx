@@ -16,7 +16,7 @@ from libc.stdlib cimport free, malloc
 from fastmomentum._spans cimport WrittenSpans, pass_ns, safe_threads
 from fastmomentum._threads cimport NOGIL_MIN_SIZE, PARALLEL_CHUNK, run_chunks, threads_for
 from fm_checks cimport finite_in, lead, like, list_of, overlap, refused, sgd_hyper_ok
-from fm_core_table cimport CoreTable, StepScalars, WorkItem, load_core_table
+from fm_core_table cimport CoreTable, StepScalars, WorkItem, first_written, load_core_table
 
 from fastmomentum import _target, _validation
 
@@ -47,8 +47,9 @@ cdef void _run_span(const StepScalars* s, const WorkItem* items, Py_ssize_t coun
             hi = mid - 1
     i = lo
     while i < count and items[i].offset < end:
-        cores.elementwise(s, &items[i], max(begin - items[i].offset, 0),
-                          min(end - items[i].offset, items[i].size))
+        cores.elementwise[items[i].kernel](first_written(&items[i]), s, &items[i],
+                                           max(begin - items[i].offset, 0),
+                                           min(end - items[i].offset, items[i].size))
         i += 1
 
 
@@ -71,7 +72,10 @@ cdef void run_items(const StepScalars* s, const WorkItem* items, Py_ssize_t coun
     if count == 0:
         return
     if total < NOGIL_MIN_SIZE:
-        _run_span(s, items, count, 0, total)
+        if count == 1:   # a single-buffer call: no span to look up (~30 instructions)
+            cores.elementwise[items[0].kernel](first_written(items), s, items, 0, total)
+        else:
+            _run_span(s, items, count, 0, total)
     elif nthreads == 1:
         with nogil:
             _run_span(s, items, count, 0, total)
@@ -170,7 +174,7 @@ def momentum_step(param, grad, velocity, *, lr, momentum=0.0, dampening=0.0,
                 (param, grad, velocity, lr, momentum, dampening, weight_decay, nesterov,
                  maximize, first_step))
     set_scalars(&s, lr_, momentum_, dampening_, weight_decay_, nesterov_, maximize_, 0.0)
-    sgd_item(&w, _is_f32(param), _bytes(param), _bytes(grad),
+    sgd_item(&w, &s, _is_f32(param), _bytes(param), _bytes(grad),
              NULL if momentum_ == 0.0 else _bytes(velocity), NULL, first_step_)
     w.size = cnp.PyArray_SIZE(<cnp.ndarray>param)
     w.offset = 0
@@ -266,8 +270,9 @@ def multi_momentum_step(list params, grads, velocities, averages=None, *, lr, mo
         x = params[i]
         if cnp.PyArray_SIZE(<cnp.ndarray>x) == 0:
             continue
-        sgd_item(work.append(cnp.PyArray_SIZE(<cnp.ndarray>x)), _is_f32(x), _bytes(x),
-                 _bytes(grads[i]), NULL if momentum_ == 0.0 else _bytes(velocities[i]),
+        sgd_item(work.append(cnp.PyArray_SIZE(<cnp.ndarray>x)), &work.scalars, _is_f32(x),
+                 _bytes(x), _bytes(grads[i]),
+                 NULL if momentum_ == 0.0 else _bytes(velocities[i]),
                  _bytes(averages[i]) if fused_ema else NULL, first_step_)
     work.run(safe_threads(work.items, work.count, work.total, written))
 

@@ -289,8 +289,8 @@ def torch_sgd_group_step(list params, object state, lr, momentum, dampening, wei
         stepped.append(p)
         if pt.numel == 0:
             continue
-        sgd_item(work.append(pt.numel), pt.is_f32, pt.data, gt.data, bt.data, average_data,
-                 first)
+        sgd_item(work.append(pt.numel), &work.scalars, pt.is_f32, pt.data, gt.data, bt.data,
+                 average_data, first)
     cdef Py_ssize_t item
     if not order_free(work.items, work.count, checked.written):
         # aliased memory (new buffers are fresh memory and cannot be): torch steps the
