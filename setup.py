@@ -117,10 +117,10 @@ LAYERS = ["src/cores", "src/validation", "src/driver", "src/ewm", "src/torch",
 HEADERS = sorted(glob.glob("src/*/*.h") + glob.glob("src/*/*.pxd") + glob.glob("fastmomentum/*.pxd"))
 
 
-def extension(name, source, flags=(), openmp=True):
+def extension(name, source, flags=(), openmp=False, c_sources=()):
     return Extension(
         f"fastmomentum.{name}",
-        [source],
+        [source, *c_sources],
         depends=HEADERS,   # rebuilt when a header or .pxd changes
         include_dirs=[np.get_include()] + LAYERS,
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")],
@@ -132,11 +132,13 @@ def extension(name, source, flags=(), openmp=True):
 
 extensions = [
     # per CPU target: the numeric cores only (no threads in them)
-    *(extension(f"_cores_{name}", f"src/cores/_cores_{name}.pyx", flags, openmp=False)
+    *(extension(f"_cores_{name}", f"src/cores/_cores_{name}.pyx", flags)
       for name, flags in variants.items()),
     # compiled once, for the default target
-    extension("_cpu", "src/cores/_cpu.pyx", openmp=False),
-    extension("_threads", "src/driver/_threads.pyx"),
+    extension("_cpu", "src/cores/_cpu.pyx"),
+    # the thread pool (plain C), and OpenMP only for its thread-count setting
+    extension("_threads", "src/driver/_threads.pyx", openmp=True,
+              c_sources=["src/driver/fm_pool.c"]),
     extension("_spans", "src/driver/_spans.pyx"),
     extension("_multi", "src/driver/_multi.pyx"),
     extension("_ewm", "src/ewm/_ewm.pyx"),

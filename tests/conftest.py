@@ -9,6 +9,14 @@ from fastmomentum._dispatch import kernels
 THREADED = 3 * kernels._PARALLEL_MIN_SIZE + 5
 
 
+@pytest.fixture(autouse=True)
+def threaded_paths_take_threads():
+    """A low estimate of the pool's overhead (1 us; it adapts from there) before every
+    test, so that tests of threaded paths take threads whatever the machine's load."""
+    from fastmomentum import _threads
+    _threads._pool_set_overhead(1000)
+
+
 def assert_threads_run(n):
     """A pass over ``n`` elements runs on two or more threads here, when the build and the
     thread count allow it (a test of the threaded path must not silently run serial)."""

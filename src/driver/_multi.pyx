@@ -1,9 +1,10 @@
 # The multi-tensor driver and the NumPy entry points built on it.
 #
 # A call describes each non-empty buffer as a WorkItem (one C array; a single-buffer call
-# is a one-item list on the stack) and runs them all in one pass whose threads split the
-# TOTAL element count into equal contiguous ranges: a range may cover many small tensors
-# or part of a big one, so one huge embedding and thousands of tiny biases balance alike.
+# is a one-item list on the stack) and runs them all in one pass over fixed chunks of the
+# TOTAL element count, claimed by the threads as they come: a chunk may cover many small
+# tensors or part of a big one, so one huge embedding and thousands of tiny biases balance
+# alike.
 # Every step is element-wise, so the split cannot change a bit of the result. The loops
 # are the numeric cores of the CPU target chosen at import (fastmomentum._target).
 #
@@ -12,8 +13,8 @@
 cimport numpy as cnp
 from libc.stdlib cimport free, malloc
 
-from fastmomentum._spans cimport WrittenSpans, safe_threads
-from fastmomentum._threads cimport CHUNK_ALIGN, NOGIL_MIN_SIZE, run_chunks, threads_for
+from fastmomentum._spans cimport WrittenSpans, pass_ns, safe_threads
+from fastmomentum._threads cimport NOGIL_MIN_SIZE, PARALLEL_CHUNK, run_chunks, threads_for
 from fm_checks cimport (finite_in, import_checks, lead, like, list_of, overlap, real_number,
                        refused, sgd_hyper_ok)
 from fm_core_table cimport CoreTable, StepScalars, WorkItem, first_written, load_core_table
@@ -54,16 +55,16 @@ cdef void _run_span(const StepScalars* s, const WorkItem* items, Py_ssize_t coun
         i += 1
 
 
-ctypedef struct SpanSplit:       # run_chunks' context: chunk c is [c*chunk, (c+1)*chunk)
-    const StepScalars* scalars
+ctypedef struct SpanSplit:       # run_chunks' context: chunk c is elements
+    const StepScalars* scalars   # [c * PARALLEL_CHUNK, (c + 1) * PARALLEL_CHUNK)
     const WorkItem* items
-    Py_ssize_t count, total, chunk
+    Py_ssize_t count, total
 
 
 cdef void _span_chunk(void* ctx, Py_ssize_t c, int worker) noexcept nogil:
     cdef const SpanSplit* split = <const SpanSplit*>ctx
-    _run_span(split.scalars, split.items, split.count, c * split.chunk,
-              min(split.total, (c + 1) * split.chunk))
+    _run_span(split.scalars, split.items, split.count, c * PARALLEL_CHUNK,
+              min(split.total, (c + 1) * PARALLEL_CHUNK))
 
 
 cdef void run_items(const StepScalars* s, const WorkItem* items, Py_ssize_t count,
@@ -82,10 +83,8 @@ cdef void run_items(const StepScalars* s, const WorkItem* items, Py_ssize_t coun
             _run_span(s, items, count, 0, total)
     else:
         split.scalars, split.items, split.count, split.total = s, items, count, total
-        split.chunk = (total + nthreads - 1) // nthreads
-        split.chunk = (split.chunk + CHUNK_ALIGN - 1) // CHUNK_ALIGN * CHUNK_ALIGN
         with nogil:
-            run_chunks(_span_chunk, &split, (total + split.chunk - 1) // split.chunk,
+            run_chunks(_span_chunk, &split, (total + PARALLEL_CHUNK - 1) // PARALLEL_CHUNK,
                        nthreads)
 
 
@@ -221,7 +220,7 @@ def momentum_step(param, grad, velocity, *, lr, momentum=0.0, dampening=0.0,
              NULL if momentum_ == 0.0 else _bytes(velocity), NULL, first_step_)
     w.size = cnp.PyArray_SIZE(<cnp.ndarray>param)
     w.offset = 0
-    run_items(&s, &w, 1, w.size, threads_for(w.size))
+    run_items(&s, &w, 1, w.size, threads_for(pass_ns(&w, w.size)))
 
 
 def ema_update(average, value, decay):
@@ -248,7 +247,7 @@ def ema_update(average, value, decay):
     ema_item(&w, _is_f32(average), _bytes(average), _bytes(value))
     w.size = cnp.PyArray_SIZE(<cnp.ndarray>average)
     w.offset = 0
-    run_items(&s, &w, 1, w.size, threads_for(w.size))
+    run_items(&s, &w, 1, w.size, threads_for(pass_ns(&w, w.size)))
     return average
 
 

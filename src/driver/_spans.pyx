@@ -131,9 +131,10 @@ cdef int order_free(const WorkItem* items, Py_ssize_t count, WrittenSpans writte
 
 cdef int safe_threads(const WorkItem* items, Py_ssize_t count, Py_ssize_t total,
                       WrittenSpans written) except -1:
-    """Threads for a pass over ``items`` (``total`` elements): threads_for(total), or 1 (in
-    order, torch's result) when its memory overlaps in a way threads could race on."""
-    cdef int nthreads = threads_for(total)
+    """Threads for a pass over ``items`` (``total`` elements): threads_for its estimated
+    time, or 1 (in order, torch's result) when its memory overlaps in a way threads could
+    race on."""
+    cdef int nthreads = threads_for(pass_ns(items, total)) if count else 1
     if nthreads > 1 and not order_free(items, count, written):
         return 1
     return nthreads

@@ -6,10 +6,10 @@
 from libc.math cimport NAN, fma, isfinite
 from libc.string cimport memcpy, memset
 
-from fastmomentum._threads cimport run_chunks
+from fastmomentum._threads cimport run_chunks, threads_for
 from fm_core_table cimport EWM_BLOCK, EWM_SUPERBLOCK, EwmCores, EwmParams
-from fm_ewm_plan cimport (EWM_PANDAS_LOOP, EWM_SERIES_SCAN, EWM_THREADED_FIXUP_MIN,
-                          EwmPlan)
+from fm_ewm_plan cimport (EWM_COLUMN_RANGES, EWM_NS_PER_VALUE, EWM_PANDAS_LOOP,
+                          EWM_SERIES_SCAN, EwmPlan)
 
 ctypedef struct EwmRun:          # one call's work, the context of every chunk function
     const EwmCores* cores        # of the input's dtype
@@ -77,9 +77,10 @@ cdef inline bint _scan_series(const EwmRun* r, Py_ssize_t i, double* scratch, do
     for s in range(nsuper - 1):
         carry = fma(r.p.b_superblock, carry, ends[s])
         ends[s] = carry
-    # pass 2: the leading values of superblocks 1.. with their carry
+    # pass 2: the leading values of superblocks 1.. with their carry (a few blocks of each:
+    # on threads only when that much work pays for them)
     run_chunks(_series_pass2, &c, nsuper - 1,
-               nthreads if (nsuper - 1) * r.p.fixup_len >= EWM_THREADED_FIXUP_MIN else 1)
+               min(nthreads, threads_for((nsuper - 1) * r.p.fixup_len * EWM_NS_PER_VALUE)))
     _missing_to_nan(r, i * n)
     return True
 
@@ -139,8 +140,8 @@ cdef inline bint _scan_columns(const EwmRun* r) noexcept nogil:
         for j in range(m):
             r.ends[s * m + j] = fma(r.p.b_super_rows, r.ends[(s - 1) * m + j], r.ends[s * m + j])
     run_chunks(_rows_pass2, <void*>r, nsuper - 1,
-               r.plan.nthreads if (nsuper - 1) * r.p.fixup_rows * m >= EWM_THREADED_FIXUP_MIN
-               else 1)
+               min(r.plan.nthreads,
+                   threads_for((nsuper - 1) * r.p.fixup_rows * m * EWM_NS_PER_VALUE)))
     _missing_to_nan(r, 0)
     return True
 
@@ -158,8 +159,10 @@ cdef inline void run_columns(EwmRun* r) noexcept nogil:
     if r.plan.path != EWM_PANDAS_LOOP and _scan_columns(r):
         return
     if r.plan.split_columns:
-        # ranges start on 64-byte boundaries of a row: 16 float32 values, 128 bytes of float64
-        r.width = (r.m + r.plan.nthreads - 1) // r.plan.nthreads
+        # EWM_COLUMN_RANGES ranges, fixed by m (a thread that wakes late still finds some
+        # left), starting on 64-byte boundaries of a row: 16 float32 values, 128 bytes of
+        # float64
+        r.width = (r.m + EWM_COLUMN_RANGES - 1) // EWM_COLUMN_RANGES
         r.width = (r.width + 15) // 16 * 16
         run_chunks(_column_range, r, (r.m + r.width - 1) // r.width, r.plan.nthreads)
     else:

@@ -26,23 +26,24 @@ cdef enum:
     # either way; of 8000, 30 us by the loop, 3-4 us by the scan).
     EWM_SERIES_SCAN_MIN = 128
     EWM_COLUMNS_SCAN_MIN = 8 * EWM_BLOCK
-    # Pass 2 of a scan (the carries' fix-up) goes on threads only when it redoes at least
-    # this many values, four superblocks' worth (~1M values, ~1 ms of scan): it is a few
-    # blocks per superblock, and for less, waking a thread and waiting for it (longer when
-    # its core is busy) costs more than the work it takes over.
-    EWM_THREADED_FIXUP_MIN = 4 * EWM_SUPERBLOCK
     # pandas' loop over series side by side splits the columns across threads only with
     # at least this many: a range starts on a 64-byte boundary of a row (16 float32
     # values), so fewer columns give one range, i.e. one thread.
     EWM_SPLIT_COLUMNS_MIN = 16
+    # ... in this many ranges at most (fixed by the number of columns, not of threads)
+    EWM_COLUMN_RANGES = 8
 # Pass 2 redoes at least the values where a carry's weight b^k is above EWM_NEGLIGIBLE
 # (a fixed length: pass 1 does not store them), and goes on while the carry's term matters
-# (src/cores/fm_ewm_coefficients.pxd: carry_matters).
+# (src/cores/fm_ewm_coefficients.pxd: carry_matters). EWM_NS_PER_VALUE: one thread's
+# time per value of the scans, for threads_for (measured: a series of 262144 float64 into
+# ``out`` in 71-74 us, one core busy or not).
 cdef extern from *:
     """
     #define EWM_NEGLIGIBLE 1e-30
+    #define EWM_NS_PER_VALUE 0.28
     """
     const double EWM_NEGLIGIBLE
+    const double EWM_NS_PER_VALUE
 # A caller's 16-byte aligned ``out`` of at least this many bytes (half this machine's L3)
 # is written with streaming stores (fm_store.h, fm_scan.h): it would not stay in cache
 # anyway, and skipping the read-for-ownership saves one of three memory streams. Not a
@@ -114,7 +115,7 @@ cdef inline void plan_ewm(EwmPlan* plan, EwmParams* p, Py_ssize_t n, Py_ssize_t 
     # pandas' loop handles them
     cdef bint scannable = 0.0 < p.b < 1.0
     plan.n, plan.m, plan.contiguous = n, m, contiguous
-    plan.nthreads = threads_for(n * m)
+    plan.nthreads = threads_for(n * m * EWM_NS_PER_VALUE)
     plan.series_per_thread = (contiguous and m > 1 and n < 2 * EWM_SUPERBLOCK
                               and plan.nthreads > 1)
     plan.split_columns = (not contiguous and plan.nthreads > 1 and p.into_out

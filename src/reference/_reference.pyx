@@ -4,7 +4,8 @@
 # once, for the default target. Not part of the API.
 cimport numpy as cnp
 
-from fastmomentum._threads cimport NOGIL_MIN_SIZE, run_chunks, threads_for
+from fastmomentum._threads cimport (NOGIL_MIN_SIZE, PARALLEL_CHUNK, run_chunks, streaming_ns,
+                                    threads_for)
 from fm_checks cimport import_checks, lead, like, overlap
 
 cnp.import_array()
@@ -15,18 +16,18 @@ cdef extern from "fm_stream.h" nogil:
     void fm_stream_f64(double* p, const double* g, double* v, Py_ssize_t n, double scale)
 
 
-ctypedef struct Stream:          # run_chunks' context
+ctypedef struct Stream:          # run_chunks' context: chunks of PARALLEL_CHUNK elements
     char* p
     const char* g
     char* v
-    Py_ssize_t n, chunk
+    Py_ssize_t n
     double scale
     bint single
 
 
 cdef void _stream_chunk(void* ctx, Py_ssize_t c, int worker) noexcept nogil:
     cdef const Stream* s = <const Stream*>ctx
-    cdef Py_ssize_t start = c * s.chunk, n = min(s.n, start + s.chunk) - start
+    cdef Py_ssize_t start = c * PARALLEL_CHUNK, n = min(s.n, start + PARALLEL_CHUNK) - start
     if s.single:
         fm_stream_f32(<float*>s.p + start, <const float*>s.g + start, <float*>s.v + start, n,
                       <float>s.scale)
@@ -57,11 +58,10 @@ def roofline_stream(param, grad, velocity, double scale):
     s.single = cnp.PyArray_TYPE(<cnp.ndarray>param) == cnp.NPY_FLOAT
     s.scale = scale
     s.n = cnp.PyArray_SIZE(<cnp.ndarray>param)
-    nthreads = threads_for(s.n)
-    # static chunks as OpenMP's schedule(static) made them: one per thread
-    s.chunk = max((s.n + nthreads - 1) // nthreads, 1)
+    nthreads = threads_for(streaming_ns(s.n * 5.0 * (4 if s.single else 8)))  # as momentum
     if s.n < NOGIL_MIN_SIZE:
         _stream_chunk(&s, 0, 0)
     else:
         with nogil:
-            run_chunks(_stream_chunk, &s, (s.n + s.chunk - 1) // s.chunk, nthreads)
+            run_chunks(_stream_chunk, &s, (s.n + PARALLEL_CHUNK - 1) // PARALLEL_CHUNK,
+                       nthreads)

@@ -20,7 +20,7 @@ from libc.stdlib cimport free
 from libc.string cimport memcmp
 
 from fastmomentum._multi cimport WorkList, account, concurrent_step, set_scalars, sgd_item
-from fastmomentum._spans cimport WrittenSpans, order_free
+from fastmomentum._spans cimport WrittenSpans, order_free, pass_ns
 from fastmomentum._threads cimport threads_for
 from fm_checks cimport bytes_overlap, finite_in, import_checks, usable
 from fm_memory cimport grow
@@ -377,7 +377,8 @@ cdef object _run_plans(list plans, object state, object ema, double decay):
     for plan in plans:
         plan.written.busy = True
     for plan in plans:
-        plan.work.run(threads_for(plan.work.total))
+        plan.work.run(threads_for(pass_ns(plan.work.items, plan.work.total))
+                      if plan.work.count else 1)
     for plan in plans:
         plan.written.busy = False
     for plan in plans:
