@@ -11,10 +11,14 @@ THREADED = 3 * kernels._PARALLEL_MIN_SIZE + 5
 
 @pytest.fixture(autouse=True)
 def threaded_paths_take_threads():
-    """A low estimate of the pool's overhead (1 us; it adapts from there) before every
-    test, so that tests of threaded paths take threads whatever the machine's load."""
+    """A low estimate of the pool's overhead (1 us; it adapts from there) during every
+    test, so that tests of threaded paths take threads whatever the machine's load; the
+    estimate the pool had is put back after (timing-sensitive tests see the pool's own)."""
     from fastmomentum import _threads
+    before = _threads._pool_stats()[-1]
     _threads._pool_set_overhead(1000)
+    yield
+    _threads._pool_set_overhead(before)
 
 
 def assert_threads_run(n):
