@@ -1,20 +1,24 @@
-"""Build fastmomentum's Cython kernels.
+"""Build fastmomentum's Cython modules (see docs/architecture.md).
 
-Each kernel module is compiled twice from one source (``src/_kernels.pxi``):
+Only the numeric cores are built per CPU target, from one source (src/cores/):
 
-* ``_kernels_portable``: the compiler's default target, runs on any x86-64 or arm64 CPU;
-* ``_kernels_avx2`` (x86-64 only): the same code built with ``-mavx2 -mfma``.
+* ``fastmomentum._cores_portable``: the compiler's default target, any x86-64 or arm64 CPU;
+* ``fastmomentum._cores_avx2`` (x86-64 only): the same loops built with ``-mavx2 -mfma``.
 
-``fastmomentum/_dispatch.py`` picks the AVX2 build at import time when the CPU has AVX2+FMA,
-so the choice costs nothing per call. Both builds give bit-identical results: every
-multiply-add in the kernels is an explicit ``fma()`` and ``-ffp-contract=off`` forbids the
-compiler from fusing anything else.
+Every other module is compiled once, for the default target: the CPU check (``_cpu``), the
+threads, the multi-tensor driver and NumPy entry points, ewm_mean's plan and drivers, the
+torch bridge, the reference loop. ``fastmomentum/_target.py`` checks the CPU, then loads the
+AVX2 cores when it has AVX2+FMA, once at import. Both targets give bit-identical results:
+every multiply-add is an explicit ``fma()`` and ``-ffp-contract=off`` forbids the compiler
+from fusing anything else.
 
 Environment switches:
 
 * ``FASTMOMENTUM_DEBUG=1``: bounds and wrap-around checks on, ``-O0 -g``.
 * ``FASTMOMENTUM_NO_OPENMP=1``: build serial kernels even if the compiler has OpenMP.
 * ``FASTMOMENTUM_NO_AVX2=1``: skip the AVX2 build (portable kernels only).
+* ``FASTMOMENTUM_SANITIZE=1``: AddressSanitizer and UndefinedBehaviorSanitizer (``-O1 -g``;
+  run Python with the compiler's libasan in ``LD_PRELOAD``, see ``.ci/run``).
 """
 import glob
 import os
@@ -24,15 +28,29 @@ import tempfile
 
 import numpy as np
 from Cython.Build import cythonize
-from setuptools import Extension, find_packages, setup
+from setuptools import Extension, setup
 from setuptools._distutils import ccompiler, sysconfig
-from setuptools._distutils.errors import CompileError, LinkError
 
 DEBUG = os.environ.get("FASTMOMENTUM_DEBUG") == "1"
+SANITIZE = os.environ.get("FASTMOMENTUM_SANITIZE") == "1"
+SANITIZE_FLAGS = ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined",
+                  "-fno-omit-frame-pointer"]
 
 
 def _log(msg):
     print(f"fastmomentum build: {msg}", file=sys.stderr)
+
+
+def _compiler_errors(compiler):
+    """The CompileError and LinkError classes ``compiler`` raises, as its own modules name
+    them (a vendored distutils may be loaded under two names, ``distutils`` and
+    ``setuptools._distutils``, whose classes differ), and OSError (no compiler at all)."""
+    classes = [OSError]
+    for cls in type(compiler).__mro__:
+        module = sys.modules.get(cls.__module__)
+        classes += [getattr(module, name) for name in ("CompileError", "LinkError")
+                    if isinstance(getattr(module, name, None), type)]
+    return tuple(classes)
 
 
 def compiler_accepts(code, compile_args, link_args=()):
@@ -47,7 +65,7 @@ def compiler_accepts(code, compile_args, link_args=()):
             objs = compiler.compile([src], output_dir=tmp, extra_postargs=list(compile_args))
             compiler.link_executable(objs, os.path.join(tmp, "probe"),
                                      extra_postargs=list(link_args))
-        except (CompileError, LinkError, OSError):
+        except _compiler_errors(compiler):
             return False
     return True
 
@@ -75,7 +93,10 @@ else:
     openmp_flags = []
     _log("WARNING: the C compiler has no OpenMP; building serial kernels (one thread)")
 
-opt_flags = ["-O0", "-g"] if DEBUG else ["-O3"]
+opt_flags = ["-O0", "-g"] if DEBUG else ["-O1", "-g"] if SANITIZE else ["-O3"]
+sanitize_flags = SANITIZE_FLAGS if SANITIZE else []
+if SANITIZE:
+    _log("sanitizers on: " + " ".join(SANITIZE_FLAGS))
 # -fno-trapping-math changes no value (IEEE results stay exact; only FP exception flags are
 # not preserved): it lets the compiler evaluate both sides of a select, so loops with a
 # division on one side (ewm_mean's row step) vectorise.
@@ -89,31 +110,44 @@ if is_x86_64 and os.environ.get("FASTMOMENTUM_NO_AVX2") != "1":
     else:
         _log("the C compiler cannot target AVX2/FMA: portable kernels only")
 
-extensions = [
-    Extension(
-        f"fastmomentum._kernels_{name}",
-        [f"src/_kernels_{name}.pyx"],
-        # the headers: rebuilt when they change, and shipped in an sdist
-        depends=sorted(glob.glob("src/*.h")),
-        include_dirs=[np.get_include(), "src"],
+# src/<layer>/: the C headers and the inline-only .pxd files of each layer (cimported by
+# name); the .pxd of a compiled module sits in fastmomentum/ under the module's name.
+LAYERS = ["src/cores", "src/validation", "src/driver", "src/ewm", "src/torch",
+          "src/reference"]
+HEADERS = sorted(glob.glob("src/*/*.h") + glob.glob("src/*/*.pxd") + glob.glob("fastmomentum/*.pxd"))
+
+
+def extension(name, source, flags=(), openmp=False, c_sources=()):
+    return Extension(
+        f"fastmomentum.{name}",
+        [source, *c_sources],
+        depends=HEADERS,   # rebuilt when a header or .pxd changes
+        include_dirs=[np.get_include()] + LAYERS,
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")],
-        extra_compile_args=common_flags + flags + openmp_flags,
-        extra_link_args=openmp_flags,
+        extra_compile_args=(common_flags + list(flags) + (openmp_flags if openmp else [])
+                            + sanitize_flags),
+        extra_link_args=(openmp_flags if openmp else []) + sanitize_flags,
     )
-    for name, flags in variants.items()
+
+
+extensions = [
+    # per CPU target: the numeric cores only (no threads in them)
+    *(extension(f"_cores_{name}", f"src/cores/_cores_{name}.pyx", flags)
+      for name, flags in variants.items()),
+    # compiled once, for the default target
+    extension("_cpu", "src/cores/_cpu.pyx"),
+    # the thread pool (plain C), and OpenMP only for its thread-count setting
+    extension("_threads", "src/driver/_threads.pyx", openmp=True,
+              c_sources=["src/driver/fm_pool.c"]),
+    extension("_spans", "src/driver/_spans.pyx"),
+    extension("_multi", "src/driver/_multi.pyx"),
+    extension("_ewm", "src/ewm/_ewm.pyx"),
+    extension("_torch_multi", "src/torch/_torch_multi.pyx"),
+    extension("_reference", "src/reference/_reference.pyx"),
+    # the exponentially weighted family (var, std, cov, corr, sum, times, streams), compiled
+    # once: its loops are latency-bound recurrences (no fma: the same bits everywhere)
+    extension("_ewm_family", "src/ewm_family/_ewm_family.pyx"),
 ]
-# the exponentially weighted family (var, std, cov, corr, sum, times, streams): compiled once,
-# for the default target (its loops are latency-bound recurrences, and explicit fma keeps
-# the bits the same everywhere)
-extensions.append(Extension(
-    "fastmomentum._ewm_family",
-    ["src/ewm_family/_ewm_family.pyx"],
-    depends=["src/fm_openmp.h"],
-    include_dirs=[np.get_include(), "src"],
-    define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")],
-    extra_compile_args=common_flags + openmp_flags,
-    extra_link_args=openmp_flags,
-))
 
 compiler_directives = {
     "language_level": 3,
@@ -126,17 +160,19 @@ compiler_directives = {
 setup(
     # Explicit: with src/ and fastmomentum/ side by side setuptools would guess a src-layout
     # and ship a wheel without __init__.py.
-    packages=find_packages(include=["fastmomentum", "fastmomentum.*"]),
+    packages=["fastmomentum", "fastmomentum.bench", "fastmomentum.benchcases",
+              "fastmomentum.demos"],
     # The packages live at the top of the clone. Said explicitly, an editable install puts the
     # clone on sys.path by a plain .pth file, which type checkers follow (mypy cannot see
     # through the import hook setuptools writes otherwise).
     package_dir={"": "."},
-    # the C API (.pxd), the type stubs (.pyi) and their marker
+    # kernels.pxd: the public C API for other Cython code; the other .pxd files: the compiled
+    # modules' interfaces it builds on; the type stubs (.pyi) and their marker
     package_data={"fastmomentum": ["*.pxd", "*.pyi", "py.typed"]},
     ext_modules=cythonize(
         extensions,
         compiler_directives=compiler_directives,
-        include_path=["."],
+        include_path=["."] + LAYERS,
     ),
     zip_safe=False,
 )

@@ -22,7 +22,8 @@ ewm_mean = _kernels.ewm_mean
 set_num_threads = _kernels.set_num_threads
 get_num_threads = _kernels.get_num_threads
 
-#: Which compiled build runs here ("avx2" or "portable") and whether it has OpenMP.
+#: Which CPU target's numeric cores run here ("avx2" or "portable"), and whether the
+#: build has OpenMP.
 BUILD_TARGET = _kernels.BUILD_TARGET
 HAS_OPENMP = _kernels.HAS_OPENMP
 

@@ -1,39 +1,34 @@
-"""Pick the compiled kernel build for this CPU, once, at import.
+"""The compiled API in one namespace, for fastmomentum's own Python modules.
 
-``FASTMOMENTUM_KERNELS=portable`` (or ``avx2``) forces a build, e.g. to compare them; both
-give bit-identical results, the AVX2 one is faster on CPUs that have AVX2 and FMA.
+``kernels.<name>`` is the function or class of that name from the compiled-once modules
+(the multi-tensor driver and NumPy entry points, ewm_mean, threads, the torch bridge, the
+reference loop); they run the numeric cores fastmomentum._target chose for this CPU.
 """
-import os
+import types
 
-try:
-    from . import _kernels_portable
-except ImportError as exc:  # e.g. a source checkout without compiled kernels
-    raise ImportError(
-        f"fastmomentum: the compiled kernels are missing next to {__file__} ({exc}). "
-        "Build them with `pip install -e .` (or `python setup.py build_ext --inplace`); "
-        "from a source checkout, a non-editable install is shadowed by the source folder."
-    ) from exc
+from . import _target  # noqa: F401  (first: the CPU check, before any target's module)
+from . import _ewm, _multi, _reference, _spans, _threads, _torch_multi
 
-try:
-    from . import _kernels_avx2
-except ImportError:  # not x86-64, or the compiler could not target AVX2
-    _kernels_avx2 = None
-
-BUILDS = {"portable": _kernels_portable}
-if _kernels_avx2 is not None:
-    BUILDS["avx2"] = _kernels_avx2
-
-
-def _choose():
-    forced = os.environ.get("FASTMOMENTUM_KERNELS", "").strip().lower()
-    if forced:
-        if forced not in BUILDS:
-            raise ImportError(f"FASTMOMENTUM_KERNELS={forced!r}: this installation has the "
-                              f"builds {sorted(BUILDS)}")
-        return BUILDS[forced]
-    if _kernels_avx2 is not None and _kernels_portable.cpu_has_avx2_fma():
-        return _kernels_avx2
-    return _kernels_portable
-
-
-kernels = _choose()
+kernels = types.SimpleNamespace(
+    BUILD_TARGET=_target.BUILD_TARGET,
+    HAS_OPENMP=_threads.HAS_OPENMP,
+    set_num_threads=_threads.set_num_threads,
+    get_num_threads=_threads.get_num_threads,
+    _PARALLEL_MIN_SIZE=_threads._PARALLEL_MIN_SIZE,
+    _NOGIL_MIN_SIZE=_threads._NOGIL_MIN_SIZE,
+    _threads_for_size=_threads._threads_for_size,
+    momentum_step=_multi.momentum_step,
+    ema_update=_multi.ema_update,
+    multi_momentum_step=_multi.multi_momentum_step,
+    multi_ema_update=_multi.multi_ema_update,
+    WrittenSpans=_spans.WrittenSpans,
+    ewm_mean=_ewm.ewm_mean,
+    roofline_stream=_reference.roofline_stream,
+    TORCH_SHIM_FUNCTIONS=_torch_multi.TORCH_SHIM_FUNCTIONS,
+    torch_bind=_torch_multi.torch_bind,
+    torch_impl_address=_torch_multi.torch_impl_address,
+    TorchGroupCache=_torch_multi.TorchGroupCache,
+    INFERENCE_TENSOR_ERROR=_torch_multi.INFERENCE_TENSOR_ERROR,
+    torch_sgd_group_plan=_torch_multi.torch_sgd_group_plan,
+    torch_sgd_run=_torch_multi.torch_sgd_run,
+)

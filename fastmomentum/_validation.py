@@ -15,7 +15,7 @@ FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 def describe(x):
     """A short account of what the caller passed, for error messages."""
     if isinstance(x, np.ndarray):
-        flags = []
+        flags = [] if plain_array(x) else [_type_name(x)]
         if not x.flags.c_contiguous:
             flags.append("not C-contiguous")
         if not x.flags.writeable:
@@ -26,17 +26,40 @@ def describe(x):
             flags.append("non-native byte order")
         extra = (", " + ", ".join(flags)) if flags else ""
         return f"dtype={x.dtype}, shape={x.shape}{extra}"
+    return _type_name(x)
+
+
+def _type_name(x):
     return f"{type(x).__module__}.{type(x).__qualname__}".replace("builtins.", "")
 
 
+def plain_array(x):
+    """An ndarray whose in-place arithmetic is ndarray's: exactly np.ndarray, or np.memmap
+    (an ndarray over a file's pages). Other subclasses are refused, since their operators
+    may mean something the kernels do not do (np.ma.MaskedArray leaves masked entries
+    unchanged; unit or matrix types): pass ``np.asarray(x)`` (same memory) instead."""
+    return type(x) is np.ndarray or isinstance(x, np.memmap)
+
+
+def _refuse_subclass(func, name, x):
+    if isinstance(x, np.ndarray) and not plain_array(x):
+        hint = (" (`x.filled(value)` for a copy with the masked entries filled)"
+                if isinstance(x, np.ma.MaskedArray) else "")
+        raise TypeError(f"{func}: `{name}` must be a NumPy ndarray (or np.memmap), not the "
+                        f"subclass {_type_name(x)}, whose semantics fastmomentum "
+                        f"does not implement; pass np.asarray({name}) to update every element "
+                        f"of the same memory{hint}")
+
+
 def _usable(x, writeable):
-    return (isinstance(x, np.ndarray) and x.dtype in FLOAT_DTYPES and x.dtype.isnative
+    return (plain_array(x) and x.dtype in FLOAT_DTYPES and x.dtype.isnative
             and x.flags.c_contiguous and x.flags.aligned
             and (x.flags.writeable or not writeable))
 
 
 def check_lead_array(func, name, x, writeable=True):
     """The first array fixes the dtype and shape the others must match."""
+    _refuse_subclass(func, name, x)
     if not _usable(x, writeable):
         what = "a writeable" if writeable else "a"
         raise TypeError(f"{func}: `{name}` must be {what} C-contiguous float32 or float64 "
@@ -44,6 +67,7 @@ def check_lead_array(func, name, x, writeable=True):
 
 
 def check_like(func, name, x, lead_name, lead, writeable):
+    _refuse_subclass(func, name, x)
     if not (_usable(x, writeable) and x.dtype == lead.dtype):
         what = "a writeable" if writeable else "a"
         raise TypeError(f"{func}: `{name}` must be {what} C-contiguous {lead.dtype} array like "
@@ -54,11 +78,10 @@ def check_like(func, name, x, lead_name, lead, writeable):
 
 
 def _overlap(a, b):
-    if a.size == 0 or b.size == 0:
-        return False
-    a0 = a.__array_interface__["data"][0]
-    b0 = b.__array_interface__["data"][0]
-    return a0 < b0 + b.nbytes and b0 < a0 + a.nbytes
+    """NumPy's exact test (``np.shares_memory``), after its cheap bounds test: a strided
+    array spans more bytes than its ``nbytes``, and may also interleave with another
+    without sharing a byte."""
+    return np.may_share_memory(a, b) and np.shares_memory(a, b)
 
 
 def check_disjoint(func, name, x, other_name, other):
@@ -67,12 +90,25 @@ def check_disjoint(func, name, x, other_name, other):
 
 
 def check_scalar(func, name, value, *, low=0.0, high=math.inf, label):
-    """Finite ``value`` in [low, high]; ``label`` is torch's wording for the quantity."""
-    # Like the C API (PyFloat_AsDouble): numbers only, no parsing of strings.
-    if not (hasattr(type(value), "__float__") or hasattr(type(value), "__index__")) \
-            or isinstance(value, (str, bytes)):
+    """Finite real ``value`` in [low, high], returned as a float; ``label`` is torch's
+    wording for the quantity."""
+    # Like the C API (PyFloat_AsDouble): numbers only, no parsing of strings; complex
+    # numbers refused (NumPy's would convert with a warning, dropping the imaginary part).
+    dtype = getattr(value, "dtype", None)
+    if (not (hasattr(type(value), "__float__") or hasattr(type(value), "__index__"))
+            or isinstance(value, (str, bytes, complex, np.complexfloating))
+            or getattr(dtype, "kind", None) == "c" or getattr(dtype, "is_complex", False)):
         raise TypeError(f"{func}: `{name}` must be a real number; got {describe(value)}")
-    v = float(value)
+    try:
+        v = float(value)
+    except OverflowError:
+        v = math.inf  # an int beyond float's range: refused below as not finite
+    except (TypeError, ValueError, RuntimeError) as exc:  # e.g. a 2-element array/tensor
+        shape = getattr(value, "shape", None)
+        what = describe(value) + ("" if shape is None or isinstance(value, np.ndarray)
+                                  else f" of shape {tuple(shape)}")
+        raise TypeError(f"{func}: `{name}` must be a real number (a scalar, or an array or "
+                        f"tensor of one element); got {what} ({exc})") from None
     if not (math.isfinite(v) and low <= v <= high):
         if low == -math.inf:
             bounds = ""
@@ -80,7 +116,9 @@ def check_scalar(func, name, value, *, low=0.0, high=math.inf, label):
             bounds = f" >= {low:g}"
         else:
             bounds = f" in [{low:g}, {high:g}]"
-        raise ValueError(f"{func}: Invalid {label}: {value} (`{name}` must be a finite "
+        shown = value if not isinstance(value, int) or abs(v) < math.inf else \
+            f"an integer of {value.bit_length()} bits"
+        raise ValueError(f"{func}: Invalid {label}: {shown} (`{name}` must be a finite "
                          f"number{bounds})")
     return v
 
@@ -203,8 +241,13 @@ def ewm_center_of_mass(com, span, halflife, alpha, func="ewm_mean"):
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer,
                                                                      np.floating)):
         raise TypeError(f"{func}: `{name}` must be a real number; got {describe(value)}")
-    if not math.isfinite(value):
-        raise ValueError(f"{func}: `{name}` must be a finite number; got {value!r}")
+    try:
+        finite = math.isfinite(value)
+    except OverflowError:       # an int beyond float range (pandas: a bare OverflowError)
+        finite = False
+    if not finite:
+        raise ValueError(f"{func}: `{name}` must be a finite number (one a float64 holds); "
+                         f"got {_short(value)}")
     if name == "com":
         if value < 0:
             raise ValueError(f"{func}: comass must satisfy: comass >= 0; got {value!r}")
@@ -235,6 +278,16 @@ def as_array(func, name, x, what):
         raise TypeError(f"{func}: `{name}` must be {what}; got {describe(x)} ({err})") from None
 
 
+def _short(value):
+    """repr(value), cut short for an int of hundreds of digits."""
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:12]}...{text[-4:]} ({len(text)} characters)"
+
+
+# the C kernels count observations in a signed 64-bit integer (as the C entry's check)
+EWM_MAX_MIN_PERIODS = 2 ** 62
+
+
 def _ewm_result_dtype(x, func="ewm_mean", name="x"):
     if x.dtype == np.float32 or x.dtype == np.float64:
         return x.dtype.newbyteorder("=")
@@ -257,7 +310,9 @@ def prepare_ewm_mean(x, com, span, halflife, alpha, min_periods, axis, out,
     if (isinstance(min_periods, (bool, np.bool_))
             or not isinstance(min_periods, (int, np.integer)) or min_periods < 0):
         raise ValueError(f"{func}: `min_periods` must be an integer >= 0; got {min_periods!r}")
-    source = x
+    if min_periods > EWM_MAX_MIN_PERIODS:
+        raise ValueError(f"{func}: `min_periods` must be an integer in [0, 2**62]; got "
+                         f"{_short(min_periods)}")
     x = as_array(func, "x", x, "a 1-D or 2-D array of numbers")
     dtype = _ewm_result_dtype(x, func) if dtype is None else dtype
     if x.ndim not in (1, 2):
@@ -270,19 +325,24 @@ def prepare_ewm_mean(x, com, span, halflife, alpha, min_periods, axis, out,
     axis = int(axis) % x.ndim
     if out is None:
         order = "F" if (x.ndim == 2 and x.flags.f_contiguous and not x.flags.c_contiguous) else "C"
-        x = np.asarray(x, dtype=dtype, order=order)
         out = np.empty(x.shape, dtype=dtype, order=order)
     else:
-        ok = (isinstance(out, np.ndarray) and out.dtype == dtype and out.flags.writeable
+        ok = (isinstance(out, np.ndarray) and not isinstance(out, np.ma.MaskedArray)
+              and out.dtype == dtype and out.flags.writeable
               and out.flags.aligned and out.dtype.isnative
               and (out.flags.c_contiguous or out.flags.f_contiguous))
         if not ok:
             raise TypeError(f"{func}: `out` must be a writeable C- or F-contiguous {dtype} "
-                            f"array (the result dtype for this `x`); got {describe(out)}")
+                            f"array (the result dtype for this `x`; not a masked array); "
+                            f"got {describe(out)}")
         if out.shape != x.shape:
             raise ValueError(f"{func}: `out` must have the shape of `x` {x.shape}; "
                              f"got shape={out.shape}")
-        if isinstance(source, np.ndarray):
-            check_disjoint(func, "out", out, "x", source)
-        x = np.asarray(x, dtype=dtype, order="C" if out.flags.c_contiguous else "F")
+        # x as an array, whatever was passed: a memoryview or tensor of out's memory too
+        check_disjoint(func, "out", out, "x", x)
+        order = "C" if out.flags.c_contiguous else "F"
+    if isinstance(x, np.ma.MaskedArray):
+        # pandas' view of a masked value: missing (NaN), as in a Series built from it
+        x = np.where(np.ma.getmaskarray(x), np.nan, np.asarray(x.data, dtype=dtype))
+    x = np.asarray(x, dtype=dtype, order=order)
     return x, out, com, max(int(min_periods), 1), axis

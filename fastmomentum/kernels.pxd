@@ -1,14 +1,24 @@
 # cython: language_level=3
 """fastmomentum's C-level API for other Cython code.
 
-    from fastmomentum.kernels cimport momentum_kernel, sgd_kernel, ema_kernel
+    from fastmomentum.kernels cimport SgdParams, sgd_step, ema_step
 
-Raw-pointer, serial, ``noexcept nogil`` loops over ``n`` contiguous elements, for float32
-(``float``) and float64 (``double``) alike: the same loops the Python API runs, on one thread.
-They are UNCHECKED: no type, size, alias or NaN checks; the caller guarantees valid pointers
-of ``n`` elements each, that ``velocity`` overlaps neither ``param`` nor ``grad``, and the
-hyper-parameter rules of ``fastmomentum.momentum_step``. Scalars are passed already rounded
-to the buffer's type, like torch does, so results match ``torch.optim.SGD`` bit for bit.
+    cdef SgdParams opts = SgdParams(lr=0.1, momentum=0.9, dampening=0.0,
+                                    weight_decay=0.0, nesterov=False, maximize=False,
+                                    first_step=False)
+    sgd_step(&param[0], &grad[0], &velocity[0], n, &opts)   # float* or double*
+
+The entry points (``sgd_step``, ``sgd_ema_step``, ``ema_step``) take the hyper-parameters
+as ``fastmomentum.momentum_step`` does, in double, in one ``SgdParams`` struct, and round
+them to the buffer's type as torch does: results are ``momentum_step``'s, bit for bit. The
+loops below them (``momentum_kernel``, ``sgd_kernel``, ``ema_kernel``,
+``momentum_ema_kernel``) take every scalar already rounded, positionally.
+
+All are raw-pointer, serial, ``noexcept nogil`` loops over ``n`` contiguous elements, for
+float32 (``float``) and float64 (``double``) alike: the loops the Python API runs, on one
+thread. They are UNCHECKED: no type, size, alias or NaN checks; the caller guarantees valid
+pointers of ``n`` elements each, that ``velocity`` (and ``average``) overlap no other
+buffer, and the hyper-parameter rules of ``fastmomentum.momentum_step``.
 
 They are ``inline``: cimporting this file compiles them into your module (no runtime import
 of fastmomentum). Compile with ``-ffp-contract=off`` (and ``-mfma`` where you can) to keep the
@@ -101,3 +111,45 @@ cdef inline void momentum_ema_kernel(real* param, const real* grad, real* veloci
                        has_weight_decay, maximize)
         ema_kernel(average + start, param + start, block, decay, one_minus_decay)
         start += block
+
+
+# ---------------------------------------------------------------------------------------
+# Entry points: the scalars of fastmomentum.momentum_step / ema_update in one struct
+
+# torch.optim.SGD's hyper-parameters for one step (see fastmomentum.momentum_step)
+ctypedef struct SgdParams:
+    double lr, momentum, dampening, weight_decay
+    bint nesterov, maximize
+    bint first_step   # torch's first step: velocity := g (its contents are not read)
+
+
+cdef inline void sgd_step(real* param, const real* grad, real* velocity, Py_ssize_t n,
+                          const SgdParams* p) noexcept nogil:
+    """``fastmomentum.momentum_step(param, grad, velocity, **p)`` on ``n`` elements;
+    ``velocity`` is not touched (may be NULL) when ``p.momentum == 0``."""
+    if p.momentum == 0.0:
+        sgd_kernel(param, grad, n, <real>-p.lr, <real>p.weight_decay, p.weight_decay != 0.0,
+                   p.maximize)
+    else:
+        momentum_kernel(param, grad, velocity, n, <real>-p.lr, <real>p.momentum,
+                        <real>(1.0 - p.dampening), <real>p.weight_decay,
+                        p.weight_decay != 0.0, p.nesterov, p.maximize, p.first_step)
+
+
+cdef inline void ema_step(real* average, const real* value, Py_ssize_t n,
+                          double decay) noexcept nogil:
+    """``fastmomentum.ema_update(average, value, decay)`` on ``n`` elements."""
+    ema_kernel(average, value, n, <real>decay, <real>(1.0 - decay))
+
+
+cdef inline void sgd_ema_step(real* param, const real* grad, real* velocity, real* average,
+                              Py_ssize_t n, const SgdParams* p, double decay) noexcept nogil:
+    """``sgd_step`` then ``ema_step(average, param, decay)`` with the new weights, in one
+    pass over memory (momentum_ema_kernel): the bits of the two one after the other."""
+    cdef bint has_momentum = p.momentum != 0.0
+    momentum_ema_kernel(param, grad, velocity if has_momentum else NULL, average, n,
+                        <real>-p.lr, <real>p.momentum if has_momentum else 0,
+                        <real>(1.0 - p.dampening) if has_momentum else 1,
+                        <real>p.weight_decay, p.weight_decay != 0.0, has_momentum,
+                        p.nesterov, p.maximize, p.first_step, <real>decay,
+                        <real>(1.0 - decay))

@@ -32,6 +32,38 @@ def _load_arrays(func, name, saved, like):
     return [np.array(s, dtype=a.dtype, order="C") for s, a in zip(saved, like)]
 
 
+def _required(func, state_dict, keys):
+    """``state_dict`` (a mapping) holding every one of ``keys``."""
+    if not hasattr(state_dict, "keys") or not hasattr(state_dict, "__getitem__"):
+        raise TypeError(f"{func}: `state_dict` must be a dict; got "
+                        f"{_validation.describe(state_dict)}")
+    missing = [key for key in keys if key not in state_dict]
+    if missing:
+        raise ValueError(f"{func}: `state_dict` lacks {missing} (expected the keys "
+                         f"{list(keys)})")
+    return state_dict
+
+
+def _flag(func, name, value):
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{func}: `{name}` must be True or False; got {value!r}")
+    return bool(value)
+
+
+def _count(func, name, value):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) \
+            or value < 0:
+        raise ValueError(f"{func}: `{name}` must be an integer >= 0; got {value!r}")
+    return int(value)
+
+
+def _check_debias(func, decay, warmup, debias):
+    if debias and not warmup and decay == 1.0:
+        raise ValueError(f"{func}: `decay` must be < 1 with debias=True (the average starts "
+                         f"at zero and never moves, and the bias correction divides by "
+                         f"1 - decay**t); got decay={decay}")
+
+
 class EMA:
     """Exponential moving average of a list of arrays (Polyak averaging of weights).
 
@@ -49,6 +81,7 @@ class EMA:
         self.decay = _validation.check_scalar("EMA", "decay", decay, high=1.0, label="decay")
         self.warmup = bool(warmup)
         self.debias = bool(debias)
+        _check_debias("EMA", self.decay, self.warmup, self.debias)
         params = _checked_arrays("EMA", "params", params)
         #: The raw (biased when debias=True) averages, updated in place.
         self.raw_averages = [np.zeros_like(p) if self.debias else p.copy() for p in params]
@@ -71,8 +104,8 @@ class EMA:
     def update(self, params):
         """Fold the current ``params`` (same order, shapes, dtypes) into the averages."""
         decay = self.next_decay()
-        _kernels.multi_ema_update(self.raw_averages, list(params), decay, self._written)
-        self._advance(decay)
+        _kernels.multi_ema_update(self.raw_averages, list(params), decay, self._written,
+                                  self)  # advances the counters in the same C call
 
     @property
     def averages(self):
@@ -91,14 +124,21 @@ class EMA:
     def load_state_dict(self, state_dict):
         """Restore a :meth:`state_dict`; refused (nothing changed) when it does not fit."""
         func = "EMA.load_state_dict"
-        averages = _load_arrays(func, "averages", state_dict["averages"], self.raw_averages)
-        decay = _validation.check_scalar(func, "decay", state_dict["decay"], high=1.0,
+        state = _required(func, state_dict, ("decay", "warmup", "debias", "updates",
+                                             "decay_product", "averages"))
+        averages = _load_arrays(func, "averages", state["averages"], self.raw_averages)
+        decay = _validation.check_scalar(func, "decay", state["decay"], high=1.0,
                                          label="decay")
-        updates, kept = int(state_dict["updates"]), float(state_dict["decay_product"])
+        warmup, debias = _flag(func, "warmup", state["warmup"]), _flag(func, "debias",
+                                                                      state["debias"])
+        _check_debias(func, decay, warmup, debias)
+        updates = _count(func, "updates", state["updates"])
+        kept = _validation.check_scalar(func, "decay_product", state["decay_product"],
+                                        high=1.0, label="decay product")
         for a, saved in zip(self.raw_averages, averages):
             a[...] = saved
         self.decay, self.updates, self._kept = decay, updates, kept
-        self.warmup, self.debias = bool(state_dict["warmup"]), bool(state_dict["debias"])
+        self.warmup, self.debias = warmup, debias
 
 
 class SGD:
@@ -145,12 +185,8 @@ class SGD:
             self.params, grads, buffers, ema.raw_averages if ema is not None else None,
             lr=self.lr, momentum=momentum, dampening=self.dampening,
             weight_decay=self.weight_decay, nesterov=self.nesterov, maximize=self.maximize,
-            first_step=first_step, decay=decay, written=self._written)
-        if first_step:
-            self.momentum_buffers = buffers
-        if ema is not None:
-            ema._advance(decay)
-        self.steps += 1
+            first_step=first_step, decay=decay, written=self._written, optimizer=self,
+            ema=ema)  # advances momentum_buffers, steps and the EMA's counters, in C
 
     def state_dict(self):
         """torch.optim-like: ``{'state': {i: {'momentum_buffer': array}}, 'param_groups':
@@ -165,12 +201,17 @@ class SGD:
         """Restore a :meth:`state_dict`, so the trajectory continues bit for bit. Refused
         (nothing changed) when the buffers or the group do not fit these params."""
         func = "SGD.load_state_dict"
+        _required(func, state_dict, ("state", "param_groups"))
         groups = state_dict["param_groups"]
-        if len(groups) != 1 or list(groups[0]["params"]) != list(range(len(self.params))):
+        if (not isinstance(groups, (list, tuple)) or len(groups) != 1
+                or not hasattr(groups[0], "keys")
+                or list(groups[0].get("params", ())) != list(range(len(self.params)))):
             raise ValueError(f"{func}: expected one param group over {len(self.params)} "
                              f"params")
-        group = groups[0]
+        group = _required(func, groups[0], _HYPER + ("params",))
         _validation.check_sgd_hyper(func, *(group[name] for name in _HYPER[:5]))
+        maximize = _flag(func, "maximize", group["maximize"])
+        steps = _count(func, "steps", state_dict.get("steps", 0))
         state = state_dict["state"]
         buffers = None
         if state:
@@ -179,5 +220,6 @@ class SGD:
             buffers = _load_arrays(func, "momentum_buffer", saved, self.params)
         for name in _HYPER:
             setattr(self, name, group[name])
+        self.maximize = maximize
         self.momentum_buffers = buffers
-        self.steps = int(state_dict.get("steps", 0))
+        self.steps = steps

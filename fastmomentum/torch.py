@@ -10,52 +10,48 @@ imports torch.
 * :class:`EMA`: :class:`fastmomentum.EMA` over ``nn.Module`` parameters (or any CPU
   float tensors), with the averages as torch tensors.
 """
-import ctypes
 import functools
-import glob
 import itertools
-import os
+import threading
+import warnings
 
 import numpy as np
 import torch
-from torch.optim import optimizer as _torch_optimizer
 from torch.optim.optimizer import Optimizer
 from torch.optim.sgd import sgd as _torch_sgd
 
+from . import _validation
 from . import optim as _optim
 from ._dispatch import kernels as _kernels
+from ._torch_bridge import FAST_PATH_REASON
+from ._torch_bridge import PRIVATE as _PRIVATE
+from ._torch_bridge import PRIVATE_FOUND as _PRIVATE_FOUND
 
-__all__ = ["SGD", "EMA", "FAST_PATH"]
-
-
-def _bind_torch_shim():
-    """Give the kernels libtorch's stable C shim (see src/_torch_multi.pxi). Returns False,
-    leaving every step to torch, when this torch lacks the shim or the Python tensor object
-    does not hold its at::Tensor where torch's own headers put it."""
-    libs = glob.glob(os.path.join(os.path.dirname(torch.__file__), "lib", "*torch_cpu.*"))
-    try:
-        lib = ctypes.CDLL(libs[0])
-        addresses = {name: ctypes.cast(getattr(lib, name), ctypes.c_void_p).value
-                     for name in _kernels.TORCH_SHIM_FUNCTIONS}
-        codes = {}
-        for name in ("dtype_float32", "dtype_float64", "device_type_cpu", "layout_strided"):
-            fn = getattr(lib, "aoti_torch_" + name)
-            fn.restype = ctypes.c_int32
-            codes[name] = fn()
-    except (IndexError, OSError, AttributeError):
-        return False
-    probes = [torch.zeros(3), torch.nn.Parameter(torch.zeros(2, 2)), torch.zeros(0)]
-    if any(_kernels.torch_impl_address(t) != t._cdata or hash(t) != id(t) for t in probes):
-        return False
-    _kernels.torch_bind(addresses, codes["dtype_float32"], codes["dtype_float64"],
-                        codes["device_type_cpu"], codes["layout_strided"], torch.Tensor,
-                        torch.nn.Parameter, torch.Tensor.is_neg)
-    return True
-
+__all__ = ["SGD", "EMA", "FAST_PATH", "FAST_PATH_REASON"]
 
 #: Whether dense CPU float32/float64 params go through fastmomentum's kernels here (False:
-#: every step is torch's own, still correct, not faster).
-FAST_PATH = _bind_torch_shim()
+#: every step is torch's own, still correct, not faster; FAST_PATH_REASON says why).
+FAST_PATH = FAST_PATH_REASON is None
+
+# torch's own SGD, bound once: ``torch.optim.SGD = fastmomentum.torch.SGD`` (a codebase
+# switched globally) must not make the fallback find fastmomentum's class.
+_TorchSGD = torch.optim.SGD
+_torch_init_group = _TorchSGD._init_group
+_warned_slow = []  # the one-time warning about FAST_PATH_REASON was given
+# the private names (None when missing: then torch's own step wrapper is used)
+_global_pre_hooks = _PRIVATE["global_pre_hooks"]
+_global_post_hooks = _PRIVATE["global_post_hooks"]
+_profiler_enabled = _PRIVATE["profiler_enabled"]
+_set_grad_enabled = _PRIVATE["set_grad_enabled"]
+
+
+def _warn_once_if_slow():
+    if FAST_PATH_REASON is not None and not _warned_slow:
+        _warned_slow.append(True)
+        if not FAST_PATH_REASON.startswith("turned off by"):
+            warnings.warn(f"fastmomentum.torch: the fast path is off ({FAST_PATH_REASON}); "
+                          f"every step is torch's own SGD (same results, not faster)",
+                          RuntimeWarning, stacklevel=3)
 
 
 def _hooked_step(step):
@@ -63,16 +59,22 @@ def _hooked_step(step):
     ``_optimizer_step_code``) with the grad mode of ``_use_grad_for_differentiable``.
     ``record_function`` and the hook loops cost several us per step, more than a whole
     fastmomentum step of a small model: they run only while a profiler runs or a hook is
-    registered."""
+    registered. Without the private names this needs (see _torch_bridge), torch's own
+    wrapper."""
+    if not _PRIVATE_FOUND:
+        @functools.wraps(step)
+        def with_grad_mode(self, *args, **kwargs):
+            with torch.set_grad_enabled(self.defaults["differentiable"]):
+                return step(self, *args, **kwargs)
+        return Optimizer.profile_hook_step(with_grad_mode)
+
     @functools.wraps(step)
     def wrapper(*args, **kwargs):
         self = args[0]
-        run = (_run_hooked if (_torch_optimizer._global_optimizer_pre_hooks
-                               or self._optimizer_step_pre_hooks
-                               or self._optimizer_step_post_hooks
-                               or _torch_optimizer._global_optimizer_post_hooks)
+        run = (_run_hooked if (_global_pre_hooks or self._optimizer_step_pre_hooks
+                               or self._optimizer_step_post_hooks or _global_post_hooks)
                else _run_step)
-        if torch._C._autograd._profiler_enabled():
+        if _profiler_enabled():
             with torch.autograd.profiler.record_function(
                     f"Optimizer.step#{self.__class__.__name__}.step"):
                 return run(step, self, args, kwargs)
@@ -83,11 +85,11 @@ def _hooked_step(step):
 
 def _run_step(step, self, args, kwargs):
     grad_enabled = torch.is_grad_enabled()
-    torch._C._set_grad_enabled(self.defaults["differentiable"])
+    _set_grad_enabled(self.defaults["differentiable"])
     try:
         out = step(*args, **kwargs)
     finally:
-        torch._C._set_grad_enabled(grad_enabled)
+        _set_grad_enabled(grad_enabled)
     self._optimizer_step_code()
     return out
 
@@ -95,7 +97,7 @@ def _run_step(step, self, args, kwargs):
 def _run_hooked(step, self, args, kwargs):
     """Pre hooks, the step, post hooks; as torch, hooks get ``args`` with the optimizer
     first, and a pre hook may return new ``(args, kwargs)``."""
-    for pre_hook in itertools.chain(_torch_optimizer._global_optimizer_pre_hooks.values(),
+    for pre_hook in itertools.chain(_global_pre_hooks.values(),
                                     self._optimizer_step_pre_hooks.values()):
         result = pre_hook(self, args, kwargs)
         if result is not None:
@@ -106,7 +108,7 @@ def _run_hooked(step, self, args, kwargs):
                                    f"new_kwargs), but got {result}.")
     out = _run_step(step, self, args, kwargs)
     for post_hook in itertools.chain(self._optimizer_step_post_hooks.values(),
-                                     _torch_optimizer._global_optimizer_post_hooks.values()):
+                                     _global_post_hooks.values()):
         post_hook(self, args, kwargs)
     return out
 
@@ -124,7 +126,14 @@ class SGD(Optimizer):
     layout. ``foreach``/``fused`` are accepted and stored like torch; on CPU the result is
     always the for-loop's. Momentum buffers live in ``self.state[p]['momentum_buffer']``
     as torch tensors, so ``state_dict()`` loads into torch.optim.SGD and back. ``p.grad``
-    is only read.
+    is only read. :attr:`kernel_params` says how many params the last step sent through
+    fastmomentum's kernels.
+
+    A step is checked whole (both paths) before anything is written: torch's params go
+    first (torch raises before writing for its own checks), then fastmomentum's kernels,
+    whose momentum buffers, version counters and EMA counters are recorded in the same C
+    call. One optimizer must not be stepped from two threads at once: that raises
+    RuntimeError (as for torch's, use a lock or one optimizer per thread).
     """
 
     def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0,
@@ -144,10 +153,10 @@ class SGD(Optimizer):
                     "foreach": foreach, "differentiable": differentiable, "fused": fused}
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError("Nesterov momentum requires a momentum and zero dampening")
-        #: Per param group: facts earlier steps checked (see TorchGroupCache).
-        self._group_caches = []
-        #: What the EMA update of params outside the fused pass writes, checked across steps.
-        self._ema_written = _kernels.WrittenSpans()
+        if ema is not None and not isinstance(ema, EMA):
+            raise TypeError(f"SGD: `ema` must be a fastmomentum.torch.EMA of this "
+                            f"optimizer's params, or None; got {_validation.describe(ema)}")
+        self._init_caches()
         super().__init__(params, defaults)
         if fused:
             self._step_supports_amp_scaling = True
@@ -161,6 +170,16 @@ class SGD(Optimizer):
         self.ema = ema
         if ema is not None:
             self._check_ema()
+        _warn_once_if_slow()
+
+    def _init_caches(self):
+        #: Per param group: facts earlier steps checked (see TorchGroupCache).
+        self._group_caches = []
+        #: What the EMA update of params outside the fused pass writes, checked across steps.
+        self._ema_written = _kernels.WrittenSpans()
+        #: Number of params the last step() sent through fastmomentum's kernels (the rest,
+        #: with a grad, went to torch's own SGD).
+        self.kernel_params = 0
 
     def _check_ema(self):
         params = [p for group in self.param_groups for p in group["params"]]
@@ -172,10 +191,14 @@ class SGD(Optimizer):
                              f"({len(params)} params; the EMA has {len(averages)} averages "
                              f"or differs in a shape or dtype, or a param is not on the CPU)")
 
+    def __getstate__(self):
+        state = super().__getstate__()
+        state["ema"] = self.ema  # copies and pickles keep the EMA
+        return state
+
     def __setstate__(self, state):
+        self._init_caches()
         super().__setstate__(state)
-        self.__dict__.setdefault("_group_caches", [])  # unpickled without __init__
-        self.__dict__.setdefault("_ema_written", _kernels.WrittenSpans())
         self.__dict__.setdefault("ema", None)
         for group in self.param_groups:  # as torch.optim.SGD.__setstate__
             group.setdefault("nesterov", False)
@@ -184,10 +207,10 @@ class SGD(Optimizer):
             group.setdefault("differentiable", False)
             group.setdefault("fused", False)
 
-    def _new_momentum_buffer(self, param):
-        buffer = torch.empty_like(param, memory_format=torch.contiguous_format)
-        self.state[param]["momentum_buffer"] = buffer
-        return buffer
+    @staticmethod
+    def _new_momentum_buffer(param):
+        """A buffer for a first step; the kernels fill it, then it is stored in state."""
+        return torch.empty_like(param, memory_format=torch.contiguous_format)
 
     def _fast_path_fits(self, group):
         return (FAST_PATH and isinstance(self.state, dict) and not group["differentiable"]
@@ -198,8 +221,8 @@ class SGD(Optimizer):
     def _torch_step(self, group, params):
         """torch.optim.SGD.step's body for ``params`` of ``group``."""
         params_with_grad, grads, buffers = [], [], []
-        has_sparse_grad = torch.optim.SGD._init_group(self, dict(group, params=params),
-                                                      params_with_grad, grads, buffers)
+        has_sparse_grad = _torch_init_group(self, dict(group, params=params),
+                                            params_with_grad, grads, buffers)
         grad_scale = getattr(self, "grad_scale", None)
         found_inf = getattr(self, "found_inf", None)
         # torch's fused CPU kernel is wrong when a grad's strides differ from its param's:
@@ -220,52 +243,93 @@ class SGD(Optimizer):
     @_hooked_step
     def step(self, closure=None):
         """Perform a single optimization step (``closure`` as in torch.optim.SGD)."""
+        # Two threads stepping at once: torch_sgd_run refuses to start while another
+        # thread's kernels run, or after it took a first step these plans also take; steps
+        # serialized by the GIL apply one after the other (the kernels read and write in
+        # place), as torch's do.
+        return self._step(closure)
+
+    def _plan(self, decay, fused_ema):
+        """Check and describe the fast-path share of every group (nothing written):
+        ``(plans, torch_groups)``, the latter the (group, params) torch must step."""
+        caches = self._group_caches
+        if len(caches) < len(self.param_groups):
+            caches += [_kernels.TorchGroupCache()
+                       for _ in range(len(self.param_groups) - len(caches))]
+        averages = self.ema._ema.raw_averages if fused_ema else None
+        plans, torch_groups, first = [], [], 0
+        for group, checked in zip(self.param_groups, caches):
+            params = group["params"]
+            if not self._fast_path_fits(group):
+                torch_groups.append((group, params))
+            else:
+                plan = _kernels.torch_sgd_group_plan(
+                    params, self.state, group["lr"], group["momentum"], group["dampening"],
+                    group["weight_decay"], group["nesterov"], group["maximize"],
+                    self._new_momentum_buffer, checked,
+                    averages[first:first + len(params)] if fused_ema else None, decay, first)
+                plans.append(plan)
+                if plan.others:
+                    torch_groups.append((group, [params[i] for i in plan.others]))
+            first += len(params)
+        return plans, torch_groups
+
+    def _step(self, closure):
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
         ema = self.ema
+        decay = 0.0
         if ema is not None:
             if sum(len(group["params"]) for group in self.param_groups) != len(
                     ema._ema.raw_averages):
                 self._check_ema()  # a param group was added: refuse with the full account
             decay = ema._ema.next_decay()
-            averages = iter(ema._ema.raw_averages)
-            unfused_averages, unfused_params = [], []  # those the step did not update
-        if len(self._group_caches) < len(self.param_groups):
-            self._group_caches += [_kernels.TorchGroupCache() for _ in
-                                  range(len(self.param_groups) - len(self._group_caches))]
-        for group, checked in zip(self.param_groups, self._group_caches):
-            params = group["params"]
-            group_averages = (None if ema is None
-                              else list(itertools.islice(averages, len(params))))
-            if not self._fast_path_fits(group):
-                self._torch_step(group, params)
-                if ema is not None:
-                    unfused_averages += group_averages
-                    unfused_params += params
-                continue
-            stepped, others, no_grad = _kernels.torch_sgd_group_step(
-                params, self.state, group["lr"], group["momentum"], group["dampening"],
-                group["weight_decay"], group["nesterov"], group["maximize"],
-                self._new_momentum_buffer, checked, group_averages,
-                decay if ema is not None else 0.0)
-            if ema is not None:
-                for i in others + no_grad:
-                    unfused_averages.append(group_averages[i])
-                    unfused_params.append(params[i])
-            if stepped:
-                # Written behind autograd's back: bump the version counters as an in-place
-                # op would, so autograd still catches use of stale saved weights.
-                torch._C._increment_version(stepped)  # torch.autograd.graph.increment_version
-            if others:
-                self._torch_step(group, [params[i] for i in others])
+        groups = self.param_groups
+        if len(groups) == 1 and len(self._group_caches) == 1 and self._fast_path_fits(
+                groups[0]):  # one call plans, runs and keeps the books when torch has no part
+            group = groups[0]
+            kernel_params = _kernels.torch_sgd_group_plan(
+                group["params"], self.state, group["lr"], group["momentum"],
+                group["dampening"], group["weight_decay"], group["nesterov"],
+                group["maximize"], self._new_momentum_buffer, self._group_caches[0],
+                None if ema is None else ema._ema.raw_averages, decay, 0,
+                None if ema is None else ema._ema)
+            if type(kernel_params) is int:
+                self.kernel_params = kernel_params
+                return loss
+        plans, torch_groups = self._plan(decay, ema is not None)
+        if not torch_groups:  # every param through the kernels
+            self.kernel_params = _kernels.torch_sgd_run(
+                plans, self.state, None if ema is None else ema._ema, decay)
+            return loss
         if ema is not None:
-            if unfused_params:
-                _kernels.multi_ema_update(
-                    unfused_averages, _numpy_values("SGD.step: ema", unfused_params), decay,
-                    self._ema_written)
-            ema._ema._advance(decay)
+            # torch steps some params: the EMA goes after both, in one call of its own
+            plans, torch_groups = self._plan(decay, False)
+            all_params = [p for group in self.param_groups for p in group["params"]]
+            _check_ema_params("SGD.step: ema", all_params, ema._ema.raw_averages)
+        if not torch.is_inference_mode_enabled() and any(
+                p.grad is not None and p.is_inference()
+                for _, params in torch_groups for p in params):
+            raise RuntimeError(_kernels.INFERENCE_TENSOR_ERROR)  # torch's words
+        # torch's own steps release the GIL: claim the optimizer (dict.setdefault is one C
+        # call; a claim an interrupted step of this thread left behind is its own)
+        me = threading.get_ident()
+        if self.__dict__.setdefault("_stepping_thread", me) != me:
+            raise RuntimeError("SGD.step: another thread is stepping this optimizer at the "
+                               "same time; one optimizer's steps must not overlap: guard it "
+                               "with a lock, or give each thread its own")
+        try:
+            for group, params in torch_groups:
+                self._torch_step(group, params)
+            self.kernel_params = _kernels.torch_sgd_run(plans, self.state) if plans else 0
+        finally:
+            self.__dict__.pop("_stepping_thread", None)
+        if ema is not None:
+            _kernels.multi_ema_update(ema._ema.raw_averages,
+                                      _numpy_values("SGD.step: ema", all_params), decay,
+                                      self._ema_written, ema._ema)
         return loss
 
 
@@ -274,6 +338,18 @@ _NUMPY_DTYPES = {torch.float32: np.dtype(np.float32), torch.float64: np.dtype(np
 
 def _module_params(params):
     return list(params.parameters() if isinstance(params, torch.nn.Module) else params)
+
+
+def _check_ema_params(func, params, averages):
+    """Each param fits its average (CPU float tensor of its dtype and shape), checked
+    before a step writes anything."""
+    for i, (p, a) in enumerate(zip(params, averages)):
+        if not (isinstance(p, torch.Tensor) and p.device.type == "cpu" and not p.is_sparse
+                and _NUMPY_DTYPES.get(p.dtype) == a.dtype and tuple(p.shape) == a.shape):
+            what = (f"{p.dtype} {tuple(p.shape)} on {p.device}"
+                    if isinstance(p, torch.Tensor) else _validation.describe(p))
+            raise ValueError(f"{func}: `params[{i}]` must stay a dense CPU {a.dtype} tensor "
+                             f"of shape {a.shape} like its average; got {what}")
 
 
 def _numpy_values(func, params):
@@ -319,9 +395,16 @@ class EMA:
     def copy_to(self, params):
         """Copy the averages into ``params`` (a module or tensors, same order)."""
         params = _module_params(params)
-        if len(params) != len(self._ema.raw_averages):
-            raise ValueError(f"EMA.copy_to: expected {len(self._ema.raw_averages)} params; "
+        averages = self._ema.raw_averages
+        if len(params) != len(averages):
+            raise ValueError(f"EMA.copy_to: expected {len(averages)} params; "
                              f"got {len(params)}")
+        for i, (p, a) in enumerate(zip(params, averages)):  # all, before copying any
+            if not isinstance(p, torch.Tensor) or tuple(p.shape) != a.shape:
+                what = (f"shape {tuple(p.shape)}" if isinstance(p, torch.Tensor)
+                        else _validation.describe(p))
+                raise ValueError(f"EMA.copy_to: `params[{i}]` must be a tensor of shape "
+                                 f"{a.shape} like its average; got {what}")
         for p, a in zip(params, self.averages):
             p.copy_(a)
 

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from fastmomentum import baseline, ema_update, momentum_step
+from _grid import snapshot
 
 IMPLS = {"fastmomentum": (momentum_step, ema_update),
          "baseline": (baseline.momentum_step, baseline.ema_update)}
@@ -92,10 +93,6 @@ EMA_CASES = [
     ("value is average", lambda a, x: (a, a, 0.9), ValueError,
      ["`value` must not share memory with `average`"]),
 ]
-
-
-def snapshot(*bufs):
-    return [bytes(np.ascontiguousarray(b).view(np.uint8)) for b in bufs]
 
 
 @pytest.mark.parametrize("impl", IMPLS)

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from fastmomentum import baseline, ema_update
-from fastmomentum._dispatch import BUILDS
 
-from conftest import DTYPES
+from _grid import DTYPES
+from conftest import on_target, targets_beside_portable
 
 
 def test_seed_example_ema_of_0_to_9():
@@ -55,12 +55,18 @@ def test_matches_torch_lerp(rng, dtype):
     np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
 
 
-@pytest.mark.parametrize("build", sorted(BUILDS))
-def test_every_build_gives_the_same_bits(rng, build):
-    a0 = rng.standard_normal(777).astype(np.float32)
-    x = rng.standard_normal(777).astype(np.float32)
-    np.testing.assert_array_equal(BUILDS[build].ema_update(a0.copy(), x, 0.9),
-                                  ema_update(a0.copy(), x, 0.9))
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_every_target_gives_the_portable_bits(rng, dtype):
+    """Each target beside the portable one (AVX2) against the portable one, on a size with
+    a vectorised body and a tail, and one split across threads."""
+    for target in targets_beside_portable():
+        for n in (777, 300_001):
+            a0 = rng.standard_normal(n).astype(dtype)
+            x = rng.standard_normal(n).astype(dtype)
+            for decay in (0.9, 0.999):
+                np.testing.assert_array_equal(
+                    on_target(target, ema_update, a0.copy(), x, decay),
+                    on_target("portable", ema_update, a0.copy(), x, decay), err_msg=target)
 
 
 def test_empty_is_a_no_op():

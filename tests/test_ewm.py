@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 
 import fastmomentum
 from fastmomentum import baseline
-from fastmomentum._dispatch import BUILDS
+
+from conftest import on_target, targets_beside_portable
 
 IMPLS = {"fastmomentum": fastmomentum.ewm_mean, "baseline": baseline.ewm_mean}
 PARAMS = [dict(com=0.5), dict(span=7), dict(halflife=3.0), dict(alpha=0.5),  # com == 1
@@ -25,14 +26,20 @@ def pandas_ewm(x, axis=0, **kw):
     return pd.DataFrame(x.T).ewm(**kw).mean().to_numpy().T
 
 
-def assert_matches(got, want, x, rtol=1e-12):
-    """Same NaN positions; elsewhere within rtol of the values and of the data's scale."""
+def assert_matches(got, want, x, rtol=1e-12, axis=0, **kw):
+    """Same NaN positions; elsewhere every value within ``rtol`` of its condition: the same
+    mean of |x| (pandas, with the parameters ``kw`` of ``want``), which bounds |want| and
+    every rounding error a sum of weighted values can have (a tolerance from max|x| would
+    hide a wrong value where the data is small)."""
+    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
     assert got.shape == want.shape
     np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
-    finite = np.asarray(x, dtype=np.float64)
-    finite = finite[np.isfinite(finite)]
-    scale = float(np.max(np.abs(finite))) if finite.size else 1.0
-    np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * scale)
+    condition = pandas_ewm(np.abs(np.asarray(x, dtype=np.float64)), axis=axis, **kw)
+    err = np.abs(got - want)
+    bad = err > rtol * condition
+    assert not bad.any(), (
+        f"{bad.sum()} of {got.size} values off; worst at {np.unravel_index(np.argmax(err / np.where(condition > 0, condition, 1e-300)), got.shape)}: "
+        f"got {got[bad][:3]}, want {want[bad][:3]}, condition {condition[bad][:3]}")
 
 
 def nan_patterns(n, rng):
@@ -69,7 +76,7 @@ def test_grid_matches_pandas_1d(impl, param, n):
                     kw = dict(param, adjust=adjust, ignore_na=ignore_na, min_periods=min_periods)
                     got = IMPLS[impl](x, **kw)
                     assert got.dtype == np.float64
-                    assert_matches(got, pandas_ewm(x, **kw), x)
+                    assert_matches(got, pandas_ewm(x, **kw), x, **kw)
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -86,12 +93,13 @@ def test_grid_matches_pandas_2d(impl, axis, order, shape):
     for adjust in (True, False):
         for ignore_na in (False, True):
             kw = dict(alpha=0.15, adjust=adjust, ignore_na=ignore_na, min_periods=2)
-            assert_matches(IMPLS[impl](x, axis=axis, **kw), pandas_ewm(x, axis=axis, **kw), x)
+            assert_matches(IMPLS[impl](x, axis=axis, **kw), pandas_ewm(x, axis=axis, **kw), x,
+                           axis=axis, **kw)
     clean = np.asarray(rng.standard_normal(shape), order=order)   # the no-NaN fast paths
     for adjust in (True, False):
         kw = dict(span=20, adjust=adjust)
         assert_matches(IMPLS[impl](clean, axis=axis, **kw), pandas_ewm(clean, axis=axis, **kw),
-                       clean)
+                       clean, axis=axis, **kw)
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -139,9 +147,10 @@ def test_long_series_no_drift(adjust, alpha):
         want = exact_mean(x, t, alpha, adjust)
         assert abs(got[t] - want) <= 1e-12 * abs(want), (t, got[t], want)
     if alpha >= 1e-3:   # tiny alphas: pandas' own recurrence drifts by ~eps/alpha
-        assert_matches(got, pandas_ewm(x, alpha=alpha, adjust=adjust), x)
+        assert_matches(got, pandas_ewm(x, alpha=alpha, adjust=adjust), x, alpha=alpha,
+                       adjust=adjust)
     assert_matches(baseline.ewm_mean(x[:200_000], alpha=alpha, adjust=adjust),
-                   got[:200_000], x[:200_000])
+                   got[:200_000], x[:200_000], alpha=alpha, adjust=adjust)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
@@ -159,14 +168,44 @@ def test_series_side_by_side_scan_across_row_superblocks(dtype, alpha, shape):
     for adjust in (True, False):
         kw = dict(alpha=alpha, adjust=adjust, min_periods=5)
         want = pandas_ewm(x, **kw)
-        assert_matches(fastmomentum.ewm_mean(x, **kw).astype(np.float64), want, x, rtol)
+        assert_matches(fastmomentum.ewm_mean(x, **kw), want, x, rtol, **kw)
         transposed = np.asfortranarray(x.T)
-        assert_matches(fastmomentum.ewm_mean(transposed, axis=1, **kw).astype(np.float64),
-                       want.T, transposed, rtol)
+        assert_matches(fastmomentum.ewm_mean(transposed, axis=1, **kw), want.T, transposed,
+                       rtol, axis=1, **kw)
     messy = x.copy()
     messy[-1, 2] = np.nan
-    assert_matches(fastmomentum.ewm_mean(messy, alpha=alpha).astype(np.float64),
-                   pandas_ewm(messy, alpha=alpha), messy, rtol)
+    assert_matches(fastmomentum.ewm_mean(messy, alpha=alpha), pandas_ewm(messy, alpha=alpha),
+                   messy, rtol, alpha=alpha)
+
+
+@pytest.mark.parametrize("adjust", [True, False])
+@pytest.mark.parametrize("layout", ["series", "3 side by side", "40 side by side"])
+def test_a_huge_carry_is_kept_while_it_matters(layout, adjust, restore_threads):
+    """Issue 11.1: a superblock of 1e35 then ordinary data. The carry out of it outweighs
+    the data after it long after its weight b^k fell below 1e-30 (where pass 2 used to stop:
+    relative error 718 against pandas); the fix-up now runs while the carry's term is not
+    negligible against the sum it is added to. Series: superblocks of 261120 values; side
+    by side: superblocks of 87040 rows (3 series) and 54960 (40), at alpha=0.01."""
+    rng = np.random.default_rng(0)
+    if layout == "series":
+        alpha, x = 1e-3, np.concatenate([np.full(261120, 1e35), rng.standard_normal(600000)])
+    else:
+        m = int(layout.split()[0])
+        rows = 87040 if m == 3 else 54960
+        alpha = 1e-2
+        x = np.concatenate([np.full((rows, m), 1e35), rng.standard_normal((60000, m))])
+    kw = dict(alpha=alpha, adjust=adjust)
+    got = fastmomentum.ewm_mean(x, **kw)
+    # rtol: the carry's term is b^k*carry with b^k from rounded powers of b (k ~ 1e5: ~1e-12)
+    assert_matches(got, pandas_ewm(x, **kw), x, rtol=1e-11, **kw)
+    for threads in (1, 3):          # the fix-up's length depends on the data, not on threads
+        fastmomentum.set_num_threads(threads)
+        assert np.array_equal(fastmomentum.ewm_mean(x, **kw), got)
+    # the same frame F-ordered along axis 1
+    if x.ndim == 2:
+        t = np.asfortranarray(x.T)
+        assert_matches(fastmomentum.ewm_mean(t, axis=1, **kw), pandas_ewm(x, **kw).T, t,
+                       rtol=1e-11, axis=1, **kw)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
@@ -228,8 +267,8 @@ def test_plain_arguments_take_the_c_checks_with_the_validators_bits(dtype, shape
     assert fastmomentum.ewm_mean(x, axis=axis, out=out, **kw) is out
     assert np.array_equal(out, slow, equal_nan=True)
     if x.size:
-        assert_matches(fast.astype(np.float64), pandas_ewm(x, axis=axis % x.ndim, **kw),
-                       x, rtol=2e-7 if dtype == np.float32 else 1e-12)
+        assert_matches(fast, pandas_ewm(x, axis=axis % x.ndim, **kw), x,
+                       rtol=2e-7 if dtype == np.float32 else 1e-12, axis=axis % x.ndim, **kw)
 
 
 @pytest.mark.parametrize("adjust", [True, False])
@@ -245,7 +284,7 @@ def test_results_over_16mb_are_streamed_exactly(shape, adjust):
         x[5, 3] = np.nan            # the frame's rows then take pandas' per-series division
     kw = dict(alpha=0.01, adjust=adjust)
     want = fastmomentum.ewm_mean(x, **kw)
-    assert_matches(want, pandas_ewm(x, **kw), x)
+    assert_matches(want, pandas_ewm(x, **kw), x, **kw)
     for offset in (1, 2):
         out = np.empty(x.size + offset)[offset:].reshape(shape)
         assert fastmomentum.ewm_mean(x, out=out, **kw) is out
@@ -259,19 +298,21 @@ def test_results_over_16mb_are_streamed_exactly(shape, adjust):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_every_build_computes_the_same_bits(dtype):
-    """The portable and the AVX2 builds (explicit fma in both), in and out of cache."""
+def test_every_target_computes_the_portable_bits(dtype):
+    """Each target beside the portable one (AVX2) against the portable one (explicit fma
+    in both), in and out of cache."""
     rng = np.random.default_rng(14)
     cases = [rng.standard_normal(n).astype(dtype) for n in (5000, 300_000, 4_200_001)]
     cases.append(rng.standard_normal((3000, 40)).astype(dtype))   # side by side: the scan
     cases.append(cases[-1].copy())
     cases[-1][7, 3] = np.nan                                         # and pandas' loop
-    for x in cases:
-        for adjust in (True, False):
-            got = [build.ewm_mean(x, alpha=0.05, adjust=adjust)
-                   for _, build in sorted(BUILDS.items())]
-            for other in got[1:]:
-                assert np.array_equal(got[0], other, equal_nan=True)
+    for target in targets_beside_portable():
+        for x in cases:
+            for adjust in (True, False):
+                want = on_target("portable", fastmomentum.ewm_mean, x, alpha=0.05,
+                                 adjust=adjust)
+                got = on_target(target, fastmomentum.ewm_mean, x, alpha=0.05, adjust=adjust)
+                assert np.array_equal(got, want, equal_nan=True), (target, x.shape, adjust)
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -285,7 +326,7 @@ def test_float32_stays_float32(impl, n):
         assert got.dtype == np.float32
         # computed in float64, then rounded: within one float32 rounding of pandas
         want = pandas_ewm(x, alpha=0.05, adjust=adjust).astype(np.float32)
-        assert_matches(got.astype(np.float64), want.astype(np.float64), x, rtol=2e-7)
+        assert_matches(got, want, x, rtol=2e-7, alpha=0.05, adjust=adjust)
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -293,11 +334,12 @@ def test_integers_and_bools_give_float64(impl):
     ints = np.arange(20, dtype=np.int32) % 7
     got = IMPLS[impl](ints, span=4)
     assert got.dtype == np.float64
-    assert_matches(got, pandas_ewm(ints, span=4), ints)
+    assert_matches(got, pandas_ewm(ints, span=4), ints, span=4)
     flags = ints > 3
-    assert_matches(IMPLS[impl](flags, span=4), pandas_ewm(flags.astype(float), span=4), ints)
+    assert_matches(IMPLS[impl](flags, span=4), pandas_ewm(flags.astype(float), span=4), flags,
+                   span=4)
     assert_matches(IMPLS[impl]([1, 2, 3.5], alpha=0.5), pandas_ewm([1, 2, 3.5], alpha=0.5),
-                   ints)
+                   [1, 2, 3.5], alpha=0.5)
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -308,14 +350,15 @@ def test_out_is_filled_and_returned(impl, order):
     out = np.full(x.shape, -1.0, order=order)
     got = IMPLS[impl](x, alpha=0.1, out=out)
     assert got is out
-    assert_matches(out, pandas_ewm(x, alpha=0.1), x)
+    assert_matches(out, pandas_ewm(x, alpha=0.1), x, alpha=0.1)
     series = x[:, 0].copy()
     shifted = np.empty(series.size + 1)[1:]     # only 8-byte aligned
     shifted.fill(-1.0)
     assert IMPLS[impl](series, alpha=0.1, out=shifted) is shifted
-    assert_matches(shifted, fastmomentum.ewm_mean(series, alpha=0.1), series)
+    assert_matches(shifted, fastmomentum.ewm_mean(series, alpha=0.1), series, alpha=0.1)
     strided = x[::2, ::2]                       # non-contiguous input is read as is
-    assert_matches(IMPLS[impl](strided, alpha=0.1), pandas_ewm(strided, alpha=0.1), x)
+    assert_matches(IMPLS[impl](strided, alpha=0.1), pandas_ewm(strided, alpha=0.1), strided,
+                   alpha=0.1)
     assert IMPLS[impl](np.empty((0, 3)), alpha=0.1).shape == (0, 3)
 
 
@@ -332,6 +375,15 @@ BAD_CALLS = [
     (dict(alpha=0.1, min_periods=-1), ValueError, "`min_periods` must be an integer >= 0"),
     (dict(alpha=0.1, min_periods=1.5), ValueError, "`min_periods` must be an integer >= 0"),
     (dict(alpha=0.1, axis=2), ValueError, "`axis` must be an integer in [-2, 1]"),
+    # issue 11.14: beyond a float or a C integer (were a bare OverflowError)
+    (dict(com=10**400), ValueError, "`com` must be a finite number (one a float64 holds); got 1"),
+    (dict(span=10**400), ValueError, "`span` must be a finite number"),
+    (dict(halflife=-10**400), ValueError, "`halflife` must be a finite number"),
+    (dict(alpha=10**400), ValueError, "`alpha` must be a finite number"),
+    (dict(alpha=0.1, min_periods=2**70), ValueError,
+     "`min_periods` must be an integer in [0, 2**62]; got 1180591620717411303424"),
+    (dict(alpha=0.1, min_periods=np.uint64(2**63)), ValueError,
+     "`min_periods` must be an integer in [0, 2**62]"),
 ]
 
 
@@ -372,6 +424,69 @@ def test_bad_arrays(impl):
         assert message in str(info.value), str(info.value)
 
 
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("shape", [(1000,), (250, 4)])
+def test_out_sharing_memory_with_any_x_is_refused(impl, shape):
+    """Issue 11.2: the overlap is checked on ``x`` as an array, whatever was passed (a
+    memoryview or a tensor of ``out``'s memory used to be computed in place, wrong), and
+    exactly: a strided ``x`` reaches past its ``nbytes`` (was missed), while one that only
+    interleaves with ``out`` shares nothing and is computed."""
+    torch = pytest.importorskip("torch")
+    f = IMPLS[impl]
+    b = np.random.default_rng(4).standard_normal(shape)
+    before = b.copy()
+    for kind, x in {"memoryview": memoryview(b), "tensor": torch.from_numpy(b)}.items():
+        with pytest.raises(ValueError, match="^ewm_mean: `out` must not share memory with `x`"):
+            f(x, alpha=0.01, out=b)
+        assert np.array_equal(b, before), kind          # nothing written
+    flat = b.reshape(-1)
+    strided = flat[::2]             # its nbytes end at flat[n/2], its elements at flat[n-2]
+    with pytest.raises(ValueError, match="must not share memory with `x`"):
+        f(strided, alpha=0.01, out=flat[flat.size // 2:])
+    assert np.array_equal(b, before)
+    wide = np.zeros(100)
+    interleaved, between = wide[::20], wide[1:6]        # bounds overlap, no byte shared
+    wide[::20] = np.arange(5.0)
+    assert f(interleaved, alpha=0.5, out=between) is between
+    assert_matches(between, pandas_ewm(np.arange(5.0), alpha=0.5), np.arange(5.0), alpha=0.5)
+    as_list = b.tolist()                                # a list is fresh memory: computed
+    assert f(as_list, alpha=0.01, out=b) is b
+    assert_matches(b, pandas_ewm(before, alpha=0.01), before, alpha=0.01)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.int64])
+@pytest.mark.parametrize("shape,axis", [((40,), 0), ((3000,), 0), ((300, 5), 0), ((5, 300), 1),
+                                        ((9000, 10), 0)])
+def test_masked_values_are_missing_as_in_pandas(impl, dtype, shape, axis):
+    """Issue 11.3: a masked value is missing, as pandas makes it in a Series built from the
+    masked array: the same numbers as pandas on the data with NaN there (was: the mask
+    ignored), with every option; the data is not changed; a masked ``out`` is refused."""
+    rng = np.random.default_rng(9)
+    data = (rng.standard_normal(shape) * 10).astype(dtype)
+    mask = rng.random(shape) < 0.2
+    masked = np.ma.array(data, mask=mask)
+    with_nan = np.where(mask, np.nan, data.astype(np.float64))
+    assert pd.Series(np.ma.array([1.0, 2.0, 3.0], mask=[0, 1, 0])).isna().tolist() == \
+        [False, True, False]                            # pandas' own reading of a mask
+    rtol = 2e-7 if dtype == np.float32 else 1e-12
+    for kw in (dict(alpha=0.1), dict(span=5, adjust=False), dict(com=1, adjust=False),
+               dict(halflife=3.0, ignore_na=True, min_periods=3)):
+        got = IMPLS[impl](masked, axis=axis, **kw)
+        assert type(got) is np.ndarray and got.dtype == (np.float32 if dtype == np.float32
+                                                         else np.float64)
+        want = pandas_ewm(with_nan, axis=axis, **kw)
+        assert_matches(got, want.astype(got.dtype), with_nan, rtol, axis=axis, **kw)
+    assert np.array_equal(masked.data, data) and np.array_equal(masked.mask, mask)
+    unmasked = np.ma.array(data)                        # nomask: the plain data
+    assert np.array_equal(IMPLS[impl](unmasked, alpha=0.1, axis=axis),
+                          IMPLS[impl](data, alpha=0.1, axis=axis), equal_nan=True)
+    result_dtype = np.float32 if dtype == np.float32 else np.float64
+    out = np.ma.array(np.zeros(shape, result_dtype))
+    with pytest.raises(TypeError, match="^ewm_mean: `out` must be .*not a masked array"):
+        IMPLS[impl](data, alpha=0.1, axis=axis, out=out)
+
+
 finite_floats = st.floats(-1e6, 1e6, allow_nan=False)
 
 
@@ -396,8 +511,8 @@ def test_hypothesis_matches_pandas(data, rows, cols, two_d, dtype, alpha, adjust
     for impl in IMPLS.values():
         got = impl(x, axis=axis, **kw)
         assert got.dtype == (np.float32 if dtype == "float32" else np.float64)
-        assert_matches(got.astype(np.float64), want if dtype != "float32"
-                       else want.astype(np.float32).astype(np.float64), x, rtol=rtol)
+        assert_matches(got, want if dtype != "float32" else want.astype(np.float32), x,
+                       rtol=rtol, axis=axis, **kw)
 
 
 @settings(max_examples=30, deadline=None)
@@ -427,7 +542,59 @@ def test_hypothesis_blocked_scans_match_pandas(seed, rows, cols, layout, dtype, 
     got = fastmomentum.ewm_mean(x, axis=axis, **kw)
     assert got.dtype == x.dtype and got.shape == x.shape
     if dtype == "float32":
-        assert_matches(got.astype(np.float64), want.astype(np.float32).astype(np.float64), x,
-                       rtol=2e-7)
+        assert_matches(got, want.astype(np.float32), x, rtol=2e-7, axis=axis, **kw)
     else:
-        assert_matches(got, want, x)
+        assert_matches(got, want, x, axis=axis, **kw)
+
+
+@settings(max_examples=150, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1),
+       shape=st.one_of(st.tuples(st.integers(0, 300)),
+                       st.tuples(st.integers(0, 120), st.integers(0, 6)),
+                       st.tuples(st.integers(128, 4000)),               # the blocked scans
+                       st.tuples(st.integers(1100, 3000), st.integers(8, 12))),
+       missing=st.sampled_from(["none", "nan", "inf", "nan and inf", "leading nan"]),
+       data_scale=st.sampled_from(["normal", "mixed scales", "spike"]),
+       param=st.sampled_from(["com", "span", "halflife", "alpha"]),
+       param_value=st.floats(0.0, 1.0),
+       adjust=st.booleans(), ignore_na=st.booleans(), min_periods=st.integers(0, 5),
+       dtype=st.sampled_from([np.float64, np.float32]), axis=st.integers(0, 1),
+       order=st.sampled_from("CF"), use_out=st.booleans(), out_order=st.sampled_from("CF"))
+def test_fuzz_against_pandas(seed, shape, missing, data_scale, param, param_value, adjust,
+                             ignore_na, min_periods, dtype, axis, order, use_out, out_order):
+    """Every option together, against pandas value by value (both implementations): sizes
+    0, 1 and up (a series and series side by side on the blocked scans too), NaN/inf
+    layouts, data of mixed magnitude, every way to give the smoothing, either axis and
+    memory order, fresh results and out=."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(shape)
+    if data_scale == "mixed scales":
+        x *= 10.0 ** rng.uniform(-6, 6, shape)
+    elif data_scale == "spike" and x.size:
+        x.reshape(-1)[: max(1, x.size // 3)] *= 1e30       # then ordinary data
+    flat = x.reshape(-1)
+    if "nan" in missing and missing != "leading nan":
+        flat[rng.random(x.size) < 0.2] = np.nan
+    if "inf" in missing:
+        flat[rng.random(x.size) < 0.1] = rng.choice([np.inf, -np.inf])
+    if missing == "leading nan":
+        flat[: x.size // 4] = np.nan
+    x = np.asarray(x.astype(dtype), order=order)
+    axis = axis if x.ndim == 2 else 0
+    # param_value in [0, 1] mapped onto each parameter's range (alpha 1e-4..1)
+    value = {"com": 1e3 * param_value ** 3, "span": 1 + 1e3 * param_value ** 3,
+             "halflife": 1e-2 + 1e3 * param_value ** 3,
+             "alpha": max(param_value, 1e-4)}[param]
+    kw = {param: value, "adjust": adjust, "ignore_na": ignore_na, "min_periods": min_periods}
+    want = pandas_ewm(x, axis=axis, **kw) if x.size else np.empty(x.shape)
+    for impl in IMPLS.values():
+        out = None
+        if use_out:
+            out = np.full(x.shape, 7.0, dtype=dtype, order=out_order)
+        got = impl(x, axis=axis, out=out, **kw)
+        assert got.dtype == dtype and got.shape == x.shape
+        if use_out:
+            assert got is out
+        if x.size:
+            assert_matches(got, want.astype(dtype), x, rtol=2e-7 if dtype == np.float32
+                           else 1e-11, axis=axis, **kw)

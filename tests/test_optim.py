@@ -1,5 +1,4 @@
 """fastmomentum.SGD (NumPy, multi-tensor) against torch.optim.SGD, bit for bit."""
-import itertools
 
 import numpy as np
 import pytest
@@ -8,13 +7,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fastmomentum as fm
+from _grid import SGD_OPTIONS, snapshot
+from conftest import THREADED, assert_threads_run
 
 SHAPES = [(3, 5), (7,), (1,), (0,), (33, 2)]
 DTYPES = [np.float32, np.float64, np.float64, np.float32, np.float32]
-OPTIONS = [dict(momentum=m, dampening=d, weight_decay=wd, nesterov=n, maximize=mx)
-           for m, d, wd, n, mx in itertools.product((0.0, 0.9), (0.0, 0.3), (0.0, 0.01),
-                                                    (False, True), (False, True))
-           if not (n and (m == 0 or d != 0))]
+OPTIONS = SGD_OPTIONS
 
 
 def random_arrays(rng, shapes, dtypes):
@@ -69,7 +67,8 @@ def test_property_equals_torch(sizes, f64, momentum, dampening, weight_decay, lr
 
 
 def test_thread_count_does_not_change_bits():
-    shapes, dtypes = [(200_001,), (5,), (70_000,), (3, 3)], [np.float32, np.float64] * 2
+    shapes, dtypes = [(THREADED,), (5,), (THREADED // 3,), (3, 3)], [np.float32, np.float64] * 2
+    assert_threads_run(THREADED)
     results = []
     for threads in (1, 2):
         before = fm.get_num_threads()
@@ -124,8 +123,8 @@ def test_pickled_copy_continues_bit_identically():
         copy.step(grads)
         copy.ema.update(copy.params)   # and an EMA update on its own
         ema.update(opt.params)
-    assert snapshot(copy.params) == snapshot(opt.params)
-    assert snapshot(copy.ema.raw_averages) == snapshot(ema.raw_averages)
+    assert snapshot(*copy.params) == snapshot(*opt.params)
+    assert snapshot(*copy.ema.raw_averages) == snapshot(*ema.raw_averages)
 
 
 def test_state_dict_layout_is_torchs():
@@ -135,10 +134,6 @@ def test_state_dict_layout_is_torchs():
     assert sd["param_groups"][0]["params"] == tsd["param_groups"][0]["params"]
     for key in ("lr", "momentum", "dampening", "weight_decay", "nesterov", "maximize"):
         assert sd["param_groups"][0][key] == tsd["param_groups"][0][key]
-
-
-def snapshot(arrays):
-    return [a.tobytes() for a in arrays]
 
 
 BAD_GRADS = {
@@ -155,12 +150,12 @@ def test_bad_grad_in_the_middle_changes_nothing(bad):
     params = random_arrays(rng, SHAPES, DTYPES)
     opt = fm.SGD(params, lr=0.1, momentum=0.9)
     opt.step(random_arrays(rng, SHAPES, DTYPES))
-    before = snapshot(params) + snapshot(opt.momentum_buffers)
+    before = snapshot(*params) + snapshot(*opt.momentum_buffers)
     grads = random_arrays(rng, SHAPES, DTYPES)
     grads[1] = BAD_GRADS[bad](grads[1])
     with pytest.raises((TypeError, ValueError), match=r"SGD.step: `grads\[1\]`"):
         opt.step(grads)
-    assert snapshot(params) + snapshot(opt.momentum_buffers) == before
+    assert snapshot(*params) + snapshot(*opt.momentum_buffers) == before
     assert opt.steps == 1
 
 
@@ -168,10 +163,10 @@ def test_wrong_number_of_grads_changes_nothing():
     rng = np.random.default_rng(3)
     params = random_arrays(rng, SHAPES, DTYPES)
     opt = fm.SGD(params, lr=0.1, momentum=0.9)
-    before = snapshot(params)
+    before = snapshot(*params)
     with pytest.raises(ValueError, match="`grads` must hold 5 arrays"):
         opt.step(random_arrays(rng, SHAPES[:4], DTYPES[:4]))
-    assert snapshot(params) == before and opt.momentum_buffers is None
+    assert snapshot(*params) == before and opt.momentum_buffers is None
 
 
 def test_grad_sharing_memory_with_its_param_is_refused():
@@ -186,13 +181,15 @@ def test_grad_viewing_another_param_gives_torchs_loop_result(threads, restore_th
     its new values as params[1]'s gradient. Big enough for threads, which would race
     (thread 1 reading params[0] while thread 0 writes it): the step runs in order."""
     fm.set_num_threads(threads)
+    if threads == 2:
+        assert_threads_run(THREADED)  # the run in order is a choice, not the size
     rng = np.random.default_rng(9)
-    params = [rng.standard_normal(150_000).astype(np.float32) for _ in range(2)]
+    params = [rng.standard_normal(THREADED // 2).astype(np.float32) for _ in range(2)]
     tparams = [torch.tensor(p.copy()) for p in params]
     opt = fm.SGD(params, lr=0.1, momentum=0.9)
     topt = torch.optim.SGD(tparams, lr=0.1, momentum=0.9)
     for _ in range(3):
-        g0 = rng.standard_normal(150_000).astype(np.float32)
+        g0 = rng.standard_normal(THREADED // 2).astype(np.float32)
         tparams[0].grad = torch.tensor(g0)
         tparams[1].grad = tparams[0].detach()     # shares params[0]'s memory
         opt.step([g0, params[0]])
@@ -206,9 +203,9 @@ def test_ema_of_its_own_average_runs_in_order(threads, restore_threads):
     """values[1] is averages[0]: the result is that of the two updates in order."""
     fm.set_num_threads(threads)
     rng = np.random.default_rng(10)
-    start = [rng.standard_normal(150_000) for _ in range(2)]
+    start = [rng.standard_normal(THREADED // 2) for _ in range(2)]
     ema = fm.EMA(start, decay=0.9)
-    first = rng.standard_normal(150_000)
+    first = rng.standard_normal(THREADED // 2)
     want = [a.copy() for a in ema.raw_averages]
     fm.ema_update(want[0], first, 0.9)          # the two calls, one after the other
     fm.ema_update(want[1], want[0], 0.9)
@@ -229,10 +226,10 @@ def test_bad_state_dict_is_refused_and_changes_nothing(change):
     else:
         sd["state"][1]["momentum_buffer"] = np.zeros(8)
     sd["param_groups"][0]["lr"] = 0.5
-    before = snapshot(opt.momentum_buffers)
+    before = snapshot(*opt.momentum_buffers)
     with pytest.raises(ValueError, match="SGD.load_state_dict"):
         opt.load_state_dict(sd)
-    assert snapshot(opt.momentum_buffers) == before and opt.lr == 0.1
+    assert snapshot(*opt.momentum_buffers) == before and opt.lr == 0.1
 
 
 def test_constructor_checks():
@@ -262,8 +259,8 @@ def test_fused_ema_equals_step_then_ema():
         ema_separate.update(separate)
         opt_fused.step(g)
     assert ema_fused.updates == ema_separate.updates == 5
-    assert snapshot(fused) == snapshot(separate)
-    assert snapshot(ema_fused.averages) == snapshot(ema_separate.averages)
+    assert snapshot(*fused) == snapshot(*separate)
+    assert snapshot(*ema_fused.averages) == snapshot(*ema_separate.averages)
 
 
 def test_ema_of_other_shapes_is_refused():

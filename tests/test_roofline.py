@@ -4,9 +4,7 @@ import pytest
 
 import fastmomentum
 from fastmomentum._dispatch import kernels
-
-# Above the size where the kernels (and so the roofline loop) split work across threads.
-THREADED = 3 * (1 << 16) + 5
+from conftest import THREADED, assert_threads_run
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -27,7 +25,10 @@ def test_stream_does_not_depend_on_thread_count(restore_threads):
     results = []
     for threads in (1, 2):
         fastmomentum.set_num_threads(threads)
-        p, g, v = (np.random.default_rng(1).standard_normal(THREADED) for _ in range(3))
+        rng = np.random.default_rng(1)  # one generator: p, g and v differ
+        p, g, v = (rng.standard_normal(THREADED) for _ in range(3))
+        if threads == 2:
+            assert_threads_run(p.size)
         kernels.roofline_stream(p, g, v, 0.25)
         results.append((p, v))
     np.testing.assert_array_equal(results[0][0], results[1][0])

@@ -1,6 +1,6 @@
 """fastmomentum.torch.SGD as a drop-in for torch.optim.SGD: bit-identical trajectories."""
 import io
-import itertools
+import os
 import subprocess
 import sys
 
@@ -11,16 +11,20 @@ from hypothesis import strategies as st
 
 import fastmomentum as fm
 import fastmomentum.torch as fmt
+from _grid import SGD_OPTIONS
+from conftest import THREADED, assert_threads_run
 
-OPTIONS = [dict(momentum=m, dampening=d, weight_decay=wd, nesterov=n, maximize=mx)
-           for m, d, wd, n, mx in itertools.product((0.0, 0.9), (0.0, 0.3), (0.0, 0.01),
-                                                    (False, True), (False, True))
-           if not (n and (m == 0 or d != 0))]
+OPTIONS = SGD_OPTIONS
 SHAPES = [(4, 3), (5,), (1,), (0,), (17, 2, 3)]
 
 
-def test_fast_path_is_enabled():
-    assert fmt.FAST_PATH
+def test_fast_path_is_enabled_unless_switched_off():
+    assert fmt.FAST_PATH == (os.environ.get("FASTMOMENTUM_TORCH_FAST_PATH", "") != "0")
+
+
+def fast(n):
+    """``n`` params through the kernels when the fast path is on, else none."""
+    return n if fmt.FAST_PATH else 0
 
 
 def make_params(dtype, seed=0, shapes=SHAPES):
@@ -61,6 +65,7 @@ def test_trajectory_equals_torch(options, dtype):
         set_grads(ours, theirs, gen, skip={1} if step == 1 else ())  # a param without grad
         opt.step()
         ref.step()
+        assert opt.kernel_params == fast(len(SHAPES) - (step == 1))
     assert_same(ours, theirs)
     assert_same_state(opt, ref)
 
@@ -90,13 +95,16 @@ def test_tensor_lr_and_thread_count(restore_threads):
     results = []
     for cls, threads in ((torch.optim.SGD, 2), (fmt.SGD, 1), (fmt.SGD, 2)):
         fm.set_num_threads(threads)
-        params = make_params(torch.float32, shapes=[(150_000,), (70_001,), (3,)])
+        params = make_params(torch.float32, shapes=[(THREADED // 2,), (THREADED // 2,), (3,)])
+        if threads == 2:
+            assert_threads_run(sum(p.numel() for p in params))
         opt = cls(params, lr=torch.tensor(0.05), momentum=0.9, weight_decay=0.01)
         gen = torch.Generator().manual_seed(9)
         for _ in range(3):
             for p in params:
                 p.grad = torch.randn(p.shape, generator=gen)
             opt.step()
+        assert cls is torch.optim.SGD or opt.kernel_params == fast(3)
         results.append(params)
     assert_same(results[0], results[1])
     assert_same(results[1], results[2])
@@ -345,7 +353,8 @@ def test_zero_grad_and_no_grad_params():
     opt = fmt.SGD(p, lr=0.1, momentum=0.9)
     before = [t.detach().clone() for t in p]
     opt.step()  # no grads at all: nothing happens, no state
-    assert_same(p, before) and not opt.state
+    assert_same(p, before)
+    assert not opt.state
     p[0].grad = torch.ones(p[0].shape)
     opt.zero_grad()
     assert p[0].grad is None

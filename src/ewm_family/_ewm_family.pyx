@@ -34,13 +34,11 @@ compiler vectorises; it computes every value by the same operations as the per-v
 Threads split the series (never the time axis), so results do not depend on them.
 """
 cimport numpy as cnp
-from cython.parallel cimport prange
+
+from fastmomentum._threads cimport run_chunks, threads_for
 from libc.math cimport NAN, exp2, log2, pow, sqrt
 
 cnp.import_array()
-
-cdef extern from "fm_openmp.h" nogil:
-    int omp_get_max_threads()
 
 ctypedef fused real:
     float
@@ -61,9 +59,10 @@ cdef enum:
 STATE_FIELDS = ("mean_x", "mean_y", "cov", "old_wt", "sum_wt2", "nobs", "decay", "seed",
                 "lead_decay", "x1", "y1", "var_x", "var_y")
 
-# Series side by side are split across threads from this many values on, each thread
-# taking at least this many (waking threads costs a few us).
-cdef Py_ssize_t PARALLEL_MIN = 1 << 16
+# One value of the family's recurrences on one thread (measured here: 2-8 ns a value for
+# var/cov/corr, series and frames; the low end, so that the estimate errs towards fewer
+# threads): the work estimate the thread pool weighs against its wake-up cost.
+cdef double NS_PER_VALUE = 2.0
 
 
 ctypedef struct Series:
@@ -522,19 +521,32 @@ cdef void _chunk_part(const Chunk* c, Py_ssize_t j0, Py_ssize_t j1) noexcept nog
                     <double*>c.out + j * c.js, c.state, c.n, c.m, j, c.ts, &c.p)
 
 
+ctypedef struct SeriesBlocks:      # the context of _series_block: a call, cut by series
+    const Chunk* c
+    Py_ssize_t width
+
+
+cdef void _series_block(void* ctx, Py_ssize_t k, int worker) noexcept nogil:
+    cdef const SeriesBlocks* b = <const SeriesBlocks*>ctx
+    if k * b.width < b.c.m:
+        _chunk_part(b.c, k * b.width, min(b.c.m, (k + 1) * b.width))
+
+
 cdef void _chunk(const Chunk* c) noexcept nogil:
-    """The one place that splits a call across threads: by series, in blocks of 16 (whole
-    cache lines of a row); each series' bits depend on that series alone."""
-    cdef Py_ssize_t parts = min(<Py_ssize_t>omp_get_max_threads(),
-                                c.n * c.m // PARALLEL_MIN, (c.m + 15) // 16)
-    cdef Py_ssize_t width, k
-    if parts <= 1:
+    """The one place that splits a call across threads (fastmomentum's pool): by series, in
+    blocks of a multiple of 16 (whole cache lines of a row), four blocks a thread so that a
+    thread the machine holds back leaves little for the others; each series' bits depend
+    on that series alone, so neither the split nor the thread count changes a bit."""
+    cdef int nthreads = 1
+    cdef SeriesBlocks blocks
+    if c.m > 16:
+        nthreads = threads_for(c.n * c.m * NS_PER_VALUE)
+    if nthreads <= 1:
         _chunk_part(c, 0, c.m)
         return
-    width = ((c.m + parts - 1) // parts + 15) // 16 * 16
-    for k in prange(parts, num_threads=parts, schedule="static"):
-        if k * width < c.m:
-            _chunk_part(c, k * width, min(c.m, (k + 1) * width))
+    blocks.c = c
+    blocks.width = ((c.m + 4 * nthreads - 1) // (4 * nthreads) + 15) // 16 * 16
+    run_chunks(_series_block, &blocks, (c.m + blocks.width - 1) // blocks.width, nthreads)
 
 
 cdef bint _same_steps(cnp.ndarray a, cnp.ndarray b, Py_ssize_t n, Py_ssize_t m):

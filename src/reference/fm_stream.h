@@ -1,16 +1,16 @@
-/* The roofline yardstick of the benchmark report: a plain, hand-written C OpenMP loop with
-   momentum_step's memory traffic (reads p, g, v; writes p, v once per element). Nothing
-   clever on purpose: `restrict` pointers, one statement per array, a static OpenMP split.
-   At sizes far beyond the caches it runs at the machine's memory bandwidth, which is the
-   wall every streaming kernel hits. One body for float and double (C has no templates). */
+/* The benchmark report's reference loop: plain, hand-written C with momentum_step's
+   memory traffic (reads p, g, v; writes p, v once per element). Nothing clever on
+   purpose: `restrict` pointers, one statement per array. At sizes far beyond the caches it
+   runs at the machine's memory bandwidth, which is the wall every streaming kernel hits.
+   One body for float and double (C has no templates); threads split [0, n) into chunks
+   (fastmomentum._reference), each running this loop over its part. */
 #ifndef FM_STREAM_H
 #define FM_STREAM_H
 #include <stddef.h>
 
 #define FM_DEFINE_STREAM(NAME, T)                                                        \
     static void NAME(T* restrict p, const T* restrict g, T* restrict v, ptrdiff_t n,      \
-                     T scale, int nthreads) {                                             \
-        _Pragma("omp parallel for schedule(static) num_threads(nthreads) if(nthreads > 1)") \
+                     T scale) {                                                           \
         for (ptrdiff_t i = 0; i < n; i++) {                                               \
             T vi = scale * v[i] + g[i];                                                   \
             v[i] = vi;                                                                    \

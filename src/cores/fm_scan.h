@@ -22,8 +22,13 @@
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
-#if defined(__AVX__) && defined(__FMA__)
+/* The vector body is the avx2 target's (setup.py: -mavx2 -mfma), guarded by the macros that
+   target defines, as fm_cpu.h names it; it needs only AVX's 256-bit doubles and FMA. */
+#if defined(__AVX2__) && defined(__FMA__)
+#define FM_SCAN_VECTOR 1
 #include <immintrin.h>
+#else
+#define FM_SCAN_VECTOR 0
 #endif
 
 typedef struct {
@@ -37,7 +42,7 @@ typedef struct {
 #define FM_TAPS(c, x0, x1, x2, x3, scaled) \
     fma((c)->f3, (x3), fma((c)->f2, (x2), fma((c)->f1, (x1), (scaled) ? (c)->scale * (x0) : (x0))))
 
-#if defined(__AVX__) && defined(__FMA__)
+#if FM_SCAN_VECTOR
 static inline __m256d fm_load4_f64(const double* p) { return _mm256_loadu_pd(p); }
 static inline __m256d fm_load4_f32(const float* p) { return _mm256_cvtps_pd(_mm_loadu_ps(p)); }
 static inline void fm_store4_f64(double* p, __m256d v, int stream) {
@@ -61,9 +66,9 @@ static inline void fm_store4_f32(float* p, __m256d v, int stream) {
 #define FM_MUL(a, b) _mm256_mul_pd((a), (b))
 #endif
 
-/* FM_DEFINE_SCAN(NAME, TIN, TOUT, SFX): NAME(x, out, n, store_from, carry, coef, seed,
-   stream) over TIN inputs, storing TOUT results (SFX: the fm_store4 flavour). */
-#if defined(__AVX__) && defined(__FMA__)
+/* FM_SCAN_BODY(TIN, TOUT, INSFX, OUTSFX): the eight-at-a-time loop over TIN inputs storing
+   TOUT results; INSFX / OUTSFX pick the fm_load4 / fm_store4 flavours (f32 or f64). */
+#if FM_SCAN_VECTOR
 #define FM_SCAN_BODY(TIN, TOUT, INSFX, OUTSFX)                                             \
     {                                                                                     \
         FM_V4 vb4 = FM_SET1(c->b4), vb8 = FM_SET1(c->b8), vnorm = FM_SET1(c->norm);         \
@@ -110,6 +115,9 @@ static inline void fm_store4_f32(float* p, __m256d v, int stream) {
     }
 #endif
 
+/* FM_DEFINE_SCAN(NAME, TIN, TOUT, INSFX, OUTSFX): defines NAME(x, out, n, store_from,
+   carry, coef, seed, stream) over TIN inputs storing TOUT results (INSFX, OUTSFX: as for
+   FM_SCAN_BODY). */
 #define FM_DEFINE_SCAN(NAME, TIN, TOUT, INSFX, OUTSFX)                                      \
     static inline double NAME##_body(const TIN* x, TOUT* out, ptrdiff_t n,                  \
                                      ptrdiff_t store_from, double carry,                  \

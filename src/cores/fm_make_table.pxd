@@ -1,0 +1,40 @@
+# A CPU target's core table: every numeric core compiled with this module's flags, in one
+# CoreTable handed over in a PyCapsule. cimported by _cores_portable.pyx and
+# _cores_avx2.pyx only (setup.py builds them from this one source with different flags).
+from cpython.pycapsule cimport PyCapsule_New
+
+from fm_core_table cimport (EMA_F32, EMA_F64, FM_CORE_TABLE_CAPSULE, FUSED_F32, FUSED_F64,
+                            MOMENTUM_F32, MOMENTUM_F64, SGD_F32, SGD_F64, CoreTable,
+                            elementwise_fn, ewm_loop_fn,
+                            ewm_rows_superblock_fn, ewm_series_fn, ewm_superblock_fn)
+from fm_elementwise cimport ema_range, fused_range, momentum_range, sgd_range
+from fm_ewm_coefficients cimport scan_coefficients
+from fm_ewm_loop cimport pandas_loop, pandas_series
+from fm_ewm_rows cimport rows_superblock
+from fm_ewm_scan cimport series_superblock
+
+cdef extern from "fm_cpu.h" nogil:
+    const char* FM_BUILD_TARGET
+
+
+cdef inline object core_table_capsule(CoreTable* table):
+    """Fill ``table`` (the stub's static storage) and wrap it in a capsule."""
+    table.target = FM_BUILD_TARGET
+    table.elementwise[SGD_F32] = <elementwise_fn>sgd_range[float]
+    table.elementwise[SGD_F64] = <elementwise_fn>sgd_range[double]
+    table.elementwise[MOMENTUM_F32] = <elementwise_fn>momentum_range[float]
+    table.elementwise[MOMENTUM_F64] = <elementwise_fn>momentum_range[double]
+    table.elementwise[FUSED_F32] = <elementwise_fn>fused_range[float]
+    table.elementwise[FUSED_F64] = <elementwise_fn>fused_range[double]
+    table.elementwise[EMA_F32] = <elementwise_fn>ema_range[float]
+    table.elementwise[EMA_F64] = <elementwise_fn>ema_range[double]
+    table.ewm_coefficients = scan_coefficients
+    table.ewm_f32.pandas_loop = <ewm_loop_fn>pandas_loop[float]
+    table.ewm_f64.pandas_loop = <ewm_loop_fn>pandas_loop[double]
+    table.ewm_f32.pandas_series = <ewm_series_fn>pandas_series[float]
+    table.ewm_f64.pandas_series = <ewm_series_fn>pandas_series[double]
+    table.ewm_f32.series_superblock = <ewm_superblock_fn>series_superblock[float]
+    table.ewm_f64.series_superblock = <ewm_superblock_fn>series_superblock[double]
+    table.ewm_f32.rows_superblock = <ewm_rows_superblock_fn>rows_superblock[float]
+    table.ewm_f64.rows_superblock = <ewm_rows_superblock_fn>rows_superblock[double]
+    return PyCapsule_New(table, FM_CORE_TABLE_CAPSULE, NULL)

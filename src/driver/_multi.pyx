@@ -1,0 +1,363 @@
+# The multi-tensor driver and the NumPy entry points built on it.
+#
+# A call describes each non-empty buffer as a WorkItem (one C array; a single-buffer call
+# is a one-item list on the stack) and runs them all in one pass over fixed chunks of the
+# TOTAL element count, claimed by the threads as they come: a chunk may cover many small
+# tensors or part of a big one, so one huge embedding and thousands of tiny biases balance
+# alike.
+# Every step is element-wise, so the split cannot change a bit of the result. The loops
+# are the numeric cores of the CPU target chosen at import (fastmomentum._target).
+#
+# Every entry point checks its arguments in C first (fm_checks.pxd); only on failure does
+# the Python validator explain. Nothing is written before every check has passed.
+cimport numpy as cnp
+from libc.stdlib cimport free, malloc
+
+from fastmomentum._spans cimport WrittenSpans, pass_ns, safe_threads
+from fastmomentum._threads cimport NOGIL_MIN_SIZE, PARALLEL_CHUNK, run_chunks, threads_for
+from fm_checks cimport (finite_in, import_checks, lead, like, list_of, overlap, real_number,
+                       refused, sgd_hyper_ok)
+from fm_core_table cimport CoreTable, StepScalars, WorkItem, first_written, load_core_table
+
+from fastmomentum import _target, _validation
+
+cnp.import_array()
+import_checks()
+
+cdef CoreTable cores     # the numeric cores of this CPU's target
+
+
+def _use_core_table(capsule):
+    load_core_table(&cores, capsule)
+
+
+_target.attach(_use_core_table)
+
+
+# ---------------------------------------------------------------------------------------
+# Running a work list
+
+cdef void _run_span(const StepScalars* s, const WorkItem* items, Py_ssize_t count,
+                    Py_ssize_t begin, Py_ssize_t end) noexcept nogil:
+    """Run global elements [begin, end) of the concatenated items."""
+    cdef Py_ssize_t lo = 0, hi = count - 1, mid, i
+    while lo < hi:  # last item whose offset <= begin
+        mid = (lo + hi + 1) // 2
+        if items[mid].offset <= begin:
+            lo = mid
+        else:
+            hi = mid - 1
+    i = lo
+    while i < count and items[i].offset < end:
+        cores.elementwise[items[i].kernel](first_written(&items[i]), s, &items[i],
+                                           max(begin - items[i].offset, 0),
+                                           min(end - items[i].offset, items[i].size))
+        i += 1
+
+
+ctypedef struct SpanSplit:       # run_chunks' context: chunk c is elements
+    const StepScalars* scalars   # [c * PARALLEL_CHUNK, (c + 1) * PARALLEL_CHUNK)
+    const WorkItem* items
+    Py_ssize_t count, total
+
+
+cdef void _span_chunk(void* ctx, Py_ssize_t c, int worker) noexcept nogil:
+    cdef const SpanSplit* split = <const SpanSplit*>ctx
+    _run_span(split.scalars, split.items, split.count, c * PARALLEL_CHUNK,
+              min(split.total, (c + 1) * PARALLEL_CHUNK))
+
+
+cdef void run_items(const StepScalars* s, const WorkItem* items, Py_ssize_t count,
+                    Py_ssize_t total, int nthreads) noexcept:
+    """Run every item (``total`` elements); ``nthreads`` share them (1: in order)."""
+    cdef SpanSplit split
+    if count == 0:
+        return
+    if total < NOGIL_MIN_SIZE:
+        if count == 1:   # a single-buffer call: no span to look up (~30 instructions)
+            cores.elementwise[items[0].kernel](first_written(items), s, items, 0, total)
+        else:
+            _run_span(s, items, count, 0, total)
+    elif nthreads == 1:
+        with nogil:
+            _run_span(s, items, count, 0, total)
+    else:
+        split.scalars, split.items, split.count, split.total = s, items, count, total
+        with nogil:
+            run_chunks(_span_chunk, &split, (total + PARALLEL_CHUNK - 1) // PARALLEL_CHUNK,
+                       nthreads)
+
+
+cdef class WorkList:
+    """An owned C array of WorkItems, appended in order (offsets accumulate), and the
+    scalars they share."""
+
+    def __cinit__(self, Py_ssize_t capacity):
+        self.items = <WorkItem*>malloc(max(capacity, 1) * sizeof(WorkItem))
+        if self.items == NULL:
+            raise MemoryError()
+        self.count = 0
+        self.total = 0
+
+    def __dealloc__(self):
+        free(self.items)
+
+    cdef WorkItem* append(self, Py_ssize_t size) noexcept:
+        """The next item, of ``size`` elements (the caller describes it: sgd_item...)."""
+        cdef WorkItem* w = &self.items[self.count]
+        w.size = size
+        w.offset = self.total
+        self.count += 1
+        self.total += size
+        return w
+
+    cdef void run(self, int nthreads) noexcept:
+        """Run the items on ``nthreads`` (1: one after the other, in order)."""
+        run_items(&self.scalars, self.items, self.count, self.total, nthreads)
+
+
+cdef inline bint _is_f32(object x) noexcept:
+    return cnp.PyArray_TYPE(<cnp.ndarray>x) == cnp.NPY_FLOAT
+
+
+cdef inline char* _bytes(object x) noexcept:
+    return cnp.PyArray_BYTES(<cnp.ndarray>x)
+
+
+cdef int concurrent_step(str func) except -1:
+    raise RuntimeError(f"{func}: another thread is stepping this optimizer (or EMA) at the "
+                       f"same time; one object's steps must not overlap: guard it with a "
+                       f"lock, or give each thread its own")
+
+
+cdef inline int _run_guarded(WorkList work, WrittenSpans written, str func,
+                             object held) except -1:
+    """Run ``work``, refusing to start while another thread runs a pass of the same
+    ``written`` (its object's steps would race). ``held``: strong references to every
+    buffer the items point into, kept while the GIL is released (another thread may drop
+    the caller's, e.g. replace ``grads[i]``); None when the pass keeps the GIL."""
+    if written is None:  # no object shared across calls: nothing to guard
+        work.run(safe_threads(work.items, work.count, work.total, None))
+        return 0
+    if written.busy:
+        concurrent_step(func)
+    cdef int nthreads = safe_threads(work.items, work.count, work.total, written)
+    written.busy = held is not None
+    work.run(nthreads)
+    written.busy = False
+    return 0
+
+
+cdef int account(object optimizer, object velocities, bint first_step, object ema,
+                 double decay) except -1:
+    """The bookkeeping of a fastmomentum.SGD step (its momentum buffers on a first step,
+    ``steps``) and of its EMA's update (``updates``, the decay product), in the same C call
+    as the kernels: a KeyboardInterrupt (raised between bytecodes) cannot fall between what
+    was written and its account."""
+    if optimizer is not None:
+        if first_step:
+            optimizer.momentum_buffers = velocities
+        optimizer.steps += 1
+    if ema is not None:
+        ema.updates += 1
+        ema._kept *= decay
+    return 0
+
+
+# ---------------------------------------------------------------------------------------
+# One buffer
+
+def momentum_step(param, grad, velocity, *, lr, momentum=0.0, dampening=0.0,
+                  weight_decay=0.0, nesterov=False, maximize=False, first_step=False):
+    """One in-place SGD step on one buffer, bit for bit as ``torch.optim.SGD``.
+
+    ``param`` (writeable), ``grad`` and ``velocity`` (writeable; may be None when
+    ``momentum == 0``) are C-contiguous arrays of one dtype, float32 or float64, and one
+    shape. In torch's order and rounding (scalars rounded to the dtype, every multiply-add
+    fused)::
+
+        g = -grad if maximize else grad
+        g = g + weight_decay * param                   # coupled weight decay
+        velocity = g if first_step else momentum * velocity + (1 - dampening) * g
+        g = g + momentum * velocity if nesterov else velocity
+        param -= lr * g
+
+    Without momentum (``momentum == 0``) ``velocity`` is neither read nor written.
+    ``first_step=True`` is torch's first step, where the momentum buffer does not exist yet:
+    ``velocity`` is set to ``g`` whatever it held, with no dampening. The textbook EMA form
+    ``v = beta*v + (1-beta)*g`` is ``momentum=beta, dampening=beta``.
+
+    Raises TypeError/ValueError (and writes nothing) for non-float or mismatched arrays,
+    read-only, non-contiguous or overlapping in-place buffers, negative or non-finite
+    ``lr``/``momentum``/``weight_decay``, and ``nesterov`` without momentum or with
+    dampening. Empty buffers are a no-op; NaN in ``grad`` propagates as in torch.
+    Returns None."""
+
+    cdef double lr_, momentum_, dampening_, weight_decay_
+    cdef bint nesterov_ = nesterov, maximize_ = maximize, first_step_ = first_step
+    cdef StepScalars s
+    cdef WorkItem w
+    cdef bint ok = False
+    try:
+        lr_, momentum_ = real_number(lr), real_number(momentum)
+        dampening_, weight_decay_ = real_number(dampening), real_number(weight_decay)
+        ok = (sgd_hyper_ok(lr_, momentum_, dampening_, weight_decay_, nesterov_)
+              and lead(param, True)
+              and like(grad, <cnp.ndarray>param, False)
+              and not overlap(<cnp.ndarray>grad, <cnp.ndarray>param)
+              and (momentum_ == 0.0
+                   or (like(velocity, <cnp.ndarray>param, True)
+                       and not overlap(<cnp.ndarray>velocity, <cnp.ndarray>param)
+                       and not overlap(<cnp.ndarray>velocity, <cnp.ndarray>grad))))
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok:
+        refused("momentum_step", _validation.check_momentum_step,
+                (param, grad, velocity, lr, momentum, dampening, weight_decay, nesterov,
+                 maximize, first_step))
+    set_scalars(&s, lr_, momentum_, dampening_, weight_decay_, nesterov_, maximize_, 0.0)
+    sgd_item(&w, &s, _is_f32(param), _bytes(param), _bytes(grad),
+             NULL if momentum_ == 0.0 else _bytes(velocity), NULL, first_step_)
+    w.size = cnp.PyArray_SIZE(<cnp.ndarray>param)
+    w.offset = 0
+    run_items(&s, &w, 1, w.size, threads_for(pass_ns(&w, w.size)))
+
+
+def ema_update(average, value, decay):
+    """In place ``average = decay*average + (1-decay)*value``; returns ``average``.
+
+    ``average`` (writeable) and ``value`` are C-contiguous arrays of one float dtype and
+    shape, not sharing memory; ``0 <= decay <= 1``. Computed as
+    ``fma(decay, average, (1-decay)*value)`` with the scalars rounded to the dtype.
+    Raises TypeError/ValueError (and writes nothing) for bad input."""
+
+    cdef StepScalars s
+    cdef WorkItem w
+    cdef bint ok = False
+    try:
+        s.decay = real_number(decay)
+        ok = (finite_in(s.decay, 0.0, 1.0)
+              and lead(average, True)
+              and like(value, <cnp.ndarray>average, False)
+              and not overlap(<cnp.ndarray>value, <cnp.ndarray>average))
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok:
+        refused("ema_update", _validation.check_ema_update, (average, value, decay))
+    ema_item(&w, _is_f32(average), _bytes(average), _bytes(value))
+    w.size = cnp.PyArray_SIZE(<cnp.ndarray>average)
+    w.offset = 0
+    run_items(&s, &w, 1, w.size, threads_for(pass_ns(&w, w.size)))
+    return average
+
+
+# ---------------------------------------------------------------------------------------
+# Lists of buffers (used by fastmomentum.optim)
+
+def multi_momentum_step(list params, grads, velocities, averages=None, *, lr, momentum=0.0,
+                        dampening=0.0, weight_decay=0.0, nesterov=False, maximize=False,
+                        first_step=False, decay=0.0, WrittenSpans written=None,
+                        optimizer=None, ema=None):
+    """``momentum_step`` on every ``params[i]`` with ``grads[i]`` and ``velocities[i]``
+    (lists; ``velocities`` may be None when ``momentum == 0``), in one call.
+
+    With ``averages`` (a list), each ``averages[i]`` is then updated in the same pass as
+    ``ema_update(averages[i], params[i], decay)`` with the new weights. Every argument is
+    checked before anything is written (see ``_validation.check_multi_step``). The result
+    is that of the calls one after the other, in order, whatever aliases what (a grad
+    that views another param, say): threads run only when the order cannot matter.
+    ``written``: a WrittenSpans kept by the caller across calls (saves re-sorting).
+    ``optimizer`` / ``ema``: the fastmomentum.SGD / EMA whose counters this step advances
+    (see account)."""
+    cdef Py_ssize_t n = len(params), i
+    cdef double lr_, momentum_, dampening_, weight_decay_, decay_
+    cdef bint nesterov_ = nesterov, maximize_ = maximize, first_step_ = first_step
+    cdef bint fused_ema = averages is not None
+    cdef bint ok = False
+    cdef object x, g, v, a
+    try:
+        lr_, momentum_ = real_number(lr), real_number(momentum)
+        dampening_, weight_decay_ = real_number(dampening), real_number(weight_decay)
+        decay_ = real_number(decay)
+        ok = (sgd_hyper_ok(lr_, momentum_, dampening_, weight_decay_, nesterov_)
+              and finite_in(decay_, 0.0, 1.0)
+              and list_of(grads, n)
+              and (momentum_ == 0.0 or list_of(velocities, n))
+              and (not fused_ema or list_of(averages, n)))
+        i = 0
+        while ok and i < n:
+            x = params[i]
+            g = grads[i]
+            ok = (lead(x, True)
+                  and like(g, <cnp.ndarray>x, False)
+                  and not overlap(<cnp.ndarray>g, <cnp.ndarray>x))
+            if ok and momentum_ != 0.0:
+                v = velocities[i]
+                ok = (like(v, <cnp.ndarray>x, True) and not overlap(<cnp.ndarray>v, <cnp.ndarray>x)
+                      and not overlap(<cnp.ndarray>v, <cnp.ndarray>g))
+            if ok and fused_ema:
+                a = averages[i]
+                ok = (like(a, <cnp.ndarray>x, True) and not overlap(<cnp.ndarray>a, <cnp.ndarray>x)
+                      and not overlap(<cnp.ndarray>a, <cnp.ndarray>g)
+                      and (momentum_ == 0.0
+                           or not overlap(<cnp.ndarray>a, <cnp.ndarray>velocities[i])))
+            i += 1
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok:
+        refused("multi_momentum_step", _validation.check_multi_step,
+                (params, grads, velocities, averages, lr, momentum, dampening, weight_decay,
+                 nesterov, maximize, decay))
+    cdef WorkList work = WorkList(n)
+    set_scalars(&work.scalars, lr_, momentum_, dampening_, weight_decay_, nesterov_, maximize_,
+             decay_)
+    for i in range(n):
+        x = params[i]
+        if cnp.PyArray_SIZE(<cnp.ndarray>x) == 0:
+            continue
+        sgd_item(work.append(cnp.PyArray_SIZE(<cnp.ndarray>x)), &work.scalars, _is_f32(x),
+                 _bytes(x), _bytes(grads[i]),
+                 NULL if momentum_ == 0.0 else _bytes(velocities[i]),
+                 _bytes(averages[i]) if fused_ema else NULL, first_step_)
+    if first_step_ and optimizer is not None and optimizer.momentum_buffers is not None:
+        concurrent_step("SGD.step")  # another thread's first step went first
+    _run_guarded(work, written, "SGD.step",
+                 (params[:], grads[:], velocities[:] if momentum_ != 0.0 else None,
+                  averages[:] if fused_ema else None)
+                 if work.total >= NOGIL_MIN_SIZE else None)
+    account(optimizer, velocities, first_step_, ema, decay_)
+
+
+def multi_ema_update(list averages, values, decay, WrittenSpans written=None, ema=None):
+    """``ema_update(averages[i], values[i], decay)`` for every i, in one call; every pair is
+    checked before anything is written (see ``_validation.check_multi_ema``). As
+    multi_momentum_step: the result of the updates in order, ``written`` a cache, ``ema``
+    the fastmomentum.EMA whose counters this update advances."""
+    cdef Py_ssize_t n = len(averages), i
+    cdef bint ok = False
+    cdef object x
+    cdef WorkList work = WorkList(n)
+    try:
+        work.scalars.decay = real_number(decay)
+        ok = finite_in(work.scalars.decay, 0.0, 1.0) and list_of(values, n)
+        i = 0
+        while ok and i < n:
+            x = averages[i]
+            ok = (lead(x, True)
+                  and like(values[i], <cnp.ndarray>x, False)
+                  and not overlap(<cnp.ndarray>values[i], <cnp.ndarray>x))
+            i += 1
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok:
+        refused("multi_ema_update", _validation.check_multi_ema, (averages, values, decay))
+    for i in range(n):
+        x = averages[i]
+        if cnp.PyArray_SIZE(<cnp.ndarray>x) == 0:
+            continue
+        ema_item(work.append(cnp.PyArray_SIZE(<cnp.ndarray>x)), _is_f32(x), _bytes(x),
+                 _bytes(values[i]))
+    _run_guarded(work, written, "EMA.update",
+                 (averages[:], values[:]) if work.total >= NOGIL_MIN_SIZE else None)
+    account(None, None, False, ema, work.scalars.decay)
+    return averages

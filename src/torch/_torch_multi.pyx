@@ -1,0 +1,393 @@
+# torch.Tensor access for fastmomentum.torch with two Python calls per tensor (``p.grad``,
+# ``grad.is_neg()``) instead of about ten.
+#
+# Reading a tensor's metadata from Python costs 50-100 ns per attribute. Instead we call
+# PyTorch's stable C shim (the extern "C"
+# aoti_torch_* functions of libtorch that AOTInductor and libtorch-stable extensions are
+# built on): fastmomentum/torch.py looks their addresses up in the loaded libtorch and hands
+# them to torch_bind(), so this module neither links against nor needs torch. A shim
+# handle is an ``at::Tensor*``; the Python tensor object holds its ``at::Tensor`` right
+# after the object header (THPVariable, torch/csrc/autograd/python_variable.h), which
+# torch.py verifies against ``Tensor._cdata`` before enabling this path. Tensors that are
+# not plain dense CPU float32/float64 C-contiguous torch.Tensor/Parameter objects are
+# reported back and stepped by torch itself.
+cimport cython
+cimport numpy as cnp
+from cpython.object cimport PyObject, PyTypeObject, Py_TYPE
+from cpython.ref cimport Py_INCREF, Py_XDECREF
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t, uintptr_t
+from libc.stdlib cimport free
+from libc.string cimport memcmp
+
+from fastmomentum._multi cimport WorkList, account, concurrent_step, set_scalars, sgd_item
+from fastmomentum._spans cimport WrittenSpans, order_free, pass_ns
+from fastmomentum._threads cimport threads_for
+from fm_checks cimport bytes_overlap, finite_in, import_checks, usable
+from fm_memory cimport grow
+from fm_torch_state cimport PyDict_Check, momentum_buffer, store_momentum_buffer
+
+from fastmomentum import _validation
+
+cnp.import_array()
+import_checks()
+
+ctypedef void* TensorHandle
+ctypedef int32_t (*shim_data_ptr_fn)(TensorHandle, void**) noexcept nogil
+ctypedef int32_t (*shim_int32_fn)(TensorHandle, int32_t*) noexcept nogil
+ctypedef int32_t (*shim_int64_fn)(TensorHandle, int64_t*) noexcept nogil
+ctypedef int32_t (*shim_sizes_fn)(TensorHandle, int64_t**) noexcept nogil
+ctypedef int32_t (*shim_bool_fn)(TensorHandle, uint8_t*) noexcept nogil  # C bool: one byte
+
+ctypedef struct TorchShim:
+    shim_data_ptr_fn get_data_ptr
+    shim_int32_fn get_dtype, get_device_type, get_layout
+    shim_int64_fn get_dim, get_numel
+    shim_sizes_fn get_sizes
+    shim_bool_fn is_contiguous
+    int32_t float32, float64, cpu, strided
+
+cdef TorchShim _shim
+cdef PyTypeObject* _tensor_type = NULL
+cdef PyTypeObject* _parameter_type = NULL
+cdef object _is_neg = None  # torch.Tensor.is_neg: the one bit the shim cannot report
+cdef object _is_inference = None            # torch.Tensor.is_inference
+cdef object _inference_mode_enabled = None  # torch.is_inference_mode_enabled
+cdef object _increment_version = None       # torch.autograd.graph.increment_version's op
+cdef Py_ssize_t _key_set_offset = -1  # of DispatchKeySet in a TensorImpl (-1: unknown)
+# torch's own words (c10 VariableVersion::bump) when an in-place op meets an inference tensor
+INFERENCE_TENSOR_ERROR = ("Inplace update to inference tensor outside InferenceMode is not "
+                          "allowed.You can make a clone to get a normal tensor before doing "
+                          "inplace update.See https://github.com/pytorch/rfcs/pull/17 for more "
+                          "details.")
+cdef str _GRAD = "grad"
+
+#: The shim functions torch_bind() needs, by name.
+TORCH_SHIM_FUNCTIONS = ("aoti_torch_get_data_ptr", "aoti_torch_get_dtype",
+                        "aoti_torch_get_device_type", "aoti_torch_get_layout",
+                        "aoti_torch_get_dim", "aoti_torch_get_numel", "aoti_torch_get_sizes",
+                        "aoti_torch_is_contiguous")
+
+
+def torch_bind(dict addresses, int32_t float32, int32_t float64, int32_t cpu,
+               int32_t strided, object tensor_type, object parameter_type, object is_neg,
+               object is_inference, object inference_mode_enabled, object increment_version,
+               Py_ssize_t key_set_offset):
+    """Enable the torch fast path: ``addresses`` maps TORCH_SHIM_FUNCTIONS to their
+    addresses in the loaded libtorch; the integers are the shim's dtype/device/layout codes.
+    ``tensor_type`` / ``parameter_type`` are torch.Tensor and torch.nn.Parameter, the only
+    Python types whose objects are read through the shim; ``is_neg`` is
+    ``torch.Tensor.is_neg`` (a lazily negated view, e.g. ``z.conj().imag``, holds
+    the un-negated numbers); ``is_inference``, ``inference_mode_enabled`` and
+    ``increment_version`` are torch.Tensor.is_inference, torch.is_inference_mode_enabled and
+    torch._C._increment_version; ``key_set_offset`` is where a TensorImpl keeps its
+    DispatchKeySet (a 64-bit word holding the negation and inference bits, found by
+    fastmomentum._torch_bridge), or -1 (then nothing is cached: torch is asked every step)."""
+    global _tensor_type, _parameter_type, _is_neg, _is_inference, _inference_mode_enabled
+    global _increment_version, _key_set_offset
+    _key_set_offset = key_set_offset
+    _is_neg, _is_inference = is_neg, is_inference
+    _inference_mode_enabled, _increment_version = inference_mode_enabled, increment_version
+    _shim.get_data_ptr = <shim_data_ptr_fn><uintptr_t>addresses["aoti_torch_get_data_ptr"]
+    _shim.get_dtype = <shim_int32_fn><uintptr_t>addresses["aoti_torch_get_dtype"]
+    _shim.get_device_type = <shim_int32_fn><uintptr_t>addresses["aoti_torch_get_device_type"]
+    _shim.get_layout = <shim_int32_fn><uintptr_t>addresses["aoti_torch_get_layout"]
+    _shim.get_dim = <shim_int64_fn><uintptr_t>addresses["aoti_torch_get_dim"]
+    _shim.get_numel = <shim_int64_fn><uintptr_t>addresses["aoti_torch_get_numel"]
+    _shim.get_sizes = <shim_sizes_fn><uintptr_t>addresses["aoti_torch_get_sizes"]
+    _shim.is_contiguous = <shim_bool_fn><uintptr_t>addresses["aoti_torch_is_contiguous"]
+    _shim.float32, _shim.float64, _shim.cpu, _shim.strided = float32, float64, cpu, strided
+    Py_INCREF(tensor_type)
+    Py_INCREF(parameter_type)
+    _tensor_type = <PyTypeObject*>tensor_type
+    _parameter_type = <PyTypeObject*>parameter_type
+
+
+def torch_impl_address(tensor):
+    """The word right after the object header of ``tensor`` (torch.py checks that it equals
+    ``tensor._cdata``, the address of its TensorImpl, before calling torch_bind)."""
+    return <uintptr_t>(<void**>(<char*><PyObject*>tensor + sizeof(PyObject)))[0]
+
+
+ctypedef struct DenseTensor:
+    char* data
+    int64_t* sizes
+    int64_t dim, numel, nbytes
+    bint is_f32
+
+
+cdef inline bint _dense_cpu(object t, DenseTensor* out) noexcept:
+    """Fill ``out`` when ``t`` is a plain torch.Tensor/Parameter that is CPU, strided,
+    float32/float64, C-contiguous and has its data in memory; False otherwise (or when the
+    shim reports an error). The negation bit is checked apart (TorchGroupCache.not_negated)."""
+    cdef PyTypeObject* tp = <PyTypeObject*>Py_TYPE(t)
+    if _tensor_type == NULL or (tp != _tensor_type and tp != _parameter_type):
+        return False
+    cdef TensorHandle h = <TensorHandle>(<char*><PyObject*>t + sizeof(PyObject))
+    cdef int32_t device = -1, layout = -1, dtype = -1
+    cdef uint8_t contiguous = 0
+    cdef void* data = NULL
+    if (_shim.get_device_type(h, &device) != 0 or device != _shim.cpu
+            or _shim.get_layout(h, &layout) != 0 or layout != _shim.strided
+            or _shim.get_dtype(h, &dtype) != 0
+            or (dtype != _shim.float32 and dtype != _shim.float64)
+            or _shim.is_contiguous(h, &contiguous) != 0 or not contiguous
+            or _shim.get_dim(h, &out.dim) != 0 or _shim.get_sizes(h, &out.sizes) != 0
+            or _shim.get_numel(h, &out.numel) != 0 or _shim.get_data_ptr(h, &data) != 0):
+        return False
+    if data == NULL and out.numel != 0:
+        return False
+    out.is_f32 = dtype == _shim.float32
+    out.data = <char*>data
+    out.nbytes = out.numel * (4 if out.is_f32 else 8)
+    return True
+
+
+cdef inline uint64_t _key_set(object t) noexcept:
+    """The DispatchKeySet word of ``t``'s TensorImpl (its at::Tensor, after the object
+    header, is a pointer to it); _key_set_offset >= 0."""
+    cdef char* impl = (<char**>(<char*><PyObject*>t + sizeof(PyObject)))[0]
+    return (<uint64_t*>(impl + _key_set_offset))[0]
+
+
+cdef class TorchGroupCache:
+    """What one param group's previous steps established, so steady-state steps re-check
+    it for the price of a comparison.
+
+    * Slots ``2*i`` (param i) and ``2*i+1`` (its momentum buffer) remember tensors seen to
+      be plain (neither a lazily negated view nor an inference tensor: ``Tensor.is_neg()``
+      and ``is_inference()`` cost a Python call each), with their data pointer and
+      dispatch key set then. Both bits live in the key set, which ``p.data = ...`` (e.g.
+      ``z.conj().imag``, even at the same address) and ``_set_neg`` change: the same object
+      with the same data pointer and key set is the same plain tensor. Grads are new
+      tensors every step and are always asked.
+    * ``written``: what the multi-tensor pass writes and reads (see fastmomentum._spans.order_free).
+    """
+    cdef PyObject** objects  # strong references: an address is never reused while cached
+    cdef char** data
+    cdef uint64_t* key_sets
+    cdef Py_ssize_t size
+    cdef WrittenSpans written
+
+    def __cinit__(self):
+        self.written = WrittenSpans()
+
+    def __dealloc__(self):
+        cdef Py_ssize_t i
+        for i in range(self.size):
+            Py_XDECREF(self.objects[i])
+        free(self.objects)
+        free(self.data)
+        free(self.key_sets)
+
+    cdef int reserve(self, Py_ssize_t params) except -1:
+        """Room for ``params`` params."""
+        cdef Py_ssize_t i, size = 2 * params
+        if size <= self.size:
+            return 0
+        grow(<void**>&self.objects, size, sizeof(PyObject*))
+        grow(<void**>&self.data, size, sizeof(char*))
+        grow(<void**>&self.key_sets, size, sizeof(uint64_t))
+        for i in range(self.size, size):
+            self.objects[i] = NULL
+            self.data[i] = NULL
+            self.key_sets[i] = 0
+        self.size = size
+        return 0
+
+    cdef int plain(self, Py_ssize_t slot, object t, char* data) except -1:
+        """1 when ``t`` is neither a negated view nor an inference tensor (asking torch
+        unless cached), else 0 (torch steps it). Raises torch's error for an inference
+        tensor outside inference mode (torch refuses to update it)."""
+        if (_key_set_offset >= 0 and self.objects[slot] == <PyObject*>t
+                and self.data[slot] == data and self.key_sets[slot] == _key_set(t)):
+            return 1
+        if _is_neg(t) is not False:
+            return 0
+        if _is_inference(t) is not False:
+            if _inference_mode_enabled():
+                return 0
+            raise RuntimeError(INFERENCE_TENSOR_ERROR)
+        if _key_set_offset >= 0:
+            Py_INCREF(t)
+            Py_XDECREF(self.objects[slot])
+            self.objects[slot] = <PyObject*>t
+            self.data[slot] = data
+            self.key_sets[slot] = _key_set(t)
+        return 1
+
+
+cdef inline bint _same_layout(const DenseTensor* a, const DenseTensor* b) noexcept:
+    """Same dtype and shape, and disjoint memory."""
+    return (a.is_f32 == b.is_f32 and a.dim == b.dim
+            and memcmp(a.sizes, b.sizes, a.dim * sizeof(int64_t)) == 0
+            and not bytes_overlap(a.data, a.nbytes, b.data, b.nbytes))
+
+
+cdef inline list _appended(list items, object item):
+    """``items`` with ``item`` appended (a new list when ``items`` is None)."""
+    if items is None:
+        return [item]
+    items.append(item)
+    return items
+
+
+@cython.no_gc  # nothing it holds refers back to it: fewer GC-tracked allocations per step
+cdef class TorchGroupPlan:
+    """One param group's fast-path share of a step, checked and described, not yet run
+    (torch_sgd_run runs every group's plan and does the bookkeeping in one C call)."""
+    cdef WorkList work
+    cdef readonly list stepped    # params the run writes
+    cdef readonly list others     # indices of params with a grad that torch must step
+    cdef list new_buffers         # (param, buffer) of first steps, stored after the run
+    cdef list held                # grads, buffers and averages the items point into
+    cdef WrittenSpans written     # its group cache's (busy while the plan runs)
+
+
+def torch_sgd_group_plan(list params, object state, lr, momentum, dampening, weight_decay,
+                         bint nesterov, bint maximize, new_buffer, TorchGroupCache checked,
+                         list averages=None, decay=0.0, Py_ssize_t first_index=0,
+                         object run_ema=False):
+    """Check and describe (write nothing) the step of every param of one torch.optim param
+    group whose param, grad and momentum buffer are plain dense CPU float32/float64
+    C-contiguous tensors, bit for bit as torch.optim.SGD's for-loop, in one multi-tensor
+    pass that torch_sgd_run makes.
+
+    ``state`` is the optimizer's state (a dict keyed by param); ``new_buffer(param)`` makes
+    and returns a momentum buffer for a param's first step (stored in ``state`` by
+    torch_sgd_run, after the kernels filled it); ``checked`` is this group's
+    TorchGroupCache. With ``averages`` (NumPy arrays, one per param), each param stepped
+    here also gets ``ema_update(averages[i], param, decay)`` of its new weights in the same
+    pass; ``first_index``: the index of ``params[0]`` among the optimizer's params (for
+    error messages). ``run_ema`` (not False): when torch has no param of this group to
+    step, run the plan at once (as ``torch_sgd_run([plan], state, run_ema, decay)``, one
+    call instead of two for a one-group optimizer) and return what that returns (an int)
+    instead of the plan. Raises (before
+    anything is written) what ``new_buffer`` raises,
+    torch's RuntimeError for an inference tensor outside inference mode, or ValueError for
+    an average unlike its param."""
+    cdef Py_ssize_t n = len(params), i
+    cdef double lr_ = lr, momentum_ = momentum, dampening_ = dampening
+    cdef double weight_decay_ = weight_decay
+    cdef double decay_ = decay
+    cdef TorchGroupPlan plan = TorchGroupPlan()
+    plan.work = WorkList(n)
+    plan.stepped, plan.held = [], [averages]
+    plan.others = plan.new_buffers = None  # lists once needed (most steps need neither)
+    plan.written = checked.written
+    cdef list first_steps = None
+    cdef DenseTensor pt, gt, bt
+    cdef object p, g, buf
+    cdef char* average_data
+    cdef bint first, fused_ema = averages is not None
+    if not PyDict_Check(state):
+        raise TypeError("torch_sgd_group_plan: `state` must be a dict")
+    if fused_ema and (len(averages) != n or not finite_in(decay_, 0.0, 1.0)):
+        raise ValueError("torch_sgd_group_plan: `averages` must hold one array per param "
+                         "and `decay` be in [0, 1]")
+    checked.reserve(n)
+    set_scalars(&plan.work.scalars, lr_, momentum_, dampening_, weight_decay_, nesterov,
+                maximize, decay_)
+    for i in range(n):
+        p = params[i]
+        g = getattr(p, _GRAD)
+        if g is None:
+            continue
+        if not (_dense_cpu(p, &pt) and _dense_cpu(g, &gt) and _same_layout(&pt, &gt)
+                and _is_neg(g) is False and checked.plain(2 * i, p, pt.data)):
+            plan.others = _appended(plan.others, i)
+            continue
+        first = False
+        bt.data = NULL
+        if momentum_ != 0.0:
+            buf = momentum_buffer(state, p)
+            first = buf is None
+            if not first and not (_dense_cpu(buf, &bt) and _same_layout(&bt, &pt)
+                                  and _same_layout(&bt, &gt)
+                                  and checked.plain(2 * i + 1, buf, bt.data)):
+                plan.others = _appended(plan.others, i)
+                continue
+            if first:
+                # -1: empty params get a buffer (as in torch) but no work item.
+                first_steps = _appended(first_steps, (plan.work.count if pt.numel else -1, p))
+            else:
+                plan.held.append(buf)
+        average_data = NULL
+        if fused_ema and pt.numel:
+            if not (usable(averages[i], cnp.NPY_FLOAT if pt.is_f32 else cnp.NPY_DOUBLE, True)
+                    and cnp.PyArray_SIZE(<cnp.ndarray>averages[i]) == pt.numel):
+                raise ValueError(f"SGD.step: ema: `params[{first_index + i}]` is now a "
+                                 f"{'float32' if pt.is_f32 else 'float64'} tensor of "
+                                 f"{pt.numel} elements; its average is "
+                                 f"{_validation.describe(averages[i])} (the EMA averages "
+                                 f"params of fixed dtype and shape)")
+            average_data = cnp.PyArray_BYTES(<cnp.ndarray>averages[i])
+            if (bytes_overlap(average_data, pt.nbytes, pt.data, pt.nbytes)
+                    or bytes_overlap(average_data, pt.nbytes, gt.data, pt.nbytes)
+                    or (bt.data != NULL
+                        and bytes_overlap(average_data, pt.nbytes, bt.data, pt.nbytes))):
+                raise ValueError(f"SGD.step: ema: the average of `params[{first_index + i}]` "
+                                 f"shares memory with its param, grad or momentum buffer")
+        plan.stepped.append(p)
+        plan.held.append(g)
+        if pt.numel == 0:
+            continue
+        sgd_item(plan.work.append(pt.numel), &plan.work.scalars, pt.is_f32, pt.data, gt.data,
+                 bt.data, average_data, first)
+    cdef Py_ssize_t item
+    if not order_free(plan.work.items, plan.work.count, checked.written):
+        # aliased memory (new buffers are fresh memory and cannot be): torch steps the
+        # whole group, in its order
+        plan.work = WorkList(0)
+        plan.stepped, plan.held = [], []
+        plan.others = [i for i in range(n) if getattr(params[i], _GRAD) is not None]
+        return plan
+    for item, p in first_steps or ():
+        buf = new_buffer(p)
+        plan.new_buffers = _appended(plan.new_buffers, (p, buf))
+        if item >= 0:
+            if not _dense_cpu(buf, &bt):
+                raise AssertionError("torch_sgd_group_plan: new_buffer must return a dense "
+                                     "C-contiguous CPU tensor like its param")
+            plan.work.items[item].velocity = bt.data
+    if run_ema is not False and not plan.others:
+        return _run_plans([plan], state, run_ema, decay_)
+    return plan
+
+
+def torch_sgd_run(list plans, object state, object ema=None, double decay=0.0):
+    """Run the plans of torch_sgd_group_plan (in order; RuntimeError, before anything is
+    written, while another thread runs a step of the same optimizer or took the first step
+    since these plans were made), then, in this same call (no interrupt can fall in
+    between): store the first steps' momentum buffers in ``state``,
+    bump the version counters of the params written (as an in-place op would, so autograd
+    still catches use of stale saved weights) and advance ``ema`` (a fastmomentum.EMA whose
+    averages the plans updated with ``decay``). Returns the number of params written."""
+    return _run_plans(plans, state, ema, decay)
+
+
+cdef object _run_plans(list plans, object state, object ema, double decay):
+    cdef TorchGroupPlan plan
+    cdef list stepped = None
+    for plan in plans:  # another thread's step of this optimizer: running, or ahead of us
+        if plan.written.busy:
+            concurrent_step("SGD.step")
+        for p, buf in plan.new_buffers or ():
+            if momentum_buffer(state, p) is not None:
+                concurrent_step("SGD.step")
+    for plan in plans:
+        plan.written.busy = True
+    for plan in plans:
+        plan.work.run(threads_for(pass_ns(plan.work.items, plan.work.total))
+                      if plan.work.count else 1)
+    for plan in plans:
+        plan.written.busy = False
+    for plan in plans:
+        for p, buf in plan.new_buffers or ():
+            store_momentum_buffer(state, p, buf)
+        stepped = plan.stepped if stepped is None else stepped + plan.stepped
+    if stepped:
+        _increment_version(stepped)
+    else:
+        stepped = []
+    account(None, None, False, ema, decay)
+    return len(stepped)

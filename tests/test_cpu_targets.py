@@ -1,0 +1,121 @@
+"""Per-CPU-target builds: the CPU is checked before any target's module loads; results,
+pickles and state dicts do not depend on the target.
+
+The emulated-CPU test runs Python under ``qemu-x86_64 -cpu <model without AVX2>`` (CI
+installs qemu-user: .ci/run); without qemu it is skipped, unless
+``FASTMOMENTUM_REQUIRE_QEMU=1`` (CI's leg) makes that a failure.
+"""
+import os
+import pickle
+import platform
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import fastmomentum as fm
+from fastmomentum import _target
+
+# What the emulated CPU runs: an import, a momentum_step, an ewm_mean, a pickle round trip
+# of fastmomentum.SGD; it prints the target and the result bytes, to compare with this CPU.
+SMOKE = r"""
+import pickle, sys
+import numpy as np
+import fastmomentum as fm
+rng = np.random.default_rng(5)
+p, g, v = (rng.standard_normal(300) for _ in range(3))
+fm.momentum_step(p, g, v, lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01)
+x = rng.standard_normal(5000)
+x[7] = np.nan
+y = fm.ewm_mean(x, alpha=0.05)
+opt = fm.SGD([p.copy()], lr=0.1, momentum=0.9)
+opt.step([g])
+back = pickle.loads(pickle.dumps(opt))
+back.step([g])
+opt.step([g])
+assert np.array_equal(back.params[0], opt.params[0])
+print(fm.BUILD_TARGET)
+print((p.tobytes() + v.tobytes() + y.tobytes() + opt.params[0].tobytes()).hex())
+"""
+
+# Intel models without AVX2, oldest first. The issue's reproducer used Nehalem; NumPy 2.4's
+# wheel itself needs AVX (importing numpy alone dies there with SIGILL), so the test takes
+# the first model on which NumPy imports.
+MODELS = ("Nehalem", "SandyBridge")
+
+
+def _python():
+    # the venv's interpreter path (not its resolved target): it finds the venv's packages
+    return sys.executable
+
+
+def _qemu():
+    qemu = shutil.which("qemu-x86_64")
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        pytest.skip("x86-64 only")
+    if qemu is None:
+        if os.environ.get("FASTMOMENTUM_REQUIRE_QEMU") == "1":
+            pytest.fail("qemu-x86_64 is required (apt-get install -y qemu-user)")
+        pytest.skip("qemu-x86_64 not installed (apt-get install -y qemu-user)")
+    return qemu
+
+
+def _run(cmd, code):
+    return subprocess.run([*cmd, _python(), "-c", code], capture_output=True, text=True,
+                          timeout=600, cwd=os.path.dirname(os.path.dirname(fm.__file__)))
+
+
+def test_a_cpu_without_avx2_runs_the_portable_cores_with_the_same_bits():
+    qemu = _qemu()
+    for model in MODELS:
+        if _run([qemu, "-cpu", model], "import numpy").returncode == 0:
+            break
+    else:
+        pytest.fail(f"NumPy imports on none of the qemu models {MODELS}")
+    emulated = _run([qemu, "-cpu", model], SMOKE)
+    assert emulated.returncode == 0, (model, emulated.returncode, emulated.stderr[-2000:])
+    native = _run([], SMOKE)
+    assert native.returncode == 0, native.stderr[-2000:]
+    target, result = emulated.stdout.split()
+    assert target == "portable"
+    assert result == native.stdout.split()[1]   # the same bits as this CPU's target
+
+
+def test_pickles_and_state_dicts_name_no_target():
+    params = [np.ones(3, np.float32), np.ones(4)]
+    ema = fm.EMA(params, decay=0.9)
+    opt = fm.SGD(params, lr=0.1, momentum=0.9, ema=ema)
+    opt.step([np.ones(3, np.float32), np.ones(4)])
+    for obj in (opt, ema, opt.state_dict(), ema.state_dict()):
+        data = pickle.dumps(obj)
+        assert b"_cores_" not in data and b"avx2" not in data and b"portable" not in data
+        assert pickle.loads(data) is not None
+
+
+@pytest.mark.parametrize("target", _target.TARGETS)
+def test_an_sgd_pickled_under_one_target_steps_the_same_under_every_other(target):
+    rng = np.random.default_rng(3)
+    params = [rng.standard_normal(100), rng.standard_normal((30, 7)).astype(np.float32)]
+    grads = [rng.standard_normal(p.shape).astype(p.dtype) for p in params]
+    opt = fm.SGD(params, lr=0.05, momentum=0.9, dampening=0.1)
+    opt.step(grads)
+    data = pickle.dumps(opt)
+    opt.step(grads)
+    with _target.using(target):
+        other = pickle.loads(data)
+        other.step(grads)
+    for a, b in zip(opt.params, other.params):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_the_cpu_check_needs_no_target_module():
+    """The CPU check and the target choice import no target-specific module first: in a
+    fresh process, _target loads exactly the cores it chose."""
+    code = ("import sys, fastmomentum._target as t; "
+            "print(t.BUILD_TARGET, sorted(m for m in sys.modules if '_cores_' in m))")
+    out = _run([], code)
+    assert out.returncode == 0, out.stderr
+    target, loaded = out.stdout.split(" ", 1)
+    assert eval(loaded) == [f"fastmomentum._cores_{target}"]
