@@ -1,7 +1,5 @@
-# Private: the compiled build picked for this CPU. Its functions are typed where they are
-# re-exported (fastmomentum/__init__.pyi); the modules themselves are internal.
-from types import ModuleType
+# Private: the compiled-once modules' API in one namespace. Its functions are typed where they
+# are re-exported (fastmomentum/__init__.pyi); the modules themselves are internal.
 from typing import Any
 
-BUILDS: dict[str, ModuleType]
 kernels: Any

@@ -5,9 +5,11 @@ from typing import Any, overload
 import torch
 from torch.optim.optimizer import Optimizer, ParamsT
 
-__all__ = ["SGD", "EMA", "FAST_PATH"]
+__all__ = ["SGD", "EMA", "FAST_PATH", "FAST_PATH_REASON"]
 
 FAST_PATH: bool
+#: None, or why the fast path is off on this torch (every step is then torch's own)
+FAST_PATH_REASON: str | None
 
 class EMA:
     def __init__(self, params: torch.nn.Module | Iterable[torch.Tensor], decay: float = 0.999,
@@ -23,6 +25,8 @@ class EMA:
 
 class SGD(Optimizer):
     ema: EMA | None
+    #: params the last step() sent through fastmomentum's kernels (the rest went to torch)
+    kernel_params: int
     def __init__(self, params: ParamsT, lr: float | torch.Tensor = 1e-3, momentum: float = 0,
                  dampening: float = 0, weight_decay: float | torch.Tensor = 0,
                  nesterov: bool = False, *, maximize: bool = False, foreach: bool | None = None,

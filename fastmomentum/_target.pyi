@@ -1,0 +1,13 @@
+# Private: which CPU target's numeric cores run here (see _target.py).
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import Any
+
+BUILT: tuple[str, ...]
+TARGETS: tuple[str, ...]
+BUILD_TARGET: str
+
+def runnable(name: str) -> bool: ...
+def core_table(name: str) -> Any: ...
+def attach(use_core_table: Callable[[Any], object]) -> None: ...
+def using(name: str) -> AbstractContextManager[None]: ...
