@@ -5,7 +5,7 @@ The kernels read a Python tensor's ``at::Tensor`` straight from the object (it s
 after the object header, torch/csrc/autograd/python_variable.h) and ask libtorch's stable C
 shim (the extern "C" ``aoti_torch_*`` functions AOTInductor is built on) for its dtype,
 device, sizes and data: two Python calls per tensor instead of about ten (see
-src/_torch_multi.pxi). This module looks those functions up, checks that layout on a few
+src/torch/_torch_multi.pyx). This module looks those functions up, checks that layout on a few
 probe tensors, and looks up, once, the few private torch names the fast path cannot do
 without. Anything missing or different leaves :data:`FAST_PATH_REASON` saying what, and
 every step to torch's own SGD (correct, not faster): it never breaks ``step()``.

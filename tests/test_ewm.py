@@ -274,7 +274,7 @@ def test_plain_arguments_take_the_c_checks_with_the_validators_bits(dtype, shape
 @pytest.mark.parametrize("adjust", [True, False])
 @pytest.mark.parametrize("shape", [(4_200_001,), (70_001, 64)])
 def test_results_over_16mb_are_streamed_exactly(shape, adjust):
-    """An ``out`` of 16 MB and more is written with streaming stores (src/fm_store.h), a
+    """An ``out`` of 16 MB and more is written with streaming stores (src/cores/fm_store.h), a
     fresh result with ordinary ones: the same bits, into a misaligned ``out`` too (every
     head length before the aligned part), as pandas' numbers; float32 results equal the
     float64 ones rounded."""

@@ -65,10 +65,21 @@ def _free_port():
         return s.getsockname()[1]
 
 
+#: What gloo prints when a rank's C++ thread is torn down under it at exit, after the
+#: training finished (seen 2 times in ~15 runs of this test on a loaded 2-core machine, with
+#: every rank's result already printed; torch's, not fastmomentum's: no C++ of ours runs).
+GLOO_TEARDOWN_ABORT = "terminate called without an active exception"
+
+
 def _run_ddp(command, cwd, **env):
-    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True,
-                            timeout=DDP_TIMEOUT_S, env=dict(os.environ, **env))
-    assert result.returncode == 0, result.stdout + result.stderr
+    for attempt in range(2):
+        result = subprocess.run(command, cwd=cwd, capture_output=True, text=True,
+                                timeout=DDP_TIMEOUT_S, env=dict(os.environ, **env))
+        output = result.stdout + result.stderr
+        if not (result.returncode != 0 and GLOO_TEARDOWN_ABORT in output
+                and "steps: loss" in result.stdout):
+            break   # only an abort at teardown, after a finished run, is run again (once)
+    assert result.returncode == 0, output
     (line,) = [line for line in result.stdout.splitlines() if "steps: loss" in line]
     return line
 

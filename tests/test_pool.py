@@ -1,4 +1,4 @@
-"""The thread pool (src/threads/fm_pool.c): no thread count or schedule changes a bit on any
+"""The thread pool (src/driver/fm_pool.c): no thread count or schedule changes a bit on any
 threaded path, a fork child (and a thread it starts) computes the same bits after the parent
 used the threads, and set_num_threads cannot start more threads than the CPUs."""
 import os

@@ -1,4 +1,4 @@
-"""The benchmark report's roofline loop (src/fm_stream.h): right numbers, checked input."""
+"""The benchmark report's roofline loop (src/reference/fm_stream.h): right numbers, checked input."""
 import numpy as np
 import pytest
 

@@ -3,7 +3,7 @@
 Each group of cases (one kernel, dtype and size) is timed interleaved (A B C A B C ...) after a
 warm-up, so slow drifts of a shared machine hit every implementation alike. Groups of the
 element-wise kernels also time a reference: a plain C loop with momentum_step's memory traffic
-(``src/fm_stream.h``), whose bandwidth the rows are set against. It is a reference, not a
+(``src/reference/fm_stream.h``), whose bandwidth the rows are set against. It is a reference, not a
 bound: a kernel with a better schedule can beat it.
 """
 import dataclasses

@@ -94,7 +94,7 @@ STREAM_LOOP = "stream loop"
 
 
 def stream_loop_case(n, dtype):
-    """The reference at ``n`` elements: a plain C OpenMP loop (src/fm_stream.h) moving the
+    """The reference at ``n`` elements: a plain C OpenMP loop (src/reference/fm_stream.h) moving the
     same bytes as momentum_step (reads 3 arrays, writes 2), on the kernels' thread count. It
     is a reference, not a bound: a kernel with a better schedule or stores can beat it."""
     return Case(STREAM_LOOP, "C stream loop", n, dtype, make=partial(_stream, n, dtype),
