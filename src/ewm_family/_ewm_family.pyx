@@ -31,11 +31,9 @@ the seed's share, the decay up to the first observation and the first observatio
 Series side by side (rows of a C-ordered block) whose weight states are all equal and whose
 row has no missing value take one weight computation per row and a loop over the series the
 compiler vectorises; it computes every value by the same operations as the per-value step.
-Threads split the series (never the time axis), so results do not depend on them.
+It runs on the calling thread (see _chunk: a split by columns measured slower).
 """
 cimport numpy as cnp
-
-from fastmomentum._threads cimport run_chunks, threads_for
 from libc.math cimport NAN, exp2, log2, pow, sqrt
 
 cnp.import_array()
@@ -59,10 +57,6 @@ cdef enum:
 STATE_FIELDS = ("mean_x", "mean_y", "cov", "old_wt", "sum_wt2", "nobs", "decay", "seed",
                 "lead_decay", "x1", "y1", "var_x", "var_y")
 
-# One value of the family's recurrences on one thread (measured here: 2-8 ns a value for
-# var/cov/corr, series and frames; the low end, so that the estimate errs towards fewer
-# threads): the work estimate the thread pool weighs against its wake-up cost.
-cdef double NS_PER_VALUE = 2.0
 
 
 ctypedef struct Series:
@@ -521,32 +515,13 @@ cdef void _chunk_part(const Chunk* c, Py_ssize_t j0, Py_ssize_t j1) noexcept nog
                     <double*>c.out + j * c.js, c.state, c.n, c.m, j, c.ts, &c.p)
 
 
-ctypedef struct SeriesBlocks:      # the context of _series_block: a call, cut by series
-    const Chunk* c
-    Py_ssize_t width
-
-
-cdef void _series_block(void* ctx, Py_ssize_t k, int worker) noexcept nogil:
-    cdef const SeriesBlocks* b = <const SeriesBlocks*>ctx
-    if k * b.width < b.c.m:
-        _chunk_part(b.c, k * b.width, min(b.c.m, (k + 1) * b.width))
-
-
 cdef void _chunk(const Chunk* c) noexcept nogil:
-    """The one place that splits a call across threads (fastmomentum's pool): by series, in
-    blocks of a multiple of 16 (whole cache lines of a row), four blocks a thread so that a
-    thread the machine holds back leaves little for the others; each series' bits depend
-    on that series alone, so neither the split nor the thread count changes a bit."""
-    cdef int nthreads = 1
-    cdef SeriesBlocks blocks
-    if c.m > 16:
-        nthreads = threads_for(c.n * c.m * NS_PER_VALUE)
-    if nthreads <= 1:
-        _chunk_part(c, 0, c.m)
-        return
-    blocks.c = c
-    blocks.width = ((c.m + 4 * nthreads - 1) // (4 * nthreads) + 15) // 16 * 16
-    run_chunks(_series_block, &blocks, (c.m + blocks.width - 1) // blocks.width, nthreads)
+    """One call, on the calling thread. Series side by side were split across threads by
+    blocks of columns (OpenMP, then the pool); measured here on a quiet machine, 100k x 100
+    ewm_var into out=: one thread 25 ms, two threads 60-134 ms (each thread sweeps every row
+    for its columns, sharing the rows' cache lines), so the split is off until a layout that
+    pays is found (e.g. row superblocks, as ewm_mean's scan)."""
+    _chunk_part(c, 0, c.m)
 
 
 cdef bint _same_steps(cnp.ndarray a, cnp.ndarray b, Py_ssize_t n, Py_ssize_t m):
