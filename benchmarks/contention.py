@@ -24,7 +24,7 @@ import numpy as np
 
 import fastmomentum
 from fastmomentum import optim
-from fastmomentum.bench import _seconds_per_call
+from fastmomentum.bench.timing import _seconds_per_call
 from fastmomentum import _threads
 from fastmomentum._dispatch import kernels as ours
 

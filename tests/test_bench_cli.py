@@ -3,6 +3,7 @@
 Runs the real CLI in --quick mode on tiny sizes; no assertion is about speed, only about what
 the report contains and how it is derived from its own measurements."""
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -337,3 +338,22 @@ def test_contention_times_one_and_n_threads_under_a_busy_process(tmp_path, capsy
         os.kill(busy["pid"], 0)   # the busy process is gone with the run
     assert "fastmomentum on 2 threads over 1 thread under load" in out
     assert "verdict: machine busy by --contention" in out
+
+
+def test_contention_script_runs_and_derives_its_ratios():
+    """benchmarks/contention.py (the thread-count A/B behind docs/internals.md's figures)
+    runs against the installed package; each ratio it prints is its own medians' ratio."""
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "contention.py"),
+                           "--quiet", "--sizes", "16", "65536", "--rounds", "3",
+                           "--only", "momentum_step", "ema_update"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    rows = [line for line in done.stdout.splitlines() if "Nt/1t=" in line]
+    assert [r.split()[:2] for r in rows] == [["momentum_step", "16"], ["momentum_step", "65536"],
+                                             ["ema_update", "16"], ["ema_update", "65536"]]
+    for row in rows:
+        many, one, ratio = (float(x) for x in re.findall(r"=\s*([0-9.]+)", row))
+        # times are printed to 0.01 us and ratios to 0.01: the ratio lies within the
+        # range the rounded times allow
+        low, high = (many - 0.005) / (one + 0.005), (many + 0.005) / (one - 0.005)
+        assert low - 0.005 <= ratio <= high + 0.005

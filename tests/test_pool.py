@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -119,3 +120,16 @@ def test_many_threads_asked_few_started():
                          check=True, timeout=120).stdout.split()
     assert int(out[0]) == 65536      # the setting is kept, as OpenMP keeps it
     assert 1 <= int(out[1]) <= CPUS - 1
+
+
+@needs_threads
+def test_a_raised_overhead_estimate_relaxes(restore_threads):
+    """A loop the estimate keeps on one thread adds no sample: a few preempted loops must
+    not keep mid-sized calls off the threads for good (before the fix, an estimate of
+    100 us stayed there and a 1M-element momentum_step ran on one thread ever after)."""
+    fastmomentum.set_num_threads(2)
+    _threads._pool_set_overhead(100_000)
+    assert _threads._threads_for_size(1 << 20) == 1    # 140 us of work < 6 x 100 us
+    time.sleep(0.2)                                    # ten half-lives of the excess
+    assert _threads._pool_stats()[3] < 10_000
+    assert _threads._threads_for_size(1 << 20) == 2

@@ -26,6 +26,7 @@
 
 #if defined(__linux__) && !defined(__STDC_NO_ATOMICS__)
 #include <linux/futex.h>
+#include <math.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
@@ -66,6 +67,13 @@ enum { POOL_MAX = 1023 };   /* worker slots: 10 bits of the claim word */
    a sample capped at OVERHEAD_CAP_NS so that one preempted thread does not dominate). */
 #define FM_POOL_FIRST_OVERHEAD_NS 5000
 #define OVERHEAD_CAP_NS 200000
+/* An estimate above the first one relaxes back towards it (halving the excess every
+   OVERHEAD_HALF_LIFE_NS without a new sample): a loop that the estimate keeps on one
+   thread adds no sample, so two preempted loops (a sample of 200 us adds 12 us) kept
+   1M-element momentum_step on one thread for the rest of the process on a quiet machine.
+   Relaxed, the estimate lets a loop try the threads again within ~0.1 s; under sustained
+   load that costs at most one slow loop per try. */
+#define OVERHEAD_HALF_LIFE_NS 20000000.0
 
 /* The words written often each have a cache line of their own (a spinning thread reading
    a line another thread writes would pull it back and forth). */
@@ -84,6 +92,7 @@ static struct {
     _Atomic int caller_cpu;       /* where the last caller ran */
     FM_LINE _Atomic int busy;          /* a caller owns the pool */
     _Atomic uint32_t overhead_ns; /* running estimate: see fm_pool_overhead_ns */
+    _Atomic int64_t overhead_at;  /* when it was last set */
     _Atomic uint64_t stats[3];    /* jobs, chunks run by pool threads, caller sleeps */
     int threads;                  /* created (by the owning caller only) */
     int cpus;
@@ -205,6 +214,21 @@ static void* pool_thread(void* arg) {
     return NULL;
 }
 
+static void set_overhead_ns(uint32_t ns) {
+    atomic_store_explicit(&pool.overhead_ns, ns, memory_order_relaxed);
+    atomic_store_explicit(&pool.overhead_at, now_ns(), memory_order_relaxed);
+}
+
+/* The estimate at time `now` (see OVERHEAD_HALF_LIFE_NS). */
+static double relaxed_overhead_ns(int64_t now) {
+    double estimate = atomic_load_explicit(&pool.overhead_ns, memory_order_relaxed);
+    if (estimate <= FM_POOL_FIRST_OVERHEAD_NS)
+        return estimate;
+    double age = (double)(now - atomic_load_explicit(&pool.overhead_at, memory_order_relaxed));
+    return FM_POOL_FIRST_OVERHEAD_NS + (estimate - FM_POOL_FIRST_OVERHEAD_NS)
+                                       * exp2(-age / OVERHEAD_HALF_LIFE_NS);
+}
+
 static void reset_pool(void) {
     /* a fork child: the parent's threads (and a job in flight) are not here */
     atomic_store(&pool.claim, 0);
@@ -215,6 +239,7 @@ static void reset_pool(void) {
     atomic_store(&pool.sleepers, 0);
     atomic_store(&pool.busy, 0);
     atomic_store(&pool.overhead_ns, FM_POOL_FIRST_OVERHEAD_NS);
+    atomic_store(&pool.overhead_at, 0);
     pool.threads = 0;
     pool.cpus = count_cpus();
 }
@@ -286,10 +311,16 @@ FM_HIDDEN void fm_parallel_for(fm_task_fn task, void* ctx, ptrdiff_t nchunks, in
     if (atomic_load(&pool.sleepers) > 0)
         futex(&pool.epoch, FUTEX_WAKE, (uint32_t)workers - 1);
 
-    int64_t overhead = now_ns() - t_start;
+    int64_t t_run = now_ns(), overhead = t_run - t_start;
     uint32_t ran = pool.schedule == 2 ? 0 : run_chunks(0);
     uint32_t done = atomic_fetch_add(&pool.done, ran) + ran;
     int64_t t_wait = now_ns();
+    /* the last chunk a running thread claimed may have started just before the caller
+       ran out: waiting up to one chunk's time is the split's granularity, not overhead.
+       Counting it made ewm_mean's 2 MB superblocks (~0.5 ms each) raise the estimate to
+       ~94 us on a quiet machine, and momentum_step and ema_update from 256k to 4M then
+       ran on one thread (1.1-1.8x slower than eb8d50c's OpenMP build). */
+    int64_t chunk_ns = ran ? (t_wait - t_run) / ran : 0;
     /* what is left was claimed by threads that run: wait for them */
     if (done != (uint32_t)nchunks) {
         int64_t end = now_ns() + WAIT_SPIN_NS;
@@ -307,16 +338,17 @@ FM_HIDDEN void fm_parallel_for(fm_task_fn task, void* ctx, ptrdiff_t nchunks, in
         done = atomic_load(&pool.done);
     }
     atomic_store(&pool.caller_sleeps, 0);
-    overhead += now_ns() - t_wait;
-    int64_t estimate = atomic_load_explicit(&pool.overhead_ns, memory_order_relaxed);
+    int64_t waited = now_ns() - t_wait - chunk_ns;
+    overhead += waited > 0 ? waited : 0;
+    int64_t estimate = (int64_t)relaxed_overhead_ns(now_ns());
     estimate += ((overhead < OVERHEAD_CAP_NS ? overhead : OVERHEAD_CAP_NS) - estimate) / 16;
-    atomic_store_explicit(&pool.overhead_ns, (uint32_t)estimate, memory_order_relaxed);
+    set_overhead_ns((uint32_t)estimate);
     atomic_store(&pool.busy, 0);
 }
 
 FM_HIDDEN double fm_pool_overhead_ns(void) {
     pthread_once(&pool_once, init_pool);
-    return (double)atomic_load_explicit(&pool.overhead_ns, memory_order_relaxed);
+    return relaxed_overhead_ns(now_ns());
 }
 
 FM_HIDDEN int fm_pool_cpus(void) {
@@ -328,7 +360,7 @@ FM_HIDDEN void fm_pool_set_schedule(int schedule) { pool.schedule = schedule; }
 
 FM_HIDDEN void fm_pool_set_overhead_ns(double ns) {
     pthread_once(&pool_once, init_pool);
-    atomic_store(&pool.overhead_ns, (uint32_t)(ns < 0 ? 0 : ns > 4e9 ? 4e9 : ns));
+    set_overhead_ns((uint32_t)(ns < 0 ? 0 : ns > 4e9 ? 4e9 : ns));
 }
 
 FM_HIDDEN int fm_pool_threads(void) { return pool.threads; }
