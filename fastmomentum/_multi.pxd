@@ -66,3 +66,4 @@ cdef inline void set_scalars(StepScalars* s, double lr, double momentum, double 
     s.sgd.weight_decay, s.sgd.nesterov, s.sgd.maximize = weight_decay, nesterov, maximize
     s.sgd.first_step = False    # per item: WorkItem.first_step
     s.decay = decay
+    s.grad_coef = 1.0           # no clipping or unscaling (see fm_core_table.StepScalars)

@@ -29,6 +29,9 @@ cdef extern from "fm_scan.h" nogil:
 ctypedef struct StepScalars:
     SgdParams sgd     # the step (first_step is per item: WorkItem.first_step)
     double decay      # the EMA's (EMA items, and fused averages)
+    # clip-amp: every grad is read as grad * grad_coef (rounded to its dtype): global-norm
+    # clipping, AMP unscaling; 1 runs the unscaled loops
+    double grad_coef
 
 cdef enum StepOp:
     OP_SGD_STEP        # param (and velocity, when sgd.momentum != 0) from grad
