@@ -8,6 +8,9 @@
                                     first_step=False)
     sgd_step(&param[0], &grad[0], &velocity[0], n, &opts)   # float* or double*
 
+``sgd_step_scaled`` / ``sgd_ema_step_scaled`` read each grad as ``grad * coef`` (rounded
+to the buffer's type, not written back): global-norm clipping, AMP unscaling.
+
 The entry points (``sgd_step``, ``sgd_ema_step``, ``ema_step``) take the hyper-parameters
 as ``fastmomentum.momentum_step`` does, in double, in one ``SgdParams`` struct, and round
 them to the buffer's type as torch does: results are ``momentum_step``'s, bit for bit. The
