@@ -5,6 +5,8 @@ import math
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import fastmomentum as fm
 from fastmomentum import baseline
@@ -208,3 +210,30 @@ def test_baseline_mirrors_clipping(norm_type):
         for a, b in zip(ours, theirs):
             np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
     assert ref.skipped_steps == opt.skipped_steps == 1 and ref.steps == opt.steps == 3
+
+
+@settings(max_examples=60, deadline=None)
+@given(shapes=st.lists(st.tuples(st.integers(0, 40), st.integers(1, 9)), min_size=1,
+                       max_size=5),
+       dtypes=st.lists(st.sampled_from(DTYPES), min_size=5, max_size=5),
+       max_norm=st.floats(0.0, 50.0), norm_type=st.sampled_from([2.0, math.inf]),
+       scale=st.floats(1e-3, 1e3), seed=st.integers(0, 2 ** 16))
+def test_property_clipped_step_is_the_step_of_scaled_grads(shapes, dtypes, max_norm,
+                                                            norm_type, scale, seed):
+    """Any shapes, mixed dtypes, max norms: the total is the float64 norm (rounded to
+    float32 when every array is float32), the step that of grads times the coefficient."""
+    rng = np.random.default_rng(seed)
+    params = [(rng.standard_normal(s)).astype(d) for s, d in zip(shapes, dtypes)]
+    grads = [(scale * rng.standard_normal(s)).astype(d) for s, d in zip(shapes, dtypes)]
+    theirs = [p.copy() for p in params]
+    opt = fm.SGD(params, lr=0.1, momentum=0.5, clip_grad_norm=max_norm, norm_type=norm_type)
+    opt.step(grads)
+    f32 = all(p.dtype == np.float32 for p in params)
+    exact = (max((float(np.max(np.abs(g))) for g in grads if g.size), default=0.0)
+             if norm_type == math.inf else
+             math.sqrt(sum(float(np.sum(g.astype(np.float64) ** 2)) for g in grads)))
+    assert opt.last_grad_norm == pytest.approx(float(np.float32(exact)) if f32 else exact,
+                                               rel=1e-13, abs=0)
+    coef = kernels.clip_coefficient(opt.last_grad_norm, max_norm, f32)
+    fm.SGD(theirs, lr=0.1, momentum=0.5).step([g * g.dtype.type(coef) for g in grads])
+    assert all(np.array_equal(a, b) for a, b in zip(params, theirs))

@@ -320,3 +320,28 @@ def test_state_dict_keeps_torchs_layout_and_options_survive_pickling():
     again = pickle.loads(pickle.dumps(opt))
     assert (again.clip_grad_norm, again.skip_if_nonfinite, again.last_grad_norm) == (
         0.5, True, opt.last_grad_norm)
+
+
+def test_mixed_dtypes_clip_in_float64_as_torch():
+    """float32 and float64 params: torch's total is float64 (its stack promotes), the
+    coefficient float64, each grad times it in its own dtype; the same here."""
+    ours, theirs = mlp(), mlp()
+    ours[2].double()
+    theirs[2].double()
+    opt = fmt.SGD(ours.parameters(), lr=0.1, momentum=0.9, clip_grad_norm=0.1)
+    ref = torch.optim.SGD(theirs.parameters(), lr=0.1, momentum=0.9)
+    for x, y in batches(3):
+        for m in (ours, theirs):
+            m.zero_grad()
+            out = m[2](m[1](m[0](x)).double())
+            torch.nn.functional.mse_loss(out, y.double()).backward()
+        opt.step()
+        assert opt.kernel_params == 4
+        total = torch.nn.utils.get_total_norm([p.grad for p in theirs.parameters()])
+        assert total.dtype == torch.float64
+        assert opt.last_grad_norm == pytest.approx(total.item(), rel=1e-6)
+        torch.nn.utils.clip_grads_with_norm_(theirs.parameters(), 0.1,
+                                             torch.tensor(opt.last_grad_norm,
+                                                          dtype=torch.float64))
+        ref.step()
+        assert same(ours, theirs)
