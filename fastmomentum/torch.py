@@ -374,8 +374,13 @@ class SGD(Optimizer):
         reads each grad times the coefficient, else torch's unscale/clip then its step."""
         grad_scale, found_inf = _amp_tensors(getattr(self, "grad_scale", None),
                                              getattr(self, "found_inf", None))
-        clip, norm_type = _validation.check_clipping(
-            "SGD.step", self.clip_grad_norm, self.norm_type, self.skip_if_nonfinite)
+        options = (self.clip_grad_norm, self.norm_type, self.skip_if_nonfinite)
+        key = options + tuple(map(type, options))  # 1 == True: the types count too
+        if key != self.__dict__.get("_clip_checked"):  # changed since checked (~0.7 us)
+            _validation.check_clipping("SGD.step", *options)
+            self._clip_checked = key  # (a NaN never compares equal: checked again)
+        clip, norm_type = (None if options[0] is None else float(options[0]),
+                           float(options[1]))
         if found_inf is not None and found_inf.item() != 0:
             self.kernel_params = 0  # as torch's fused step and GradScaler: skipped whole
             return loss

@@ -237,3 +237,21 @@ def test_property_clipped_step_is_the_step_of_scaled_grads(shapes, dtypes, max_n
     coef = kernels.clip_coefficient(opt.last_grad_norm, max_norm, f32)
     fm.SGD(theirs, lr=0.1, momentum=0.5).step([g * g.dtype.type(coef) for g in grads])
     assert all(np.array_equal(a, b) for a, b in zip(params, theirs))
+
+
+def test_norm_and_clipped_step_bits_do_not_depend_on_the_cpu_target():
+    """The lanes are fixed: the portable and AVX2 cores give the same total (float64
+    squares are not exact, so the order shows) and the same clipped step."""
+    from fastmomentum import _target
+    rng = np.random.default_rng(10)
+    grads = [rng.standard_normal(40003), rng.standard_normal(999).astype(np.float32)]
+    results = []
+    for target in _target.TARGETS:
+        with _target.using(target):
+            for norm_type in (2.0, math.inf):
+                params = [np.ones_like(g) for g in grads]
+                opt = fm.SGD(params, lr=0.1, clip_grad_norm=0.5, norm_type=norm_type)
+                opt.step(grads)
+                results.append((opt.last_grad_norm, [p.tobytes() for p in params]))
+    assert len(results) == 2 * len(_target.TARGETS) and len(_target.TARGETS) >= 1
+    assert all(r == results[i % 2] for i, r in enumerate(results))

@@ -21,7 +21,7 @@ from fastmomentum._threads cimport (NOGIL_MIN_SIZE, PARALLEL_CHUNK, run_chunks, 
 from fm_checks cimport (finite_in, import_checks, lead, like, list_of, overlap, real_number,
                        refused, sgd_hyper_ok)
 from fm_core_table cimport CoreTable, StepScalars, WorkItem, first_written, load_core_table
-from fm_norms cimport larger, max_magnitude, sum_squares
+from fm_norms cimport larger
 
 from fastmomentum import _target, _validation
 
@@ -111,13 +111,13 @@ cdef double _span_norm(const WorkItem* items, Py_ssize_t count, Py_ssize_t begin
     while i < count and items[i].offset < end:
         lo = max(begin - items[i].offset, 0)
         size = min(end - items[i].offset, items[i].size) - lo
-        g = items[i].grad
+        g = items[i].grad + lo * (4 if items[i].is_f32 else 8)
         if items[i].is_f32:
-            part = (max_magnitude((<const float*>g) + lo, size) if inf_norm
-                    else sum_squares((<const float*>g) + lo, size))
+            part = (cores.max_magnitude_f32(g, size) if inf_norm
+                    else cores.sum_squares_f32(g, size))
         else:
-            part = (max_magnitude((<const double*>g) + lo, size) if inf_norm
-                    else sum_squares((<const double*>g) + lo, size))
+            part = (cores.max_magnitude_f64(g, size) if inf_norm
+                    else cores.sum_squares_f64(g, size))
         acc = larger(acc, part) if inf_norm else acc + part
         i += 1
     return acc
