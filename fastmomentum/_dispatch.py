@@ -31,4 +31,7 @@ kernels = types.SimpleNamespace(
     INFERENCE_TENSOR_ERROR=_torch_multi.INFERENCE_TENSOR_ERROR,
     torch_sgd_group_plan=_torch_multi.torch_sgd_group_plan,
     torch_sgd_run=_torch_multi.torch_sgd_run,
+    torch_sgd_clip_run=_torch_multi.torch_sgd_clip_run,
+    torch_grads_norm=_torch_multi.torch_grads_norm,
+    clip_coefficient=_torch_multi.clip_coefficient_of,
 )

@@ -20,6 +20,13 @@ cdef void run_items(const StepScalars* s, const WorkItem* items, Py_ssize_t coun
 cdef int concurrent_step(str func) except -1
 cdef int account(object optimizer, object velocities, bint first_step, object ema,
                  double decay) except -1
+# clip-amp: gradient norms and clipping (see _multi.pyx)
+cdef int account_norm(object optimizer, double total_norm, bint skipped) except -1
+cdef double items_norm(const WorkItem* items, Py_ssize_t count, Py_ssize_t total,
+                       bint inf_norm) except? -1.0
+cdef double clip_coefficient(double total, double max_norm, bint f32) noexcept nogil
+cdef bint all_f32(const WorkItem* items, Py_ssize_t count) noexcept nogil
+cdef double finish_norm(double acc, bint inf_norm, bint f32) noexcept nogil
 
 
 cdef inline void sgd_item(WorkItem* w, const StepScalars* s, bint is_f32, char* param,
@@ -66,3 +73,4 @@ cdef inline void set_scalars(StepScalars* s, double lr, double momentum, double 
     s.sgd.weight_decay, s.sgd.nesterov, s.sgd.maximize = weight_decay, nesterov, maximize
     s.sgd.first_step = False    # per item: WorkItem.first_step
     s.decay = decay
+    s.grad_coef = 1.0           # no clipping or unscaling (see fm_core_table.StepScalars)

@@ -197,6 +197,23 @@ def check_multi_step(params, grads, velocities, averages, lr, momentum, dampenin
                 check_disjoint(func, f"averages[{i}]", a, other_name, other)
 
 
+def check_clipping(func, max_norm, norm_type, skip_if_nonfinite):
+    """Global-norm clipping's options (torch.nn.utils.clip_grad_norm_'s ``max_norm`` and
+    ``norm_type``; ``max_norm`` None: no clipping); returns ``(max_norm, norm_type)`` as
+    floats (max_norm None stays None)."""
+    if max_norm is not None:
+        max_norm = check_scalar(func, "clip_grad_norm", max_norm, label="max_norm")
+    if (isinstance(norm_type, (str, bytes, bool, complex))
+            or not isinstance(norm_type, (int, float, np.integer, np.floating))
+            or float(norm_type) not in (2.0, math.inf)):
+        raise ValueError(f"{func}: `norm_type` must be 2.0 or math.inf (the Euclidean or "
+                         f"the largest-magnitude norm); got {_short(norm_type)}")
+    if not isinstance(skip_if_nonfinite, (bool, np.bool_)):
+        raise TypeError(f"{func}: `skip_if_nonfinite` must be True or False; got "
+                        f"{_short(skip_if_nonfinite)}")
+    return max_norm, float(norm_type)
+
+
 def check_multi_ema(averages, values, decay, func="EMA.update"):
     """The checks of :func:`check_ema_update` for every pair, naming the index."""
     check_scalar(func, "decay", decay, high=1.0, label="decay")

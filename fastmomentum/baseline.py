@@ -6,6 +6,8 @@ one a formula needs. Every benchmark compares fastmomentum against it, and the t
 as an independent oracle (NumPy has no fused multiply-add, so it agrees with the kernels to
 a few units in the last place, not bit for bit).
 """
+import math
+
 import numpy as np
 
 from . import _ewm_api, _validation
@@ -41,6 +43,78 @@ def ema_update(average, value, decay):
     average *= decay
     average += (1.0 - decay) * value
     return average
+
+
+def _total_norm(grads, norm_type):
+    """The grads' total norm as float (2-norm in float64 sums, or the largest magnitude)."""
+    if norm_type == 2.0:
+        return math.sqrt(sum(float(np.dot(g.ravel().astype(np.float64),
+                                          g.ravel().astype(np.float64))) for g in grads))
+    magnitudes = [float(np.max(np.abs(g))) for g in grads if g.size]
+    return max(magnitudes, key=lambda m: (math.isnan(m), m)) if magnitudes else 0.0
+
+
+def clip_coefficient(total, max_norm, dtype):
+    """torch.nn.utils.clip_grad_norm_'s ``clamp(max_norm / (total + 1e-6), max=1)`` in
+    ``dtype`` (torch: ``(total + 1e-6).reciprocal() * max_norm``)."""
+    one = dtype.type(1.0)
+    with np.errstate(all="ignore"):
+        coef = (one / (dtype.type(total) + dtype.type(1e-6))) * dtype.type(max_norm)
+    return one if coef > one else coef
+
+
+class SGD:
+    """NumPy version of :class:`fastmomentum.SGD` (without ``ema``): a loop of
+    :func:`momentum_step` over the params, clipping by scaling each grad first."""
+
+    def __init__(self, params, lr, momentum=0.0, dampening=0.0, weight_decay=0.0,
+                 nesterov=False, maximize=False, *, clip_grad_norm=None, norm_type=2.0,
+                 skip_if_nonfinite=False):
+        _validation.check_sgd_hyper("SGD", lr, momentum, dampening, weight_decay, nesterov)
+        clip_grad_norm, norm_type = _validation.check_clipping(
+            "SGD", clip_grad_norm, norm_type, skip_if_nonfinite)
+        self.params = list(params)
+        for i, p in enumerate(self.params):
+            _validation.check_lead_array("SGD", f"params[{i}]", p)
+        _validation.check_disjoint_all("SGD", "params", self.params)
+        self.lr, self.momentum, self.dampening = lr, momentum, dampening
+        self.weight_decay, self.nesterov, self.maximize = weight_decay, nesterov, maximize
+        self.clip_grad_norm, self.norm_type = clip_grad_norm, norm_type
+        self.skip_if_nonfinite = bool(skip_if_nonfinite)
+        self.momentum_buffers = None
+        self.steps = 0
+        self.last_grad_norm = None
+        self.skipped_steps = 0
+
+    def step(self, grads):
+        grads = list(grads)
+        first_step = self.momentum != 0 and self.momentum_buffers is None
+        buffers = ([np.empty_like(p) for p in self.params] if first_step
+                   else self.momentum_buffers)
+        _validation.check_multi_step(self.params, grads, buffers, None, self.lr,
+                                     self.momentum, self.dampening, self.weight_decay,
+                                     self.nesterov, self.maximize, 0.0)
+        clip, norm_type = _validation.check_clipping(
+            "SGD.step", self.clip_grad_norm, self.norm_type, self.skip_if_nonfinite)
+        if clip is not None or self.skip_if_nonfinite:
+            dtype = np.dtype(np.float32 if all(p.dtype == np.float32 for p in self.params)
+                             else np.float64)
+            total = float(dtype.type(_total_norm(grads, norm_type)))
+            self.last_grad_norm = total
+            if self.skip_if_nonfinite and not math.isfinite(total):
+                self.skipped_steps += 1
+                return
+            if clip is not None:
+                coef = clip_coefficient(total, clip, dtype)
+                grads = [g * g.dtype.type(coef) for g in grads]
+        for i, (p, g) in enumerate(zip(self.params, grads)):
+            momentum_step(p, g, buffers[i] if buffers else None, lr=self.lr,
+                          momentum=self.momentum, dampening=self.dampening,
+                          weight_decay=self.weight_decay, nesterov=self.nesterov,
+                          maximize=self.maximize, first_step=first_step)
+        if first_step:
+            self.momentum_buffers = buffers
+        self.steps += 1
 
 
 # ---------------------------------------------------------------------------------------

@@ -8,6 +8,9 @@
                                     first_step=False)
     sgd_step(&param[0], &grad[0], &velocity[0], n, &opts)   # float* or double*
 
+``sgd_step_scaled`` / ``sgd_ema_step_scaled`` read each grad as ``grad * coef`` (rounded
+to the buffer's type, not written back): global-norm clipping, AMP unscaling.
+
 The entry points (``sgd_step``, ``sgd_ema_step``, ``ema_step``) take the hyper-parameters
 as ``fastmomentum.momentum_step`` does, in double, in one ``SgdParams`` struct, and round
 them to the buffer's type as torch does: results are ``momentum_step``'s, bit for bit. The
@@ -39,16 +42,54 @@ cdef inline real fused_multiply_add(real a, real b, real c) noexcept nogil:
         return fma(a, b, c)
 
 
+cdef inline real read_grad(const real* grad, Py_ssize_t i, bint maximize, real grad_coef,
+                           bint scales_grad) noexcept nogil:
+    """``±grad[i]``, times ``grad_coef`` rounded to the dtype first when ``scales_grad`` (torch's
+    ``clip_grad_norm_`` ``g.mul_(coef)`` and GradScaler's ``g * inv_scale``, then the step).
+    Every loop takes ``scales_grad`` as a constant, so the unscaled loops do not pay for it."""
+    cdef real g = grad[i] * grad_coef if scales_grad else grad[i]
+    return -g if maximize else g
+
+
+cdef inline void sgd_scaled_kernel(real* param, const real* grad, Py_ssize_t n, real neg_lr,
+                                   real weight_decay, bint has_weight_decay, bint maximize,
+                                   real grad_coef, bint scales_grad) noexcept nogil:
+    """``sgd_kernel`` on ``grad * grad_coef`` (rounded) when ``scales_grad``."""
+    cdef Py_ssize_t i
+    cdef real g
+    for i in range(n):
+        g = read_grad(grad, i, maximize, grad_coef, scales_grad)
+        if has_weight_decay:
+            g = fused_multiply_add(param[i], weight_decay, g)
+        param[i] = fused_multiply_add(g, neg_lr, param[i])
+
+
 cdef inline void sgd_kernel(real* param, const real* grad, Py_ssize_t n,
                             real neg_lr, real weight_decay,
                             bint has_weight_decay, bint maximize) noexcept nogil:
     """Momentum-free SGD: ``param -= lr * (±grad + weight_decay*param)``."""
+    sgd_scaled_kernel(param, grad, n, neg_lr, weight_decay, has_weight_decay, maximize, 1,
+                      False)
+
+
+cdef inline void momentum_scaled_kernel(real* param, const real* grad, real* velocity,
+                                        Py_ssize_t n, real neg_lr, real momentum,
+                                        real one_minus_dampening, real weight_decay,
+                                        bint has_weight_decay, bint nesterov, bint maximize,
+                                        bint first_step, real grad_coef,
+                                        bint scales_grad) noexcept nogil:
+    """``momentum_kernel`` on ``grad * grad_coef`` (rounded) when ``scales_grad``."""
     cdef Py_ssize_t i
-    cdef real g
+    cdef real g, v
     for i in range(n):
-        g = -grad[i] if maximize else grad[i]
+        g = read_grad(grad, i, maximize, grad_coef, scales_grad)
         if has_weight_decay:
             g = fused_multiply_add(param[i], weight_decay, g)
+        # velocity[i] is read even on the first step so the loop stays branch-free (the
+        # select below discards it); first_step buffers may hold anything.
+        v = g if first_step else fused_multiply_add(g, one_minus_dampening, velocity[i] * momentum)
+        velocity[i] = v
+        g = fused_multiply_add(v, momentum, g) if nesterov else v
         param[i] = fused_multiply_add(g, neg_lr, param[i])
 
 
@@ -61,18 +102,9 @@ cdef inline void momentum_kernel(real* param, const real* grad, real* velocity, 
     g = ±grad; g = fma(param, wd, g); v = first_step ? g : fma(g, 1-dampening, v*momentum);
     g = nesterov ? fma(v, momentum, g) : v; param = fma(g, -lr, param).
     """
-    cdef Py_ssize_t i
-    cdef real g, v
-    for i in range(n):
-        g = -grad[i] if maximize else grad[i]
-        if has_weight_decay:
-            g = fused_multiply_add(param[i], weight_decay, g)
-        # velocity[i] is read even on the first step so the loop stays branch-free (the
-        # select below discards it); first_step buffers may hold anything.
-        v = g if first_step else fused_multiply_add(g, one_minus_dampening, velocity[i] * momentum)
-        velocity[i] = v
-        g = fused_multiply_add(v, momentum, g) if nesterov else v
-        param[i] = fused_multiply_add(g, neg_lr, param[i])
+    momentum_scaled_kernel(param, grad, velocity, n, neg_lr, momentum, one_minus_dampening,
+                           weight_decay, has_weight_decay, nesterov, maximize, first_step, 1,
+                           False)
 
 
 cdef inline void ema_kernel(real* average, const real* value, Py_ssize_t n,
@@ -81,6 +113,34 @@ cdef inline void ema_kernel(real* average, const real* value, Py_ssize_t n,
     cdef Py_ssize_t i
     for i in range(n):
         average[i] = fused_multiply_add(decay, average[i], one_minus_decay * value[i])
+
+
+cdef inline void momentum_ema_scaled_kernel(real* param, const real* grad, real* velocity,
+                                            real* average, Py_ssize_t n, real neg_lr,
+                                            real momentum, real one_minus_dampening,
+                                            real weight_decay, bint has_weight_decay,
+                                            bint has_momentum, bint nesterov, bint maximize,
+                                            bint first_step, real decay, real one_minus_decay,
+                                            real grad_coef, bint scales_grad) noexcept nogil:
+    """``momentum_ema_kernel`` on ``grad * grad_coef`` (rounded) when ``scales_grad``."""
+    cdef Py_ssize_t start = 0, block
+    # 32k elements: a block of new weights stays in L2 between the two loops, and each loop
+    # streams runs long enough for the hardware prefetchers. Measured at 16M float32: one
+    # loop over all seven streams 0.7-0.9x of two separate passes, 2k-element (L1) blocks
+    # 1.0x, 32k blocks 1.07x (1 thread) to 1.18x (2 threads).
+    cdef Py_ssize_t BLOCK = 32768
+    while start < n:
+        block = min(BLOCK, n - start)
+        if has_momentum:
+            momentum_scaled_kernel(param + start, grad + start, velocity + start, block,
+                                   neg_lr, momentum, one_minus_dampening, weight_decay,
+                                   has_weight_decay, nesterov, maximize, first_step,
+                                   grad_coef, scales_grad)
+        else:
+            sgd_scaled_kernel(param + start, grad + start, block, neg_lr, weight_decay,
+                              has_weight_decay, maximize, grad_coef, scales_grad)
+        ema_kernel(average + start, param + start, block, decay, one_minus_decay)
+        start += block
 
 
 cdef inline void momentum_ema_kernel(real* param, const real* grad, real* velocity,
@@ -94,23 +154,10 @@ cdef inline void momentum_ema_kernel(real* param, const real* grad, real* veloci
     weights, block by block: each block of new weights is still in cache when the EMA reads
     it, so memory is crossed once, not twice. Same bits as the two kernels run one after
     the other; ``average`` must overlap none of the other buffers."""
-    cdef Py_ssize_t start = 0, block
-    # 32k elements: a block of new weights stays in L2 between the two loops, and each loop
-    # streams runs long enough for the hardware prefetchers. Measured at 16M float32: one
-    # loop over all seven streams 0.7-0.9x of two separate passes, 2k-element (L1) blocks
-    # 1.0x, 32k blocks 1.07x (1 thread) to 1.18x (2 threads).
-    cdef Py_ssize_t BLOCK = 32768
-    while start < n:
-        block = min(BLOCK, n - start)
-        if has_momentum:
-            momentum_kernel(param + start, grad + start, velocity + start, block, neg_lr,
-                            momentum, one_minus_dampening, weight_decay, has_weight_decay,
-                            nesterov, maximize, first_step)
-        else:
-            sgd_kernel(param + start, grad + start, block, neg_lr, weight_decay,
-                       has_weight_decay, maximize)
-        ema_kernel(average + start, param + start, block, decay, one_minus_decay)
-        start += block
+    momentum_ema_scaled_kernel(param, grad, velocity, average, n, neg_lr, momentum,
+                               one_minus_dampening, weight_decay, has_weight_decay,
+                               has_momentum, nesterov, maximize, first_step, decay,
+                               one_minus_decay, 1, False)
 
 
 # ---------------------------------------------------------------------------------------
@@ -123,17 +170,37 @@ ctypedef struct SgdParams:
     bint first_step   # torch's first step: velocity := g (its contents are not read)
 
 
-cdef inline void sgd_step(real* param, const real* grad, real* velocity, Py_ssize_t n,
-                          const SgdParams* p) noexcept nogil:
-    """``fastmomentum.momentum_step(param, grad, velocity, **p)`` on ``n`` elements;
-    ``velocity`` is not touched (may be NULL) when ``p.momentum == 0``."""
+cdef inline void sgd_step_scaled(real* param, const real* grad, real* velocity, Py_ssize_t n,
+                                 const SgdParams* p, double grad_coef) noexcept nogil:
+    """``sgd_step`` with the gradient ``grad * grad_coef`` (``grad_coef`` rounded to the
+    buffer's type, the product rounded too), read as the loop goes and not written back:
+    the bits of torch's ``g.mul_(clip_coef)`` (``clip_grad_norm_``) or of GradScaler's
+    unscaling, then ``torch.optim.SGD``'s step. ``grad_coef == 1`` runs ``sgd_step``'s own
+    loops (multiplying by 1 changes no bit)."""
+    cdef bint scales = grad_coef != 1.0
     if p.momentum == 0.0:
-        sgd_kernel(param, grad, n, <real>-p.lr, <real>p.weight_decay, p.weight_decay != 0.0,
-                   p.maximize)
+        if scales:
+            sgd_scaled_kernel(param, grad, n, <real>-p.lr, <real>p.weight_decay,
+                              p.weight_decay != 0.0, p.maximize, <real>grad_coef, True)
+        else:
+            sgd_kernel(param, grad, n, <real>-p.lr, <real>p.weight_decay,
+                       p.weight_decay != 0.0, p.maximize)
+    elif scales:
+        momentum_scaled_kernel(param, grad, velocity, n, <real>-p.lr, <real>p.momentum,
+                               <real>(1.0 - p.dampening), <real>p.weight_decay,
+                               p.weight_decay != 0.0, p.nesterov, p.maximize, p.first_step,
+                               <real>grad_coef, True)
     else:
         momentum_kernel(param, grad, velocity, n, <real>-p.lr, <real>p.momentum,
                         <real>(1.0 - p.dampening), <real>p.weight_decay,
                         p.weight_decay != 0.0, p.nesterov, p.maximize, p.first_step)
+
+
+cdef inline void sgd_step(real* param, const real* grad, real* velocity, Py_ssize_t n,
+                          const SgdParams* p) noexcept nogil:
+    """``fastmomentum.momentum_step(param, grad, velocity, **p)`` on ``n`` elements;
+    ``velocity`` is not touched (may be NULL) when ``p.momentum == 0``."""
+    sgd_step_scaled(param, grad, velocity, n, p, 1.0)
 
 
 cdef inline void ema_step(real* average, const real* value, Py_ssize_t n,
@@ -142,14 +209,32 @@ cdef inline void ema_step(real* average, const real* value, Py_ssize_t n,
     ema_kernel(average, value, n, <real>decay, <real>(1.0 - decay))
 
 
+cdef inline void sgd_ema_step_scaled(real* param, const real* grad, real* velocity,
+                                     real* average, Py_ssize_t n, const SgdParams* p,
+                                     double decay, double grad_coef) noexcept nogil:
+    """``sgd_step_scaled`` then ``ema_step(average, param, decay)`` with the new weights, in
+    one pass over memory (momentum_ema_scaled_kernel): the bits of the two one after the
+    other."""
+    cdef bint has_momentum = p.momentum != 0.0
+    cdef bint scales = grad_coef != 1.0
+    if scales:
+        momentum_ema_scaled_kernel(param, grad, velocity if has_momentum else NULL, average, n,
+                                   <real>-p.lr, <real>p.momentum if has_momentum else 0,
+                                   <real>(1.0 - p.dampening) if has_momentum else 1,
+                                   <real>p.weight_decay, p.weight_decay != 0.0, has_momentum,
+                                   p.nesterov, p.maximize, p.first_step, <real>decay,
+                                   <real>(1.0 - decay), <real>grad_coef, True)
+    else:
+        momentum_ema_kernel(param, grad, velocity if has_momentum else NULL, average, n,
+                            <real>-p.lr, <real>p.momentum if has_momentum else 0,
+                            <real>(1.0 - p.dampening) if has_momentum else 1,
+                            <real>p.weight_decay, p.weight_decay != 0.0, has_momentum,
+                            p.nesterov, p.maximize, p.first_step, <real>decay,
+                            <real>(1.0 - decay))
+
+
 cdef inline void sgd_ema_step(real* param, const real* grad, real* velocity, real* average,
                               Py_ssize_t n, const SgdParams* p, double decay) noexcept nogil:
     """``sgd_step`` then ``ema_step(average, param, decay)`` with the new weights, in one
     pass over memory (momentum_ema_kernel): the bits of the two one after the other."""
-    cdef bint has_momentum = p.momentum != 0.0
-    momentum_ema_kernel(param, grad, velocity if has_momentum else NULL, average, n,
-                        <real>-p.lr, <real>p.momentum if has_momentum else 0,
-                        <real>(1.0 - p.dampening) if has_momentum else 1,
-                        <real>p.weight_decay, p.weight_decay != 0.0, has_momentum,
-                        p.nesterov, p.maximize, p.first_step, <real>decay,
-                        <real>(1.0 - decay))
+    sgd_ema_step_scaled(param, grad, velocity, average, n, p, decay, 1.0)

@@ -153,11 +153,21 @@ class SGD:
 
     ``ema``: an :class:`EMA` of the same arrays, updated in the same pass over memory as
     the step (with the new weights): one pass instead of two.
+
+    ``clip_grad_norm=max_norm`` clips the gradients' global norm as
+    ``torch.nn.utils.clip_grad_norm_(params, max_norm, norm_type)`` would before the step,
+    fused into it: one pass computes the total norm, the step reads each grad times the
+    clip coefficient (the grads are not written). ``skip_if_nonfinite=True`` skips a step
+    whose total norm is NaN or inf (nothing written), counted in :attr:`skipped_steps`.
+    :attr:`last_grad_norm` is the total norm of the last step (None without either option).
     """
 
     def __init__(self, params, lr, momentum=0.0, dampening=0.0, weight_decay=0.0,
-                 nesterov=False, maximize=False, *, ema=None):
+                 nesterov=False, maximize=False, *, ema=None, clip_grad_norm=None,
+                 norm_type=2.0, skip_if_nonfinite=False):
         _validation.check_sgd_hyper("SGD", lr, momentum, dampening, weight_decay, nesterov)
+        clip_grad_norm, norm_type = _validation.check_clipping(
+            "SGD", clip_grad_norm, norm_type, skip_if_nonfinite)
         self.params = _checked_arrays("SGD", "params", params)
         self.lr, self.momentum, self.dampening = lr, momentum, dampening
         self.weight_decay, self.nesterov, self.maximize = weight_decay, nesterov, maximize
@@ -170,6 +180,14 @@ class SGD:
         self.momentum_buffers = None
         #: Number of steps taken.
         self.steps = 0
+        #: Global-norm clipping (max_norm, or None), its norm type, and skipping of steps
+        #: with a non-finite total norm: plain attributes, checked at every step.
+        self.clip_grad_norm, self.norm_type = clip_grad_norm, norm_type
+        self.skip_if_nonfinite = bool(skip_if_nonfinite)
+        #: Total norm of the grads at the last step (None unless clipping or skipping).
+        self.last_grad_norm = None
+        #: Steps skipped by skip_if_nonfinite.
+        self.skipped_steps = 0
         self._written = _kernels.WrittenSpans()  # what step() writes, checked across calls
 
     def step(self, grads):
@@ -186,7 +204,9 @@ class SGD:
             lr=self.lr, momentum=momentum, dampening=self.dampening,
             weight_decay=self.weight_decay, nesterov=self.nesterov, maximize=self.maximize,
             first_step=first_step, decay=decay, written=self._written, optimizer=self,
-            ema=ema)  # advances momentum_buffers, steps and the EMA's counters, in C
+            ema=ema, clip_grad_norm=self.clip_grad_norm, norm_type=self.norm_type,
+            skip_if_nonfinite=self.skip_if_nonfinite)
+        # advances momentum_buffers, steps, the norm counters and the EMA's, in C
 
     def state_dict(self):
         """torch.optim-like: ``{'state': {i: {'momentum_buffer': array}}, 'param_groups':

@@ -30,9 +30,16 @@ class SGD:
     ema: EMA | None
     momentum_buffers: list[FloatArray] | None
     steps: int
+    clip_grad_norm: float | None
+    norm_type: float
+    skip_if_nonfinite: bool
+    last_grad_norm: float | None
+    skipped_steps: int
     def __init__(self, params: Iterable[FloatArray], lr: Scalar, momentum: Scalar = 0.0,
                  dampening: Scalar = 0.0, weight_decay: Scalar = 0.0, nesterov: bool = False,
-                 maximize: bool = False, *, ema: EMA | None = None) -> None: ...
+                 maximize: bool = False, *, ema: EMA | None = None,
+                 clip_grad_norm: Scalar | None = None, norm_type: float = 2.0,
+                 skip_if_nonfinite: bool = False) -> None: ...
     def step(self, grads: Sequence[FloatArray] | Iterable[FloatArray]) -> None: ...
     def state_dict(self) -> dict[str, Any]: ...
     def load_state_dict(self, state_dict: dict[str, Any]) -> None: ...

@@ -12,7 +12,9 @@ imports torch.
 """
 import functools
 import itertools
+import math
 import threading
+import types
 import warnings
 
 import numpy as np
@@ -27,7 +29,7 @@ from ._torch_bridge import FAST_PATH_REASON
 from ._torch_bridge import PRIVATE as _PRIVATE
 from ._torch_bridge import PRIVATE_FOUND as _PRIVATE_FOUND
 
-__all__ = ["SGD", "EMA", "FAST_PATH", "FAST_PATH_REASON"]
+__all__ = ["SGD", "EMA", "FAST_PATH", "FAST_PATH_REASON", "clip_grad_norm_"]
 
 #: Whether dense CPU float32/float64 params go through fastmomentum's kernels here (False:
 #: every step is torch's own, still correct, not faster; FAST_PATH_REASON says why).
@@ -43,6 +45,11 @@ _global_pre_hooks = _PRIVATE["global_pre_hooks"]
 _global_post_hooks = _PRIVATE["global_post_hooks"]
 _profiler_enabled = _PRIVATE["profiler_enabled"]
 _set_grad_enabled = _PRIVATE["set_grad_enabled"]
+
+
+# SGD's clipping options and counters, with their defaults (kept by pickles and copies)
+_CLIP_ATTRIBUTES = {"clip_grad_norm": None, "norm_type": 2.0, "skip_if_nonfinite": False,
+                    "last_grad_norm": None, "skipped_steps": 0}
 
 
 def _warn_once_if_slow():
@@ -138,7 +145,8 @@ class SGD(Optimizer):
 
     def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0,
                  nesterov=False, *, maximize=False, foreach=None, differentiable=False,
-                 fused=None, ema=None):
+                 fused=None, ema=None, clip_grad_norm=None, norm_type=2.0,
+                 skip_if_nonfinite=False):
         # torch.optim.SGD.__init__, check for check and message for message.
         if isinstance(lr, torch.Tensor) and lr.numel() != 1:
             raise ValueError("Tensor lr must be 1-element")
@@ -153,13 +161,25 @@ class SGD(Optimizer):
                     "foreach": foreach, "differentiable": differentiable, "fused": fused}
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError("Nesterov momentum requires a momentum and zero dampening")
+        clip_grad_norm, norm_type = _validation.check_clipping(
+            "SGD", clip_grad_norm, norm_type, skip_if_nonfinite)
         if ema is not None and not isinstance(ema, EMA):
             raise TypeError(f"SGD: `ema` must be a fastmomentum.torch.EMA of this "
                             f"optimizer's params, or None; got {_validation.describe(ema)}")
         self._init_caches()
         super().__init__(params, defaults)
+        #: Global-norm clipping (max_norm or None), its norm type (2.0 or inf) and skipping
+        #: of steps whose total norm is not finite: plain attributes, read at every step.
+        self.clip_grad_norm, self.norm_type = clip_grad_norm, norm_type
+        self.skip_if_nonfinite = bool(skip_if_nonfinite)
+        #: Total norm of the grads at the last step (None unless clipping or skipping).
+        self.last_grad_norm = None
+        #: Steps skipped by skip_if_nonfinite.
+        self.skipped_steps = 0
+        # GradScaler hands this optimizer `grad_scale`/`found_inf` (as to torch's fused
+        # SGD): the step unscales as it reads each grad, and skips when found_inf.
+        self._step_supports_amp_scaling = True
         if fused:
-            self._step_supports_amp_scaling = True
             self._need_device_dtype_check_for_fused = True
             if differentiable:
                 raise RuntimeError("`fused` does not support `differentiable`")
@@ -194,12 +214,17 @@ class SGD(Optimizer):
     def __getstate__(self):
         state = super().__getstate__()
         state["ema"] = self.ema  # copies and pickles keep the EMA
+        for name in _CLIP_ATTRIBUTES:  # and the clipping options and counters
+            state[name] = getattr(self, name)
         return state
 
     def __setstate__(self, state):
         self._init_caches()
         super().__setstate__(state)
         self.__dict__.setdefault("ema", None)
+        for name, value in _CLIP_ATTRIBUTES.items():
+            self.__dict__.setdefault(name, value)
+        self._step_supports_amp_scaling = True
         for group in self.param_groups:  # as torch.optim.SGD.__setstate__
             group.setdefault("nesterov", False)
             group.setdefault("maximize", False)
@@ -214,17 +239,14 @@ class SGD(Optimizer):
 
     def _fast_path_fits(self, group):
         return (FAST_PATH and isinstance(self.state, dict) and not group["differentiable"]
-                and not isinstance(group["weight_decay"], torch.Tensor)
-                and getattr(self, "grad_scale", None) is None
-                and getattr(self, "found_inf", None) is None)
+                and not isinstance(group["weight_decay"], torch.Tensor))
 
     def _torch_step(self, group, params):
         """torch.optim.SGD.step's body for ``params`` of ``group``."""
         params_with_grad, grads, buffers = [], [], []
         has_sparse_grad = _torch_init_group(self, dict(group, params=params),
                                             params_with_grad, grads, buffers)
-        grad_scale = getattr(self, "grad_scale", None)
-        found_inf = getattr(self, "found_inf", None)
+        grad_scale = found_inf = None  # AMP was handled before (_scaled_step)
         # torch's fused CPU kernel is wrong when a grad's strides differ from its param's:
         # on CPU take its for-loop, exact for any layout (and what the fast path matches).
         plain_cpu = (grad_scale is None and found_inf is None
@@ -274,18 +296,31 @@ class SGD(Optimizer):
             first += len(params)
         return plans, torch_groups
 
+    def _ema_decay(self):
+        """The decay of the EMA's next update (0.0 without an EMA)."""
+        ema = self.ema
+        if ema is None:
+            return 0.0
+        if sum(len(group["params"]) for group in self.param_groups) != len(
+                ema._ema.raw_averages):
+            self._check_ema()  # a param group was added: refuse with the full account
+        return ema._ema.next_decay()
+
     def _step(self, closure):
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        if (self.clip_grad_norm is not None or self.skip_if_nonfinite
+                or getattr(self, "grad_scale", None) is not None
+                or getattr(self, "found_inf", None) is not None):
+            return self._scaled_step(loss)
+        return self._step_grads(loss)
+
+    def _step_grads(self, loss):
+        """The step of the grads as they are (no clipping, no AMP)."""
         ema = self.ema
-        decay = 0.0
-        if ema is not None:
-            if sum(len(group["params"]) for group in self.param_groups) != len(
-                    ema._ema.raw_averages):
-                self._check_ema()  # a param group was added: refuse with the full account
-            decay = ema._ema.next_decay()
+        decay = self._ema_decay()
         groups = self.param_groups
         if len(groups) == 1 and len(self._group_caches) == 1 and self._fast_path_fits(
                 groups[0]):  # one call plans, runs and keeps the books when torch has no part
@@ -331,6 +366,125 @@ class SGD(Optimizer):
                                       _numpy_values("SGD.step: ema", all_params), decay,
                                       self._ema_written, ema._ema)
         return loss
+
+    def _scaled_step(self, loss):
+        """A step with global-norm clipping, skipping of non-finite norms and/or AMP's
+        ``grad_scale``/``found_inf`` (what torch.amp.GradScaler.step sets): checked whole
+        before anything is written; on the fast path one norm pass then one step pass that
+        reads each grad times the coefficient, else torch's unscale/clip then its step."""
+        grad_scale, found_inf = _amp_tensors(getattr(self, "grad_scale", None),
+                                             getattr(self, "found_inf", None))
+        options = (self.clip_grad_norm, self.norm_type, self.skip_if_nonfinite)
+        key = options + tuple(map(type, options))  # 1 == True: the types count too
+        if key != self.__dict__.get("_clip_checked"):  # changed since checked (~0.7 us)
+            _validation.check_clipping("SGD.step", *options)
+            self._clip_checked = key  # (a NaN never compares equal: checked again)
+        clip, norm_type = (None if options[0] is None else float(options[0]),
+                           float(options[1]))
+        if found_inf is not None and found_inf.item() != 0:
+            self.kernel_params = 0  # as torch's fused step and GradScaler: skipped whole
+            return loss
+        measures = clip is not None or self.skip_if_nonfinite
+        # AMP's unscaling in double then rounded to float32, as GradScaler.unscale_
+        inv_scale = (None if grad_scale is None
+                     else grad_scale.double().reciprocal().float())
+        if measures and inv_scale is not None:
+            # torch's recipe (scaler.unscale_, then the clip): the norm is of unscaled grads
+            self._unscale_grads(inv_scale)
+            inv_scale = None
+        ema = self.ema
+        decay = self._ema_decay()
+        plans, torch_groups = self._plan(decay, ema is not None)
+        if not torch_groups:
+            self.kernel_params = _kernels.torch_sgd_clip_run(
+                plans, self.state, None if ema is None else ema._ema, decay, self, clip,
+                norm_type != 2.0, self.skip_if_nonfinite,
+                1.0 if inv_scale is None else inv_scale.item())
+            return loss
+        # some params are torch's: its own unscale and clip (grads written), then the step
+        if inv_scale is not None:
+            self._unscale_grads(inv_scale)
+        if measures:
+            grads = [p.grad for group in self.param_groups for p in group["params"]
+                     if p.grad is not None]
+            total = torch.nn.utils.get_total_norm(grads, norm_type)
+            self.last_grad_norm = total.item()
+            if self.skip_if_nonfinite and not torch.isfinite(total).item():
+                self.skipped_steps += 1
+                self.kernel_params = 0
+                return loss
+            if clip is not None:
+                torch.nn.utils.clip_grads_with_norm_(
+                    [p for group in self.param_groups for p in group["params"]], clip, total)
+        return self._step_grads(loss)
+
+    def _unscale_grads(self, inv_scale):
+        """``grad *= inv_scale`` in place, as GradScaler.unscale_ (its own kernel)."""
+        by_key = {}
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    by_key.setdefault((p.grad.device, p.grad.dtype), []).append(p.grad)
+        for (device, _), grads in by_key.items():
+            torch._amp_foreach_non_finite_check_and_unscale_(
+                grads, torch.zeros(1, device=device), inv_scale.to(device))
+
+
+def _amp_tensors(grad_scale, found_inf):
+    """GradScaler's ``grad_scale``/``found_inf``, checked: 1-element float32 tensors on one
+    device, or None."""
+    for name, value in (("grad_scale", grad_scale), ("found_inf", found_inf)):
+        if value is not None and not (isinstance(value, torch.Tensor)
+                                      and value.numel() == 1
+                                      and value.dtype == torch.float32):
+            what = (f"a {value.dtype} tensor of shape {tuple(value.shape)}"
+                    if isinstance(value, torch.Tensor) else _validation.describe(value))
+            raise TypeError(f"SGD.step: `{name}` (set by torch.amp.GradScaler) must be a "
+                            f"1-element float32 tensor or None; got {what}")
+    if grad_scale is not None and not (grad_scale.item() > 0 and
+                                       torch.isfinite(grad_scale).item()):
+        raise ValueError(f"SGD.step: `grad_scale` must be a finite scale > 0; got "
+                         f"{grad_scale.item()!r}")
+    return grad_scale, found_inf
+
+
+@torch.no_grad()
+def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=False,
+                    foreach=None):
+    """``torch.nn.utils.clip_grad_norm_``, same arguments, result and errors: scales the
+    grads of ``parameters`` in place by ``min(max_norm / (total + 1e-6), 1)`` and returns
+    the total norm (a tensor). For dense CPU float32/float64 grads and ``norm_type`` 2 or
+    inf the norm is one fastmomentum pass (double sums, fixed order: the same bits for any
+    thread count, and closer to the exact norm than torch's float32 sums); otherwise, and
+    for other norm types, torch's own. ``max_norm`` must be a finite number >= 0."""
+    max_norm = _validation.check_scalar("clip_grad_norm_", "max_norm", max_norm,
+                                        label="max_norm")
+    if isinstance(parameters, torch.Tensor):
+        parameters = [parameters]
+    else:
+        is_generator = isinstance(parameters, types.GeneratorType)
+        parameters = list(parameters)
+        if is_generator and not parameters:
+            warnings.warn("`parameters` is an empty generator, no gradient clipping will "
+                          "occur.", stacklevel=3)
+    grads = [p.grad for p in parameters if p.grad is not None]
+    norm = float(norm_type)
+    # torch refuses the inf-norm of an empty grad: let it say so
+    measured = (_kernels.torch_grads_norm(grads, norm != 2.0)
+                if FAST_PATH and grads and (norm == 2.0 or norm == math.inf
+                                            and all(g.numel() for g in grads)) else None)
+    if measured is None:
+        return torch.nn.utils.clip_grad_norm_(parameters, max_norm, norm_type,
+                                              error_if_nonfinite, foreach)
+    value, every_f32 = measured
+    total = torch.tensor(value, dtype=torch.float32 if every_f32 else torch.float64)
+    if error_if_nonfinite and not math.isfinite(value):
+        raise RuntimeError(
+            f"The total norm of order {norm} for gradients from `parameters` is "
+            f"non-finite, so it cannot be clipped. To disable this error and scale the "
+            f"gradients by the non-finite norm anyway, set `error_if_nonfinite=False`")
+    torch.nn.utils.clip_grads_with_norm_(parameters, max_norm, total, foreach)
+    return total
 
 
 _NUMPY_DTYPES = {torch.float32: np.dtype(np.float32), torch.float64: np.dtype(np.float64)}

@@ -5,7 +5,7 @@ from typing import Any, overload
 import torch
 from torch.optim.optimizer import Optimizer, ParamsT
 
-__all__ = ["SGD", "EMA", "FAST_PATH", "FAST_PATH_REASON"]
+__all__ = ["SGD", "EMA", "FAST_PATH", "FAST_PATH_REASON", "clip_grad_norm_"]
 
 FAST_PATH: bool
 #: None, or why the fast path is off on this torch (every step is then torch's own)
@@ -27,12 +27,25 @@ class SGD(Optimizer):
     ema: EMA | None
     #: params the last step() sent through fastmomentum's kernels (the rest went to torch)
     kernel_params: int
+    #: global-norm clipping (max_norm or None), its norm type (2.0 or inf), skipping
+    clip_grad_norm: float | None
+    norm_type: float
+    skip_if_nonfinite: bool
+    #: total norm of the grads at the last step (None unless clipping or skipping)
+    last_grad_norm: float | None
+    #: steps skipped by skip_if_nonfinite
+    skipped_steps: int
     def __init__(self, params: ParamsT, lr: float | torch.Tensor = 1e-3, momentum: float = 0,
                  dampening: float = 0, weight_decay: float | torch.Tensor = 0,
                  nesterov: bool = False, *, maximize: bool = False, foreach: bool | None = None,
                  differentiable: bool = False, fused: bool | None = None,
-                 ema: EMA | None = None) -> None: ...
+                 ema: EMA | None = None, clip_grad_norm: float | None = None,
+                 norm_type: float = 2.0, skip_if_nonfinite: bool = False) -> None: ...
     @overload
     def step(self, closure: None = None) -> None: ...
     @overload
     def step(self, closure: Callable[[], float]) -> float: ...
+
+def clip_grad_norm_(parameters: torch.Tensor | Iterable[torch.Tensor], max_norm: float,
+                    norm_type: float = 2.0, error_if_nonfinite: bool = False,
+                    foreach: bool | None = None) -> torch.Tensor: ...

@@ -9,6 +9,7 @@ bound: a kernel with a better schedule can beat it.
 import dataclasses
 import statistics
 
+from ..benchcases.clipping import clip_cases
 from ..benchcases.ewm import ewm_cases
 from ..benchcases.kernels import STREAM_LOOP, kernel_cases, stream_loop_case
 from ..benchcases.models import model_cases
@@ -21,6 +22,7 @@ PROVIDERS = {
     "kernels": (kernel_cases, ("momentum_step", "ema_update")),
     "ewm": (ewm_cases, ("ewm_mean", "ewm_var", "ewm_std", "ewm_cov", "ewm_corr")),
     "models": (model_cases, ("model_step", "model_step_ema")),
+    "clipping": (clip_cases, ("clip_step",)),
 }
 KERNELS = tuple(k for _, kernels in PROVIDERS.values() for k in kernels)
 #: The kernels whose time is memory traffic, one pass over their buffers: their groups are

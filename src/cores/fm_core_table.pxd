@@ -29,6 +29,9 @@ cdef extern from "fm_scan.h" nogil:
 ctypedef struct StepScalars:
     SgdParams sgd     # the step (first_step is per item: WorkItem.first_step)
     double decay      # the EMA's (EMA items, and fused averages)
+    # clip-amp: every grad is read as grad * grad_coef (rounded to its dtype): global-norm
+    # clipping, AMP unscaling; 1 runs the unscaled loops
+    double grad_coef
 
 cdef enum StepOp:
     OP_SGD_STEP        # param (and velocity, when sgd.momentum != 0) from grad
@@ -122,11 +125,16 @@ ctypedef struct EwmCores:
     ewm_superblock_fn series_superblock # one superblock of a series by the scan
     ewm_rows_superblock_fn rows_superblock  # one superblock of rows of m series side by side
 
+# clip-amp: a grad norm's reduction over x[0:n] (float* or double*, fm_norms.pxd)
+ctypedef double (*norm_fn)(const void* x, Py_ssize_t n) noexcept nogil
+
 ctypedef struct CoreTable:
     const char* target        # "avx2" or "portable"
     elementwise_fn elementwise[ELEMENTWISE_KERNELS]
     void (*ewm_coefficients)(EwmParams* p) noexcept nogil   # the scans' (by b = 1 - alpha)
     EwmCores ewm_f32, ewm_f64
+    # clip-amp: grad norms (sum of squares in double; largest magnitude, NaN-sticky)
+    norm_fn sum_squares_f32, sum_squares_f64, max_magnitude_f32, max_magnitude_f64
 
 #: the PyCapsule name of a CoreTable
 cdef extern from *:

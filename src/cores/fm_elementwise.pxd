@@ -4,7 +4,8 @@
 # per step and dtype, each its own table entry (WorkItem.kernel): compiled apart, each loop
 # gets the compiler's whole unswitching budget (through one function for all, the loops ran
 # 12% more instructions per element: callgrind, fm.SGD on 20 arrays).
-from fastmomentum.kernels cimport (SgdParams, ema_step, real, sgd_ema_step, sgd_step)
+from fastmomentum.kernels cimport (SgdParams, ema_step, real, sgd_ema_step_scaled,
+                                   sgd_step_scaled)
 from fm_core_table cimport StepScalars, WorkItem
 
 
@@ -21,23 +22,24 @@ cdef inline void sgd_range(real* param, const StepScalars* s, const WorkItem* w,
                            Py_ssize_t start, Py_ssize_t stop) noexcept nogil:
     """An SGD step with momentum 0."""
     cdef SgdParams sgd = _item_sgd(s, w)
-    sgd_step(param + start, <const real*>w.grad + start, NULL, stop - start, &sgd)
+    sgd_step_scaled(param + start, <const real*>w.grad + start, NULL, stop - start, &sgd,
+                    s.grad_coef)
 
 
 cdef inline void momentum_range(real* param, const StepScalars* s, const WorkItem* w,
                                 Py_ssize_t start, Py_ssize_t stop) noexcept nogil:
     cdef SgdParams sgd = _item_sgd(s, w)
-    sgd_step(param + start, <const real*>w.grad + start, <real*>w.velocity + start,
-             stop - start, &sgd)
+    sgd_step_scaled(param + start, <const real*>w.grad + start, <real*>w.velocity + start,
+                    stop - start, &sgd, s.grad_coef)
 
 
 cdef inline void fused_range(real* param, const StepScalars* s, const WorkItem* w,
                              Py_ssize_t start, Py_ssize_t stop) noexcept nogil:
     """An SGD step, then the EMA ``w.average`` of the new weights, in one pass."""
     cdef SgdParams sgd = _item_sgd(s, w)
-    sgd_ema_step(param + start, <const real*>w.grad + start,
-                 <real*>w.velocity + start if w.velocity != NULL else NULL,
-                 <real*>w.average + start, stop - start, &sgd, s.decay)
+    sgd_ema_step_scaled(param + start, <const real*>w.grad + start,
+                        <real*>w.velocity + start if w.velocity != NULL else NULL,
+                        <real*>w.average + start, stop - start, &sgd, s.decay, s.grad_coef)
 
 
 cdef inline void ema_range(real* average, const StepScalars* s, const WorkItem* w,

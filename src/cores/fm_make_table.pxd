@@ -5,13 +5,14 @@ from cpython.pycapsule cimport PyCapsule_New
 
 from fm_core_table cimport (EMA_F32, EMA_F64, FM_CORE_TABLE_CAPSULE, FUSED_F32, FUSED_F64,
                             MOMENTUM_F32, MOMENTUM_F64, SGD_F32, SGD_F64, CoreTable,
-                            elementwise_fn, ewm_loop_fn,
+                            elementwise_fn, ewm_loop_fn, norm_fn,
                             ewm_rows_superblock_fn, ewm_series_fn, ewm_superblock_fn)
 from fm_elementwise cimport ema_range, fused_range, momentum_range, sgd_range
 from fm_ewm_coefficients cimport scan_coefficients
 from fm_ewm_loop cimport pandas_loop, pandas_series
 from fm_ewm_rows cimport rows_superblock
 from fm_ewm_scan cimport series_superblock
+from fm_norms cimport max_magnitude, sum_squares
 
 cdef extern from "fm_cpu.h" nogil:
     const char* FM_BUILD_TARGET
@@ -37,4 +38,8 @@ cdef inline object core_table_capsule(CoreTable* table):
     table.ewm_f64.series_superblock = <ewm_superblock_fn>series_superblock[double]
     table.ewm_f32.rows_superblock = <ewm_rows_superblock_fn>rows_superblock[float]
     table.ewm_f64.rows_superblock = <ewm_rows_superblock_fn>rows_superblock[double]
+    table.sum_squares_f32 = <norm_fn>sum_squares[float]
+    table.sum_squares_f64 = <norm_fn>sum_squares[double]
+    table.max_magnitude_f32 = <norm_fn>max_magnitude[float]
+    table.max_magnitude_f64 = <norm_fn>max_magnitude[double]
     return PyCapsule_New(table, FM_CORE_TABLE_CAPSULE, NULL)

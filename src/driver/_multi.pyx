@@ -10,14 +10,18 @@
 #
 # Every entry point checks its arguments in C first (fm_checks.pxd); only on failure does
 # the Python validator explain. Nothing is written before every check has passed.
+cimport cython
 cimport numpy as cnp
+from libc.math cimport sqrt
 from libc.stdlib cimport free, malloc
 
 from fastmomentum._spans cimport WrittenSpans, pass_ns, safe_threads
-from fastmomentum._threads cimport NOGIL_MIN_SIZE, PARALLEL_CHUNK, run_chunks, threads_for
+from fastmomentum._threads cimport (NOGIL_MIN_SIZE, PARALLEL_CHUNK, run_chunks, streaming_ns,
+                                    threads_for)
 from fm_checks cimport (finite_in, import_checks, lead, like, list_of, overlap, real_number,
                        refused, sgd_hyper_ok)
 from fm_core_table cimport CoreTable, StepScalars, WorkItem, first_written, load_core_table
+from fm_norms cimport larger
 
 from fastmomentum import _target, _validation
 
@@ -37,17 +41,23 @@ _target.attach(_use_core_table)
 # ---------------------------------------------------------------------------------------
 # Running a work list
 
-cdef void _run_span(const StepScalars* s, const WorkItem* items, Py_ssize_t count,
-                    Py_ssize_t begin, Py_ssize_t end) noexcept nogil:
-    """Run global elements [begin, end) of the concatenated items."""
-    cdef Py_ssize_t lo = 0, hi = count - 1, mid, i
-    while lo < hi:  # last item whose offset <= begin
+cdef inline Py_ssize_t _first_item(const WorkItem* items, Py_ssize_t count,
+                                   Py_ssize_t begin) noexcept nogil:
+    """The last item whose offset <= ``begin``."""
+    cdef Py_ssize_t lo = 0, hi = count - 1, mid
+    while lo < hi:
         mid = (lo + hi + 1) // 2
         if items[mid].offset <= begin:
             lo = mid
         else:
             hi = mid - 1
-    i = lo
+    return lo
+
+
+cdef void _run_span(const StepScalars* s, const WorkItem* items, Py_ssize_t count,
+                    Py_ssize_t begin, Py_ssize_t end) noexcept nogil:
+    """Run global elements [begin, end) of the concatenated items."""
+    cdef Py_ssize_t i = _first_item(items, count, begin)
     while i < count and items[i].offset < end:
         cores.elementwise[items[i].kernel](first_written(&items[i]), s, &items[i],
                                            max(begin - items[i].offset, 0),
@@ -86,6 +96,104 @@ cdef void run_items(const StepScalars* s, const WorkItem* items, Py_ssize_t coun
         with nogil:
             run_chunks(_span_chunk, &split, (total + PARALLEL_CHUNK - 1) // PARALLEL_CHUNK,
                        nthreads)
+
+
+# ---------------------------------------------------------------------------------------
+# Gradient norms (global-norm clipping): one pass over the items' grads, fixed chunks
+
+cdef double _span_norm(const WorkItem* items, Py_ssize_t count, Py_ssize_t begin,
+                       Py_ssize_t end, bint inf_norm) noexcept nogil:
+    """The sum of squares (largest magnitude when ``inf_norm``) of the grads' global
+    elements [begin, end), item by item in order."""
+    cdef Py_ssize_t i = _first_item(items, count, begin), lo, size
+    cdef double acc = 0.0, part
+    cdef const char* g
+    while i < count and items[i].offset < end:
+        lo = max(begin - items[i].offset, 0)
+        size = min(end - items[i].offset, items[i].size) - lo
+        g = items[i].grad + lo * (4 if items[i].is_f32 else 8)
+        if items[i].is_f32:
+            part = (cores.max_magnitude_f32(g, size) if inf_norm
+                    else cores.sum_squares_f32(g, size))
+        else:
+            part = (cores.max_magnitude_f64(g, size) if inf_norm
+                    else cores.sum_squares_f64(g, size))
+        acc = larger(acc, part) if inf_norm else acc + part
+        i += 1
+    return acc
+
+
+ctypedef struct NormSplit:       # run_chunks' context: chunk c's result into partials[c]
+    const WorkItem* items
+    Py_ssize_t count, total
+    bint inf_norm
+    double* partials
+
+
+cdef void _norm_chunk(void* ctx, Py_ssize_t c, int worker) noexcept nogil:
+    cdef const NormSplit* split = <const NormSplit*>ctx
+    split.partials[c] = _span_norm(split.items, split.count, c * PARALLEL_CHUNK,
+                                   min(split.total, (c + 1) * PARALLEL_CHUNK), split.inf_norm)
+
+
+cdef double items_norm(const WorkItem* items, Py_ssize_t count, Py_ssize_t total,
+                       bint inf_norm) except? -1.0:
+    """The sum of squares (``inf_norm``: the largest magnitude, NaN if any is NaN) of every
+    item's grad: per PARALLEL_CHUNK chunk of the concatenation in double, the chunks'
+    results combined in chunk order, so the bits are the same for any thread count."""
+    cdef NormSplit split
+    cdef double on_stack[16]
+    cdef double acc = 0.0, nbytes = 0.0
+    cdef Py_ssize_t nchunks = (total + PARALLEL_CHUNK - 1) // PARALLEL_CHUNK, c
+    if total == 0:
+        return 0.0
+    split.items, split.count, split.total, split.inf_norm = items, count, total, inf_norm
+    split.partials = &on_stack[0]
+    if nchunks > 16:
+        split.partials = <double*>malloc(nchunks * sizeof(double))
+    if split.partials == NULL:
+        raise MemoryError()
+    for c in range(count):
+        nbytes += items[c].size * (4.0 if items[c].is_f32 else 8.0)
+    if total < NOGIL_MIN_SIZE:
+        _norm_chunk(&split, 0, 0)
+    else:
+        with nogil:
+            run_chunks(_norm_chunk, &split, nchunks, threads_for(streaming_ns(nbytes)))
+    for c in range(nchunks):
+        acc = larger(acc, split.partials[c]) if inf_norm else acc + split.partials[c]
+    if nchunks > 16:
+        free(split.partials)
+    return acc
+
+
+@cython.cdivision(True)
+cdef double clip_coefficient(double total, double max_norm, bint f32) noexcept nogil:
+    """torch.nn.utils.clip_grad_norm_'s ``clamp(max_norm / (total + 1e-6), max=1)`` in the
+    total norm's dtype (float32 when every grad is float32), as torch evaluates it:
+    ``t.reciprocal() * max_norm`` (Tensor.__rtruediv__), NaN kept by the clamp."""
+    cdef float t32, c32
+    cdef double c
+    if f32:
+        t32 = <float>total + <float>1e-6
+        c32 = (<float>1.0 / t32) * <float>max_norm
+        return 1.0 if c32 > <float>1.0 else <double>c32
+    c = (1.0 / (total + 1e-6)) * max_norm
+    return 1.0 if c > 1.0 else c
+
+
+cdef bint all_f32(const WorkItem* items, Py_ssize_t count) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(count):
+        if not items[i].is_f32:
+            return False
+    return True
+
+
+cdef double finish_norm(double acc, bint inf_norm, bint f32) noexcept nogil:
+    """The total norm from items_norm's ``acc``, rounded to its dtype."""
+    cdef double total = acc if inf_norm else sqrt(acc)
+    return <double><float>total if f32 else total
 
 
 cdef class WorkList:
@@ -161,6 +269,16 @@ cdef int account(object optimizer, object velocities, bint first_step, object em
     if ema is not None:
         ema.updates += 1
         ema._kept *= decay
+    return 0
+
+
+cdef int account_norm(object optimizer, double total_norm, bint skipped) except -1:
+    """A clipped (or skip-checked) step's bookkeeping: ``last_grad_norm``, and
+    ``skipped_steps`` when the step was skipped for a non-finite total norm."""
+    if optimizer is not None:
+        optimizer.last_grad_norm = total_norm
+        if skipped:
+            optimizer.skipped_steps += 1
     return 0
 
 
@@ -257,7 +375,8 @@ def ema_update(average, value, decay):
 def multi_momentum_step(list params, grads, velocities, averages=None, *, lr, momentum=0.0,
                         dampening=0.0, weight_decay=0.0, nesterov=False, maximize=False,
                         first_step=False, decay=0.0, WrittenSpans written=None,
-                        optimizer=None, ema=None):
+                        optimizer=None, ema=None, clip_grad_norm=None, norm_type=2.0,
+                        skip_if_nonfinite=False):
     """``momentum_step`` on every ``params[i]`` with ``grads[i]`` and ``velocities[i]``
     (lists; ``velocities`` may be None when ``momentum == 0``), in one call.
 
@@ -268,7 +387,15 @@ def multi_momentum_step(list params, grads, velocities, averages=None, *, lr, mo
     that views another param, say): threads run only when the order cannot matter.
     ``written``: a WrittenSpans kept by the caller across calls (saves re-sorting).
     ``optimizer`` / ``ema``: the fastmomentum.SGD / EMA whose counters this step advances
-    (see account)."""
+    (see account).
+
+    ``clip_grad_norm=max_norm`` (``norm_type`` 2.0 or inf): torch.nn.utils.clip_grad_norm_
+    fused into the step. One pass computes the total norm of all grads (fixed summation
+    order, same bits for any thread count); the step reads every grad times the clip
+    coefficient (grads are not written). ``skip_if_nonfinite``: a total norm that is NaN
+    or inf skips the step whole (nothing written; ``optimizer.skipped_steps`` counts it).
+    Returns the total norm (a float, rounded to float32 when every param is float32, as
+    torch's) when either is set, else None; ``optimizer.last_grad_norm`` is set to it."""
     cdef Py_ssize_t n = len(params), i
     cdef double lr_, momentum_, dampening_, weight_decay_, decay_
     cdef bint nesterov_ = nesterov, maximize_ = maximize, first_step_ = first_step
@@ -308,11 +435,17 @@ def multi_momentum_step(list params, grads, velocities, averages=None, *, lr, mo
         refused("multi_momentum_step", _validation.check_multi_step,
                 (params, grads, velocities, averages, lr, momentum, dampening, weight_decay,
                  nesterov, maximize, decay))
+    cdef bint skip_ = skip_if_nonfinite is True, measures = clip_grad_norm is not None or skip_
+    cdef bint every_f32 = True
+    if measures or skip_if_nonfinite is not False:  # only then: the Python check (~1 us)
+        clip_grad_norm, norm_type = _validation.check_clipping(
+            "SGD.step", clip_grad_norm, norm_type, skip_if_nonfinite)
     cdef WorkList work = WorkList(n)
     set_scalars(&work.scalars, lr_, momentum_, dampening_, weight_decay_, nesterov_, maximize_,
              decay_)
     for i in range(n):
         x = params[i]
+        every_f32 = every_f32 and _is_f32(x)
         if cnp.PyArray_SIZE(<cnp.ndarray>x) == 0:
             continue
         sgd_item(work.append(cnp.PyArray_SIZE(<cnp.ndarray>x)), &work.scalars, _is_f32(x),
@@ -321,11 +454,23 @@ def multi_momentum_step(list params, grads, velocities, averages=None, *, lr, mo
                  _bytes(averages[i]) if fused_ema else NULL, first_step_)
     if first_step_ and optimizer is not None and optimizer.momentum_buffers is not None:
         concurrent_step("SGD.step")  # another thread's first step went first
+    cdef double total_norm = 0.0
+    if measures:
+        total_norm = finish_norm(items_norm(work.items, work.count, work.total,
+                                            norm_type != 2.0), norm_type != 2.0, every_f32)
+        if skip_ and total_norm - total_norm != 0.0:
+            account_norm(optimizer, total_norm, True)
+            return total_norm
+        if clip_grad_norm is not None:
+            work.scalars.grad_coef = clip_coefficient(total_norm, clip_grad_norm, every_f32)
     _run_guarded(work, written, "SGD.step",
                  (params[:], grads[:], velocities[:] if momentum_ != 0.0 else None,
                   averages[:] if fused_ema else None)
                  if work.total >= NOGIL_MIN_SIZE else None)
     account(optimizer, velocities, first_step_, ema, decay_)
+    if measures:
+        account_norm(optimizer, total_norm, False)
+        return total_norm
 
 
 def multi_ema_update(list averages, values, decay, WrittenSpans written=None, ema=None):

@@ -19,10 +19,14 @@ from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t, uintptr_t
 from libc.stdlib cimport free
 from libc.string cimport memcmp
 
-from fastmomentum._multi cimport WorkList, account, concurrent_step, set_scalars, sgd_item
+from fastmomentum._multi cimport (WorkList, account, account_norm, all_f32, clip_coefficient,
+                                  concurrent_step, finish_norm, items_norm, set_scalars,
+                                  sgd_item)
 from fastmomentum._spans cimport WrittenSpans, order_free, pass_ns
 from fastmomentum._threads cimport threads_for
 from fm_checks cimport bytes_overlap, finite_in, import_checks, usable
+from fm_core_table cimport WorkItem
+from fm_norms cimport larger
 from fm_memory cimport grow
 from fm_torch_state cimport PyDict_Check, momentum_buffer, store_momentum_buffer
 
@@ -391,3 +395,74 @@ cdef object _run_plans(list plans, object state, object ema, double decay):
         stepped = []
     account(None, None, False, ema, decay)
     return len(stepped)
+
+
+# ---------------------------------------------------------------------------------------
+# Global-norm clipping and AMP unscaling (clip-amp)
+
+cdef double _plans_norm(list plans, bint inf_norm, bint* every_f32) except? -1.0:
+    """The total norm of every plan's grads (plans in order, each in fixed chunks: the
+    same bits for any thread count), rounded to float32 when every grad is float32."""
+    cdef TorchGroupPlan plan
+    cdef double acc = 0.0, part
+    every_f32[0] = True
+    for plan in plans:
+        part = items_norm(plan.work.items, plan.work.count, plan.work.total, inf_norm)
+        acc = larger(acc, part) if inf_norm else acc + part
+        every_f32[0] = every_f32[0] and all_f32(plan.work.items, plan.work.count)
+    return finish_norm(acc, inf_norm, every_f32[0])
+
+
+def torch_sgd_clip_run(list plans, object state, object ema, double decay, object optimizer,
+                       object max_norm, bint inf_norm, bint skip_if_nonfinite,
+                       double grad_coef):
+    """torch_sgd_run with every grad read as ``grad * coefficient`` (rounded to its dtype;
+    grads are not written). With ``max_norm`` (a float) or ``skip_if_nonfinite``, first the
+    total norm of the plans' grads (2-norm, or the largest magnitude when ``inf_norm``):
+    not finite and ``skip_if_nonfinite``: nothing is run or written and
+    ``optimizer.skipped_steps`` grows by one; with ``max_norm`` the coefficient is
+    torch.nn.utils.clip_grad_norm_'s (times nothing else: ``grad_coef`` must then be 1),
+    else ``grad_coef`` (AMP's 1/scale). ``optimizer.last_grad_norm`` is set to the total, in
+    this same call. Returns the number of params written."""
+    cdef bint every_f32, measures = max_norm is not None or skip_if_nonfinite
+    cdef double total = 0.0
+    cdef TorchGroupPlan plan
+    if measures:
+        total = _plans_norm(plans, inf_norm, &every_f32)
+        if skip_if_nonfinite and total - total != 0.0:
+            account_norm(optimizer, total, True)
+            return 0
+        if max_norm is not None:
+            grad_coef = clip_coefficient(total, max_norm, every_f32)
+    for plan in plans:
+        plan.work.scalars.grad_coef = grad_coef
+    cdef object written = _run_plans(plans, state, ema, decay)
+    if measures:
+        account_norm(optimizer, total, False)
+    return written
+
+
+def torch_grads_norm(list grads, bint inf_norm):
+    """``(total, every_f32)``: the total norm of ``grads`` as torch_sgd_clip_run computes
+    it, when every grad is a plain dense C-contiguous CPU float32/float64 tensor (not a
+    negated view); None otherwise (then torch's own clip_grad_norm_ must run)."""
+    cdef WorkList work = WorkList(len(grads))
+    cdef DenseTensor gt
+    cdef WorkItem* w
+    cdef object g
+    cdef bint every_f32 = True
+    for g in grads:
+        if not (_dense_cpu(g, &gt) and _is_neg(g) is False):
+            return None
+        every_f32 = every_f32 and gt.is_f32
+        if gt.numel == 0:
+            continue
+        w = work.append(gt.numel)
+        w.grad, w.is_f32 = gt.data, gt.is_f32
+    cdef double acc = items_norm(work.items, work.count, work.total, inf_norm)
+    return finish_norm(acc, inf_norm, every_f32), every_f32
+
+
+def clip_coefficient_of(double total, double max_norm, bint f32):
+    """clip_grad_norm_'s coefficient as the kernels compute it (for tests)."""
+    return clip_coefficient(total, max_norm, f32)

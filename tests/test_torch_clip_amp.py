@@ -1,0 +1,347 @@
+"""fastmomentum.torch: fused clipping, skip_if_nonfinite, the clip_grad_norm_ drop-in and
+AMP (GradScaler("cpu")), against torch.optim.SGD's default for-loop."""
+import copy
+import math
+
+import pytest
+import torch
+
+import fastmomentum as fm
+import fastmomentum.torch as fmt
+from fastmomentum._dispatch import kernels
+from conftest import THREADED, assert_threads_run
+
+pytestmark = pytest.mark.skipif(not fmt.FAST_PATH, reason="these tests prove the fast path")
+
+
+def mlp(seed=0, dtype=torch.float32):
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(12, 32), torch.nn.ReLU(),
+                               torch.nn.Linear(32, 4)).to(dtype)
+
+
+def batches(steps, dtype=torch.float32, seed=1):
+    gen = torch.Generator().manual_seed(seed)
+    return [(torch.randn(16, 12, generator=gen, dtype=dtype),
+             torch.randn(16, 4, generator=gen, dtype=dtype)) for _ in range(steps)]
+
+
+def backward(model, x, y, scale=1.0):
+    model.zero_grad()
+    (scale * torch.nn.functional.mse_loss(model(x), y)).backward()
+
+
+def same(a, b):
+    return all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+
+
+def clip_with(params, coef, dtype):
+    for p in params:
+        if p.grad is not None:
+            p.grad.mul_(torch.tensor(coef, dtype=dtype))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("norm_type", [2.0, math.inf])
+@pytest.mark.parametrize("options", [dict(momentum=0.9), dict(momentum=0.9, nesterov=True,
+                                                              weight_decay=1e-2),
+                                     dict(weight_decay=1e-2, maximize=True)], ids=str)
+def test_training_loop_equals_torch_clip_then_sgd(options, norm_type, dtype):
+    """A real loop (forward, backward, zero_grad, lr scheduler, two param groups): each
+    step is torch's clip with the coefficient of fastmomentum's total norm, then
+    torch.optim.SGD, bit for bit; every param through the kernels."""
+    ours, theirs = mlp(dtype=dtype), mlp(dtype=dtype)
+    groups = lambda m: [{"params": m[0].parameters()},  # noqa: E731
+                        {"params": m[2].parameters(), "lr": 0.02}]
+    opt = fmt.SGD(groups(ours), lr=0.05, clip_grad_norm=0.3, norm_type=norm_type, **options)
+    ref = torch.optim.SGD(groups(theirs), lr=0.05, **options)
+    sched = [torch.optim.lr_scheduler.StepLR(o, 2, 0.5) for o in (opt, ref)]
+    for x, y in batches(6, dtype):
+        backward(ours, x, y)
+        backward(theirs, x, y)
+        opt.step()
+        assert opt.kernel_params == 4
+        total = opt.last_grad_norm
+        grads = [p.grad.double() for p in theirs.parameters()]
+        assert total == pytest.approx(
+            torch.nn.utils.get_total_norm(grads, norm_type).item(), rel=1e-6)
+        coef = torch.clamp(0.3 / (torch.tensor(total, dtype=dtype) + 1e-6), max=1.0).item()
+        clip_with(theirs.parameters(), coef, dtype)
+        ref.step()
+        for s in sched:
+            s.step()
+        assert same(ours, theirs)
+    assert opt.skipped_steps == 0
+
+
+def test_grads_are_not_written_by_the_fused_clip():
+    model = mlp()
+    opt = fmt.SGD(model.parameters(), lr=0.1, momentum=0.9, clip_grad_norm=1e-3)
+    backward(model, *batches(1)[0])
+    grads = [p.grad.clone() for p in model.parameters()]
+    opt.step()
+    assert opt.kernel_params == 4
+    assert all(torch.equal(p.grad, g) for p, g in zip(model.parameters(), grads))
+
+
+def test_torch_fallback_params_are_clipped_by_torch():
+    """A param whose grad is not contiguous goes to torch: the whole step is then torch's
+    clip_grad_norm_ (its own norm) and its SGD, exactly."""
+    ours, theirs = mlp(), mlp()
+    opt = fmt.SGD(ours.parameters(), lr=0.1, momentum=0.9, clip_grad_norm=0.2)
+    ref = torch.optim.SGD(theirs.parameters(), lr=0.1, momentum=0.9)
+    for x, y in batches(3):
+        for m in (ours, theirs):
+            backward(m, x, y)
+            w = m[0].weight
+            w.grad = w.grad.t().contiguous().t()  # column-major: not the fast path
+        opt.step()
+        assert opt.kernel_params == 3  # the other three params went through the kernels
+        total = torch.nn.utils.clip_grad_norm_(theirs.parameters(), 0.2)
+        ref.step()
+        assert opt.last_grad_norm == total.item()
+        assert same(ours, theirs)
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_skip_if_nonfinite_leaves_params_and_momentum(bad):
+    model = mlp()
+    opt = fmt.SGD(model.parameters(), lr=0.1, momentum=0.9, skip_if_nonfinite=True)
+    data = batches(3)
+    backward(model, *data[0])
+    model[2].bias.grad[1] = bad
+    before = [p.clone() for p in model.parameters()]
+    opt.step()  # a first step: no momentum buffer is made
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), before))
+    assert opt.skipped_steps == 1 and not opt.state and math.isnan(opt.last_grad_norm) \
+        == math.isnan(bad)
+    backward(model, *data[1])
+    opt.step()  # no clipping: the plain step
+    buffers = [opt.state[p]["momentum_buffer"].clone() for p in model.parameters()]
+    before = [p.clone() for p in model.parameters()]
+    backward(model, *data[2])
+    model[0].weight.grad[0, 0] = bad
+    opt.step()
+    assert opt.skipped_steps == 2 and opt.kernel_params == 0
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), before))
+    assert all(torch.equal(opt.state[p]["momentum_buffer"], b)
+               for p, b in zip(model.parameters(), buffers))
+
+
+def test_norm_bits_do_not_depend_on_threads():
+    big = torch.nn.Parameter(torch.randn(THREADED))
+    small = torch.nn.Parameter(torch.randn(100))
+    assert_threads_run(THREADED)
+    totals = []
+    for threads in (1, 2):
+        fm.set_num_threads(threads)
+        opt = fmt.SGD([big, small], lr=0.0, clip_grad_norm=1.0)
+        big.grad, small.grad = torch.ones(THREADED) / 3, torch.full((100,), 0.7)
+        opt.step()
+        totals.append(opt.last_grad_norm)
+        totals.append(fmt.clip_grad_norm_([big, small], 1e9).item())
+    fm.set_num_threads(2)
+    assert totals[0] == totals[1] == totals[2] == totals[3]
+
+
+@pytest.mark.parametrize("norm_type", [2.0, math.inf, 1.0])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_clip_grad_norm_drop_in(norm_type, dtype):
+    """Same result dtype, the total within 1e-6 of torch's, the grads torch's
+    clip_grads_with_norm_ of that total (norm_type 1: torch's own, exactly)."""
+    shapes = [(30, 7), (5,)] + ([] if norm_type == math.inf else [(0,)])  # torch: no inf
+    params = [torch.nn.Parameter(torch.randn(s, dtype=dtype)) for s in shapes]  # of empty
+    copies = [torch.nn.Parameter(p.detach().clone()) for p in params]
+    for p, q in zip(params, copies):
+        p.grad = torch.randn(p.shape, dtype=dtype)
+        q.grad = p.grad.clone()
+    total = fmt.clip_grad_norm_(params, 0.5, norm_type)
+    assert isinstance(total, torch.Tensor) and total.dtype == dtype and total.dim() == 0
+    expected = torch.nn.utils.get_total_norm([q.grad.double() for q in copies if q.numel()],
+                                             norm_type)
+    assert total.item() == pytest.approx(expected.item(), rel=1e-6)
+    if norm_type == 1.0:
+        assert torch.equal(total, torch.nn.utils.clip_grad_norm_(copies, 0.5, norm_type))
+    else:
+        torch.nn.utils.clip_grads_with_norm_(copies, 0.5, total)
+    assert all(torch.equal(p.grad, q.grad) for p, q in zip(params, copies))
+
+
+def test_clip_grad_norm_drop_in_errors_and_edges():
+    p = torch.nn.Parameter(torch.randn(4))
+    assert torch.equal(fmt.clip_grad_norm_([p], 1.0), torch.tensor(0.0))  # no grads
+    p.grad = torch.tensor([1.0, math.inf, 0.0, 2.0])
+    with pytest.raises(RuntimeError, match="non-finite, so it cannot be clipped"):
+        fmt.clip_grad_norm_([p], 1.0, error_if_nonfinite=True)
+    assert torch.equal(p.grad, torch.tensor([1.0, math.inf, 0.0, 2.0]))  # nothing written
+    for bad in (-1.0, math.nan):
+        with pytest.raises(ValueError, match="clip_grad_norm_: .*`max_norm`"):
+            fmt.clip_grad_norm_([p], bad)
+    with pytest.warns(UserWarning, match="empty generator"):
+        fmt.clip_grad_norm_((q for q in []), 1.0)
+    e = torch.nn.Parameter(torch.randn(0))
+    e.grad = torch.randn(0)
+    with pytest.raises(RuntimeError, match="infinity norm on an empty tensor"):  # torch's
+        fmt.clip_grad_norm_([e], 1.0, math.inf)
+
+
+def scaled_loop(model, opt, scaler, data, inf_at=(), clip=None, unscale_first=False,
+                scales=None):
+    """A GradScaler loop with autocast, yielding after each step; ``inf_at``: steps whose
+    grads get an inf; ``scales`` (a list) receives the scale after each step."""
+    scales = [] if scales is None else scales
+    for step, (x, y) in enumerate(data):
+        opt.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model(x)
+        loss = torch.nn.functional.mse_loss(out.float(), y)
+        scaler.scale(loss).backward()
+        if step in inf_at:
+            model[0].weight.grad[1, 2] = math.inf
+        if unscale_first:
+            scaler.unscale_(opt)
+            if clip is not None:
+                clip(model)
+        scaler.step(opt)
+        scaler.update()
+        scales.append(scaler.get_scale())
+        yield step
+
+
+@pytest.mark.parametrize("fused", [None, True])
+def test_amp_trajectory_equals_torch_default(fused):
+    """torch.amp.GradScaler("cpu") hands grad_scale/found_inf to the step (as to torch's
+    fused SGD): unscaled as each grad is read, skipped whole on inf; the trajectory and
+    the scales are torch.optim.SGD's (default for-loop) under the same scaler."""
+    ours, theirs = mlp(), mlp()
+    opt = fmt.SGD(ours.parameters(), lr=0.05, momentum=0.9, fused=fused)
+    ref = torch.optim.SGD(theirs.parameters(), lr=0.05, momentum=0.9)
+    data = batches(8)
+    make = lambda: torch.amp.GradScaler("cpu", init_scale=2.0 ** 12,  # noqa: E731
+                                        growth_interval=2)
+    scales_a, scales_b = [], []
+    a = scaled_loop(ours, opt, make(), data, inf_at=(3, 4), scales=scales_a)
+    b = scaled_loop(theirs, ref, make(), data, inf_at=(3, 4), scales=scales_b)
+    for step, _ in zip(a, b):
+        assert opt.kernel_params == (0 if step in (3, 4) else 4)  # the kernels took it
+        assert same(ours, theirs)
+    assert scales_a == scales_b and len(scales_a) == 8 and scales_a[3] < scales_a[2]
+    assert not hasattr(opt, "grad_scale")
+
+
+def test_amp_grads_are_read_unscaled_not_written():
+    model = mlp()
+    opt = fmt.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    ref = mlp()
+    scaler = torch.amp.GradScaler("cpu", init_scale=256.0)
+    x, y = batches(1)[0]
+    model.zero_grad()
+    scaler.scale(torch.nn.functional.mse_loss(model(x), y)).backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    scaler.step(opt)
+    assert opt.kernel_params == 4
+    assert all(torch.equal(p.grad, g) for p, g in zip(model.parameters(), grads))
+    backward(ref, x, y)  # the unscaled grads: 256 is a power of two, unscaling is exact
+    assert all(torch.equal(p.grad, 256.0 * q.grad) for p, q in zip(model.parameters(),
+                                                                   ref.parameters()))
+
+
+@pytest.mark.parametrize("unscale_first", [False, True])
+def test_amp_with_fused_clipping(unscale_first):
+    """clip_grad_norm under a GradScaler: the norm of the unscaled grads (torch's recipe:
+    scaler.unscale_(opt), clip_grad_norm_, scaler.step(opt))."""
+    ours, theirs = mlp(), mlp()
+    opt = fmt.SGD(ours.parameters(), lr=0.05, momentum=0.9, clip_grad_norm=0.05)
+    ref = torch.optim.SGD(theirs.parameters(), lr=0.05, momentum=0.9)
+    data = batches(5)
+
+    def clip_like_ours(model):
+        grads = [p.grad for p in model.parameters()]
+        total, _ = kernels.torch_grads_norm(grads, False)
+        clip_with(model.parameters(), kernels.clip_coefficient(total, 0.05, True),
+                  torch.float32)
+    make = lambda: torch.amp.GradScaler("cpu", init_scale=2.0 ** 10)  # noqa: E731
+    a = scaled_loop(ours, opt, make(), data, inf_at=(2,), unscale_first=unscale_first)
+    b = scaled_loop(theirs, ref, make(), data, inf_at=(2,), clip=clip_like_ours,
+                    unscale_first=True)
+    for step, _ in zip(a, b):
+        assert opt.kernel_params == (0 if step == 2 else 4)
+        assert same(ours, theirs)
+
+
+@pytest.mark.parametrize("name, value, error", [
+    ("grad_scale", torch.tensor([1.0, 2.0]), TypeError),
+    ("grad_scale", torch.tensor(4.0, dtype=torch.float64), TypeError),
+    ("grad_scale", 4.0, TypeError),
+    ("grad_scale", torch.tensor(0.0), ValueError),
+    ("grad_scale", torch.tensor(math.inf), ValueError),
+    ("found_inf", torch.zeros(2), TypeError),
+])
+def test_bad_amp_tensors_are_refused_and_nothing_written(name, value, error):
+    model = mlp()
+    opt = fmt.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    backward(model, *batches(1)[0])
+    before = [p.clone() for p in model.parameters()]
+    grads = [p.grad.clone() for p in model.parameters()]
+    setattr(opt, name, value)
+    with pytest.raises(error, match=f"SGD.step: `{name}`"):
+        opt.step()
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), before))
+    assert all(torch.equal(p.grad, g) for p, g in zip(model.parameters(), grads))
+    assert not opt.state
+
+
+def test_bad_clip_options_on_torch_sgd():
+    model = mlp()
+    with pytest.raises(ValueError, match="SGD: .*`clip_grad_norm`"):
+        fmt.SGD(model.parameters(), lr=0.1, clip_grad_norm=-2.0)
+    with pytest.raises(ValueError, match="SGD: `norm_type`"):
+        fmt.SGD(model.parameters(), lr=0.1, clip_grad_norm=1.0, norm_type=1.0)
+    opt = fmt.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    opt.clip_grad_norm = math.nan
+    backward(model, *batches(1)[0])
+    before = [p.clone() for p in model.parameters()]
+    with pytest.raises(ValueError, match="SGD.step: .*`clip_grad_norm`"):
+        opt.step()
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), before))
+    assert not opt.state
+
+
+def test_state_dict_keeps_torchs_layout_and_options_survive_pickling():
+    import pickle
+    model = mlp()
+    opt = fmt.SGD(model.parameters(), lr=0.1, momentum=0.9, clip_grad_norm=0.5,
+                  skip_if_nonfinite=True)
+    backward(model, *batches(1)[0])
+    opt.step()
+    ref = torch.optim.SGD(mlp().parameters(), lr=0.1, momentum=0.9)
+    ref.load_state_dict(opt.state_dict())  # no extra keys torch would keep
+    assert set(opt.state_dict()["param_groups"][0]) == set(ref.state_dict()["param_groups"][0])
+    again = pickle.loads(pickle.dumps(opt))
+    assert (again.clip_grad_norm, again.skip_if_nonfinite, again.last_grad_norm) == (
+        0.5, True, opt.last_grad_norm)
+
+
+def test_mixed_dtypes_clip_in_float64_as_torch():
+    """float32 and float64 params: torch's total is float64 (its stack promotes), the
+    coefficient float64, each grad times it in its own dtype; the same here."""
+    ours, theirs = mlp(), mlp()
+    ours[2].double()
+    theirs[2].double()
+    opt = fmt.SGD(ours.parameters(), lr=0.1, momentum=0.9, clip_grad_norm=0.1)
+    ref = torch.optim.SGD(theirs.parameters(), lr=0.1, momentum=0.9)
+    for x, y in batches(3):
+        for m in (ours, theirs):
+            m.zero_grad()
+            out = m[2](m[1](m[0](x)).double())
+            torch.nn.functional.mse_loss(out, y.double()).backward()
+        opt.step()
+        assert opt.kernel_params == 4
+        total = torch.nn.utils.get_total_norm([p.grad for p in theirs.parameters()])
+        assert total.dtype == torch.float64
+        assert opt.last_grad_norm == pytest.approx(total.item(), rel=1e-6)
+        torch.nn.utils.clip_grads_with_norm_(theirs.parameters(), 0.1,
+                                             torch.tensor(opt.last_grad_norm,
+                                                          dtype=torch.float64))
+        ref.step()
+        assert same(ours, theirs)
