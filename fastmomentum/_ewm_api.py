@@ -106,7 +106,9 @@ def times_kind(func, times):
 
 
 def time_values(func, times, n):
-    """The times as float64 in their unit (datetime64: its integer count), checked."""
+    """The times, checked, as a C-contiguous int64 (datetime64: its integer count) or
+    float64 array, and their unit (None for floats). Each time counts as its float64
+    value (pandas converts the counts to float64 before differencing them)."""
     t = np.asarray(times)
     if t.ndim != 1 or t.shape[0] != n:
         raise ValueError(f"{func}: times must be the same length as the object "
@@ -115,21 +117,11 @@ def time_values(func, times, n):
         if np.isnat(t).any():
             raise ValueError(f"{func}: Cannot convert NaT values to integer")
         unit = np.datetime_data(t.dtype)[0]
-        return np.asarray(t.view(np.int64), dtype=np.float64), unit
-    values = np.asarray(t, dtype=np.float64)
+        return np.ascontiguousarray(t.view(np.int64)), unit
+    values = np.ascontiguousarray(t, dtype=np.float64)
     if not np.isfinite(values).all():
         raise ValueError(f"{func}: `times` must be finite; got NaN or inf")
     return values, None
-
-
-def deltas_of(values, previous, halflife):
-    """(time - previous time)/halflife per step, 0 for a series' first value (pandas'
-    ``_calculate_deltas``: a difference of float64 times over the halflife)."""
-    steps = np.empty(values.shape[0])
-    if values.shape[0]:
-        steps[1:] = np.diff(values) / halflife
-        steps[0] = 0.0 if previous is None else (values[0] - previous) / halflife
-    return steps
 
 
 def as_steps(a, axis):
@@ -228,10 +220,14 @@ def merge(sa, sb, first_decays, opt, gap):
 
 
 class Family:
-    """The public functions over one ``advance`` implementation."""
+    """The public functions over one ``advance`` implementation and its ``time_factors``
+    (``time_factors(values, previous, halflife, alpha)``: each step's decay
+    ``(1 - alpha)**((t_i - t_{i-1})/halflife)`` from :func:`time_values` ``values``, with
+    ``t_{-1} = previous``, or 1 for the first when ``previous`` is NaN)."""
 
-    def __init__(self, advance):
+    def __init__(self, advance, time_factors):
         self.advance = advance
+        self.time_factors = time_factors
 
     # -- one statistic over a whole array ---------------------------------------------
     def compute(self, func, stat, x, y, com, span, halflife, alpha, adjust, ignore_na,
@@ -248,15 +244,15 @@ class Family:
             dtype=result_dtype(func, x, y) if y is not None else None)
         y = x if y is None else check_partner(func, y, x, out)
         xs, ys, os = as_steps(x, axis), as_steps(y, axis), as_steps(out, axis)
-        deltas = None
+        factors = None
         if kind is not None:
             values, unit = time_values(func, times, xs.shape[0])
-            deltas = deltas_of(values, None, opt.halflife_in(unit))
-        self._run(opt, xs, ys, os, new_state(xs.shape[1]), 1.0, deltas, opt.bias)
+            factors = self.time_factors(values, np.nan, opt.halflife_in(unit), opt.alpha)
+        self._run(opt, xs, ys, os, new_state(xs.shape[1]), 1.0, factors, opt.bias)
         return out
 
-    def _run(self, opt, xs, ys, os, state, f0, deltas, bias):
-        self.advance(opt.kind, xs, ys, os, state, opt.alpha, f0, deltas, opt.adjust,
+    def _run(self, opt, xs, ys, os, state, f0, factors, bias):
+        self.advance(opt.kind, xs, ys, os, state, opt.alpha, f0, factors, opt.adjust,
                      opt.ignore_na, bias, opt.fills, opt.min_periods, opt.out_kind)
 
     # -- streams ----------------------------------------------------------------------
@@ -351,7 +347,7 @@ class _StreamBase:
         if self._states is not None and self._states[0].shape[1] != m:
             raise ValueError(f"{func}: this stream has {self._states[0].shape[1]} series; "
                              f"got a chunk of {m}")
-        opt, deltas = self._opt, None
+        opt, factors = self._opt, None
         if self.options["times"]:
             if times is None:
                 raise TypeError(f"{func}: this stream was made with times=True: pass the "
@@ -363,7 +359,9 @@ class _StreamBase:
             opt = Options(func, self.stat, o["com"], o["span"], o["halflife"], o["alpha"],
                           o["adjust"], o["ignore_na"], o["min_periods"], o["bias"], kind)
             values, unit = time_values(func, times, n)
-            deltas = deltas_of(values, self._last_time, opt.halflife_in(unit))
+            factors = self._family.time_factors(
+                values, np.nan if self._last_time is None else self._last_time,
+                opt.halflife_in(unit), opt.alpha)
             self._times_kind = kind
         elif times is not None:
             raise TypeError(f"{func}: `times` needs a stream made with times=True")
@@ -376,16 +374,16 @@ class _StreamBase:
             # per state: whether the first value decays what came before (for combine)
             fx, fy = np.isfinite(xs[0]), np.isfinite(ys[0])
             self._first_decays = [(fx & fy) | (not opt.ignore_na)] * len(self._states)
-            if deltas is not None:
+            if factors is not None:
                 self._first_time = float(values[0])
                 self._times_unit = unit
         f0 = 1.0 if self._steps == 0 else 1.0 - opt.alpha
-        self._family._run(opt, xs, ys, os, self._states[0], f0, deltas, opt.bias)
+        self._family._run(opt, xs, ys, os, self._states[0], f0, factors, opt.bias)
         self._steps += n
-        if deltas is not None:
+        if factors is not None:
             self._last_time = float(values[-1])
         self._opt = opt
-        if deltas is None and (x.ndim == 1 or axis == 0):
+        if factors is None and (x.ndim == 1 or axis == 0):
             self._fast = (x.dtype, x.shape[1:], y is x, 1.0 - opt.alpha)
         return out
 

@@ -239,6 +239,67 @@ def test_times_with_alpha_and_float_times():
                                fastmomentum.ewm_mean(x, times=t, halflife="5s"), rtol=1e-14)
 
 
+
+@pytest.mark.parametrize("times_dtype", ["int64", "float64"])
+def test_time_factors_against_pow_and_chunk_independent(times_dtype):
+    """The times step's decays (fastmomentum._ewm_family.time_factors, a vectorised 2**y)
+    are pandas' pow(1 - alpha, dt/halflife) to an ulp or two, across exponents from
+    0 to beyond the normal range (where libm's exp2 takes over: subnormal, 0, and
+    negative steps), and the same bits whatever the split of the times into chunks
+    (blocks of 1024 inside)."""
+    from fastmomentum._ewm_family import time_factors
+    rng = np.random.default_rng(21)
+    steps = np.concatenate([rng.integers(0, 50, 3000), rng.integers(0, 3000, 200),
+                            [0, 5000, 2**20, 1]])
+    times = np.cumsum(steps).astype(np.int64)
+    times[len(times) // 2:] -= 100              # one negative step: a growth factor
+    if times_dtype == "float64":
+        times = times * 0.37 + 1e6
+    for halflife, alpha in ((30.0, 0.5), (1.5, 0.1), (0.2, 0.9)):
+        got = time_factors(times, np.nan, halflife, alpha)
+        tf = times.astype(np.float64)
+        deltas = np.diff(tf, prepend=tf[0]) / halflife
+        with np.errstate(over="ignore"):
+            want = np.power(1.0 - alpha, deltas)
+        tiny = want < 2.3e-308                  # subnormals: libm's own, flushed anyway
+        assert np.any(tiny) and np.any(want > 1.0)
+        # 2**(delta*log2(b)): the product's rounding is |y| ulps of pow, not more
+        y = deltas * np.log2(1.0 - alpha)
+        with np.errstate(over="ignore"):
+            np.testing.assert_allclose(got[~tiny], np.exp2(y[~tiny]), rtol=5e-16, atol=0)
+        normal = ~tiny & np.isfinite(want)
+        assert np.all(np.abs(got[normal] - want[normal])
+                      <= 4e-16 * np.maximum(1.0, np.abs(y[normal])) * want[normal])
+        np.testing.assert_allclose(got[tiny], want[tiny], rtol=0, atol=1e-320)
+        with np.errstate(over="ignore"):
+            np.testing.assert_allclose(baseline._family_time_factors(times, np.nan, halflife,
+                                                                     alpha), np.exp2(y),
+                                       rtol=1e-15)
+        for cut in (1, 1023, 1024, 1500, 3001):
+            parts = np.concatenate([time_factors(times[:cut], np.nan, halflife, alpha),
+                                    time_factors(times[cut:], float(tf[cut - 1]),
+                                                 halflife, alpha)])
+            np.testing.assert_array_equal(parts, got)
+    with pytest.raises(ValueError, match="int64 or float64"):
+        time_factors(times.astype(np.float32), np.nan, 1.0, 0.5)
+
+
+def test_times_long_series_matches_pandas():
+    """Long runs through the times loop (the weights kept in registers), with missing
+    values breaking it and float32 data, against pandas."""
+    rng = np.random.default_rng(22)
+    n = 20_000
+    x = rng.standard_normal(n)
+    x[rng.integers(0, n, 40)] = np.nan
+    t = _times(n, rng, "ms")
+    for kw in (dict(halflife="40ms"), dict(halflife="3ms", adjust=False),
+               dict(halflife="9ms", ignore_na=True, min_periods=5)):
+        want = pd.Series(x).ewm(times=t, **kw).mean().to_numpy()
+        assert_matches(fastmomentum.ewm_mean(x, times=t, **kw), want, x)
+        got32 = fastmomentum.ewm_mean(x.astype(np.float32), times=t, **kw)
+        want32 = pd.Series(x.astype(np.float32).astype(np.float64)).ewm(times=t, **kw).mean()
+        np.testing.assert_array_equal(got32, want32.to_numpy().astype(np.float32))
+
 def weighted_oracle(x, y, t, halflife, bias):
     """var/cov with times from the definition: weights w_i = 0.5**((t_now - t_i)/halflife)
     (adjust=True, no missing values), fsum-free but direct."""
