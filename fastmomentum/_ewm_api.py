@@ -225,9 +225,10 @@ class Family:
     ``(1 - alpha)**((t_i - t_{i-1})/halflife)`` from :func:`time_values` ``values``, with
     ``t_{-1} = previous``, or 1 for the first when ``previous`` is NaN)."""
 
-    def __init__(self, advance, time_factors):
+    def __init__(self, advance, time_factors, stepper=None):
         self.advance = advance
         self.time_factors = time_factors
+        self.stepper = stepper or self._checked_stepper
 
     # -- one statistic over a whole array ---------------------------------------------
     def compute(self, func, stat, x, y, com, span, halflife, alpha, adjust, ignore_na,
@@ -256,6 +257,24 @@ class Family:
                      opt.ignore_na, bias, opt.fills, opt.min_periods, opt.out_kind)
 
     # -- streams ----------------------------------------------------------------------
+    def _checked_stepper(self, kind, state, dtype, ndim, m, pair, alpha, f0, adjust,
+                         ignore_na, bias, fills, min_periods, out_kind):
+        """A stream's common update (the compiled ``Stepper``'s contract) over ``advance``:
+        the results of a chunk like the previous one, or None for the checked path."""
+        advance = self.advance
+
+        def like(a):
+            return (type(a) is np.ndarray and a.dtype == dtype and a.ndim == ndim
+                    and a.flags.c_contiguous and (ndim == 1 or a.shape[1] == m))
+
+        def step(x, y=None):
+            if not like(x) or (y is None) == pair or (
+                    pair and not (like(y) and y.shape[0] == x.shape[0])):
+                return None
+            return advance(kind, x, x if y is None else y, None, state, alpha, f0, None,
+                           adjust, ignore_na, bias, fills, min_periods, out_kind)
+        return step
+
     def stream_class(self):
         family = self
 
@@ -327,20 +346,14 @@ class _StreamBase:
         along ``axis``); ``y``: cov and corr; ``times``: its times (streams made with
         ``times=True``)."""
         fast = self._fast
-        if (fast is not None and out is None and times is None and type(x) is np.ndarray
-                and x.dtype == fast[0] and x.shape[1:] == fast[1] and x.flags.c_contiguous
-                and (y is None if fast[2] else type(y) is np.ndarray and y.dtype == fast[0]
-                     and y.shape == x.shape and y.flags.c_contiguous)):
-            # the common call, checked in a few attribute tests: a C-contiguous chunk like
-            # the previous one, time along axis 0 (same operations as below); the kernel
-            # takes a 1-D series as it is and allocates the result
-            o = self._opt
-            out = self._family.advance(o.kind, x, x if y is None else y, None,
-                                       self._states[0], o.alpha, fast[3], None, o.adjust,
-                                       o.ignore_na, o.bias, o.fills, o.min_periods,
-                                       o.out_kind)
-            self._steps += x.shape[0]
-            return out
+        if fast is not None and out is None and times is None:
+            # the common call: a C-contiguous chunk like the previous one, time along axis
+            # 0 (same operations as below), checked by the family's stepper (compiled: in
+            # C); None when it is not such a chunk
+            result = fast(x, y)
+            if result is not None:
+                self._steps += result.shape[0]
+                return result
         func, x, y, out, axis = self._check_chunk(x, y, out)
         xs, ys, os = as_steps(x, axis), as_steps(y, axis), as_steps(out, axis)
         n, m = xs.shape
@@ -384,7 +397,10 @@ class _StreamBase:
             self._last_time = float(values[-1])
         self._opt = opt
         if factors is None and (x.ndim == 1 or axis == 0):
-            self._fast = (x.dtype, x.shape[1:], y is x, 1.0 - opt.alpha)
+            self._fast = self._family.stepper(
+                opt.kind, self._states[0], x.dtype, x.ndim, m, self.stat in ("cov", "corr"),
+                opt.alpha, 1.0 - opt.alpha, opt.adjust, opt.ignore_na, opt.bias, opt.fills,
+                opt.min_periods, opt.out_kind)
         return out
 
     def state_dict(self):

@@ -307,7 +307,7 @@ cdef Py_ssize_t _steady(const real* x, const real* y, real* out, Py_ssize_t t, P
     cdef Py_ssize_t t0 = t
     # results from t_ok on have min_periods values (nobs grows by one a value here)
     cdef Py_ssize_t t_ok = t + max(<Py_ssize_t>0, <Py_ssize_t>(p.minp - s.nobs) - 1)
-    cdef double b = p.b
+    cdef double b = p.b, decays
     if p.kind == KIND_SUM:
         t = _steady_run(x, y, out, t, n, ts, s, a, c, k, b, t_ok, p, KIND_SUM, False, False)
     elif p.kind == KIND_MEAN:
@@ -331,8 +331,9 @@ cdef Py_ssize_t _steady(const real* x, const real* y, real* out, Py_ssize_t t, P
         t = _steady_run(x, y, out, t, n, ts, s, a, c, k, b, t_ok, p, KIND_COV, False, False)
     if p.factors == NULL:
         s.nobs = s.nobs + (t - t0)
-        s.decay = _flush(s.decay * pow(b, <double>(t - t0)))
-        s.seed = _flush(s.seed * pow(b if p.adjust else a, <double>(t - t0)))
+        decays = pow(b, <double>(t - t0))      # (one pow a chunk of a stream: ~30 ns each)
+        s.decay = _flush(s.decay * decays)
+        s.seed = _flush(s.seed * (decays if p.adjust else pow(a, <double>(t - t0))))
     return t
 
 
@@ -549,6 +550,22 @@ cdef void _chunk(const Chunk* c) noexcept nogil:
     _chunk_part(c, 0, c.m)
 
 
+# Values of a call from which it releases the GIL: releasing and taking it back costs about
+# 0.1 us (a tenth of a 1k-value stream update, measured), worth it only for work that
+# another thread could overlap.
+cdef Py_ssize_t NOGIL_MIN = 1 << 14
+
+
+cdef inline void _run(const Chunk* c) noexcept:
+    if c.n == 0 or c.m == 0:
+        return
+    if c.n * c.m < NOGIL_MIN:
+        _chunk(c)
+        return
+    with nogil:
+        _chunk(c)
+
+
 cdef bint _same_steps(cnp.ndarray a, cnp.ndarray b, Py_ssize_t n, Py_ssize_t m):
     """Same shape and the same strides along every axis longer than 1."""
     cdef int nd = cnp.PyArray_NDIM(a)
@@ -556,6 +573,22 @@ cdef bint _same_steps(cnp.ndarray a, cnp.ndarray b, Py_ssize_t n, Py_ssize_t m):
             and (nd == 1 or cnp.PyArray_DIM(b, 1) == m)
             and (n < 2 or cnp.PyArray_STRIDE(a, 0) == cnp.PyArray_STRIDE(b, 0))
             and (m < 2 or cnp.PyArray_STRIDE(a, 1) == cnp.PyArray_STRIDE(b, 1)))
+
+
+cdef void _set_params(Params* p, int kind, double alpha, double f0, bint adjust,
+                      bint ignore_na, bint bias, bint fills, Py_ssize_t min_periods,
+                      int out_kind) noexcept:
+    p.kind = kind
+    p.out_kind = out_kind
+    p.b = 1.0 - alpha          # pandas' old_wt_factor
+    p.f0 = f0
+    p.adjust = adjust
+    p.ignore_na = ignore_na
+    p.bias = bias
+    p.fills = fills
+    p.new_wt = 1.0 if adjust else alpha
+    p.minp = <double>min_periods
+    p.factors = NULL
 
 
 def advance(int kind, cnp.ndarray x, cnp.ndarray y, out, cnp.ndarray state,
@@ -573,7 +606,7 @@ def advance(int kind, cnp.ndarray x, cnp.ndarray y, out, cnp.ndarray state,
     cdef Chunk c
     cdef Py_ssize_t item = cnp.PyArray_ITEMSIZE(x)
     cdef cnp.ndarray fac
-    cdef bint series = cnp.PyArray_NDIM(x) == 1
+    cdef bint series = cnp.PyArray_NDIM(x) == 1, same
     if out is None:
         out = cnp.PyArray_EMPTY(cnp.PyArray_NDIM(x), cnp.PyArray_DIMS(x), cnp.PyArray_TYPE(x), 0)
     c.f32 = cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT
@@ -595,28 +628,16 @@ def advance(int kind, cnp.ndarray x, cnp.ndarray y, out, cnp.ndarray state,
     c.out = cnp.PyArray_DATA(<cnp.ndarray>out)
     c.state = <double*>cnp.PyArray_DATA(state)
     # cov of a series with itself: one mean (same bits)
-    c.p.kind = (KIND_VAR if kind == KIND_COV and cnp.PyArray_DATA(x) == cnp.PyArray_DATA(y)
-                else kind)
-    c.p.out_kind = out_kind
-    c.p.b = 1.0 - alpha          # pandas' old_wt_factor
-    c.p.f0 = f0
-    c.p.adjust = adjust
-    c.p.ignore_na = ignore_na
-    c.p.bias = bias
-    c.p.fills = fills
-    c.p.new_wt = 1.0 if adjust else alpha
-    c.p.minp = <double>min_periods
-    c.p.factors = NULL
+    same = cnp.PyArray_DATA(x) == cnp.PyArray_DATA(y)
+    _set_params(&c.p, KIND_VAR if kind == KIND_COV and same else kind, alpha, f0, adjust,
+                ignore_na, bias, fills, min_periods, out_kind)
     if factors is not None:
         fac = <cnp.ndarray>factors
         if cnp.PyArray_DIM(fac, 0) != c.n or cnp.PyArray_TYPE(fac) != cnp.NPY_DOUBLE \
                 or not cnp.PyArray_IS_C_CONTIGUOUS(fac):
             raise ValueError("advance: factors must be n float64 values")
         c.p.factors = <const double*>cnp.PyArray_DATA(fac)
-    if c.n == 0 or c.m == 0:
-        return out
-    with nogil:
-        _chunk(&c)
+    _run(&c)
     return out
 
 
@@ -642,3 +663,73 @@ def time_factors(cnp.ndarray times, double previous, double halflife, double alp
             fm_time_factors_f64(<const double*>cnp.PyArray_DATA(times), previous, n,
                                 halflife, log2_b, <double*>cnp.PyArray_DATA(out))
     return out
+
+
+
+cdef class Stepper:
+    """A stream's common update, checked in C: ``stepper(x, y)`` advances the stream's
+    state over the chunk ``x`` (and ``y``: cov, corr; None otherwise) and returns a new
+    array of its results, as ``advance`` with the options given here; or returns None,
+    untouched, when the chunk is not what it takes (an aligned, native, C-contiguous array
+    of the dtype and row shape given here, time along axis 0; ``y`` alike), for the
+    caller's checked path. Per 1k-value chunk its call costs a fifth of the Python checks
+    and the 14-argument ``advance`` call it replaces (0.15 us against 0.8 us measured)."""
+    cdef Params p
+    cdef cnp.ndarray state
+    cdef int typenum, ndim
+    cdef Py_ssize_t m
+    cdef bint pair
+
+    def __init__(self, int kind, cnp.ndarray state, cnp.dtype dtype, int ndim, Py_ssize_t m,
+                 bint pair, double alpha, double f0, bint adjust, bint ignore_na, bint bias,
+                 bint fills, Py_ssize_t min_periods, int out_kind):
+        if (cnp.PyArray_NDIM(state) != 2 or cnp.PyArray_DIM(state, 0) != NFIELDS
+                or cnp.PyArray_DIM(state, 1) != m or not cnp.PyArray_IS_C_CONTIGUOUS(state)
+                or cnp.PyArray_TYPE(state) != cnp.NPY_DOUBLE
+                or dtype.type_num not in (cnp.NPY_FLOAT, cnp.NPY_DOUBLE)
+                or ndim not in (1, 2) or (ndim == 1 and m != 1)):
+            raise ValueError("Stepper: state must be (NFIELDS, m) float64, chunks float32 "
+                             "or float64 of 1 or 2 dimensions")
+        self.state = state
+        self.typenum = dtype.type_num
+        self.ndim = ndim
+        self.m = m
+        self.pair = pair
+        _set_params(&self.p, KIND_VAR if kind == KIND_COV and not pair else kind, alpha, f0,
+                    adjust, ignore_na, bias, fills, min_periods, out_kind)
+
+    cdef bint _takes(self, object a):
+        cdef cnp.ndarray arr
+        if not cnp.PyArray_CheckExact(a):
+            return False
+        arr = <cnp.ndarray>a
+        return (cnp.PyArray_TYPE(arr) == self.typenum and cnp.PyArray_NDIM(arr) == self.ndim
+                and cnp.PyArray_ISBEHAVED_RO(arr) and cnp.PyArray_IS_C_CONTIGUOUS(arr)
+                and (self.ndim == 1 or cnp.PyArray_DIM(arr, 1) == self.m))
+
+    def __call__(self, x, y=None):
+        cdef Chunk c
+        cdef cnp.ndarray xa, ya, out
+        if not self._takes(x) or (y is None) == self.pair:
+            return None
+        xa = <cnp.ndarray>x
+        ya = xa
+        if self.pair:
+            if not self._takes(y):
+                return None
+            ya = <cnp.ndarray>y
+            if cnp.PyArray_DIM(ya, 0) != cnp.PyArray_DIM(xa, 0):
+                return None
+        out = cnp.PyArray_EMPTY(self.ndim, cnp.PyArray_DIMS(xa), self.typenum, 0)
+        c.f32 = self.typenum == cnp.NPY_FLOAT
+        c.n = cnp.PyArray_DIM(xa, 0)
+        c.m = self.m
+        c.ts = self.m
+        c.js = 1
+        c.x = cnp.PyArray_DATA(xa)
+        c.y = cnp.PyArray_DATA(ya)
+        c.out = cnp.PyArray_DATA(out)
+        c.state = <double*>cnp.PyArray_DATA(self.state)
+        c.p = self.p
+        _run(&c)
+        return out
