@@ -399,3 +399,25 @@ def test_halflife_timedelta_without_times_is_pandas_value_error():
     for fn in (fastmomentum.ewm_mean, baseline.ewm_mean, fastmomentum.ewm_var):
         with pytest.raises(ValueError, match="halflife can only be a timedelta convertible"):
             fn(np.arange(5.0), halflife=datetime.timedelta(days=1))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("stat", ["var", "cov"])
+def test_rows_finiteness_check_edges(dtype, stat):
+    """Series side by side take the shared-weights row loop only while a row is finite
+    (an integer test of the exponent bits): the largest finite values, subnormals,
+    negative zero and signed infinities, each in one column (of x or only of y), give the
+    bits of each column on its own."""
+    info = np.finfo(dtype)
+    rng = np.random.default_rng(23)
+    x = rng.standard_normal((60, 7)).astype(dtype)
+    y = rng.standard_normal((60, 7)).astype(dtype)
+    x[5, 1], x[9, 2], x[12, 3] = info.max / 4, info.smallest_subnormal, -0.0
+    x[20, 4], x[30, 5], y[40, 6] = np.inf, -np.inf, np.nan
+    x[50, 0] = -info.max / 4
+    fn = getattr(fastmomentum, f"ewm_{stat}")
+    args = (x, y) if stat == "cov" else (x,)
+    whole = fn(*args, alpha=0.2)
+    for j in range(x.shape[1]):
+        col = [np.ascontiguousarray(a[:, j]) for a in args]
+        np.testing.assert_array_equal(whole[:, j], fn(*col, alpha=0.2))

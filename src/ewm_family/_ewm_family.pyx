@@ -386,27 +386,31 @@ cdef inline bint _uniform(const double* st, Py_ssize_t m, Py_ssize_t j0,
 
 cdef inline bint _row_finite(const real* x, const real* y, Py_ssize_t j0,
                              Py_ssize_t j1) noexcept nogil:
-    """No NaN or inf in the row (an integer test of the exponent bits: an OR reduction the
-    compiler vectorises, where a float compare with NaN did not: half the row time)."""
+    """No NaN or inf in the row: integer operations on the exponent bits only, an OR
+    reduction the compiler vectorises (a float compare with NaN did not, nor the int flag
+    of an integer compare mixed with 64-bit words: gcc 12 left the float64 loop scalar).
+    The exponent field plus one at its lowest bit carries into the sign bit exactly when
+    the field is all ones (NaN or inf)."""
     cdef Py_ssize_t j
     cdef const unsigned long long* bx
     cdef const unsigned long long* by
     cdef const unsigned int* fx
     cdef const unsigned int* fy
-    cdef unsigned long long e64 = 0x7ff0000000000000ULL, bad64 = 0
-    cdef unsigned int e32 = 0x7f800000U, bad32 = 0
+    cdef unsigned long long e64 = 0x7ff0000000000000ULL, one64 = 0x0010000000000000ULL
+    cdef unsigned long long bad64 = 0
+    cdef unsigned int e32 = 0x7f800000U, one32 = 0x00800000U, bad32 = 0
     if real is double:
         bx = <const unsigned long long*>x
         by = <const unsigned long long*>y
         for j in range(j0, j1):
-            bad64 |= ((bx[j] & e64) == e64) | ((by[j] & e64) == e64)
-        return bad64 == 0
+            bad64 |= ((bx[j] & e64) + one64) | ((by[j] & e64) + one64)
+        return (bad64 >> 63) == 0
     else:
         fx = <const unsigned int*>x
         fy = <const unsigned int*>y
         for j in range(j0, j1):
-            bad32 |= ((fx[j] & e32) == e32) | ((fy[j] & e32) == e32)
-        return bad32 == 0
+            bad32 |= ((fx[j] & e32) + one32) | ((fy[j] & e32) + one32)
+        return (bad32 >> 31) == 0
 
 
 cdef inline void _row_values(const real* x, const real* y, real* out, double* st,
