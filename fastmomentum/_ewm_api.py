@@ -471,7 +471,8 @@ class _StreamBase:
         if o["times"]:
             delta = ((second["first_time"] - first["last_time"])
                      / opt.halflife_in(first["times_unit"]))
-            gap = float(np.exp2(delta * np.log2(1.0 - opt.alpha)))
+            with np.errstate(divide="ignore"):  # alpha = 1: log2(0) = -inf, pow(0, 0) = 1
+                gap = float(np.exp2(0.0 if delta == 0.0 else delta * np.log2(1.0 - opt.alpha)))
         merged = [merge(a, b, decays, opt, gap) for a, b, decays in
                   zip(first["states"], second["states"], second["first_decays"])]
         result = stream.state_dict()

@@ -208,7 +208,8 @@ def _family_time_factors(values, previous, halflife, alpha):
     deltas = np.diff(values, prepend=previous) / halflife
     if deltas.shape[0] and np.isnan(previous):
         deltas[0] = 0.0
-    return np.exp2(deltas * np.log2(1.0 - alpha))
+    with np.errstate(divide="ignore", invalid="ignore"):   # alpha = 1: log2(0) = -inf
+        return np.exp2(np.where(deltas == 0.0, 0.0, deltas * np.log2(1.0 - alpha)))
 
 
 def _family_advance(kind, x, y, out, state, alpha, f0, factors, adjust, ignore_na, bias,

@@ -284,6 +284,17 @@ def test_time_factors_against_pow_and_chunk_independent(times_dtype):
         time_factors(times.astype(np.float32), np.nan, 1.0, 0.5)
 
 
+@pytest.mark.parametrize("impl", IMPLS)
+def test_times_alpha_one_with_repeated_times(impl):
+    """alpha=1 (b = 0) with repeated timestamps: pandas' pow(0, 0) = 1 keeps the weight,
+    where 2**(0 * log2(0)) would be NaN (every result from there on was NaN before)."""
+    rng = np.random.default_rng(24)
+    x = rng.standard_normal(40)
+    t = pd.to_datetime(np.repeat(np.arange(20), 2), unit="s").values
+    kw = dict(times=t, halflife="3s", alpha=1.0)
+    want = pd.Series(x).ewm(**kw).mean().to_numpy()
+    assert_matches(IMPLS[impl].ewm_mean(x, **kw), want, x)
+
 def test_times_long_series_matches_pandas():
     """Long runs through the times loop (the weights kept in registers), with missing
     values breaking it and float32 data, against pandas."""

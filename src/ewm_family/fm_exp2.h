@@ -56,8 +56,10 @@ static inline double fm_exp2_inside(double y) {
             int outside = 0;                                                             \
             for (ptrdiff_t i = 0; i < len; i++) {                                        \
                 double before = i0 + i > 0 ? (double)times[i0 + i - 1] : previous;       \
-                double v = before == before                                              \
-                    ? ((double)times[i0 + i] - before) / halflife * log2_b : 0.0;        \
+                double delta = before == before                                          \
+                    ? ((double)times[i0 + i] - before) / halflife : 0.0;                 \
+                /* delta 0: exponent 0, also where log2(b) is -inf (alpha = 1) */        \
+                double v = delta == 0.0 ? 0.0 : delta * log2_b;                          \
                 outside |= !(v >= -1022.0 && v <= 1023.0);                               \
                 y[i] = v;                                                                \
             }                                                                            \
