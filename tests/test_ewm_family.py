@@ -432,3 +432,30 @@ def test_rows_finiteness_check_edges(dtype, stat):
     for j in range(x.shape[1]):
         col = [np.ascontiguousarray(a[:, j]) for a in args]
         np.testing.assert_array_equal(whole[:, j], fn(*col, alpha=0.2))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_times_in_blocks_equal_one_array_of_factors(dtype):
+    """With times, advance computes the decay factors block by block (time_steps, 1024
+    steps a block) instead of reading an array of them (time_factors): the same bits, for
+    series and side-by-side blocks of series, across block edges and missing values."""
+    from fastmomentum._ewm_api import new_state
+    from fastmomentum._ewm_family import advance, time_factors, time_steps
+    rng = np.random.default_rng(25)
+    n = 3 * 1024 + 77
+    times = np.cumsum(rng.integers(0, 40, n)).astype(np.int64)
+    for shape in ((n,), (n, 3)):
+        x = rng.standard_normal(shape).astype(dtype)
+        y = rng.standard_normal(shape).astype(dtype)
+        x[rng.random(shape) < 0.01] = np.nan
+        m = 1 if len(shape) == 1 else 3
+        for kind, yy in ((0, x), (2, x), (2, y), (3, y)):
+            got, want = (advance(kind, x, yy, None, new_state(m), 0.3, 1.0, factors, True,
+                                 False, False, False, 1, 0)
+                         for factors in (time_steps(times, np.nan, 7.0, 0.3),
+                                         time_factors(times, np.nan, 7.0, 0.3)))
+            np.testing.assert_array_equal(got, want)
+    with pytest.raises(ValueError, match="times of n steps"):
+        advance(0, x, x, None, new_state(3), 0.3, 1.0, time_steps(times[:-1], np.nan, 7.0,
+                                                                  0.3),
+                True, False, False, False, 1, 0)

@@ -38,6 +38,7 @@ from libc.math cimport NAN, log2, pow, sqrt
 from libc.stdint cimport int64_t
 
 cdef extern from "fm_exp2.h" nogil:
+    enum: FM_EXP2_BLOCK
     void fm_time_factors_i64(const int64_t* times, double previous, Py_ssize_t n,
                              double halflife, double log2_b, double* out)
     void fm_time_factors_f64(const double* times, double previous, Py_ssize_t n,
@@ -560,14 +561,61 @@ cdef void _chunk(const Chunk* c) noexcept nogil:
 cdef Py_ssize_t NOGIL_MIN = 1 << 14
 
 
-cdef inline void _run(const Chunk* c) noexcept:
+ctypedef struct Times:
+    # a call's times (int64 or float64, n of them) and what turns them into decay factors
+    const void* values
+    bint i64
+    double previous, halflife, log2_b
+
+
+cdef void _factors(const Times* tm, Py_ssize_t t0, Py_ssize_t n, double* out) noexcept nogil:
+    """The decay factors of steps t0..t0+n (from the time before t0: the same values as
+    one pass over all the times)."""
+    cdef double before
+    if tm.i64:
+        before = tm.previous if t0 == 0 else <double>(<const int64_t*>tm.values)[t0 - 1]
+        fm_time_factors_i64(<const int64_t*>tm.values + t0, before, n, tm.halflife,
+                            tm.log2_b, out)
+    else:
+        before = tm.previous if t0 == 0 else (<const double*>tm.values)[t0 - 1]
+        fm_time_factors_f64(<const double*>tm.values + t0, before, n, tm.halflife,
+                            tm.log2_b, out)
+
+
+cdef void _chunk_timed(const Chunk* c, const Times* tm) noexcept nogil:
+    """A call with times, FM_EXP2_BLOCK steps at a time, their factors in a buffer on the
+    stack (no array of n factors: its page faults and traffic): the state carries over
+    between blocks as between a stream's chunks, so the results are one pass's bits."""
+    cdef double factors[FM_EXP2_BLOCK]
+    cdef Chunk b = c[0]
+    cdef Py_ssize_t t0 = 0, item = 4 if c.f32 else 8
+    b.p.factors = factors
+    while t0 < c.n:
+        b.n = min(<Py_ssize_t>FM_EXP2_BLOCK, c.n - t0)
+        _factors(tm, t0, b.n, factors)
+        b.x = <const char*>c.x + t0 * c.ts * item
+        b.y = <const char*>c.y + t0 * c.ts * item
+        b.out = <char*>c.out + t0 * c.ts * item
+        _chunk(&b)
+        t0 += b.n
+
+
+cdef inline void _call(const Chunk* c, const Times* tm) noexcept nogil:
+    if tm == NULL:
+        _chunk(c)
+    else:
+        _chunk_timed(c, tm)
+
+
+cdef inline void _run(const Chunk* c, const Times* tm) noexcept:
+    """One call (``tm``: its times, or NULL), without the GIL unless it is small."""
     if c.n == 0 or c.m == 0:
         return
     if c.n * c.m < NOGIL_MIN:
-        _chunk(c)
+        _call(c, tm)
         return
     with nogil:
-        _chunk(c)
+        _call(c, tm)
 
 
 cdef bint _same_steps(cnp.ndarray a, cnp.ndarray b, Py_ssize_t n, Py_ssize_t m):
@@ -610,6 +658,7 @@ def advance(int kind, cnp.ndarray x, cnp.ndarray y, out, cnp.ndarray state,
     cdef Chunk c
     cdef Py_ssize_t item = cnp.PyArray_ITEMSIZE(x)
     cdef cnp.ndarray fac
+    cdef TimeSteps steps
     cdef bint series = cnp.PyArray_NDIM(x) == 1, same
     if out is None:
         out = cnp.PyArray_EMPTY(cnp.PyArray_NDIM(x), cnp.PyArray_DIMS(x), cnp.PyArray_TYPE(x), 0)
@@ -635,39 +684,61 @@ def advance(int kind, cnp.ndarray x, cnp.ndarray y, out, cnp.ndarray state,
     same = cnp.PyArray_DATA(x) == cnp.PyArray_DATA(y)
     _set_params(&c.p, KIND_VAR if kind == KIND_COV and same else kind, alpha, f0, adjust,
                 ignore_na, bias, fills, min_periods, out_kind)
+    if isinstance(factors, TimeSteps):
+        steps = <TimeSteps>factors
+        if cnp.PyArray_DIM(steps.values, 0) != c.n:
+            raise ValueError("advance: factors must be the times of n steps")
+        _run(&c, &steps.tm)
+        return out
     if factors is not None:
         fac = <cnp.ndarray>factors
         if cnp.PyArray_DIM(fac, 0) != c.n or cnp.PyArray_TYPE(fac) != cnp.NPY_DOUBLE \
                 or not cnp.PyArray_IS_C_CONTIGUOUS(fac):
             raise ValueError("advance: factors must be n float64 values")
         c.p.factors = <const double*>cnp.PyArray_DATA(fac)
-    _run(&c)
+    _run(&c, NULL)
     return out
 
 
 
-def time_factors(cnp.ndarray times, double previous, double halflife, double alpha):
+cdef class TimeSteps:
+    """The times of a call (``time_steps``), which ``advance`` turns into decay factors
+    block by block (see _chunk_timed)."""
+    cdef cnp.ndarray values
+    cdef Times tm
+
+    def __init__(self, cnp.ndarray times, double previous, double halflife, double alpha):
+        cdef int typ = cnp.PyArray_TYPE(times)
+        if (cnp.PyArray_NDIM(times) != 1 or not cnp.PyArray_IS_C_CONTIGUOUS(times)
+                or typ not in (cnp.NPY_INT64, cnp.NPY_DOUBLE)
+                or not cnp.PyArray_ISBEHAVED_RO(times)):
+            raise ValueError("time_steps: times must be 1-D C-contiguous int64 or float64")
+        self.values = times
+        self.tm.values = cnp.PyArray_DATA(times)
+        self.tm.i64 = typ == cnp.NPY_INT64
+        self.tm.previous = previous
+        self.tm.halflife = halflife
+        self.tm.log2_b = log2(1.0 - alpha)
+
+
+def time_steps(times, double previous, double halflife, double alpha):
+    """What ``advance`` takes as ``factors`` for steps at ``times`` (1-D C-contiguous int64
+    or float64, each counting as its float64 value; ``t_{-1} = previous``, NaN: none):
+    the factors of :func:`time_factors`, computed as the steps run."""
+    return TimeSteps(times, previous, halflife, alpha)
+
+
+def time_factors(times, double previous, double halflife, double alpha):
     """Each step's decay ``(1 - alpha)**((t_i - t_{i-1})/halflife)`` (float64, n) from the
-    times (1-D C-contiguous int64 or float64, each counting as its float64 value), with
-    ``t_{-1} = previous``; a NaN ``previous`` (a series' first chunk) makes the first 1.
-    See fm_exp2.h."""
-    cdef cnp.ndarray out
-    cdef Py_ssize_t n = cnp.PyArray_DIM(times, 0)
-    cdef int typ = cnp.PyArray_TYPE(times)
-    cdef double log2_b = log2(1.0 - alpha)
-    if (cnp.PyArray_NDIM(times) != 1 or not cnp.PyArray_IS_C_CONTIGUOUS(times)
-            or typ not in (cnp.NPY_INT64, cnp.NPY_DOUBLE)):
-        raise ValueError("time_factors: times must be 1-D C-contiguous int64 or float64")
-    out = cnp.PyArray_EMPTY(1, cnp.PyArray_DIMS(times), cnp.NPY_DOUBLE, 0)
+    times (as :func:`time_steps`); a NaN ``previous`` (a series' first chunk) makes the
+    first 1. See fm_exp2.h."""
+    cdef TimeSteps steps = TimeSteps(times, previous, halflife, alpha)
+    cdef cnp.ndarray out = cnp.PyArray_EMPTY(1, cnp.PyArray_DIMS(steps.values),
+                                             cnp.NPY_DOUBLE, 0)
     with nogil:
-        if typ == cnp.NPY_INT64:
-            fm_time_factors_i64(<const int64_t*>cnp.PyArray_DATA(times), previous, n,
-                                halflife, log2_b, <double*>cnp.PyArray_DATA(out))
-        else:
-            fm_time_factors_f64(<const double*>cnp.PyArray_DATA(times), previous, n,
-                                halflife, log2_b, <double*>cnp.PyArray_DATA(out))
+        _factors(&steps.tm, 0, cnp.PyArray_DIM(steps.values, 0),
+                 <double*>cnp.PyArray_DATA(out))
     return out
-
 
 
 cdef class Stepper:
@@ -735,5 +806,5 @@ cdef class Stepper:
         c.out = cnp.PyArray_DATA(out)
         c.state = <double*>cnp.PyArray_DATA(self.state)
         c.p = self.p
-        _run(&c)
+        _run(&c, NULL)
         return out
