@@ -50,18 +50,19 @@ static inline double fm_exp2_inside(double y) {
 #define FM_DEFINE_TIME_FACTORS(NAME, T)                                                  \
     static void NAME(const T* times, double previous, ptrdiff_t n, double halflife,      \
                      double log2_b, double* out) {                                       \
+        double before = previous;                                                        \
         for (ptrdiff_t i0 = 0; i0 < n; i0 += FM_EXP2_BLOCK) {                            \
             ptrdiff_t len = n - i0 < FM_EXP2_BLOCK ? n - i0 : FM_EXP2_BLOCK;             \
             double* y = out + i0;                                                        \
             int outside = 0;                                                             \
             for (ptrdiff_t i = 0; i < len; i++) {                                        \
-                double before = i0 + i > 0 ? (double)times[i0 + i - 1] : previous;       \
-                double delta = before == before                                          \
-                    ? ((double)times[i0 + i] - before) / halflife : 0.0;                 \
+                double now = (double)times[i0 + i];                                      \
+                double delta = before == before ? (now - before) / halflife : 0.0;       \
                 /* delta 0: exponent 0, also where log2(b) is -inf (alpha = 1) */        \
                 double v = delta == 0.0 ? 0.0 : delta * log2_b;                          \
                 outside |= !(v >= -1022.0 && v <= 1023.0);                               \
                 y[i] = v;                                                                \
+                before = now;                                                            \
             }                                                                            \
             if (outside) {                                                               \
                 for (ptrdiff_t i = 0; i < len; i++)                                      \
