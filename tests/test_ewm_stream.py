@@ -263,3 +263,32 @@ def test_common_update_path_and_its_refusals(impl, stat):
     parts.append(_update(stream, stat, x[300:], y[300:], None))              # the stepper
     np.testing.assert_array_equal(np.concatenate(parts), one)
     assert stream.state_dict()["steps"] == 400
+
+
+@pytest.mark.parametrize("stat", ["mean", "var", "cov"])
+def test_dask_times_as_a_dask_array_stay_lazy(stat):
+    """``times`` as a dask array (chunked unlike ``x``: cut to x's chunks) is not loaded
+    when the graph is built: its blocks are inputs of the result's tasks; the results are
+    the in-memory ones (exact=True: the same bits)."""
+    import fastmomentum.dask as fmd
+    x, y, t = _data(600, 1, 6)
+    x, y = x[:, 0], y[:, 0]
+    dx, dy = da.from_array(x, chunks=150), da.from_array(y, chunks=150)
+    loads = []
+
+    def traced(block):
+        if len(block):                       # (dask probes with an empty block)
+            loads.append(len(block))
+        return block
+    dt = da.from_array(t, chunks=97).map_blocks(traced, dtype=t.dtype)
+    args = (dx, dy) if stat in PAIR else (dx,)
+    fn = getattr(fmd, f"ewm_{stat}")
+    lazy = fn(*args, halflife=2.0, times=dt)
+    exact = fn(*args, halflife=2.0, times=dt, exact=True)
+    assert loads == []                       # nothing of the times computed yet
+    want = _update(fastmomentum.EwmStream(stat, halflife=2.0, times=True), stat, x, y, t)
+    np.testing.assert_allclose(lazy.compute(), want, rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(exact.compute(), want)
+    assert loads and sum(loads) >= len(t)
+    with pytest.raises(ValueError, match="same length"):
+        fn(*args, halflife=2.0, times=dt[:-1])
