@@ -252,6 +252,48 @@ class Family:
         self._run(opt, xs, ys, os, new_state(xs.shape[1]), 1.0, factors, opt.bias)
         return out
 
+    def pairwise(self, func, stat, x, y, options, out):
+        """pandas' ``pairwise=True`` (``x_frame.ewm(...).cov(y_frame, pairwise=True)``) as
+        an array (n, my, mx): [t, j, i] is the statistic of x's series i with y's series
+        j (each pair with its own missing values), time first. 1-D ``x`` and ``y``: as
+        pandas for a Series, the statistic of the pair (pairwise ignored)."""
+        x = _validation.as_array(func, "x", x, "an array of numbers")
+        y = _validation.as_array(func, "y", y, "an array of numbers like `x`")
+        if x.ndim == 1 and y.ndim == 1:
+            return self.compute(func, stat, x, y, out=out, **options)
+        if x.ndim != 2 or y.ndim != 2:
+            raise ValueError(f"{func}: with pairwise=True, `x` and `y` must both be 2-D "
+                             f"(or both 1-D); got shapes {x.shape} and {y.shape}")
+        axis = options["axis"]
+        if isinstance(axis, (bool, np.bool_)) or axis not in (0, 1, -1, -2):
+            raise ValueError(f"{func}: `axis` must be an integer in [-2, 1] for a 2-D `x`; "
+                             f"got {axis!r}")
+        xs, ys = as_steps(x, axis % 2), as_steps(y, axis % 2)
+        if ys.shape[0] != xs.shape[0]:
+            raise ValueError(f"{func}: `y` must have as many steps as `x` "
+                             f"({xs.shape[0]} along axis {axis}); got shape={y.shape}")
+        (n, mx), my = xs.shape, ys.shape[1]
+        dtype = result_dtype(func, x, y)
+        if out is not None:
+            if (not isinstance(out, np.ndarray) or out.shape != (n, my, mx)
+                    or out.dtype != dtype or not out.flags.writeable):
+                raise ValueError(f"{func}: `out` must be a writeable {dtype} array of shape "
+                                 f"{(n, my, mx)} (pairwise=True); got "
+                                 f"{_validation.describe(out)}")
+            _validation.check_disjoint(func, "out", out, "x", x)
+            _validation.check_disjoint(func, "out", out, "y", y)
+        # the options checked before anything is written (each pair's call checks again)
+        Options(func, stat, options["com"], options["span"], options["halflife"],
+                options["alpha"], options["adjust"], options["ignore_na"],
+                options["min_periods"], options["bias"], times_kind(func, options["times"]))
+        options = dict(options, axis=0)
+        result = np.empty((n, my, mx), dtype) if out is None else out
+        xc = np.ascontiguousarray(xs, dtype=dtype)
+        for j in range(my):
+            partner = np.repeat(np.asarray(ys[:, j:j + 1], dtype=dtype), mx, axis=1)
+            result[:, j, :] = self.compute(func, stat, xc, partner, out=None, **options)
+        return result
+
     def _run(self, opt, xs, ys, os, state, f0, factors, bias):
         self.advance(opt.kind, xs, ys, os, state, opt.alpha, f0, factors, opt.adjust,
                      opt.ignore_na, bias, opt.fills, opt.min_periods, opt.out_kind)
@@ -497,6 +539,16 @@ _COMMON_DOC = """
 """
 
 
+_PAIRWISE_DOC = """
+    ``pairwise=True`` (2-D ``x`` (n, mx) and ``y`` (n, my), time along ``axis``): every
+    pair of a series of ``x`` and one of ``y``, an array (n, my, mx) in pandas' layout,
+    ``[t, j, i]`` for x's series i with y's series j: pandas'
+    ``X.ewm(...).cov(Y, pairwise=True).to_numpy().reshape(n, my, mx)`` for DataFrames X, Y
+    (pass ``y=x`` for all pairs of one frame); ``out=`` of that shape. 1-D ``x`` and ``y``:
+    pairwise is ignored, as pandas does for a Series.
+"""
+
+
 def make_functions(family):
     """The public ewm_* functions and EwmStream over ``family``."""
 
@@ -510,15 +562,28 @@ def make_functions(family):
         return family.compute("ewm_std", "std", x, None, com, span, halflife, alpha, adjust,
                               ignore_na, min_periods, axis, bias, times, out)
 
+    def _pair(func, stat, x, y, pairwise, options, out):
+        if not isinstance(pairwise, (bool, np.bool_)):
+            raise TypeError(f"{func}: `pairwise` must be a bool; got {pairwise!r}")
+        if pairwise:
+            return family.pairwise(func, stat, x, y, options, out)
+        return family.compute(func, stat, x, y, out=out, **options)
+
     def ewm_cov(x, y, *, com=None, span=None, halflife=None, alpha=None, adjust=True,
-                ignore_na=False, min_periods=0, axis=0, bias=False, times=None, out=None):
-        return family.compute("ewm_cov", "cov", x, y, com, span, halflife, alpha, adjust,
-                              ignore_na, min_periods, axis, bias, times, out)
+                ignore_na=False, min_periods=0, axis=0, bias=False, times=None, out=None,
+                pairwise=False):
+        return _pair("ewm_cov", "cov", x, y, pairwise, dict(
+            com=com, span=span, halflife=halflife, alpha=alpha, adjust=adjust,
+            ignore_na=ignore_na, min_periods=min_periods, axis=axis, bias=bias,
+            times=times), out)
 
     def ewm_corr(x, y, *, com=None, span=None, halflife=None, alpha=None, adjust=True,
-                 ignore_na=False, min_periods=0, axis=0, times=None, out=None):
-        return family.compute("ewm_corr", "corr", x, y, com, span, halflife, alpha, adjust,
-                              ignore_na, min_periods, axis, True, times, out)
+                 ignore_na=False, min_periods=0, axis=0, times=None, out=None,
+                 pairwise=False):
+        return _pair("ewm_corr", "corr", x, y, pairwise, dict(
+            com=com, span=span, halflife=halflife, alpha=alpha, adjust=adjust,
+            ignore_na=ignore_na, min_periods=min_periods, axis=axis, bias=True,
+            times=times), out)
 
     def ewm_sum(x, *, com=None, span=None, halflife=None, alpha=None, adjust=True,
                 ignore_na=False, min_periods=0, axis=0, out=None):
@@ -537,10 +602,11 @@ def make_functions(family):
     ewm_cov.__doc__ = ("Exponentially weighted covariance of ``x`` and ``y`` (same shape), "
                        "equal to pandas ``ewm(...).cov(y, bias=bias)`` column by column "
                        "(pairwise=False); a value counts where both are finite.\n"
+                       + _PAIRWISE_DOC
                        + _COMMON_DOC)
     ewm_corr.__doc__ = ("Exponentially weighted correlation of ``x`` and ``y``, equal to "
                         "pandas ``ewm(...).corr(y)``: cov(x, y)/zsqrt(var(x) var(y)), all "
-                        "biased, each with its own missing values.\n" + _COMMON_DOC)
+                        "biased, each with its own missing values.\n" + _PAIRWISE_DOC + _COMMON_DOC)
     ewm_sum.__doc__ = ("Exponentially weighted sum, equal to pandas ``ewm(...).sum()`` "
                        "(adjust=True only and no times, as pandas).\n" + _COMMON_DOC)
     ewm_mean_times.__doc__ = ("``ewm_mean(x, times=...)``: pandas' time-weighted mean.\n"

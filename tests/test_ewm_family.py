@@ -459,3 +459,72 @@ def test_times_in_blocks_equal_one_array_of_factors(dtype):
         advance(0, x, x, None, new_state(3), 0.3, 1.0, time_steps(times[:-1], np.nan, 7.0,
                                                                   0.3),
                 True, False, False, False, 1, 0)
+
+
+# ---------------------------------------------------------------------------------------
+# pairwise=True
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("stat", ["cov", "corr"])
+def test_pairwise_matches_pandas(impl, stat):
+    """pairwise=True: pandas' X.ewm(...).cov(Y, pairwise=True) as an (n, my, mx) array,
+    each pair with its own missing values; y=x: all pairs of one frame; axis=1; out=."""
+    rng = np.random.default_rng(26)
+    n = 120
+    x = rng.standard_normal((n, 3))
+    y = rng.standard_normal((n, 4)) + 0.5 * x[:, :1]
+    x[rng.random(x.shape) < 0.08] = np.nan
+    y[rng.random(y.shape) < 0.08] = np.inf
+    fn = family(impl, stat)
+    for kw, extra in ((dict(alpha=0.2), {}),
+                      (dict(span=9, adjust=False, min_periods=4),
+                       {} if stat == "corr" else dict(bias=True)),
+                      (dict(com=3, ignore_na=True), {})):
+        for a, b in ((x, y), (x, x)):
+            frame_a, frame_b = pd.DataFrame(a), pd.DataFrame(b)
+            want = getattr(frame_a.ewm(**kw), stat)(frame_b, pairwise=True, **extra)
+            want = want.to_numpy().reshape(n, b.shape[1], a.shape[1])
+            ours = dict(kw, **extra)
+            got = fn(a, b, pairwise=True, **ours)
+            assert got.shape == want.shape
+            assert_matches(got, want, np.concatenate([a, b], axis=1))
+            np.testing.assert_array_equal(fn(a.T, b.T, pairwise=True, axis=1, **ours), got)
+            out = np.full(want.shape, 7.0)
+            assert fn(a, b, pairwise=True, out=out, **ours) is out
+            np.testing.assert_array_equal(out, got)
+    # float32 in, float32 out; one pair equals the pairwise=False call on those columns
+    got32 = fn(x.astype(np.float32), y.astype(np.float32), pairwise=True, alpha=0.2)
+    assert got32.dtype == np.float32
+    np.testing.assert_array_equal(got32[:, 2, 1], fn(x[:, 1].astype(np.float32),
+                                                     y[:, 2].astype(np.float32), alpha=0.2))
+    # 1-D: pairwise ignored, as pandas for a Series
+    s, r = x[:, 0], y[:, 0]
+    np.testing.assert_array_equal(fn(s, r, pairwise=True, alpha=0.2), fn(s, r, alpha=0.2))
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_pairwise_errors_write_nothing(impl):
+    fn = family(impl, "cov")
+    x, y = np.ones((10, 2)), np.ones((10, 3))
+    out = np.full((10, 3, 2), 5.0)
+    readonly = out.copy()
+    readonly.flags.writeable = False
+    cases = [
+        (dict(x=x, y=y[:9], pairwise=True, alpha=0.5, out=out), ValueError, "as many steps"),
+        (dict(x=x, y=y[:, 0], pairwise=True, alpha=0.5, out=out), ValueError, "both be 2-D"),
+        (dict(x=x, y=y, pairwise=True, alpha=0.5, out=np.empty((10, 2, 3))), ValueError,
+         r"shape \(10, 3, 2\)"),
+        (dict(x=x, y=y, pairwise=True, alpha=0.5, out=out.astype(np.float32)), ValueError,
+         "float64"),
+        (dict(x=x, y=y, pairwise=True, alpha=5.0, out=out), ValueError, "alpha"),
+        (dict(x=x, y=y, pairwise=True, axis=2, alpha=0.5, out=out), ValueError, "axis"),
+        (dict(x=x, y=y, pairwise="yes", alpha=0.5, out=out), TypeError, "pairwise"),
+        (dict(x=x, y=y, pairwise=True, alpha=0.5, out=readonly), ValueError, "writeable"),
+    ]
+    for kw, error, words in cases:
+        with pytest.raises(error, match=words) as info:
+            fn(kw.pop("x"), kw.pop("y"), **kw)
+        assert str(info.value).startswith("ewm_cov: ")
+        np.testing.assert_array_equal(out, 5.0)
+    with pytest.raises(ValueError, match="share memory"):
+        fn(out[:, 0, :], y, pairwise=True, alpha=0.5, out=out)
