@@ -30,7 +30,9 @@ HAS_OPENMP = _kernels.HAS_OPENMP
 from . import _ewm_api, _ewm_family  # noqa: E402
 
 (ewm_var, ewm_std, ewm_cov, ewm_corr, ewm_sum, _ewm_mean_times,
- EwmStream) = _ewm_api.make_functions(_ewm_api.Family(_ewm_family.advance))
+ EwmStream) = _ewm_api.make_functions(_ewm_api.Family(_ewm_family.advance,
+                                                          _ewm_family.time_steps,
+                                                          _ewm_family.Stepper))
 
 from ._version import __version__
 

@@ -48,12 +48,14 @@ def ewm_cov(x: ArrayLike, y: ArrayLike, *, com: Scalar | None = None,
             alpha: Scalar | None = None, adjust: bool = True, ignore_na: bool = False,
             min_periods: int = 0, axis: int = 0, bias: bool = False,
             times: ArrayLike | None = None,
-            out: NDArray[np.floating[Any]] | None = None) -> NDArray[np.floating[Any]]: ...
+            out: NDArray[np.floating[Any]] | None = None,
+            pairwise: bool = False) -> NDArray[np.floating[Any]]: ...
 def ewm_corr(x: ArrayLike, y: ArrayLike, *, com: Scalar | None = None,
              span: Scalar | None = None, halflife: HalfLife | None = None,
              alpha: Scalar | None = None, adjust: bool = True, ignore_na: bool = False,
              min_periods: int = 0, axis: int = 0, times: ArrayLike | None = None,
-             out: NDArray[np.floating[Any]] | None = None) -> NDArray[np.floating[Any]]: ...
+             out: NDArray[np.floating[Any]] | None = None,
+             pairwise: bool = False) -> NDArray[np.floating[Any]]: ...
 def ewm_sum(x: ArrayLike, *, com: Scalar | None = None, span: Scalar | None = None,
             halflife: HalfLife | None = None, alpha: Scalar | None = None, adjust: bool = True,
             ignore_na: bool = False, min_periods: int = 0, axis: int = 0,

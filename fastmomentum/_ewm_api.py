@@ -106,7 +106,9 @@ def times_kind(func, times):
 
 
 def time_values(func, times, n):
-    """The times as float64 in their unit (datetime64: its integer count), checked."""
+    """The times, checked, as a C-contiguous int64 (datetime64: its integer count) or
+    float64 array, and their unit (None for floats). Each time counts as its float64
+    value (pandas converts the counts to float64 before differencing them)."""
     t = np.asarray(times)
     if t.ndim != 1 or t.shape[0] != n:
         raise ValueError(f"{func}: times must be the same length as the object "
@@ -115,21 +117,11 @@ def time_values(func, times, n):
         if np.isnat(t).any():
             raise ValueError(f"{func}: Cannot convert NaT values to integer")
         unit = np.datetime_data(t.dtype)[0]
-        return np.asarray(t.view(np.int64), dtype=np.float64), unit
-    values = np.asarray(t, dtype=np.float64)
+        return np.ascontiguousarray(t.view(np.int64)), unit
+    values = np.ascontiguousarray(t, dtype=np.float64)
     if not np.isfinite(values).all():
         raise ValueError(f"{func}: `times` must be finite; got NaN or inf")
     return values, None
-
-
-def deltas_of(values, previous, halflife):
-    """(time - previous time)/halflife per step, 0 for a series' first value (pandas'
-    ``_calculate_deltas``: a difference of float64 times over the halflife)."""
-    steps = np.empty(values.shape[0])
-    if values.shape[0]:
-        steps[1:] = np.diff(values) / halflife
-        steps[0] = 0.0 if previous is None else (values[0] - previous) / halflife
-    return steps
 
 
 def as_steps(a, axis):
@@ -228,10 +220,15 @@ def merge(sa, sb, first_decays, opt, gap):
 
 
 class Family:
-    """The public functions over one ``advance`` implementation."""
+    """The public functions over one ``advance`` implementation and its ``time_factors``
+    (``time_factors(values, previous, halflife, alpha)``: each step's decay
+    ``(1 - alpha)**((t_i - t_{i-1})/halflife)`` from :func:`time_values` ``values``, with
+    ``t_{-1} = previous``, or 1 for the first when ``previous`` is NaN)."""
 
-    def __init__(self, advance):
+    def __init__(self, advance, time_factors, stepper=None):
         self.advance = advance
+        self.time_factors = time_factors
+        self.stepper = stepper or self._checked_stepper
 
     # -- one statistic over a whole array ---------------------------------------------
     def compute(self, func, stat, x, y, com, span, halflife, alpha, adjust, ignore_na,
@@ -248,18 +245,78 @@ class Family:
             dtype=result_dtype(func, x, y) if y is not None else None)
         y = x if y is None else check_partner(func, y, x, out)
         xs, ys, os = as_steps(x, axis), as_steps(y, axis), as_steps(out, axis)
-        deltas = None
+        factors = None
         if kind is not None:
             values, unit = time_values(func, times, xs.shape[0])
-            deltas = deltas_of(values, None, opt.halflife_in(unit))
-        self._run(opt, xs, ys, os, new_state(xs.shape[1]), 1.0, deltas, opt.bias)
+            factors = self.time_factors(values, np.nan, opt.halflife_in(unit), opt.alpha)
+        self._run(opt, xs, ys, os, new_state(xs.shape[1]), 1.0, factors, opt.bias)
         return out
 
-    def _run(self, opt, xs, ys, os, state, f0, deltas, bias):
-        self.advance(opt.kind, xs, ys, os, state, opt.alpha, f0, deltas, opt.adjust,
+    def pairwise(self, func, stat, x, y, options, out):
+        """pandas' ``pairwise=True`` (``x_frame.ewm(...).cov(y_frame, pairwise=True)``) as
+        an array (n, my, mx): [t, j, i] is the statistic of x's series i with y's series
+        j (each pair with its own missing values), time first. 1-D ``x`` and ``y``: as
+        pandas for a Series, the statistic of the pair (pairwise ignored)."""
+        x = _validation.as_array(func, "x", x, "an array of numbers")
+        y = _validation.as_array(func, "y", y, "an array of numbers like `x`")
+        if x.ndim == 1 and y.ndim == 1:
+            return self.compute(func, stat, x, y, out=out, **options)
+        if x.ndim != 2 or y.ndim != 2:
+            raise ValueError(f"{func}: with pairwise=True, `x` and `y` must both be 2-D "
+                             f"(or both 1-D); got shapes {x.shape} and {y.shape}")
+        axis = options["axis"]
+        if isinstance(axis, (bool, np.bool_)) or axis not in (0, 1, -1, -2):
+            raise ValueError(f"{func}: `axis` must be an integer in [-2, 1] for a 2-D `x`; "
+                             f"got {axis!r}")
+        xs, ys = as_steps(x, axis % 2), as_steps(y, axis % 2)
+        if ys.shape[0] != xs.shape[0]:
+            raise ValueError(f"{func}: `y` must have as many steps as `x` "
+                             f"({xs.shape[0]} along axis {axis}); got shape={y.shape}")
+        (n, mx), my = xs.shape, ys.shape[1]
+        dtype = result_dtype(func, x, y)
+        if out is not None:
+            if (not isinstance(out, np.ndarray) or out.shape != (n, my, mx)
+                    or out.dtype != dtype or not out.flags.writeable):
+                raise ValueError(f"{func}: `out` must be a writeable {dtype} array of shape "
+                                 f"{(n, my, mx)} (pairwise=True); got "
+                                 f"{_validation.describe(out)}")
+            _validation.check_disjoint(func, "out", out, "x", x)
+            _validation.check_disjoint(func, "out", out, "y", y)
+        # the options checked before anything is written (each pair's call checks again)
+        Options(func, stat, options["com"], options["span"], options["halflife"],
+                options["alpha"], options["adjust"], options["ignore_na"],
+                options["min_periods"], options["bias"], times_kind(func, options["times"]))
+        options = dict(options, axis=0)
+        result = np.empty((n, my, mx), dtype) if out is None else out
+        xc = np.ascontiguousarray(xs, dtype=dtype)
+        for j in range(my):
+            partner = np.repeat(np.asarray(ys[:, j:j + 1], dtype=dtype), mx, axis=1)
+            result[:, j, :] = self.compute(func, stat, xc, partner, out=None, **options)
+        return result
+
+    def _run(self, opt, xs, ys, os, state, f0, factors, bias):
+        self.advance(opt.kind, xs, ys, os, state, opt.alpha, f0, factors, opt.adjust,
                      opt.ignore_na, bias, opt.fills, opt.min_periods, opt.out_kind)
 
     # -- streams ----------------------------------------------------------------------
+    def _checked_stepper(self, kind, state, dtype, ndim, m, pair, alpha, f0, adjust,
+                         ignore_na, bias, fills, min_periods, out_kind):
+        """A stream's common update (the compiled ``Stepper``'s contract) over ``advance``:
+        the results of a chunk like the previous one, or None for the checked path."""
+        advance = self.advance
+
+        def like(a):
+            return (type(a) is np.ndarray and a.dtype == dtype and a.ndim == ndim
+                    and a.flags.c_contiguous and (ndim == 1 or a.shape[1] == m))
+
+        def step(x, y=None):
+            if not like(x) or (y is None) == pair or (
+                    pair and not (like(y) and y.shape[0] == x.shape[0])):
+                return None
+            return advance(kind, x, x if y is None else y, None, state, alpha, f0, None,
+                           adjust, ignore_na, bias, fills, min_periods, out_kind)
+        return step
+
     def stream_class(self):
         family = self
 
@@ -331,27 +388,21 @@ class _StreamBase:
         along ``axis``); ``y``: cov and corr; ``times``: its times (streams made with
         ``times=True``)."""
         fast = self._fast
-        if (fast is not None and out is None and times is None and type(x) is np.ndarray
-                and x.dtype == fast[0] and x.shape[1:] == fast[1] and x.flags.c_contiguous
-                and (y is None if fast[2] else type(y) is np.ndarray and y.dtype == fast[0]
-                     and y.shape == x.shape and y.flags.c_contiguous)):
-            # the common call, checked in a few attribute tests: a C-contiguous chunk like
-            # the previous one, time along axis 0 (same operations as below); the kernel
-            # takes a 1-D series as it is and allocates the result
-            o = self._opt
-            out = self._family.advance(o.kind, x, x if y is None else y, None,
-                                       self._states[0], o.alpha, fast[3], None, o.adjust,
-                                       o.ignore_na, o.bias, o.fills, o.min_periods,
-                                       o.out_kind)
-            self._steps += x.shape[0]
-            return out
+        if fast is not None and out is None and times is None:
+            # the common call: a C-contiguous chunk like the previous one, time along axis
+            # 0 (same operations as below), checked by the family's stepper (compiled: in
+            # C); None when it is not such a chunk
+            result = fast(x, y)
+            if result is not None:
+                self._steps += result.shape[0]
+                return result
         func, x, y, out, axis = self._check_chunk(x, y, out)
         xs, ys, os = as_steps(x, axis), as_steps(y, axis), as_steps(out, axis)
         n, m = xs.shape
         if self._states is not None and self._states[0].shape[1] != m:
             raise ValueError(f"{func}: this stream has {self._states[0].shape[1]} series; "
                              f"got a chunk of {m}")
-        opt, deltas = self._opt, None
+        opt, factors = self._opt, None
         if self.options["times"]:
             if times is None:
                 raise TypeError(f"{func}: this stream was made with times=True: pass the "
@@ -363,7 +414,9 @@ class _StreamBase:
             opt = Options(func, self.stat, o["com"], o["span"], o["halflife"], o["alpha"],
                           o["adjust"], o["ignore_na"], o["min_periods"], o["bias"], kind)
             values, unit = time_values(func, times, n)
-            deltas = deltas_of(values, self._last_time, opt.halflife_in(unit))
+            factors = self._family.time_factors(
+                values, np.nan if self._last_time is None else self._last_time,
+                opt.halflife_in(unit), opt.alpha)
             self._times_kind = kind
         elif times is not None:
             raise TypeError(f"{func}: `times` needs a stream made with times=True")
@@ -376,17 +429,20 @@ class _StreamBase:
             # per state: whether the first value decays what came before (for combine)
             fx, fy = np.isfinite(xs[0]), np.isfinite(ys[0])
             self._first_decays = [(fx & fy) | (not opt.ignore_na)] * len(self._states)
-            if deltas is not None:
+            if factors is not None:
                 self._first_time = float(values[0])
                 self._times_unit = unit
         f0 = 1.0 if self._steps == 0 else 1.0 - opt.alpha
-        self._family._run(opt, xs, ys, os, self._states[0], f0, deltas, opt.bias)
+        self._family._run(opt, xs, ys, os, self._states[0], f0, factors, opt.bias)
         self._steps += n
-        if deltas is not None:
+        if factors is not None:
             self._last_time = float(values[-1])
         self._opt = opt
-        if deltas is None and (x.ndim == 1 or axis == 0):
-            self._fast = (x.dtype, x.shape[1:], y is x, 1.0 - opt.alpha)
+        if factors is None and (x.ndim == 1 or axis == 0):
+            self._fast = self._family.stepper(
+                opt.kind, self._states[0], x.dtype, x.ndim, m, self.stat in ("cov", "corr"),
+                opt.alpha, 1.0 - opt.alpha, opt.adjust, opt.ignore_na, opt.bias, opt.fills,
+                opt.min_periods, opt.out_kind)
         return out
 
     def state_dict(self):
@@ -457,7 +513,8 @@ class _StreamBase:
         if o["times"]:
             delta = ((second["first_time"] - first["last_time"])
                      / opt.halflife_in(first["times_unit"]))
-            gap = float(np.exp2(delta * np.log2(1.0 - opt.alpha)))
+            with np.errstate(divide="ignore"):  # alpha = 1: log2(0) = -inf, pow(0, 0) = 1
+                gap = float(np.exp2(0.0 if delta == 0.0 else delta * np.log2(1.0 - opt.alpha)))
         merged = [merge(a, b, decays, opt, gap) for a, b, decays in
                   zip(first["states"], second["states"], second["first_decays"])]
         result = stream.state_dict()
@@ -482,6 +539,16 @@ _COMMON_DOC = """
 """
 
 
+_PAIRWISE_DOC = """
+    ``pairwise=True`` (2-D ``x`` (n, mx) and ``y`` (n, my), time along ``axis``): every
+    pair of a series of ``x`` and one of ``y``, an array (n, my, mx) in pandas' layout,
+    ``[t, j, i]`` for x's series i with y's series j: pandas'
+    ``X.ewm(...).cov(Y, pairwise=True).to_numpy().reshape(n, my, mx)`` for DataFrames X, Y
+    (pass ``y=x`` for all pairs of one frame); ``out=`` of that shape. 1-D ``x`` and ``y``:
+    pairwise is ignored, as pandas does for a Series.
+"""
+
+
 def make_functions(family):
     """The public ewm_* functions and EwmStream over ``family``."""
 
@@ -495,15 +562,28 @@ def make_functions(family):
         return family.compute("ewm_std", "std", x, None, com, span, halflife, alpha, adjust,
                               ignore_na, min_periods, axis, bias, times, out)
 
+    def _pair(func, stat, x, y, pairwise, options, out):
+        if not isinstance(pairwise, (bool, np.bool_)):
+            raise TypeError(f"{func}: `pairwise` must be a bool; got {pairwise!r}")
+        if pairwise:
+            return family.pairwise(func, stat, x, y, options, out)
+        return family.compute(func, stat, x, y, out=out, **options)
+
     def ewm_cov(x, y, *, com=None, span=None, halflife=None, alpha=None, adjust=True,
-                ignore_na=False, min_periods=0, axis=0, bias=False, times=None, out=None):
-        return family.compute("ewm_cov", "cov", x, y, com, span, halflife, alpha, adjust,
-                              ignore_na, min_periods, axis, bias, times, out)
+                ignore_na=False, min_periods=0, axis=0, bias=False, times=None, out=None,
+                pairwise=False):
+        return _pair("ewm_cov", "cov", x, y, pairwise, dict(
+            com=com, span=span, halflife=halflife, alpha=alpha, adjust=adjust,
+            ignore_na=ignore_na, min_periods=min_periods, axis=axis, bias=bias,
+            times=times), out)
 
     def ewm_corr(x, y, *, com=None, span=None, halflife=None, alpha=None, adjust=True,
-                 ignore_na=False, min_periods=0, axis=0, times=None, out=None):
-        return family.compute("ewm_corr", "corr", x, y, com, span, halflife, alpha, adjust,
-                              ignore_na, min_periods, axis, True, times, out)
+                 ignore_na=False, min_periods=0, axis=0, times=None, out=None,
+                 pairwise=False):
+        return _pair("ewm_corr", "corr", x, y, pairwise, dict(
+            com=com, span=span, halflife=halflife, alpha=alpha, adjust=adjust,
+            ignore_na=ignore_na, min_periods=min_periods, axis=axis, bias=True,
+            times=times), out)
 
     def ewm_sum(x, *, com=None, span=None, halflife=None, alpha=None, adjust=True,
                 ignore_na=False, min_periods=0, axis=0, out=None):
@@ -522,10 +602,11 @@ def make_functions(family):
     ewm_cov.__doc__ = ("Exponentially weighted covariance of ``x`` and ``y`` (same shape), "
                        "equal to pandas ``ewm(...).cov(y, bias=bias)`` column by column "
                        "(pairwise=False); a value counts where both are finite.\n"
+                       + _PAIRWISE_DOC
                        + _COMMON_DOC)
     ewm_corr.__doc__ = ("Exponentially weighted correlation of ``x`` and ``y``, equal to "
                         "pandas ``ewm(...).corr(y)``: cov(x, y)/zsqrt(var(x) var(y)), all "
-                        "biased, each with its own missing values.\n" + _COMMON_DOC)
+                        "biased, each with its own missing values.\n" + _PAIRWISE_DOC + _COMMON_DOC)
     ewm_sum.__doc__ = ("Exponentially weighted sum, equal to pandas ``ewm(...).sum()`` "
                        "(adjust=True only and no times, as pandas).\n" + _COMMON_DOC)
     ewm_mean_times.__doc__ = ("``ewm_mean(x, times=...)``: pandas' time-weighted mean.\n"

@@ -276,13 +276,23 @@ def ewm_mean(x, *, com=None, span=None, halflife=None, alpha=None, adjust=True,
 # a time, vectorised across the series; the Python layer (checks, times, streams, combine)
 # is fastmomentum's own (fastmomentum._ewm_api).
 
-def _family_advance(kind, x, y, out, state, alpha, f0, deltas, adjust, ignore_na, bias,
+def _family_time_factors(values, previous, halflife, alpha):
+    """NumPy version of ``fastmomentum._ewm_family.time_factors``."""
+    values = values.astype(np.float64)
+    deltas = np.diff(values, prepend=previous) / halflife
+    if deltas.shape[0] and np.isnan(previous):
+        deltas[0] = 0.0
+    with np.errstate(divide="ignore", invalid="ignore"):   # alpha = 1: log2(0) = -inf
+        return np.exp2(np.where(deltas == 0.0, 0.0, deltas * np.log2(1.0 - alpha)))
+
+
+def _family_advance(kind, x, y, out, state, alpha, f0, factors, adjust, ignore_na, bias,
                     fills, min_periods, out_kind):
     """NumPy version of ``fastmomentum._ewm_family.advance`` (same contract, same state)."""
     if out is None:
         out = np.empty_like(x)
     if x.ndim == 1:
-        _family_advance(kind, x[:, None], y[:, None], out[:, None], state, alpha, f0, deltas,
+        _family_advance(kind, x[:, None], y[:, None], out[:, None], state, alpha, f0, factors,
                         adjust, ignore_na, bias, fills, min_periods, out_kind)
         return out
     (mean_x, mean_y, cov, old_wt, sum_wt2, nobs, decay, seed, lead_decay, x1, y1, var_x,
@@ -292,8 +302,7 @@ def _family_advance(kind, x, y, out, state, alpha, f0, deltas, adjust, ignore_na
     tiny = 1e-300
     with np.errstate(all="ignore"):
         for t in range(x.shape[0]):
-            f = (np.exp2(deltas[t] * np.log2(b)) if deltas is not None
-                 else (f0 if t == 0 else b))
+            f = factors[t] if factors is not None else (f0 if t == 0 else b)
             xt, yt = x[t].astype(np.float64), y[t].astype(np.float64)
             obs = np.isfinite(xt) & np.isfinite(yt)
             step = obs | (not ignore_na)
@@ -359,4 +368,5 @@ def _family_advance(kind, x, y, out, state, alpha, f0, deltas, adjust, ignore_na
 
 
 (ewm_var, ewm_std, ewm_cov, ewm_corr, ewm_sum, _ewm_mean_times,
- EwmStream) = _ewm_api.make_functions(_ewm_api.Family(_family_advance))
+ EwmStream) = _ewm_api.make_functions(_ewm_api.Family(_family_advance,
+                                                            _family_time_factors))

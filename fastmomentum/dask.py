@@ -4,7 +4,8 @@
     fmd.ewm_var(darr, alpha=0.1)            # a dask array of darr's chunks
 
 Every function takes the options of its in-memory namesake (``fastmomentum.ewm_var`` ...),
-with ``times`` a NumPy array (or anything array-like) along the time axis. No rechunking:
+with ``times`` a NumPy or dask array (or anything array-like) along the time axis (a dask
+array is not loaded: its chunks, cut as ``x``'s, go to the tasks). No rechunking of ``x``:
 
 1. every time chunk runs alone from a fresh :class:`fastmomentum.EwmStream` (in parallel),
    keeping its results and its end state;
@@ -80,11 +81,17 @@ def _apply(stat, x, y, options, times, exact):
     bounds = np.cumsum((0,) + x.chunks[axis])
     tchunks = None
     if times is not None:
-        times = np.asarray(times)
+        if not isinstance(times, da.Array):
+            times = np.asarray(times)
         if times.shape != (x.shape[axis],):
             raise ValueError(f"{func}: times must be the same length as the object "
                              f"({x.shape[axis]}); got shape={times.shape}")
-        tchunks = [times[bounds[i]:bounds[i + 1]] for i in range(len(bounds) - 1)]
+        if isinstance(times, da.Array):
+            # never loaded here: each time chunk (cut as x's, a no-op when they agree)
+            # reaches its tasks as a NumPy block, checked there as update() checks it
+            tchunks = list(times.rechunk((x.chunks[axis],)).to_delayed())
+        else:
+            tchunks = [times[bounds[i]:bounds[i + 1]] for i in range(len(bounds) - 1)]
     xb = x.to_delayed()
     yb = y.to_delayed() if y is not None else None
     other = 1 - axis if x.ndim == 2 else None

@@ -239,6 +239,78 @@ def test_times_with_alpha_and_float_times():
                                fastmomentum.ewm_mean(x, times=t, halflife="5s"), rtol=1e-14)
 
 
+
+@pytest.mark.parametrize("times_dtype", ["int64", "float64"])
+def test_time_factors_against_pow_and_chunk_independent(times_dtype):
+    """The times step's decays (fastmomentum._ewm_family.time_factors, a vectorised 2**y)
+    are pandas' pow(1 - alpha, dt/halflife) to an ulp or two, across exponents from
+    0 to beyond the normal range (where libm's exp2 takes over: subnormal, 0, and
+    negative steps), and the same bits whatever the split of the times into chunks
+    (blocks of 1024 inside)."""
+    from fastmomentum._ewm_family import time_factors
+    rng = np.random.default_rng(21)
+    steps = np.concatenate([rng.integers(0, 50, 3000), rng.integers(0, 3000, 200),
+                            [0, 5000, 2**20, 1]])
+    times = np.cumsum(steps).astype(np.int64)
+    times[len(times) // 2:] -= 100              # one negative step: a growth factor
+    if times_dtype == "float64":
+        times = times * 0.37 + 1e6
+    for halflife, alpha in ((30.0, 0.5), (1.5, 0.1), (0.2, 0.9)):
+        got = time_factors(times, np.nan, halflife, alpha)
+        tf = times.astype(np.float64)
+        deltas = np.diff(tf, prepend=tf[0]) / halflife
+        with np.errstate(over="ignore"):
+            want = np.power(1.0 - alpha, deltas)
+        tiny = want < 2.3e-308                  # subnormals: libm's own, flushed anyway
+        assert np.any(tiny) and np.any(want > 1.0)
+        # 2**(delta*log2(b)): the product's rounding is |y| ulps of pow, not more
+        y = deltas * np.log2(1.0 - alpha)
+        with np.errstate(over="ignore"):
+            np.testing.assert_allclose(got[~tiny], np.exp2(y[~tiny]), rtol=5e-16, atol=0)
+        normal = ~tiny & np.isfinite(want)
+        assert np.all(np.abs(got[normal] - want[normal])
+                      <= 4e-16 * np.maximum(1.0, np.abs(y[normal])) * want[normal])
+        np.testing.assert_allclose(got[tiny], want[tiny], rtol=0, atol=1e-320)
+        with np.errstate(over="ignore"):
+            np.testing.assert_allclose(baseline._family_time_factors(times, np.nan, halflife,
+                                                                     alpha), np.exp2(y),
+                                       rtol=1e-15)
+        for cut in (1, 1023, 1024, 1500, 3001):
+            parts = np.concatenate([time_factors(times[:cut], np.nan, halflife, alpha),
+                                    time_factors(times[cut:], float(tf[cut - 1]),
+                                                 halflife, alpha)])
+            np.testing.assert_array_equal(parts, got)
+    with pytest.raises(ValueError, match="int64 or float64"):
+        time_factors(times.astype(np.float32), np.nan, 1.0, 0.5)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_times_alpha_one_with_repeated_times(impl):
+    """alpha=1 (b = 0) with repeated timestamps: pandas' pow(0, 0) = 1 keeps the weight,
+    where 2**(0 * log2(0)) would be NaN (every result from there on was NaN before)."""
+    rng = np.random.default_rng(24)
+    x = rng.standard_normal(40)
+    t = pd.to_datetime(np.repeat(np.arange(20), 2), unit="s").values
+    kw = dict(times=t, halflife="3s", alpha=1.0)
+    want = pd.Series(x).ewm(**kw).mean().to_numpy()
+    assert_matches(IMPLS[impl].ewm_mean(x, **kw), want, x)
+
+def test_times_long_series_matches_pandas():
+    """Long runs through the times loop (the weights kept in registers), with missing
+    values breaking it and float32 data, against pandas."""
+    rng = np.random.default_rng(22)
+    n = 20_000
+    x = rng.standard_normal(n)
+    x[rng.integers(0, n, 40)] = np.nan
+    t = _times(n, rng, "ms")
+    for kw in (dict(halflife="40ms"), dict(halflife="3ms", adjust=False),
+               dict(halflife="9ms", ignore_na=True, min_periods=5)):
+        want = pd.Series(x).ewm(times=t, **kw).mean().to_numpy()
+        assert_matches(fastmomentum.ewm_mean(x, times=t, **kw), want, x)
+        got32 = fastmomentum.ewm_mean(x.astype(np.float32), times=t, **kw)
+        want32 = pd.Series(x.astype(np.float32).astype(np.float64)).ewm(times=t, **kw).mean()
+        np.testing.assert_array_equal(got32, want32.to_numpy().astype(np.float32))
+
 def weighted_oracle(x, y, t, halflife, bias):
     """var/cov with times from the definition: weights w_i = 0.5**((t_now - t_i)/halflife)
     (adjust=True, no missing values), fsum-free but direct."""
@@ -338,3 +410,121 @@ def test_halflife_timedelta_without_times_is_pandas_value_error():
     for fn in (fastmomentum.ewm_mean, baseline.ewm_mean, fastmomentum.ewm_var):
         with pytest.raises(ValueError, match="halflife can only be a timedelta convertible"):
             fn(np.arange(5.0), halflife=datetime.timedelta(days=1))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("stat", ["var", "cov"])
+def test_rows_finiteness_check_edges(dtype, stat):
+    """Series side by side take the shared-weights row loop only while a row is finite
+    (an integer test of the exponent bits): the largest finite values, subnormals,
+    negative zero and signed infinities, each in one column (of x or only of y), give the
+    bits of each column on its own."""
+    info = np.finfo(dtype)
+    rng = np.random.default_rng(23)
+    x = rng.standard_normal((60, 7)).astype(dtype)
+    y = rng.standard_normal((60, 7)).astype(dtype)
+    x[5, 1], x[9, 2], x[12, 3] = info.max / 4, info.smallest_subnormal, -0.0
+    x[20, 4], x[30, 5], y[40, 6] = np.inf, -np.inf, np.nan
+    x[50, 0] = -info.max / 4
+    fn = getattr(fastmomentum, f"ewm_{stat}")
+    args = (x, y) if stat == "cov" else (x,)
+    whole = fn(*args, alpha=0.2)
+    for j in range(x.shape[1]):
+        col = [np.ascontiguousarray(a[:, j]) for a in args]
+        np.testing.assert_array_equal(whole[:, j], fn(*col, alpha=0.2))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_times_in_blocks_equal_one_array_of_factors(dtype):
+    """With times, advance computes the decay factors block by block (time_steps, 1024
+    steps a block) instead of reading an array of them (time_factors): the same bits, for
+    series and side-by-side blocks of series, across block edges and missing values."""
+    from fastmomentum._ewm_api import new_state
+    from fastmomentum._ewm_family import advance, time_factors, time_steps
+    rng = np.random.default_rng(25)
+    n = 3 * 1024 + 77
+    times = np.cumsum(rng.integers(0, 40, n)).astype(np.int64)
+    for shape in ((n,), (n, 3)):
+        x = rng.standard_normal(shape).astype(dtype)
+        y = rng.standard_normal(shape).astype(dtype)
+        x[rng.random(shape) < 0.01] = np.nan
+        m = 1 if len(shape) == 1 else 3
+        for kind, yy in ((0, x), (2, x), (2, y), (3, y)):
+            got, want = (advance(kind, x, yy, None, new_state(m), 0.3, 1.0, factors, True,
+                                 False, False, False, 1, 0)
+                         for factors in (time_steps(times, np.nan, 7.0, 0.3),
+                                         time_factors(times, np.nan, 7.0, 0.3)))
+            np.testing.assert_array_equal(got, want)
+    with pytest.raises(ValueError, match="times of n steps"):
+        advance(0, x, x, None, new_state(3), 0.3, 1.0, time_steps(times[:-1], np.nan, 7.0,
+                                                                  0.3),
+                True, False, False, False, 1, 0)
+
+
+# ---------------------------------------------------------------------------------------
+# pairwise=True
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("stat", ["cov", "corr"])
+def test_pairwise_matches_pandas(impl, stat):
+    """pairwise=True: pandas' X.ewm(...).cov(Y, pairwise=True) as an (n, my, mx) array,
+    each pair with its own missing values; y=x: all pairs of one frame; axis=1; out=."""
+    rng = np.random.default_rng(26)
+    n = 120
+    x = rng.standard_normal((n, 3))
+    y = rng.standard_normal((n, 4)) + 0.5 * x[:, :1]
+    x[rng.random(x.shape) < 0.08] = np.nan
+    y[rng.random(y.shape) < 0.08] = np.inf
+    fn = family(impl, stat)
+    for kw, extra in ((dict(alpha=0.2), {}),
+                      (dict(span=9, adjust=False, min_periods=4),
+                       {} if stat == "corr" else dict(bias=True)),
+                      (dict(com=3, ignore_na=True), {})):
+        for a, b in ((x, y), (x, x)):
+            frame_a, frame_b = pd.DataFrame(a), pd.DataFrame(b)
+            want = getattr(frame_a.ewm(**kw), stat)(frame_b, pairwise=True, **extra)
+            want = want.to_numpy().reshape(n, b.shape[1], a.shape[1])
+            ours = dict(kw, **extra)
+            got = fn(a, b, pairwise=True, **ours)
+            assert got.shape == want.shape
+            assert_matches(got, want, np.concatenate([a, b], axis=1))
+            np.testing.assert_array_equal(fn(a.T, b.T, pairwise=True, axis=1, **ours), got)
+            out = np.full(want.shape, 7.0)
+            assert fn(a, b, pairwise=True, out=out, **ours) is out
+            np.testing.assert_array_equal(out, got)
+    # float32 in, float32 out; one pair equals the pairwise=False call on those columns
+    got32 = fn(x.astype(np.float32), y.astype(np.float32), pairwise=True, alpha=0.2)
+    assert got32.dtype == np.float32
+    np.testing.assert_array_equal(got32[:, 2, 1], fn(x[:, 1].astype(np.float32),
+                                                     y[:, 2].astype(np.float32), alpha=0.2))
+    # 1-D: pairwise ignored, as pandas for a Series
+    s, r = x[:, 0], y[:, 0]
+    np.testing.assert_array_equal(fn(s, r, pairwise=True, alpha=0.2), fn(s, r, alpha=0.2))
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_pairwise_errors_write_nothing(impl):
+    fn = family(impl, "cov")
+    x, y = np.ones((10, 2)), np.ones((10, 3))
+    out = np.full((10, 3, 2), 5.0)
+    readonly = out.copy()
+    readonly.flags.writeable = False
+    cases = [
+        (dict(x=x, y=y[:9], pairwise=True, alpha=0.5, out=out), ValueError, "as many steps"),
+        (dict(x=x, y=y[:, 0], pairwise=True, alpha=0.5, out=out), ValueError, "both be 2-D"),
+        (dict(x=x, y=y, pairwise=True, alpha=0.5, out=np.empty((10, 2, 3))), ValueError,
+         r"shape \(10, 3, 2\)"),
+        (dict(x=x, y=y, pairwise=True, alpha=0.5, out=out.astype(np.float32)), ValueError,
+         "float64"),
+        (dict(x=x, y=y, pairwise=True, alpha=5.0, out=out), ValueError, "alpha"),
+        (dict(x=x, y=y, pairwise=True, axis=2, alpha=0.5, out=out), ValueError, "axis"),
+        (dict(x=x, y=y, pairwise="yes", alpha=0.5, out=out), TypeError, "pairwise"),
+        (dict(x=x, y=y, pairwise=True, alpha=0.5, out=readonly), ValueError, "writeable"),
+    ]
+    for kw, error, words in cases:
+        with pytest.raises(error, match=words) as info:
+            fn(kw.pop("x"), kw.pop("y"), **kw)
+        assert str(info.value).startswith("ewm_cov: ")
+        np.testing.assert_array_equal(out, 5.0)
+    with pytest.raises(ValueError, match="share memory"):
+        fn(out[:, 0, :], y, pairwise=True, alpha=0.5, out=out)

@@ -222,3 +222,73 @@ def test_long_chunks_through_the_steady_weights(stat, adjust):
 def pandas_family(stat, x, y, kw):
     ew = pd.Series(x).ewm(**kw)
     return (getattr(ew, stat)(pd.Series(y)) if stat in PAIR else getattr(ew, stat)()).to_numpy()
+
+
+@pytest.mark.parametrize("impl", ["fastmomentum", "baseline"])
+@pytest.mark.parametrize("stat", ["var", "cov"])
+def test_common_update_path_and_its_refusals(impl, stat):
+    """After a first update, chunks like it go through the family's stepper (compiled:
+    fastmomentum._ewm_family.Stepper, checked in C); chunks it does not take (another
+    dtype or byte order, Fortran order, another width, a y of another length, out=) fall
+    back to the checked path, and every mix gives one pass's bits."""
+    mod = fastmomentum if impl == "fastmomentum" else baseline
+    x, y, _ = _data(400, 3, 5, missing=0.05)
+    pair = stat in PAIR
+    one = _update(mod.EwmStream(stat, alpha=0.1), stat, x, y, None)
+    stream = mod.EwmStream(stat, alpha=0.1)
+    parts = [_update(stream, stat, x[:50], y[:50], None)]
+    if impl == "fastmomentum":
+        from fastmomentum._ewm_family import Stepper
+        assert isinstance(stream._fast, Stepper)
+    fast = stream._fast
+    before = stream._states[0].copy()
+    refused = [(x[50:60].astype(np.float32), y[50:60].astype(np.float32)),
+               (x[50:60].astype(">f8"), y[50:60].astype(">f8")),
+               (np.asfortranarray(x[50:60]), np.asfortranarray(y[50:60])),
+               (x[50:60, :2], y[50:60, :2]), (list(x[50:60]), list(y[50:60]))]
+    if not pair:
+        refused = [(cx, None) for cx, _ in refused] + [(x[50:60], y[50:60])]
+    else:
+        refused += [(x[50:60], y[50:59]), (x[50:60], None)]
+    for cx, cy in refused:
+        assert fast(cx, cy) is None
+    assert fast(x[50:50], y[50:50] if pair else None).shape == (0, 3)
+    np.testing.assert_array_equal(stream._states[0], before)     # untouched
+    parts.append(_update(stream, stat, x[50:120], y[50:120], None))          # the stepper
+    parts.append(_update(stream, stat, np.asfortranarray(x[120:200]),
+                         np.asfortranarray(y[120:200]), None))               # checked path
+    out = np.empty((100, 3))
+    args = (x[200:300], y[200:300]) if pair else (x[200:300],)
+    parts.append(stream.update(*args, out=out))                              # checked path
+    parts.append(_update(stream, stat, x[300:], y[300:], None))              # the stepper
+    np.testing.assert_array_equal(np.concatenate(parts), one)
+    assert stream.state_dict()["steps"] == 400
+
+
+@pytest.mark.parametrize("stat", ["mean", "var", "cov"])
+def test_dask_times_as_a_dask_array_stay_lazy(stat):
+    """``times`` as a dask array (chunked unlike ``x``: cut to x's chunks) is not loaded
+    when the graph is built: its blocks are inputs of the result's tasks; the results are
+    the in-memory ones (exact=True: the same bits)."""
+    import fastmomentum.dask as fmd
+    x, y, t = _data(600, 1, 6)
+    x, y = x[:, 0], y[:, 0]
+    dx, dy = da.from_array(x, chunks=150), da.from_array(y, chunks=150)
+    loads = []
+
+    def traced(block):
+        if len(block):                       # (dask probes with an empty block)
+            loads.append(len(block))
+        return block
+    dt = da.from_array(t, chunks=97).map_blocks(traced, dtype=t.dtype)
+    args = (dx, dy) if stat in PAIR else (dx,)
+    fn = getattr(fmd, f"ewm_{stat}")
+    lazy = fn(*args, halflife=2.0, times=dt)
+    exact = fn(*args, halflife=2.0, times=dt, exact=True)
+    assert loads == []                       # nothing of the times computed yet
+    want = _update(fastmomentum.EwmStream(stat, halflife=2.0, times=True), stat, x, y, t)
+    np.testing.assert_allclose(lazy.compute(), want, rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(exact.compute(), want)
+    assert loads and sum(loads) >= len(t)
+    with pytest.raises(ValueError, match="same length"):
+        fn(*args, halflife=2.0, times=dt[:-1])
