@@ -7,7 +7,7 @@ reference loop); they run the numeric cores fastmomentum._target chose for this 
 import types
 
 from . import _target  # noqa: F401  (first: the CPU check, before any target's module)
-from . import _ewm, _multi, _reference, _spans, _threads, _torch_multi
+from . import _ewm, _multi, _reference, _spans, _state, _threads, _torch_multi
 
 kernels = types.SimpleNamespace(
     BUILD_TARGET=_target.BUILD_TARGET,
@@ -31,4 +31,7 @@ kernels = types.SimpleNamespace(
     INFERENCE_TENSOR_ERROR=_torch_multi.INFERENCE_TENSOR_ERROR,
     torch_sgd_group_plan=_torch_multi.torch_sgd_group_plan,
     torch_sgd_run=_torch_multi.torch_sgd_run,
+    # mp-state: fewer-byte momentum, split-bfloat16 master weights
+    multi_state_step=_state.multi_state_step,
+    torch_state_step=_state.torch_state_step,
 )

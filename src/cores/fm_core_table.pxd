@@ -40,6 +40,11 @@ cdef enum:
     MOMENTUM_F32, MOMENTUM_F64      # OP_SGD_STEP with velocity
     FUSED_F32, FUSED_F64            # OP_SGD_STEP with the EMA of the new weights (average)
     EMA_F32, EMA_F64                # OP_EMA
+    # mp-state (fm_state_steps.pxd): OP_SGD_STEP, float32 params with bfloat16/float16
+    # velocity; split-bfloat16 master weights (WorkItem.low_bits) by grad and velocity dtype
+    MOMENTUM_F32_BF16_STATE, MOMENTUM_F32_F16_STATE
+    SPLIT_GRAD_F32_STATE_F32, SPLIT_GRAD_F32_STATE_BF16
+    SPLIT_GRAD_BF16_STATE_F32, SPLIT_GRAD_BF16_STATE_BF16
     ELEMENTWISE_KERNELS
 
 ctypedef struct WorkItem:
@@ -54,6 +59,9 @@ ctypedef struct WorkItem:
     const char* value     # read (OP_EMA)
     Py_ssize_t size       # elements
     Py_ssize_t offset     # first element's index in the concatenation of all items
+    # mp-state: the split kernels' bottom halves of the float32 master weights (uint16,
+    # written; ``param`` holds the top halves as bfloat16), else NULL
+    char* low_bits
 
 # ``first``: the item's first written buffer (param, or average for OP_EMA), float* or
 # double* as the kernel's dtype

@@ -1,0 +1,167 @@
+# Steps whose state is stored in other bytes than it is computed in (issue 14, items 2-3):
+#
+# * fewer-byte momentum: float32 params and grads, the velocity stored as bfloat16 or
+#   float16. The step is the float32 step (kernels.pxd's momentum_kernel, same order, same
+#   fused multiply-adds) on the widened velocity; the new velocity is stored rounded to
+#   nearest even, and the param is updated with the unrounded one (Optax's ``trace`` with
+#   ``accumulator_dtype`` casts the new trace only for storage, after computing the update).
+# * split-bfloat16 master weights (Intel Extension for PyTorch's "split SGD"): the param
+#   holds the top 16 bits of a float32 master weight (a bfloat16 the model computes with),
+#   ``low_bits`` the bottom 16. A step joins them into the exact float32, runs the float32
+#   step on it (grads float32 or bfloat16, velocity float32 or bfloat16, or none), and splits
+#   the result again: the top half is the master weight truncated (not rounded), which is
+#   what makes top|bottom exact.
+#
+# One loop (state_loop) for every combination, fused over the param, grad and velocity
+# formats; each combination is its own table entry (fm_make_table.pxd, fm_core_table.pxd's
+# mp-state block). The formats are distinct one-field structs so that Cython tells bfloat16
+# from float16 (both uint16 bits); the loops vectorise as over uint16 arrays (fm_half.h).
+from libc.math cimport fmaf
+from libc.stdint cimport uint16_t, uint32_t
+
+from fm_core_table cimport StepScalars, WorkItem
+
+cdef extern from "fm_half.h" nogil:
+    float fm_bf16_to_float(uint16_t h)
+    uint16_t fm_float_to_bf16(float f)
+    float fm_f16_to_float(uint16_t h)
+    uint16_t fm_float_to_f16(float f)
+    uint32_t fm_float_bits(float f)
+    float fm_bits_float(uint32_t u)
+
+cdef extern from *:
+    """
+    typedef struct { uint16_t bits; } fm_bf16_t;   /* bfloat16 storage */
+    typedef struct { uint16_t bits; } fm_f16_t;    /* float16 storage */
+    """
+    ctypedef struct fm_bf16_t:
+        uint16_t bits
+    ctypedef struct fm_f16_t:
+        uint16_t bits
+
+# param: float32, or bfloat16 = the top half of a split master weight
+ctypedef fused param_t:
+    float
+    fm_bf16_t
+
+ctypedef fused grad_t:
+    float
+    fm_bf16_t
+
+ctypedef fused state_t:
+    float
+    fm_bf16_t
+    fm_f16_t
+
+
+cdef inline float _widen_grad(grad_t x) noexcept nogil:
+    if grad_t is float:
+        return x
+    else:
+        return fm_bf16_to_float(x.bits)
+
+
+cdef inline float _widen_state(state_t x) noexcept nogil:
+    if state_t is float:
+        return x
+    elif state_t is fm_bf16_t:
+        return fm_bf16_to_float(x.bits)
+    else:
+        return fm_f16_to_float(x.bits)
+
+
+cdef inline void _store_state(state_t* dst, float v) noexcept nogil:
+    """``v`` rounded to nearest even into the velocity's format."""
+    if state_t is float:
+        dst[0] = v
+    elif state_t is fm_bf16_t:
+        dst[0].bits = fm_float_to_bf16(v)
+    else:
+        dst[0].bits = fm_float_to_f16(v)
+
+
+cdef inline void state_loop(param_t* param, uint16_t* low_bits, const grad_t* grad,
+                            state_t* velocity, Py_ssize_t n, float neg_lr, float momentum,
+                            float one_minus_dampening, float weight_decay,
+                            bint has_weight_decay, bint has_momentum, bint nesterov,
+                            bint maximize, bint first_step) noexcept nogil:
+    """kernels.pxd's momentum_kernel (or sgd_kernel without momentum) in float32, in its
+    rounding order, with the velocity widened and stored rounded, and a split param joined
+    from and split back into ``param`` (top half) and ``low_bits`` (bottom half)."""
+    cdef Py_ssize_t i
+    cdef float w, g, v
+    cdef uint32_t bits
+    for i in range(n):
+        if param_t is float:
+            w = param[i]
+        else:
+            w = fm_bits_float((<uint32_t>param[i].bits << 16) | low_bits[i])
+        g = _widen_grad(grad[i])
+        g = -g if maximize else g
+        if has_weight_decay:
+            g = fmaf(w, weight_decay, g)
+        if has_momentum:
+            # read even on a first step (the select discards it): the loop stays branch-free
+            v = g if first_step else fmaf(g, one_minus_dampening,
+                                          _widen_state(velocity[i]) * momentum)
+            _store_state(&velocity[i], v)
+            g = fmaf(v, momentum, g) if nesterov else v
+        w = fmaf(g, neg_lr, w)
+        if param_t is float:
+            param[i] = w
+        else:
+            bits = fm_float_bits(w)
+            param[i].bits = <uint16_t>(bits >> 16)
+            low_bits[i] = <uint16_t>bits
+
+
+cdef inline void state_range(param_t* param, const grad_t* grad_format, state_t* state_format,
+                             const StepScalars* s, const WorkItem* w, Py_ssize_t start,
+                             Py_ssize_t stop) noexcept nogil:
+    """One work item's [start, stop): the scalars rounded to float32 as the float32 step
+    rounds them (kernels.pxd's sgd_step). ``grad_format`` and ``state_format`` only pick
+    the specialisation (NULL)."""
+    cdef bint has_momentum = s.sgd.momentum != 0.0
+    state_loop(param + start,
+               <uint16_t*>w.low_bits + start if param_t is fm_bf16_t else NULL,
+               <const grad_t*>w.grad + start,
+               <state_t*>w.velocity + start if has_momentum else NULL, stop - start,
+               <float>-s.sgd.lr, <float>s.sgd.momentum, <float>(1.0 - s.sgd.dampening),
+               <float>s.sgd.weight_decay, s.sgd.weight_decay != 0.0, has_momentum,
+               s.sgd.nesterov, s.sgd.maximize, w.first_step)
+
+
+# The table's entries (elementwise_fn: the first written buffer, typed, then the item)
+
+cdef inline void momentum_f32_bf16_state(float* param, const StepScalars* s, const WorkItem* w,
+                                         Py_ssize_t start, Py_ssize_t stop) noexcept nogil:
+    state_range(param, <const float*>NULL, <fm_bf16_t*>NULL, s, w, start, stop)
+
+
+cdef inline void momentum_f32_f16_state(float* param, const StepScalars* s, const WorkItem* w,
+                                        Py_ssize_t start, Py_ssize_t stop) noexcept nogil:
+    state_range(param, <const float*>NULL, <fm_f16_t*>NULL, s, w, start, stop)
+
+
+cdef inline void split_grad_f32_state_f32(fm_bf16_t* param, const StepScalars* s,
+                                          const WorkItem* w, Py_ssize_t start,
+                                          Py_ssize_t stop) noexcept nogil:
+    state_range(param, <const float*>NULL, <float*>NULL, s, w, start, stop)
+
+
+cdef inline void split_grad_f32_state_bf16(fm_bf16_t* param, const StepScalars* s,
+                                           const WorkItem* w, Py_ssize_t start,
+                                           Py_ssize_t stop) noexcept nogil:
+    state_range(param, <const float*>NULL, <fm_bf16_t*>NULL, s, w, start, stop)
+
+
+cdef inline void split_grad_bf16_state_f32(fm_bf16_t* param, const StepScalars* s,
+                                           const WorkItem* w, Py_ssize_t start,
+                                           Py_ssize_t stop) noexcept nogil:
+    state_range(param, <const fm_bf16_t*>NULL, <float*>NULL, s, w, start, stop)
+
+
+cdef inline void split_grad_bf16_state_bf16(fm_bf16_t* param, const StepScalars* s,
+                                            const WorkItem* w, Py_ssize_t start,
+                                            Py_ssize_t stop) noexcept nogil:
+    state_range(param, <const fm_bf16_t*>NULL, <fm_bf16_t*>NULL, s, w, start, stop)
