@@ -19,8 +19,9 @@ def _checked_arrays(func, name, arrays):
     return arrays
 
 
-def _load_arrays(func, name, saved, like):
-    """Arrays ``saved`` checked against ``like`` (count and shape; cast to their dtype)."""
+def _load_arrays(func, name, saved, like, dtype=None):
+    """Arrays ``saved`` checked against ``like`` (count and shape; cast to their dtype, or
+    to ``dtype`` when given)."""
     if not isinstance(saved, (list, tuple)) or len(saved) != len(like):
         count = len(saved) if isinstance(saved, (list, tuple)) else _validation.describe(saved)
         raise ValueError(f"{func}: expected {len(like)} `{name}`, one per parameter; "
@@ -29,7 +30,8 @@ def _load_arrays(func, name, saved, like):
         if np.shape(s) != a.shape:
             raise ValueError(f"{func}: `{name}[{i}]` must have shape {a.shape}; "
                              f"got {np.shape(s)}")
-    return [np.array(s, dtype=a.dtype, order="C") for s, a in zip(saved, like)]
+    return [np.array(s, dtype=a.dtype if dtype is None else dtype, order="C")
+            for s, a in zip(saved, like)]
 
 
 def _required(func, state_dict, keys):
@@ -55,6 +57,22 @@ def _count(func, name, value):
             or value < 0:
         raise ValueError(f"{func}: `{name}` must be an integer >= 0; got {value!r}")
     return int(value)
+
+
+def _state_dtype(func, momentum_dtype, params, ema):
+    """``momentum_dtype`` as a NumPy dtype (None stays None), for float32 ``params``."""
+    if momentum_dtype is None:
+        return None
+    _, dtype = _validation.check_momentum_dtype(func, momentum_dtype)
+    for i, p in enumerate(params):
+        if p.dtype != np.float32:
+            raise TypeError(f"{func}: `momentum_dtype` needs float32 params; `params[{i}]` "
+                            f"is {_validation.describe(p)}")
+    if ema is not None:
+        raise ValueError(f"{func}: `ema` cannot be combined with `momentum_dtype` (the "
+                         f"fused pass keeps param-dtype state); update a separate EMA after "
+                         f"each step")
+    return dtype
 
 
 def _check_debias(func, decay, warmup, debias):
@@ -153,12 +171,18 @@ class SGD:
 
     ``ema``: an :class:`EMA` of the same arrays, updated in the same pass over memory as
     the step (with the new weights): one pass instead of two.
+
+    ``momentum_dtype`` (``ml_dtypes.bfloat16`` or ``np.float16``; float32 params only):
+    keep the momentum buffers in that dtype (see :func:`fastmomentum.momentum_step`): 16
+    bytes a step moves per element instead of 20. Not combined with ``ema``.
     """
 
     def __init__(self, params, lr, momentum=0.0, dampening=0.0, weight_decay=0.0,
-                 nesterov=False, maximize=False, *, ema=None):
+                 nesterov=False, maximize=False, *, ema=None, momentum_dtype=None):
         _validation.check_sgd_hyper("SGD", lr, momentum, dampening, weight_decay, nesterov)
         self.params = _checked_arrays("SGD", "params", params)
+        #: The momentum buffers' dtype (None: each param's own).
+        self.momentum_dtype = _state_dtype("SGD", momentum_dtype, self.params, ema)
         self.lr, self.momentum, self.dampening = lr, momentum, dampening
         self.weight_decay, self.nesterov, self.maximize = weight_decay, nesterov, maximize
         if ema is not None:
@@ -177,8 +201,15 @@ class SGD:
         grads = grads if type(grads) is list else list(grads)
         momentum = self.momentum
         first_step = momentum != 0 and self.momentum_buffers is None
-        buffers = ([np.empty_like(p) for p in self.params] if first_step
-                   else self.momentum_buffers)
+        buffers = ([np.empty_like(p, dtype=self.momentum_dtype) for p in self.params]
+                   if first_step else self.momentum_buffers)
+        if self.momentum_dtype is not None:  # fewer-byte momentum (no EMA: see __init__)
+            _kernels.multi_state_step(
+                self.params, grads, buffers, lr=self.lr, momentum=momentum,
+                dampening=self.dampening, weight_decay=self.weight_decay,
+                nesterov=self.nesterov, maximize=self.maximize, first_step=first_step,
+                momentum_dtype=self.momentum_dtype, written=self._written, optimizer=self)
+            return
         ema = self.ema
         decay = ema.next_decay() if ema is not None else 0.0
         _kernels.multi_momentum_step(
@@ -217,7 +248,8 @@ class SGD:
         if state:
             saved = [state[i]["momentum_buffer"] for i in range(len(self.params))
                      if i in state and state[i].get("momentum_buffer") is not None]
-            buffers = _load_arrays(func, "momentum_buffer", saved, self.params)
+            buffers = _load_arrays(func, "momentum_buffer", saved, self.params,
+                                   self.momentum_dtype)
         for name in _HYPER:
             setattr(self, name, group[name])
         self.maximize = maximize

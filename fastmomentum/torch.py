@@ -21,6 +21,7 @@ from torch.optim.optimizer import Optimizer
 from torch.optim.sgd import sgd as _torch_sgd
 
 from . import _validation
+from . import _torch_state
 from . import optim as _optim
 from ._dispatch import kernels as _kernels
 from ._torch_bridge import FAST_PATH_REASON
@@ -138,7 +139,7 @@ class SGD(Optimizer):
 
     def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0,
                  nesterov=False, *, maximize=False, foreach=None, differentiable=False,
-                 fused=None, ema=None):
+                 fused=None, ema=None, momentum_dtype=None, master_weights=None):
         # torch.optim.SGD.__init__, check for check and message for message.
         if isinstance(lr, torch.Tensor) and lr.numel() != 1:
             raise ValueError("Tensor lr must be 1-element")
@@ -168,6 +169,13 @@ class SGD(Optimizer):
         #: An :class:`EMA` of all params (param groups in order), updated by every step
         #: in the same pass over memory as the step, or None.
         self.ema = ema
+        #: "split" (bfloat16 params over float32 master weights: see master_params) or None.
+        self.master_weights = master_weights
+        #: The momentum buffers' dtype when it is not the params' (momentum_dtype, or
+        #: float32 under master_weights="split"), else None.
+        self.momentum_dtype = _torch_state.check_options(
+            [p for group in self.param_groups for p in group["params"]], momentum_dtype,
+            master_weights, ema, differentiable)
         if ema is not None:
             self._check_ema()
         _warn_once_if_slow()
@@ -180,6 +188,7 @@ class SGD(Optimizer):
         #: Number of params the last step() sent through fastmomentum's kernels (the rest,
         #: with a grad, went to torch's own SGD).
         self.kernel_params = 0
+        self._state_spans = []  # momentum_dtype / split: per group, what its pass writes
 
     def _check_ema(self):
         params = [p for group in self.param_groups for p in group["params"]]
@@ -200,6 +209,8 @@ class SGD(Optimizer):
         self._init_caches()
         super().__setstate__(state)
         self.__dict__.setdefault("ema", None)
+        self.__dict__.setdefault("master_weights", None)
+        self.__dict__.setdefault("momentum_dtype", None)
         for group in self.param_groups:  # as torch.optim.SGD.__setstate__
             group.setdefault("nesterov", False)
             group.setdefault("maximize", False)
@@ -279,6 +290,9 @@ class SGD(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        if self.momentum_dtype is not None:  # fewer-byte momentum, split master weights
+            _torch_state.step(self)
+            return loss
         ema = self.ema
         decay = 0.0
         if ema is not None:
@@ -331,6 +345,34 @@ class SGD(Optimizer):
                                       _numpy_values("SGD.step: ema", all_params), decay,
                                       self._ema_written, ema._ema)
         return loss
+
+    # momentum_dtype / master_weights="split": state torch's load_state_dict would cast
+    def load_state_dict(self, state_dict):
+        """torch.optim.Optimizer.load_state_dict; with ``momentum_dtype`` or
+        ``master_weights="split"``, momentum buffers are converted to this optimizer's
+        momentum dtype (torch's would cast them to each param's) and the split master
+        weights' low bits restored exactly; everything is checked before anything loads."""
+        if self.momentum_dtype is None:
+            return super().load_state_dict(state_dict)
+        state_dict, saved = _torch_state.take_state(self, state_dict)
+        stores = _torch_state.check_saved(self, saved)
+        super().load_state_dict(state_dict)
+        _torch_state.put_state(self, stores)
+        return None
+
+    def master_params(self):
+        """With ``master_weights="split"``: float32 copies of the exact master weights
+        (each bfloat16 param's bits joined with its ``master_low_bits``), in param order."""
+        if self.master_weights != "split":
+            raise ValueError("SGD.master_params: this optimizer keeps no master weights "
+                             "(construct it with master_weights='split')")
+        return _torch_state.master_params(self)
+
+    def load_master_params(self, weights):
+        """With ``master_weights="split"``: start from float32 ``weights`` (one tensor per
+        param, in order): each param gets the top 16 bits of its weight (truncated, so
+        that param and low bits join into the weight exactly), the state the bottom 16."""
+        _torch_state.load_master_params(self, weights)
 
 
 _NUMPY_DTYPES = {torch.float32: np.dtype(np.float32), torch.float64: np.dtype(np.float64)}
