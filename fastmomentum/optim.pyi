@@ -2,6 +2,9 @@
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import numpy as np
+from numpy.typing import DTypeLike, NDArray
+
 from ._types import FloatArray, Scalar
 
 class EMA:
@@ -28,11 +31,13 @@ class SGD:
     nesterov: bool
     maximize: bool
     ema: EMA | None
-    momentum_buffers: list[FloatArray] | None
+    momentum_dtype: np.dtype[Any] | None
+    momentum_buffers: list[NDArray[Any]] | None
     steps: int
     def __init__(self, params: Iterable[FloatArray], lr: Scalar, momentum: Scalar = 0.0,
                  dampening: Scalar = 0.0, weight_decay: Scalar = 0.0, nesterov: bool = False,
-                 maximize: bool = False, *, ema: EMA | None = None) -> None: ...
+                 maximize: bool = False, *, ema: EMA | None = None,
+                 momentum_dtype: DTypeLike | None = None) -> None: ...
     def step(self, grads: Sequence[FloatArray] | Iterable[FloatArray]) -> None: ...
     def state_dict(self) -> dict[str, Any]: ...
     def load_state_dict(self, state_dict: dict[str, Any]) -> None: ...

@@ -1,6 +1,6 @@
 # Stub of fastmomentum.torch: the torch.optim.SGD drop-in and the weight EMA of modules.
 from collections.abc import Callable, Iterable
-from typing import Any, overload
+from typing import Any, Literal, overload
 
 import torch
 from torch.optim.optimizer import Optimizer, ParamsT
@@ -25,13 +25,18 @@ class EMA:
 
 class SGD(Optimizer):
     ema: EMA | None
+    master_weights: Literal["split"] | None
+    momentum_dtype: torch.dtype | None
     #: params the last step() sent through fastmomentum's kernels (the rest went to torch)
     kernel_params: int
     def __init__(self, params: ParamsT, lr: float | torch.Tensor = 1e-3, momentum: float = 0,
                  dampening: float = 0, weight_decay: float | torch.Tensor = 0,
                  nesterov: bool = False, *, maximize: bool = False, foreach: bool | None = None,
                  differentiable: bool = False, fused: bool | None = None,
-                 ema: EMA | None = None) -> None: ...
+                 ema: EMA | None = None, momentum_dtype: torch.dtype | None = None,
+                 master_weights: Literal["split"] | None = None) -> None: ...
+    def master_params(self) -> list[torch.Tensor]: ...
+    def load_master_params(self, weights: Iterable[torch.Tensor]) -> None: ...
     @overload
     def step(self, closure: None = None) -> None: ...
     @overload
