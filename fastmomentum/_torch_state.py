@@ -173,7 +173,8 @@ def step(opt):
     spans = opt._state_spans  # per group: what its pass writes (concurrent steps refused)
     spans += [_kernels.WrittenSpans() for _ in range(len(calls) - len(spans))]
     kernel_params = 0
-    for index, (group, lr, momentum, dampening, weight_decay, views, new_buffers, stepped) in enumerate(calls):
+    for index, call in enumerate(calls):
+        group, lr, momentum, dampening, weight_decay, views, new_buffers, stepped = call
         kernel_params += _kernels.torch_state_step(
             *views, lr=lr, momentum=momentum, dampening=dampening,
             weight_decay=weight_decay, nesterov=group["nesterov"],

@@ -12,6 +12,7 @@ import statistics
 from ..benchcases.ewm import ewm_cases
 from ..benchcases.kernels import STREAM_LOOP, kernel_cases, stream_loop_case
 from ..benchcases.models import model_cases
+from ..benchcases.state import state_cases
 from .timing import TIMING, time_interleaved
 
 #: provider -> (function(quick=...) returning a list of Case; the kernels its cases
@@ -21,6 +22,7 @@ PROVIDERS = {
     "kernels": (kernel_cases, ("momentum_step", "ema_update")),
     "ewm": (ewm_cases, ("ewm_mean", "ewm_var", "ewm_std", "ewm_cov", "ewm_corr")),
     "models": (model_cases, ("model_step", "model_step_ema")),
+    "state": (state_cases, ("state_step",)),   # fewer-byte momentum, split bf16 weights
 }
 KERNELS = tuple(k for _, kernels in PROVIDERS.values() for k in kernels)
 #: The kernels whose time is memory traffic, one pass over their buffers: their groups are

@@ -121,14 +121,20 @@ cdef inline void state_range(param_t* param, const grad_t* grad_format, state_t*
     """One work item's [start, stop): the scalars rounded to float32 as the float32 step
     rounds them (kernels.pxd's sgd_step). ``grad_format`` and ``state_format`` only pick
     the specialisation (NULL)."""
-    cdef bint has_momentum = s.sgd.momentum != 0.0
-    state_loop(param + start,
-               <uint16_t*>w.low_bits + start if param_t is fm_bf16_t else NULL,
-               <const grad_t*>w.grad + start,
-               <state_t*>w.velocity + start if has_momentum else NULL, stop - start,
-               <float>-s.sgd.lr, <float>s.sgd.momentum, <float>(1.0 - s.sgd.dampening),
-               <float>s.sgd.weight_decay, s.sgd.weight_decay != 0.0, has_momentum,
-               s.sgd.nesterov, s.sgd.maximize, w.first_step)
+    cdef uint16_t* low_bits = <uint16_t*>w.low_bits + start if param_t is fm_bf16_t else NULL
+    # the velocity's store is conditional: two loops, each without a branch (a masked
+    # 16-bit store does not exist before AVX-512; the loop would not vectorise)
+    if s.sgd.momentum != 0.0:
+        state_loop(param + start, low_bits, <const grad_t*>w.grad + start,
+                   <state_t*>w.velocity + start, stop - start, <float>-s.sgd.lr,
+                   <float>s.sgd.momentum, <float>(1.0 - s.sgd.dampening),
+                   <float>s.sgd.weight_decay, s.sgd.weight_decay != 0.0, True,
+                   s.sgd.nesterov, s.sgd.maximize, w.first_step)
+    else:
+        state_loop(param + start, low_bits, <const grad_t*>w.grad + start,
+                   <state_t*>NULL, stop - start, <float>-s.sgd.lr, 0.0, 1.0,
+                   <float>s.sgd.weight_decay, s.sgd.weight_decay != 0.0, False, False,
+                   s.sgd.maximize, False)
 
 
 # The table's entries (elementwise_fn: the first written buffer, typed, then the item)

@@ -8,14 +8,16 @@
 # Nothing is written before every check has passed.
 cimport numpy as cnp
 
-from fastmomentum._multi cimport (WorkList, account, concurrent_step, set_scalars, sgd_item)
-from fastmomentum._spans cimport WrittenSpans, safe_threads
-from fastmomentum._threads cimport NOGIL_MIN_SIZE
+from fastmomentum._multi cimport (WorkList, account, concurrent_step, run_items, set_scalars,
+                                  sgd_item)
+from fastmomentum._spans cimport WrittenSpans, pass_ns, safe_threads
+from fastmomentum._threads cimport NOGIL_MIN_SIZE, threads_for
 from fm_checks cimport (bfloat16_typenum, import_checks, like, list_of, overlap, real_number,
                        refused, sgd_hyper_ok, usable)
 from fm_core_table cimport (MOMENTUM_F32_BF16_STATE, MOMENTUM_F32_F16_STATE,
                             SPLIT_GRAD_BF16_STATE_BF16, SPLIT_GRAD_BF16_STATE_F32,
-                            SPLIT_GRAD_F32_STATE_BF16, SPLIT_GRAD_F32_STATE_F32, WorkItem)
+                            SPLIT_GRAD_F32_STATE_BF16, SPLIT_GRAD_F32_STATE_F32, StepScalars,
+                            WorkItem)
 from fm_torch_state cimport store_momentum_buffer
 
 from fastmomentum import _validation
@@ -68,10 +70,10 @@ cdef inline int _fewer_byte_kernel(int state_format) noexcept:
     return MOMENTUM_F32_BF16_STATE if state_format == STATE_BF16 else MOMENTUM_F32_F16_STATE
 
 
-cdef inline void _state_item(WorkItem* w, WorkList work, object param, object grad,
+cdef inline void _state_item(WorkItem* w, const StepScalars* s, object param, object grad,
                              object velocity, bint first_step, int state_format) noexcept:
     """A float32 param's step with its velocity stored as ``state_format``."""
-    sgd_item(w, &work.scalars, True, _bytes(param), _bytes(grad),
+    sgd_item(w, s, True, _bytes(param), _bytes(grad),
              NULL if velocity is None else _bytes(velocity), NULL, first_step)
     if w.velocity != NULL:
         w.kernel = _fewer_byte_kernel(state_format)
@@ -117,13 +119,14 @@ def momentum_step_state(param, grad, velocity, lr, momentum, dampening, weight_d
         refused("momentum_step", _validation.check_state_step,
                 ([param], [grad], [velocity], lr, momentum, dampening, weight_decay,
                  nesterov, momentum_dtype, "momentum_step"))
-    cdef WorkList work = WorkList(1)
-    set_scalars(&work.scalars, lr_, momentum_, dampening_, weight_decay_, nesterov, maximize,
-                0.0)
-    if cnp.PyArray_SIZE(<cnp.ndarray>param):
-        _state_item(work.append(cnp.PyArray_SIZE(<cnp.ndarray>param)), work, param, grad,
-                    None if momentum_ == 0.0 else velocity, first_step, state_format)
-    _run(work, None, None)
+    cdef StepScalars s
+    cdef WorkItem w   # one item on the stack, as momentum_step's
+    set_scalars(&s, lr_, momentum_, dampening_, weight_decay_, nesterov, maximize, 0.0)
+    _state_item(&w, &s, param, grad, None if momentum_ == 0.0 else velocity, first_step,
+                state_format)
+    w.size = cnp.PyArray_SIZE(<cnp.ndarray>param)
+    w.offset = 0
+    run_items(&s, &w, 1, w.size, threads_for(pass_ns(&w, w.size)))
 
 
 def multi_state_step(list params, grads, velocities, *, lr, momentum=0.0, dampening=0.0,
@@ -167,8 +170,8 @@ def multi_state_step(list params, grads, velocities, *, lr, momentum=0.0, dampen
     for i in range(n):
         x = params[i]
         if cnp.PyArray_SIZE(<cnp.ndarray>x):
-            _state_item(work.append(cnp.PyArray_SIZE(<cnp.ndarray>x)), work, x, grads[i],
-                        None if momentum_ == 0.0 else velocities[i], first_step,
+            _state_item(work.append(cnp.PyArray_SIZE(<cnp.ndarray>x)), &work.scalars, x,
+                        grads[i], None if momentum_ == 0.0 else velocities[i], first_step,
                         state_format)
     if first_step and optimizer is not None and optimizer.momentum_buffers is not None:
         concurrent_step("SGD.step")  # another thread's first step went first
@@ -248,7 +251,7 @@ def torch_state_step(list params, list lows, list grads, list velocities, list f
             continue
         w = work.append(cnp.PyArray_SIZE(<cnp.ndarray>x))
         if low is None:
-            _state_item(w, work, x, g, v, first_steps[i], state_bits)
+            _state_item(w, &work.scalars, x, g, v, first_steps[i], state_bits)
             continue
         sgd_item(w, &work.scalars, True, _bytes(x), _bytes(g),
                  NULL if v is None else _bytes(v), NULL, first_steps[i])
