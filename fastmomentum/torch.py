@@ -135,6 +135,15 @@ class SGD(Optimizer):
     whose momentum buffers, version counters and EMA counters are recorded in the same C
     call. One optimizer must not be stepped from two threads at once: that raises
     RuntimeError (as for torch's, use a lock or one optimizer per thread).
+
+    State in fewer bytes (docs/state-dtypes.md): ``momentum_dtype=torch.bfloat16`` (or
+    ``torch.float16``) keeps float32 params' momentum buffers in that dtype (the float32
+    step on the widened buffer, stored rounded; the param updated with the unrounded
+    momentum); ``master_weights="split"`` steps bfloat16 params as the top halves of
+    float32 master weights whose bottom halves live in ``state[p]['master_low_bits']``
+    (bit-identical to float32 master weights; momentum float32, or bfloat16 with
+    ``momentum_dtype``): see :meth:`master_params`. Every param must then fit (there is no
+    torch fallback), and ``ema`` is not available.
     """
 
     def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0,
