@@ -229,7 +229,10 @@ cdef inline void state_range(param_t* param, const grad_t* grad_format, state_t*
                 w.first_step and has_momentum)
 
 
-# The table's entries (elementwise_fn: the first written buffer, typed, then the item)
+# The table's entries (elementwise_fn: the first written buffer, typed, then the item): one
+# per combination, since Cython's fused types must appear in a signature. One entry for all
+# six, switching on w.kernel, let gcc clone state_loop with some flags left variable: the
+# split step at 64k elements in cache took 31 us instead of 23.
 
 cdef inline void momentum_f32_bf16_state(float* param, const StepScalars* s, const WorkItem* w,
                                          Py_ssize_t start, Py_ssize_t stop) noexcept nogil:
