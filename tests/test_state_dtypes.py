@@ -22,24 +22,27 @@ STATE_DTYPES = {"bfloat16": (BF16, torch.bfloat16), "float16": (np.float16, torc
 MOMENTUM_OPTIONS = [o for o in SGD_OPTIONS if o["momentum"]]
 
 
-def to_torch(v, torch_dtype):
-    """A bfloat16/float16 NumPy array as a torch tensor of the same bits."""
-    return torch.from_numpy(v.view(np.int16).copy()).view(torch_dtype)
+def rounding_buffers(torch_dtype):
+    """A torch.optim step post-hook: every momentum buffer rounded to ``torch_dtype``
+    (and kept as float32), as if the optimizer stored it in that dtype."""
+    def hook(optimizer, args, kwargs):
+        for state in optimizer.state.values():
+            state["momentum_buffer"] = state["momentum_buffer"].to(torch_dtype).float()
+    return hook
 
 
 def oracle_trajectory(p0, grads, lrs, options, torch_dtype):
-    """torch.optim.SGD in float32, the buffer rounded to ``torch_dtype`` after each step:
+    """torch.optim.SGD in float32, its buffer rounded to ``torch_dtype`` after each step:
     (params after each step, the final buffer as ``torch_dtype`` bits)."""
     p = torch.tensor(p0, requires_grad=True)
     opt = torch.optim.SGD([p], lr=lrs[0], **options)
-    out = []
-    for g, lr in zip(grads, lrs):
-        opt.param_groups[0]["lr"] = lr
-        p.grad = torch.tensor(g)
+    opt.register_step_post_hook(rounding_buffers(torch_dtype))
+
+    def step(grad, lr):
+        opt.param_groups[0]["lr"], p.grad = lr, torch.tensor(grad)
         opt.step()
-        state = opt.state[p]
-        state["momentum_buffer"] = state["momentum_buffer"].to(torch_dtype).float()
-        out.append(p.detach().numpy().copy())
+        return p.detach().numpy().copy()
+    out = [step(g, lr) for g, lr in zip(grads, lrs)]
     bits = opt.state[p]["momentum_buffer"].to(torch_dtype).view(torch.int16).numpy()
     return out, bits
 

@@ -62,6 +62,31 @@ cdef inline bint _state_like(object v, cnp.ndarray param, int typenum) noexcept:
             and cnp.PyArray_SAMESHAPE(<cnp.ndarray>v, param))
 
 
+cdef inline bint _buffers_ok(object param, object grad, object velocity, bint has_velocity,
+                             int typenum) noexcept:
+    """A float32 param, a grad like it and (``has_velocity``) a velocity of ``typenum``
+    shaped like it, the in-place ones disjoint from the others."""
+    if not (usable(param, cnp.NPY_FLOAT, True) and like(grad, <cnp.ndarray>param, False)
+            and not overlap(<cnp.ndarray>grad, <cnp.ndarray>param)):
+        return False
+    return not has_velocity or (_state_like(velocity, <cnp.ndarray>param, typenum)
+                                and not overlap(<cnp.ndarray>velocity, <cnp.ndarray>param)
+                                and not overlap(<cnp.ndarray>velocity, <cnp.ndarray>grad))
+
+
+cdef bint _lists_ok(list params, object grads, object velocities, bint has_velocity,
+                    int typenum) except -1:
+    """_buffers_ok for every ``params[i]``, ``grads[i]`` (and ``velocities[i]``)."""
+    cdef Py_ssize_t i, n = len(params)
+    if not (list_of(grads, n) and (not has_velocity or list_of(velocities, n))):
+        return False
+    for i in range(n):
+        if not _buffers_ok(params[i], grads[i], velocities[i] if has_velocity else None,
+                           has_velocity, typenum):
+            return False
+    return True
+
+
 cdef inline char* _bytes(object x) noexcept:
     return cnp.PyArray_BYTES(<cnp.ndarray>x)
 
@@ -106,13 +131,8 @@ def momentum_step_state(param, grad, velocity, lr, momentum, dampening, weight_d
         lr_, momentum_ = real_number(lr), real_number(momentum)
         dampening_, weight_decay_ = real_number(dampening), real_number(weight_decay)
         ok = (sgd_hyper_ok(lr_, momentum_, dampening_, weight_decay_, nesterov)
-              and usable(param, cnp.NPY_FLOAT, True)
-              and like(grad, <cnp.ndarray>param, False)
-              and not overlap(<cnp.ndarray>grad, <cnp.ndarray>param)
-              and (momentum_ == 0.0
-                   or (_state_like(velocity, <cnp.ndarray>param, _numpy_typenum(state_format))
-                       and not overlap(<cnp.ndarray>velocity, <cnp.ndarray>param)
-                       and not overlap(<cnp.ndarray>velocity, <cnp.ndarray>grad))))
+              and _buffers_ok(param, grad, velocity, momentum_ != 0.0,
+                              _numpy_typenum(state_format)))
     except (TypeError, ValueError, OverflowError):
         ok = False
     if not ok:
@@ -141,23 +161,12 @@ def multi_state_step(list params, grads, velocities, *, lr, momentum=0.0, dampen
     cdef bint ok = False
     cdef int state_format = _format_of("SGD.step", momentum_dtype)
     cdef int typenum = _numpy_typenum(state_format)
-    cdef object x, g, v
+    cdef object x
     try:
         lr_, momentum_ = real_number(lr), real_number(momentum)
         dampening_, weight_decay_ = real_number(dampening), real_number(weight_decay)
         ok = (sgd_hyper_ok(lr_, momentum_, dampening_, weight_decay_, nesterov)
-              and list_of(grads, n) and (momentum_ == 0.0 or list_of(velocities, n)))
-        i = 0
-        while ok and i < n:
-            x, g = params[i], grads[i]
-            ok = (usable(x, cnp.NPY_FLOAT, True) and like(g, <cnp.ndarray>x, False)
-                  and not overlap(<cnp.ndarray>g, <cnp.ndarray>x))
-            if ok and momentum_ != 0.0:
-                v = velocities[i]
-                ok = (_state_like(v, <cnp.ndarray>x, typenum)
-                      and not overlap(<cnp.ndarray>v, <cnp.ndarray>x)
-                      and not overlap(<cnp.ndarray>v, <cnp.ndarray>g))
-            i += 1
+              and _lists_ok(params, grads, velocities, momentum_ != 0.0, typenum))
     except (TypeError, ValueError, OverflowError):
         ok = False
     if not ok:
