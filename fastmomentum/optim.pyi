@@ -3,7 +3,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
-from numpy.typing import DTypeLike, NDArray
+from numpy.typing import DTypeLike
 
 from ._types import FloatArray, Scalar
 
@@ -32,7 +32,8 @@ class SGD:
     maximize: bool
     ema: EMA | None
     momentum_dtype: np.dtype[Any] | None
-    momentum_buffers: list[NDArray[Any]] | None
+    # float32/float64 as the params (the stub does not spell momentum_dtype's bfloat16)
+    momentum_buffers: list[FloatArray] | None
     steps: int
     def __init__(self, params: Iterable[FloatArray], lr: Scalar, momentum: Scalar = 0.0,
                  dampening: Scalar = 0.0, weight_decay: Scalar = 0.0, nesterov: bool = False,
