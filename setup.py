@@ -141,6 +141,8 @@ extensions = [
               c_sources=["src/driver/fm_pool.c"]),
     extension("_spans", "src/driver/_spans.pyx"),
     extension("_multi", "src/driver/_multi.pyx"),
+    # steps with state in other bytes: fewer-byte momentum, split-bfloat16 master weights
+    extension("_state", "src/driver/_state.pyx"),
     extension("_ewm", "src/ewm/_ewm.pyx"),
     extension("_torch_multi", "src/torch/_torch_multi.pyx"),
     extension("_reference", "src/reference/_reference.pyx"),

@@ -26,7 +26,7 @@ from fastmomentum.benchcases import Case
 
 #: (slower, faster) pairs of the fused SGD+EMA target, whose names are not fastmomentum's
 FUSED_EMA = [("sgd then ema", "sgd+ema fused"), ("torch sgd then ema", "torch sgd+ema fused")]
-TARGETS = ("models", "ewm", "clipping")   # the providers of fastmomentum.bench with issue targets
+TARGETS = ("models", "ewm", "clipping", "state")   # the providers of fastmomentum.bench with issue targets
 #: From 32 MiB on, glibc's malloc always maps new pages (its largest mmap threshold); a
 #: smaller freed array may be handed out again already faulted in, and is no floor.
 PAGE_FLOOR_MIN = 1 << 22
@@ -61,7 +61,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
                         help="small sizes, no BERT-base (a smoke run, not the targets)")
-    parser.add_argument("--only", default=",".join(TARGETS), help="models, ewm and/or clipping")
+    parser.add_argument("--only", default=",".join(TARGETS), help=", ".join(TARGETS))
     parser.add_argument("--rounds", type=int, default=None,
                         help="samples per implementation, at least 2 (default: the report's)")
     parser.add_argument("--threads", type=int, default=None)

@@ -3,7 +3,7 @@
 from typing import Any, Literal, overload
 
 import numpy as np
-from numpy.typing import ArrayLike, NDArray
+from numpy.typing import ArrayLike, DTypeLike, NDArray
 
 from ._types import Float, HalfLife, Scalar
 from ._version import __version__ as __version__
@@ -17,10 +17,10 @@ __all__ = ["momentum_step", "ema_update", "ewm_mean", "set_num_threads", "get_nu
 BUILD_TARGET: Literal["avx2", "portable"]
 HAS_OPENMP: bool
 
-def momentum_step(param: NDArray[Float], grad: NDArray[Float], velocity: NDArray[Float] | None,
+def momentum_step(param: NDArray[Float], grad: NDArray[Float], velocity: NDArray[Any] | None,
                   *, lr: Scalar, momentum: Scalar = 0.0, dampening: Scalar = 0.0,
                   weight_decay: Scalar = 0.0, nesterov: bool = False, maximize: bool = False,
-                  first_step: bool = False) -> None: ...
+                  first_step: bool = False, momentum_dtype: DTypeLike | None = None) -> None: ...
 def ema_update(average: NDArray[Float], value: NDArray[Float], decay: Scalar) -> NDArray[Float]: ...
 @overload
 def ewm_mean(x: NDArray[np.float32], *, com: Scalar | None = None, span: Scalar | None = None,

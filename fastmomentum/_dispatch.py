@@ -7,7 +7,7 @@ reference loop); they run the numeric cores fastmomentum._target chose for this 
 import types
 
 from . import _target  # noqa: F401  (first: the CPU check, before any target's module)
-from . import _ewm, _multi, _reference, _spans, _threads, _torch_multi
+from . import _ewm, _multi, _reference, _spans, _state, _threads, _torch_multi
 
 kernels = types.SimpleNamespace(
     BUILD_TARGET=_target.BUILD_TARGET,
@@ -34,4 +34,7 @@ kernels = types.SimpleNamespace(
     torch_sgd_clip_run=_torch_multi.torch_sgd_clip_run,
     torch_grads_norm=_torch_multi.torch_grads_norm,
     clip_coefficient=_torch_multi.clip_coefficient_of,
+    # mp-state: fewer-byte momentum, split-bfloat16 master weights
+    multi_state_step=_state.multi_state_step,
+    torch_state_step=_state.torch_state_step,
 )

@@ -49,6 +49,7 @@ cdef inline void sgd_item(WorkItem* w, const StepScalars* s, bint is_f32, char* 
     w.velocity = velocity if s.sgd.momentum != 0.0 else NULL
     w.average = average
     w.value = NULL
+    w.low_bits = NULL   # mp-state: split master weights only
 
 
 cdef inline void ema_item(WorkItem* w, bint is_f32, char* average,
@@ -63,6 +64,7 @@ cdef inline void ema_item(WorkItem* w, bint is_f32, char* average,
     w.velocity = NULL
     w.average = average
     w.value = value
+    w.low_bits = NULL   # mp-state: split master weights only
 
 
 cdef inline void set_scalars(StepScalars* s, double lr, double momentum, double dampening,

@@ -363,3 +363,108 @@ def prepare_ewm_mean(x, com, span, halflife, alpha, min_periods, axis, out,
         x = np.where(np.ma.getmaskarray(x), np.nan, np.asarray(x.data, dtype=dtype))
     x = np.asarray(x, dtype=dtype, order=order)
     return x, out, com, max(int(min_periods), 1), axis
+
+
+# ---------------------------------------------------------------------------------------
+# mp-state: fewer-byte momentum (momentum_dtype) and ml_dtypes.bfloat16
+
+_BFLOAT16 = []  # [np.dtype of ml_dtypes.bfloat16, or None], filled on first need
+
+
+def bfloat16_dtype():
+    """ml_dtypes.bfloat16 as a NumPy dtype, or None when ml_dtypes is not installed;
+    imported only the first time a caller asks."""
+    if not _BFLOAT16:
+        try:
+            import ml_dtypes
+            _BFLOAT16.append(np.dtype(ml_dtypes.bfloat16))
+        except ImportError:
+            _BFLOAT16.append(None)
+    return _BFLOAT16[0]
+
+
+def _is_bfloat16(dtype):
+    # NumPy's own dtypes have isbuiltin 1: ml_dtypes is imported only for a user-defined (2)
+    return dtype.isbuiltin == 2 and dtype == bfloat16_dtype()
+
+
+#: the velocity formats a float32 param can keep its momentum in (momentum_dtype=)
+STATE_DTYPE_NAMES = ("bfloat16", "float16")
+
+
+def check_momentum_dtype(func, momentum_dtype):
+    """``momentum_dtype`` (``"bfloat16"``, ml_dtypes.bfloat16, ``"float16"``, np.float16 or
+    their dtypes) as ``(name, np.dtype)``; bfloat16 needs ml_dtypes."""
+    if isinstance(momentum_dtype, str) and momentum_dtype == "bfloat16":
+        dtype = bfloat16_dtype()
+        if dtype is None:
+            raise TypeError(f"{func}: momentum_dtype='bfloat16' needs the ml_dtypes package "
+                            f"(pip install ml_dtypes): NumPy has no bfloat16 of its own")
+        return "bfloat16", dtype
+    try:
+        dtype = np.dtype(momentum_dtype)
+    except TypeError:
+        dtype = None
+    if dtype is not None and dtype == np.float16:
+        return "float16", dtype
+    if dtype is not None and _is_bfloat16(dtype):
+        return "bfloat16", dtype
+    raise TypeError(f"{func}: `momentum_dtype` must be bfloat16 (ml_dtypes.bfloat16 or "
+                    f"'bfloat16') or float16 (np.float16 or 'float16'), or None for the "
+                    f"param's dtype; got {momentum_dtype!r}")
+
+
+def _check_state_array(func, name, v, dtype, lead_name, lead):
+    """``v``: a writeable C-contiguous array of the velocity dtype, shaped like ``lead``.
+    bfloat16 bits given as uint16/int16 are refused with the view to pass instead."""
+    _refuse_subclass(func, name, v)
+    ok = (plain_array(v) and v.dtype == dtype and v.dtype.isnative and v.flags.c_contiguous
+          and v.flags.aligned and v.flags.writeable)
+    if not ok:
+        hint = ""
+        if (isinstance(v, np.ndarray) and v.dtype in (np.uint16, np.int16)
+                and dtype != np.float16):
+            hint = (f" (bfloat16 bits held as {v.dtype}: pass "
+                    f"`{name}.view(ml_dtypes.bfloat16)`, the same memory)")
+        raise TypeError(f"{func}: `{name}` must be a writeable C-contiguous {dtype} array "
+                        f"(momentum_dtype) shaped like `{lead_name}`; got {describe(v)}{hint}")
+    if v.shape != lead.shape:
+        raise ValueError(f"{func}: `{name}` must have the shape of `{lead_name}` "
+                         f"{lead.shape}; got shape={v.shape}")
+
+
+def _check_float32_lead(func, name, x):
+    check_lead_array(func, name, x)
+    if x.dtype != np.float32:
+        raise TypeError(f"{func}: `{name}` must be float32 with momentum_dtype (a float32 "
+                        f"step keeping its momentum in fewer bytes); got {describe(x)}")
+
+
+def check_state_step(params, grads, velocities, lr, momentum, dampening, weight_decay,
+                     nesterov, momentum_dtype, func):
+    """The checks of a step with fewer-byte momentum over lists (``momentum_step``
+    passes one-element lists and names its arguments without an index)."""
+    check_sgd_hyper(func, lr, momentum, dampening, weight_decay, nesterov)
+    _, dtype = check_momentum_dtype(func, momentum_dtype)
+    n = len(params)
+    single = func == "momentum_step"
+    if not single:
+        _check_list(func, "grads", grads, n)
+        if momentum != 0:
+            _check_list(func, "momentum_buffers", velocities, n)
+    for i in range(n):
+        at = "" if single else f"[{i}]"
+        pname, gname, vname = (("param", "grad", "velocity") if single
+                               else (f"params{at}", f"grads{at}", f"momentum_buffers{at}"))
+        p, g = params[i], grads[i]
+        _check_float32_lead(func, pname, p)
+        check_like(func, gname, g, pname, p, writeable=False)
+        check_disjoint(func, gname, g, pname, p)
+        if momentum != 0:
+            v = velocities[i]
+            if v is None:
+                raise TypeError(f"{func}: `{vname}` must be a {dtype} array when "
+                                f"momentum != 0; got None")
+            _check_state_array(func, vname, v, dtype, pname, p)
+            check_disjoint(func, vname, v, pname, p)
+            check_disjoint(func, vname, v, gname, g)

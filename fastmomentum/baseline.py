@@ -14,8 +14,13 @@ from . import _ewm_api, _validation
 
 
 def momentum_step(param, grad, velocity, *, lr, momentum=0.0, dampening=0.0,
-                  weight_decay=0.0, nesterov=False, maximize=False, first_step=False):
+                  weight_decay=0.0, nesterov=False, maximize=False, first_step=False,
+                  momentum_dtype=None):
     """NumPy version of :func:`fastmomentum.momentum_step`."""
+    if momentum_dtype is not None:
+        return _momentum_step_state(param, grad, velocity, lr, momentum, dampening,
+                                    weight_decay, nesterov, maximize, first_step,
+                                    momentum_dtype)
     _validation.check_momentum_step(param, grad, velocity, lr, momentum, dampening,
                                     weight_decay, nesterov, maximize, first_step)
     lr, momentum = float(lr), float(momentum)
@@ -34,6 +39,25 @@ def momentum_step(param, grad, velocity, *, lr, momentum=0.0, dampening=0.0,
             velocity += d if dampening == 0 else (1.0 - dampening) * d
         d = d + momentum * velocity if nesterov else velocity
     param -= lr * d
+
+
+def _momentum_step_state(param, grad, velocity, lr, momentum, dampening, weight_decay,
+                         nesterov, maximize, first_step, momentum_dtype):
+    """``momentum_step(..., momentum_dtype=...)``: the float32 step on the widened velocity
+    (a float32 scratch copy), the new velocity stored rounded (``astype``), the param
+    updated with the unrounded one."""
+    _validation.check_state_step([param], [grad], [velocity], lr, momentum, dampening,
+                                 weight_decay, nesterov, momentum_dtype, "momentum_step")
+    if param.size == 0:
+        return
+    wide = None
+    if float(momentum) != 0:
+        wide = velocity.astype(np.float32)
+    momentum_step(param, grad, wide, lr=lr, momentum=momentum, dampening=dampening,
+                  weight_decay=weight_decay, nesterov=nesterov, maximize=maximize,
+                  first_step=first_step)
+    if wide is not None:
+        np.copyto(velocity, wide, casting="unsafe")  # rounded to nearest even
 
 
 def ema_update(average, value, decay):

@@ -2,6 +2,9 @@
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import numpy as np
+from numpy.typing import DTypeLike
+
 from ._types import FloatArray, Scalar
 
 class EMA:
@@ -28,6 +31,8 @@ class SGD:
     nesterov: bool
     maximize: bool
     ema: EMA | None
+    momentum_dtype: np.dtype[Any] | None
+    # float32/float64 as the params (the stub does not spell momentum_dtype's bfloat16)
     momentum_buffers: list[FloatArray] | None
     steps: int
     clip_grad_norm: float | None
@@ -39,7 +44,8 @@ class SGD:
                  dampening: Scalar = 0.0, weight_decay: Scalar = 0.0, nesterov: bool = False,
                  maximize: bool = False, *, ema: EMA | None = None,
                  clip_grad_norm: Scalar | None = None, norm_type: float = 2.0,
-                 skip_if_nonfinite: bool = False) -> None: ...
+                 skip_if_nonfinite: bool = False,
+                 momentum_dtype: DTypeLike | None = None) -> None: ...
     def step(self, grads: Sequence[FloatArray] | Iterable[FloatArray]) -> None: ...
     def state_dict(self) -> dict[str, Any]: ...
     def load_state_dict(self, state_dict: dict[str, Any]) -> None: ...

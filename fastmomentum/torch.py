@@ -23,6 +23,7 @@ from torch.optim.optimizer import Optimizer
 from torch.optim.sgd import sgd as _torch_sgd
 
 from . import _validation
+from . import _torch_state
 from . import optim as _optim
 from ._dispatch import kernels as _kernels
 from ._torch_bridge import FAST_PATH_REASON
@@ -141,12 +142,21 @@ class SGD(Optimizer):
     whose momentum buffers, version counters and EMA counters are recorded in the same C
     call. One optimizer must not be stepped from two threads at once: that raises
     RuntimeError (as for torch's, use a lock or one optimizer per thread).
+
+    State in fewer bytes (docs/state-dtypes.md): ``momentum_dtype=torch.bfloat16`` (or
+    ``torch.float16``) keeps float32 params' momentum buffers in that dtype (the float32
+    step on the widened buffer, stored rounded; the param updated with the unrounded
+    momentum); ``master_weights="split"`` steps bfloat16 params as the top halves of
+    float32 master weights whose bottom halves live in ``state[p]['master_low_bits']``
+    (bit-identical to float32 master weights; momentum float32, or bfloat16 with
+    ``momentum_dtype``): see :meth:`master_params`. Every param must then fit (there is no
+    torch fallback), and ``ema`` is not available.
     """
 
     def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0,
                  nesterov=False, *, maximize=False, foreach=None, differentiable=False,
                  fused=None, ema=None, clip_grad_norm=None, norm_type=2.0,
-                 skip_if_nonfinite=False):
+                 skip_if_nonfinite=False, momentum_dtype=None, master_weights=None):
         # torch.optim.SGD.__init__, check for check and message for message.
         if isinstance(lr, torch.Tensor) and lr.numel() != 1:
             raise ValueError("Tensor lr must be 1-element")
@@ -188,6 +198,20 @@ class SGD(Optimizer):
         #: An :class:`EMA` of all params (param groups in order), updated by every step
         #: in the same pass over memory as the step, or None.
         self.ema = ema
+        #: "split" (bfloat16 params over float32 master weights: see master_params) or None.
+        self.master_weights = master_weights
+        #: The momentum buffers' dtype when it is not the params' (momentum_dtype, or
+        #: float32 under master_weights="split"), else None.
+        self.momentum_dtype = _torch_state.check_options(
+            [p for group in self.param_groups for p in group["params"]], momentum_dtype,
+            master_weights, ema, differentiable)
+        if self.momentum_dtype is not None:
+            if self.clip_grad_norm is not None or self.skip_if_nonfinite:
+                raise ValueError("SGD: `clip_grad_norm` and `skip_if_nonfinite` are not "
+                                 "available with `momentum_dtype` or master_weights='split' "
+                                 "(clip first with fastmomentum.torch.clip_grad_norm_)")
+            # GradScaler then unscales the grads itself and skips steps with inf/NaN
+            self._step_supports_amp_scaling = False
         if ema is not None:
             self._check_ema()
         _warn_once_if_slow()
@@ -200,6 +224,7 @@ class SGD(Optimizer):
         #: Number of params the last step() sent through fastmomentum's kernels (the rest,
         #: with a grad, went to torch's own SGD).
         self.kernel_params = 0
+        self._state_spans = []  # momentum_dtype / split: per group, what its pass writes
 
     def _check_ema(self):
         params = [p for group in self.param_groups for p in group["params"]]
@@ -224,13 +249,46 @@ class SGD(Optimizer):
         self.__dict__.setdefault("ema", None)
         for name, value in _CLIP_ATTRIBUTES.items():
             self.__dict__.setdefault(name, value)
-        self._step_supports_amp_scaling = True
+        self.__dict__.setdefault("master_weights", None)
+        self.__dict__.setdefault("momentum_dtype", None)
+        self._step_supports_amp_scaling = self.momentum_dtype is None
         for group in self.param_groups:  # as torch.optim.SGD.__setstate__
             group.setdefault("nesterov", False)
             group.setdefault("maximize", False)
             group.setdefault("foreach", None)
             group.setdefault("differentiable", False)
             group.setdefault("fused", False)
+
+    # momentum_dtype / master_weights="split": state torch's load_state_dict would cast
+    def load_state_dict(self, state_dict):
+        """torch.optim.Optimizer.load_state_dict; with ``momentum_dtype`` or
+        ``master_weights="split"``, momentum buffers are converted to this optimizer's
+        momentum dtype (torch's would cast them to each param's) and the split master
+        weights' low bits restored exactly; everything is checked before anything loads."""
+        if self.momentum_dtype is None:
+            return super().load_state_dict(state_dict)
+        state_dict, saved = _torch_state.take_state(self, state_dict)
+        stores = _torch_state.check_saved(self, saved)
+        super().load_state_dict(state_dict)
+        _torch_state.put_state(self, stores)
+        return None
+
+    def master_params(self):
+        """With ``master_weights="split"``: float32 copies of the exact master weights
+        (each bfloat16 param's bits joined with its ``master_low_bits``), in param order."""
+        if self.master_weights != "split":
+            raise ValueError("SGD.master_params: this optimizer keeps no master weights "
+                             "(construct it with master_weights='split')")
+        return _torch_state.master_params(self)
+
+    def load_master_params(self, weights):
+        """With ``master_weights="split"``: start from float32 ``weights`` (one tensor per
+        param, in order): each param gets the top 16 bits of its weight (truncated, so
+        that param and low bits join into the weight exactly), the state the bottom 16."""
+        _torch_state.load_master_params(self, weights)
+
+
+_NUMPY_DTYPES = {torch.float32: np.dtype(np.float32), torch.float64: np.dtype(np.float64)}
 
     @staticmethod
     def _new_momentum_buffer(param):
@@ -319,6 +377,9 @@ class SGD(Optimizer):
 
     def _step_grads(self, loss):
         """The step of the grads as they are (no clipping, no AMP)."""
+        if self.momentum_dtype is not None:  # fewer-byte momentum, split master weights
+            _torch_state.step(self)
+            return loss
         ema = self.ema
         decay = self._ema_decay()
         groups = self.param_groups
@@ -485,9 +546,6 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
             f"gradients by the non-finite norm anyway, set `error_if_nonfinite=False`")
     torch.nn.utils.clip_grads_with_norm_(parameters, max_norm, total, foreach)
     return total
-
-
-_NUMPY_DTYPES = {torch.float32: np.dtype(np.float32), torch.float64: np.dtype(np.float64)}
 
 
 def _module_params(params):

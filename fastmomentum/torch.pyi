@@ -1,6 +1,6 @@
 # Stub of fastmomentum.torch: the torch.optim.SGD drop-in and the weight EMA of modules.
 from collections.abc import Callable, Iterable
-from typing import Any, overload
+from typing import Any, Literal, overload
 
 import torch
 from torch.optim.optimizer import Optimizer, ParamsT
@@ -25,6 +25,8 @@ class EMA:
 
 class SGD(Optimizer):
     ema: EMA | None
+    master_weights: Literal["split"] | None
+    momentum_dtype: torch.dtype | None
     #: params the last step() sent through fastmomentum's kernels (the rest went to torch)
     kernel_params: int
     #: global-norm clipping (max_norm or None), its norm type (2.0 or inf), skipping
@@ -40,7 +42,11 @@ class SGD(Optimizer):
                  nesterov: bool = False, *, maximize: bool = False, foreach: bool | None = None,
                  differentiable: bool = False, fused: bool | None = None,
                  ema: EMA | None = None, clip_grad_norm: float | None = None,
-                 norm_type: float = 2.0, skip_if_nonfinite: bool = False) -> None: ...
+                 norm_type: float = 2.0, skip_if_nonfinite: bool = False,
+                 momentum_dtype: torch.dtype | None = None,
+                 master_weights: Literal["split"] | None = None) -> None: ...
+    def master_params(self) -> list[torch.Tensor]: ...
+    def load_master_params(self, weights: Iterable[torch.Tensor]) -> None: ...
     @overload
     def step(self, closure: None = None) -> None: ...
     @overload

@@ -58,7 +58,8 @@ def _cells(row):
             f"{100 * spread(row):.1f}%{'!' if spread(row) > NOISY_SPREAD else ''}",
             _ratio(row.get("vs_baseline")),
             f"{_ratio(row.get('vs_best_other'))} {best}" if best else "-",
-            f"{row['gbps']:.1f}" if row.get("gbps") else "-",
+            f"{row['gbps']:.1f} ({row['bytes_moved'] / row['size']:g} B/elt)"
+            if row.get("gbps") else "-",
             _ratio(row.get("vs_stream"))]
 
 

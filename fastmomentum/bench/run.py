@@ -13,6 +13,7 @@ from ..benchcases.clipping import clip_cases
 from ..benchcases.ewm import ewm_cases
 from ..benchcases.kernels import STREAM_LOOP, kernel_cases, stream_loop_case
 from ..benchcases.models import model_cases
+from ..benchcases.state import state_cases
 from .timing import TIMING, time_interleaved
 
 #: provider -> (function(quick=...) returning a list of Case; the kernels its cases
@@ -23,6 +24,7 @@ PROVIDERS = {
     "ewm": (ewm_cases, ("ewm_mean", "ewm_var", "ewm_std", "ewm_cov", "ewm_corr")),
     "models": (model_cases, ("model_step", "model_step_ema")),
     "clipping": (clip_cases, ("clip_step",)),
+    "state": (state_cases, ("state_step",)),   # fewer-byte momentum, split bf16 weights
 }
 KERNELS = tuple(k for _, kernels in PROVIDERS.values() for k in kernels)
 #: The kernels whose time is memory traffic, one pass over their buffers: their groups are

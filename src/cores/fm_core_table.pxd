@@ -43,6 +43,11 @@ cdef enum:
     MOMENTUM_F32, MOMENTUM_F64      # OP_SGD_STEP with velocity
     FUSED_F32, FUSED_F64            # OP_SGD_STEP with the EMA of the new weights (average)
     EMA_F32, EMA_F64                # OP_EMA
+    # mp-state (fm_state_steps.pxd): OP_SGD_STEP, float32 params with bfloat16/float16
+    # velocity; split-bfloat16 master weights (WorkItem.low_bits) by grad and velocity dtype
+    MOMENTUM_F32_BF16_STATE, MOMENTUM_F32_F16_STATE
+    SPLIT_GRAD_F32_STATE_F32, SPLIT_GRAD_F32_STATE_BF16
+    SPLIT_GRAD_BF16_STATE_F32, SPLIT_GRAD_BF16_STATE_BF16
     ELEMENTWISE_KERNELS
 
 ctypedef struct WorkItem:
@@ -57,6 +62,9 @@ ctypedef struct WorkItem:
     const char* value     # read (OP_EMA)
     Py_ssize_t size       # elements
     Py_ssize_t offset     # first element's index in the concatenation of all items
+    # mp-state: the split kernels' bottom halves of the float32 master weights (uint16,
+    # written; ``param`` holds the top halves as bfloat16), else NULL
+    char* low_bits
 
 # ``first``: the item's first written buffer (param, or average for OP_EMA), float* or
 # double* as the kernel's dtype
@@ -66,6 +74,34 @@ ctypedef void (*elementwise_fn)(void* first, const StepScalars* s, const WorkIte
 
 cdef inline void* first_written(const WorkItem* w) noexcept nogil:
     return w.average if w.op == OP_EMA else w.param
+
+
+# mp-state: the bytes of an item's buffers (fastmomentum._spans: which items may share
+# threads). The state kernels keep some as 16-bit words; counting them at 4 bytes an
+# element made neighbouring allocations look overlapped (and steps run on one thread).
+# Their ``low_bits`` are the optimizer's own fresh tensors and are not tracked.
+
+cdef inline Py_ssize_t _float_bytes(const WorkItem* w) noexcept nogil:
+    return w.size * (4 if w.is_f32 else 8)
+
+
+cdef inline bint _split_kernel(int kernel) noexcept nogil:
+    return SPLIT_GRAD_F32_STATE_F32 <= kernel <= SPLIT_GRAD_BF16_STATE_BF16
+
+
+cdef inline Py_ssize_t param_bytes(const WorkItem* w) noexcept nogil:
+    return 2 * w.size if _split_kernel(w.kernel) else _float_bytes(w)
+
+
+cdef inline Py_ssize_t grad_bytes(const WorkItem* w) noexcept nogil:
+    return (2 * w.size if w.kernel == SPLIT_GRAD_BF16_STATE_F32
+            or w.kernel == SPLIT_GRAD_BF16_STATE_BF16 else _float_bytes(w))
+
+
+cdef inline Py_ssize_t velocity_bytes(const WorkItem* w) noexcept nogil:
+    return (2 * w.size if w.kernel == MOMENTUM_F32_BF16_STATE
+            or w.kernel == MOMENTUM_F32_F16_STATE or w.kernel == SPLIT_GRAD_F32_STATE_BF16
+            or w.kernel == SPLIT_GRAD_BF16_STATE_BF16 else _float_bytes(w))
 
 # ---------------------------------------------------------------------------------------
 # ewm_mean: its parameters and tables (filled by the plan, fastmomentum._ewm)

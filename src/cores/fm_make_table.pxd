@@ -5,6 +5,9 @@ from cpython.pycapsule cimport PyCapsule_New
 
 from fm_core_table cimport (EMA_F32, EMA_F64, FM_CORE_TABLE_CAPSULE, FUSED_F32, FUSED_F64,
                             MOMENTUM_F32, MOMENTUM_F64, SGD_F32, SGD_F64, CoreTable,
+                            MOMENTUM_F32_BF16_STATE, MOMENTUM_F32_F16_STATE,
+                            SPLIT_GRAD_BF16_STATE_BF16, SPLIT_GRAD_BF16_STATE_F32,
+                            SPLIT_GRAD_F32_STATE_BF16, SPLIT_GRAD_F32_STATE_F32,
                             elementwise_fn, ewm_loop_fn, norm_fn,
                             ewm_rows_superblock_fn, ewm_series_fn, ewm_superblock_fn)
 from fm_elementwise cimport ema_range, fused_range, momentum_range, sgd_range
@@ -13,6 +16,9 @@ from fm_ewm_loop cimport pandas_loop, pandas_series
 from fm_ewm_rows cimport rows_superblock
 from fm_ewm_scan cimport series_superblock
 from fm_norms cimport max_magnitude, sum_squares
+from fm_state_steps cimport (momentum_f32_bf16_state, momentum_f32_f16_state,
+                             split_grad_bf16_state_bf16, split_grad_bf16_state_f32,
+                             split_grad_f32_state_bf16, split_grad_f32_state_f32)
 
 cdef extern from "fm_cpu.h" nogil:
     const char* FM_BUILD_TARGET
@@ -29,6 +35,13 @@ cdef inline object core_table_capsule(CoreTable* table):
     table.elementwise[FUSED_F64] = <elementwise_fn>fused_range[double]
     table.elementwise[EMA_F32] = <elementwise_fn>ema_range[float]
     table.elementwise[EMA_F64] = <elementwise_fn>ema_range[double]
+    # mp-state: fewer-byte momentum, split-bfloat16 master weights
+    table.elementwise[MOMENTUM_F32_BF16_STATE] = <elementwise_fn>momentum_f32_bf16_state
+    table.elementwise[MOMENTUM_F32_F16_STATE] = <elementwise_fn>momentum_f32_f16_state
+    table.elementwise[SPLIT_GRAD_F32_STATE_F32] = <elementwise_fn>split_grad_f32_state_f32
+    table.elementwise[SPLIT_GRAD_F32_STATE_BF16] = <elementwise_fn>split_grad_f32_state_bf16
+    table.elementwise[SPLIT_GRAD_BF16_STATE_F32] = <elementwise_fn>split_grad_bf16_state_f32
+    table.elementwise[SPLIT_GRAD_BF16_STATE_BF16] = <elementwise_fn>split_grad_bf16_state_bf16
     table.ewm_coefficients = scan_coefficients
     table.ewm_f32.pandas_loop = <ewm_loop_fn>pandas_loop[float]
     table.ewm_f64.pandas_loop = <ewm_loop_fn>pandas_loop[double]

@@ -280,13 +280,24 @@ cdef int account_norm(object optimizer, double total_norm, bint skipped) except 
         if skipped:
             optimizer.skipped_steps += 1
     return 0
+cdef object _state_module = None
+
+
+cdef object _state():
+    """fastmomentum._state (it cimports this module: imported on first use)."""
+    global _state_module
+    if _state_module is None:
+        from fastmomentum import _state as module
+        _state_module = module
+    return _state_module
 
 
 # ---------------------------------------------------------------------------------------
 # One buffer
 
 def momentum_step(param, grad, velocity, *, lr, momentum=0.0, dampening=0.0,
-                  weight_decay=0.0, nesterov=False, maximize=False, first_step=False):
+                  weight_decay=0.0, nesterov=False, maximize=False, first_step=False,
+                  momentum_dtype=None):
     """One in-place SGD step on one buffer, bit for bit as ``torch.optim.SGD``.
 
     ``param`` (writeable), ``grad`` and ``velocity`` (writeable; may be None when
@@ -305,6 +316,11 @@ def momentum_step(param, grad, velocity, *, lr, momentum=0.0, dampening=0.0,
     ``velocity`` is set to ``g`` whatever it held, with no dampening. The textbook EMA form
     ``v = beta*v + (1-beta)*g`` is ``momentum=beta, dampening=beta``.
 
+    ``momentum_dtype`` (``ml_dtypes.bfloat16`` or ``np.float16``; None: the param's): a
+    float32 step whose ``velocity`` is stored in that dtype. The step is the float32 step on
+    the widened velocity; the new velocity is stored rounded to nearest even, and ``param``
+    is updated with the unrounded one (Optax's ``trace`` with ``accumulator_dtype``).
+
     Raises TypeError/ValueError (and writes nothing) for non-float or mismatched arrays,
     read-only, non-contiguous or overlapping in-place buffers, negative or non-finite
     ``lr``/``momentum``/``weight_decay``, and ``nesterov`` without momentum or with
@@ -316,6 +332,10 @@ def momentum_step(param, grad, velocity, *, lr, momentum=0.0, dampening=0.0,
     cdef StepScalars s
     cdef WorkItem w
     cdef bint ok = False
+    if momentum_dtype is not None:  # mp-state: fewer-byte momentum (fastmomentum._state)
+        return _state().momentum_step_state(param, grad, velocity, lr, momentum, dampening,
+                                            weight_decay, nesterov_, maximize_, first_step_,
+                                            momentum_dtype)
     try:
         lr_, momentum_ = real_number(lr), real_number(momentum)
         dampening_, weight_decay_ = real_number(dampening), real_number(weight_decay)

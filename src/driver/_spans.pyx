@@ -3,7 +3,7 @@
 from libc.stdlib cimport free, qsort
 
 from fastmomentum._threads cimport threads_for
-from fm_core_table cimport OP_EMA, WorkItem
+from fm_core_table cimport OP_EMA, WorkItem, grad_bytes, param_bytes, velocity_bytes
 from fm_memory cimport grow
 
 
@@ -104,8 +104,8 @@ cdef int order_free(const WorkItem* items, Py_ssize_t count, WrittenSpans writte
     for item in range(count):
         w = &items[item]
         nbytes = _item_bytes(w)
-        written.write(3 * item, w.param, nbytes if w.param != NULL else 0)
-        written.write(3 * item + 1, w.velocity, nbytes if w.velocity != NULL else 0)
+        written.write(3 * item, w.param, param_bytes(w) if w.param != NULL else 0)
+        written.write(3 * item + 1, w.velocity, velocity_bytes(w) if w.velocity != NULL else 0)
         written.write(3 * item + 2, w.average, nbytes if w.average != NULL else 0)
     if not written.writes_disjoint(3 * count):
         return 0
@@ -113,7 +113,7 @@ cdef int order_free(const WorkItem* items, Py_ssize_t count, WrittenSpans writte
     for item in range(count):
         w = &items[item]
         span.start = <char*>(w.value if w.op == OP_EMA else w.grad)
-        span.nbytes = _item_bytes(w)
+        span.nbytes = grad_bytes(w) if w.op != OP_EMA else _item_bytes(w)
         if same and (written.read[item].start != span.start
                      or written.read[item].nbytes != span.nbytes):
             same = False

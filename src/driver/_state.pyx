@@ -1,0 +1,275 @@
+# Steps whose state is stored in other bytes than it is computed in (issue 14, items 2-3):
+# momentum_step's and fastmomentum.SGD's ``momentum_dtype=`` (float32 params, bfloat16 or
+# float16 momentum), and the split-bfloat16 master weights of fastmomentum.torch.SGD
+# (``master_weights="split"``). The loops are src/cores/fm_state_steps.pxd's, run through
+# the core table and the multi-tensor driver (fastmomentum._multi) like every other step.
+#
+# Checks run in C first (fm_checks.pxd); only on failure does _validation word the error.
+# Nothing is written before every check has passed.
+cimport numpy as cnp
+
+from fastmomentum._multi cimport (WorkList, account, concurrent_step, run_items, set_scalars,
+                                  sgd_item)
+from fastmomentum._spans cimport WrittenSpans, pass_ns, safe_threads
+from fastmomentum._threads cimport NOGIL_MIN_SIZE, threads_for
+from fm_checks cimport (bfloat16_typenum, import_checks, like, list_of, overlap, real_number,
+                       refused, sgd_hyper_ok, usable)
+from fm_core_table cimport (MOMENTUM_F32_BF16_STATE, MOMENTUM_F32_F16_STATE,
+                            SPLIT_GRAD_BF16_STATE_BF16, SPLIT_GRAD_BF16_STATE_F32,
+                            SPLIT_GRAD_F32_STATE_BF16, SPLIT_GRAD_F32_STATE_F32, StepScalars,
+                            WorkItem)
+from fm_torch_state cimport store_momentum_buffer
+
+from fastmomentum import _validation
+
+cnp.import_array()
+import_checks()
+
+# how a velocity is stored
+cdef enum StateFormat:
+    STATE_F32
+    STATE_BF16
+    STATE_F16
+
+cdef dict _formats = {}   # momentum_dtype as passed -> StateFormat (checked once)
+
+
+cdef int _format_of(str func, object momentum_dtype) except -1:
+    """``momentum_dtype``'s StateFormat (TypeError, worded by _validation, if it is none)."""
+    cdef object known = None
+    try:
+        known = _formats.get(momentum_dtype)
+    except TypeError:   # unhashable: the validator explains
+        pass
+    if known is not None:
+        return known
+    name, _ = _validation.check_momentum_dtype(func, momentum_dtype)
+    known = STATE_BF16 if name == "bfloat16" else STATE_F16
+    try:
+        _formats[momentum_dtype] = known
+    except TypeError:
+        pass
+    return known
+
+
+cdef inline int _numpy_typenum(int state_format) noexcept:
+    """The NumPy type number of a velocity stored so (-1: ml_dtypes is not installed)."""
+    return cnp.NPY_FLOAT16 if state_format == STATE_F16 else bfloat16_typenum()
+
+
+cdef inline bint _state_like(object v, cnp.ndarray param, int typenum) noexcept:
+    return (typenum >= 0 and usable(v, typenum, True)
+            and cnp.PyArray_SAMESHAPE(<cnp.ndarray>v, param))
+
+
+cdef inline bint _buffers_ok(object param, object grad, object velocity, bint has_velocity,
+                             int typenum) noexcept:
+    """A float32 param, a grad like it and (``has_velocity``) a velocity of ``typenum``
+    shaped like it, the in-place ones disjoint from the others."""
+    if not (usable(param, cnp.NPY_FLOAT, True) and like(grad, <cnp.ndarray>param, False)
+            and not overlap(<cnp.ndarray>grad, <cnp.ndarray>param)):
+        return False
+    return not has_velocity or (_state_like(velocity, <cnp.ndarray>param, typenum)
+                                and not overlap(<cnp.ndarray>velocity, <cnp.ndarray>param)
+                                and not overlap(<cnp.ndarray>velocity, <cnp.ndarray>grad))
+
+
+cdef bint _lists_ok(list params, object grads, object velocities, bint has_velocity,
+                    int typenum) except -1:
+    """_buffers_ok for every ``params[i]``, ``grads[i]`` (and ``velocities[i]``)."""
+    cdef Py_ssize_t i, n = len(params)
+    if not (list_of(grads, n) and (not has_velocity or list_of(velocities, n))):
+        return False
+    for i in range(n):
+        if not _buffers_ok(params[i], grads[i], velocities[i] if has_velocity else None,
+                           has_velocity, typenum):
+            return False
+    return True
+
+
+cdef inline char* _bytes(object x) noexcept:
+    return cnp.PyArray_BYTES(<cnp.ndarray>x)
+
+
+cdef inline int _fewer_byte_kernel(int state_format) noexcept:
+    return MOMENTUM_F32_BF16_STATE if state_format == STATE_BF16 else MOMENTUM_F32_F16_STATE
+
+
+cdef inline void _state_item(WorkItem* w, const StepScalars* s, object param, object grad,
+                             object velocity, bint first_step, int state_format) noexcept:
+    """A float32 param's step with its velocity stored as ``state_format``."""
+    sgd_item(w, s, True, _bytes(param), _bytes(grad),
+             NULL if velocity is None else _bytes(velocity), NULL, first_step)
+    if w.velocity != NULL:
+        w.kernel = _fewer_byte_kernel(state_format)
+
+
+cdef int _run(WorkList work, WrittenSpans written, object held) except -1:
+    """Run ``work`` (threads only when no item's memory overlaps another's), refusing to
+    start while another thread runs a pass over the same ``written``."""
+    if written is not None and written.busy:
+        concurrent_step("SGD.step")
+    cdef int nthreads = safe_threads(work.items, work.count, work.total, written)
+    if written is not None:
+        written.busy = held is not None
+    work.run(nthreads)
+    if written is not None:
+        written.busy = False
+    return 0
+
+
+# ---------------------------------------------------------------------------------------
+# NumPy: float32 params with bfloat16 (ml_dtypes) or float16 momentum
+
+def momentum_step_state(param, grad, velocity, lr, momentum, dampening, weight_decay,
+                        nesterov, maximize, first_step, momentum_dtype):
+    """``fastmomentum.momentum_step(..., momentum_dtype=...)``: see its docstring."""
+    cdef double lr_, momentum_, dampening_, weight_decay_
+    cdef bint ok = False
+    cdef int state_format = _format_of("momentum_step", momentum_dtype)
+    try:
+        lr_, momentum_ = real_number(lr), real_number(momentum)
+        dampening_, weight_decay_ = real_number(dampening), real_number(weight_decay)
+        ok = (sgd_hyper_ok(lr_, momentum_, dampening_, weight_decay_, nesterov)
+              and _buffers_ok(param, grad, velocity, momentum_ != 0.0,
+                              _numpy_typenum(state_format)))
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok:
+        refused("momentum_step", _validation.check_state_step,
+                ([param], [grad], [velocity], lr, momentum, dampening, weight_decay,
+                 nesterov, momentum_dtype, "momentum_step"))
+    cdef StepScalars s
+    cdef WorkItem w   # one item on the stack, as momentum_step's
+    set_scalars(&s, lr_, momentum_, dampening_, weight_decay_, nesterov, maximize, 0.0)
+    _state_item(&w, &s, param, grad, None if momentum_ == 0.0 else velocity, first_step,
+                state_format)
+    w.size = cnp.PyArray_SIZE(<cnp.ndarray>param)
+    w.offset = 0
+    run_items(&s, &w, 1, w.size, threads_for(pass_ns(&w, w.size)))
+
+
+def multi_state_step(list params, grads, velocities, *, lr, momentum=0.0, dampening=0.0,
+                     weight_decay=0.0, nesterov=False, maximize=False, first_step=False,
+                     momentum_dtype, WrittenSpans written=None, optimizer=None):
+    """``momentum_step_state`` on every ``params[i]`` with ``grads[i]`` and
+    ``velocities[i]`` in one pass (multi_momentum_step's rules: every argument checked
+    first, the result of the steps in order, ``optimizer``'s counters advanced in the same
+    C call)."""
+    cdef Py_ssize_t n = len(params), i
+    cdef double lr_, momentum_, dampening_, weight_decay_
+    cdef bint ok = False
+    cdef int state_format = _format_of("SGD.step", momentum_dtype)
+    cdef int typenum = _numpy_typenum(state_format)
+    cdef object x
+    try:
+        lr_, momentum_ = real_number(lr), real_number(momentum)
+        dampening_, weight_decay_ = real_number(dampening), real_number(weight_decay)
+        ok = (sgd_hyper_ok(lr_, momentum_, dampening_, weight_decay_, nesterov)
+              and _lists_ok(params, grads, velocities, momentum_ != 0.0, typenum))
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok:
+        refused("SGD.step", _validation.check_state_step,
+                (params, grads, velocities, lr, momentum, dampening, weight_decay, nesterov,
+                 momentum_dtype, "SGD.step"))
+    cdef WorkList work = WorkList(n)
+    set_scalars(&work.scalars, lr_, momentum_, dampening_, weight_decay_, nesterov, maximize,
+                0.0)
+    for i in range(n):
+        x = params[i]
+        if cnp.PyArray_SIZE(<cnp.ndarray>x):
+            _state_item(work.append(cnp.PyArray_SIZE(<cnp.ndarray>x)), &work.scalars, x,
+                        grads[i], None if momentum_ == 0.0 else velocities[i], first_step,
+                        state_format)
+    if first_step and optimizer is not None and optimizer.momentum_buffers is not None:
+        concurrent_step("SGD.step")  # another thread's first step went first
+    _run(work, written, (params[:], grads[:], velocities[:] if momentum_ != 0.0 else None)
+         if work.total >= NOGIL_MIN_SIZE else None)
+    account(optimizer, velocities, first_step, None, 0.0)
+
+
+# ---------------------------------------------------------------------------------------
+# torch (fastmomentum.torch.SGD): NumPy views of checked tensors, bfloat16 as its bits
+
+
+cdef inline bint _bits_like(object x, cnp.ndarray first) noexcept:
+    """A writeable uint16 array (bfloat16/float16 bits) of ``first``'s size."""
+    return (usable(x, cnp.NPY_UINT16, True)
+            and cnp.PyArray_SIZE(<cnp.ndarray>x) == cnp.PyArray_SIZE(first))
+
+
+cdef inline int _split_kernel(bint grad_bf16, bint state_bf16) noexcept:
+    if grad_bf16:
+        return SPLIT_GRAD_BF16_STATE_BF16 if state_bf16 else SPLIT_GRAD_BF16_STATE_F32
+    return SPLIT_GRAD_F32_STATE_BF16 if state_bf16 else SPLIT_GRAD_F32_STATE_F32
+
+
+def torch_state_step(list params, list lows, list grads, list velocities, list first_steps,
+                     *, lr, momentum, dampening, weight_decay, nesterov, maximize,
+                     int state_bits, WrittenSpans written, object state, list new_buffers,
+                     object stepped, object increment_version):
+    """One param group's step for fastmomentum.torch.SGD, from NumPy views of tensors
+    torch.py checked (``SGD._state_views``), in one call that also keeps the books.
+
+    ``params[i]``: float32 (``lows[i]`` None) or, split, the top halves as uint16 bits
+    with ``lows[i]`` the bottom halves (uint16); ``grads[i]``: float32, or uint16 bfloat16
+    bits (split only); ``velocities[i]`` (None when momentum is 0): float32 (split only), or
+    uint16 bits of ``state_bits`` (1: bfloat16, 2: float16); ``first_steps[i]``: torch's
+    first step. After the kernels: ``state[p]['momentum_buffer'] = buf`` for every
+    ``(p, buf)`` of ``new_buffers`` and ``increment_version(stepped)`` (the autograd
+    version counters of the params written), in this same C call. The views must be
+    disjoint, as torch.py's checks make them (its tensors are the optimizer's own and the
+    model's params); raises ValueError, writing nothing, when a view does not fit."""
+    cdef Py_ssize_t n = len(params), i
+    cdef double lr_ = lr, momentum_ = momentum, dampening_ = dampening
+    cdef double weight_decay_ = weight_decay
+    cdef bint split, grad_bf16, ok = sgd_hyper_ok(lr_, momentum_, dampening_, weight_decay_,
+                                                  nesterov)
+    cdef object x, low, g, v
+    cdef WorkItem* w
+    ok = (ok and list_of(lows, n) and list_of(grads, n) and list_of(velocities, n)
+          and list_of(first_steps, n) and 0 <= state_bits <= 2)
+    i = 0
+    while ok and i < n:
+        x, low, g, v = params[i], lows[i], grads[i], velocities[i]
+        split = low is not None
+        if split:
+            ok = (_bits_like(x, <cnp.ndarray>x) and _bits_like(low, <cnp.ndarray>x)
+                  and (_bits_like(g, <cnp.ndarray>x) or
+                       (usable(g, cnp.NPY_FLOAT, False)
+                        and cnp.PyArray_SIZE(<cnp.ndarray>g) == cnp.PyArray_SIZE(<cnp.ndarray>x)))
+                  and state_bits != STATE_F16)
+        else:
+            ok = usable(x, cnp.NPY_FLOAT, True) and like(g, <cnp.ndarray>x, False)
+        if ok and momentum_ != 0.0:
+            ok = (_bits_like(v, <cnp.ndarray>x) if state_bits != STATE_F32
+                  else usable(v, cnp.NPY_FLOAT, True)
+                  and cnp.PyArray_SIZE(<cnp.ndarray>v) == cnp.PyArray_SIZE(<cnp.ndarray>x))
+        i += 1
+    if not ok:
+        raise ValueError("torch_state_step: internal error: a view does not fit its param "
+                         "(see SGD._state_views)")
+    cdef WorkList work = WorkList(n)
+    set_scalars(&work.scalars, lr_, momentum_, dampening_, weight_decay_, nesterov, maximize,
+                0.0)
+    for i in range(n):
+        x, low, g = params[i], lows[i], grads[i]
+        v = velocities[i] if momentum_ != 0.0 else None
+        if cnp.PyArray_SIZE(<cnp.ndarray>x) == 0:
+            continue
+        w = work.append(cnp.PyArray_SIZE(<cnp.ndarray>x))
+        if low is None:
+            _state_item(w, &work.scalars, x, g, v, first_steps[i], state_bits)
+            continue
+        sgd_item(w, &work.scalars, True, _bytes(x), _bytes(g),
+                 NULL if v is None else _bytes(v), NULL, first_steps[i])
+        grad_bf16 = cnp.PyArray_TYPE(<cnp.ndarray>g) == cnp.NPY_UINT16
+        w.kernel = _split_kernel(grad_bf16, state_bits == STATE_BF16)
+        w.low_bits = _bytes(low)
+    _run(work, written, True if work.total >= NOGIL_MIN_SIZE else None)
+    for p, buf in new_buffers:
+        store_momentum_buffer(state, p, buf)
+    if stepped:
+        increment_version(stepped)
+    return len(stepped)
