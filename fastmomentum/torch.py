@@ -287,9 +287,6 @@ class SGD(Optimizer):
         that param and low bits join into the weight exactly), the state the bottom 16."""
         _torch_state.load_master_params(self, weights)
 
-
-_NUMPY_DTYPES = {torch.float32: np.dtype(np.float32), torch.float64: np.dtype(np.float64)}
-
     @staticmethod
     def _new_momentum_buffer(param):
         """A buffer for a first step; the kernels fill it, then it is stored in state."""
@@ -546,6 +543,9 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
             f"gradients by the non-finite norm anyway, set `error_if_nonfinite=False`")
     torch.nn.utils.clip_grads_with_norm_(parameters, max_norm, total, foreach)
     return total
+
+
+_NUMPY_DTYPES = {torch.float32: np.dtype(np.float32), torch.float64: np.dtype(np.float64)}
 
 
 def _module_params(params):
