@@ -256,32 +256,19 @@ cdef inline double _factor(const Params* p, Py_ssize_t t) noexcept nogil:
 
 cdef inline Py_ssize_t _steady_run(const real* x, const real* y, real* out, Py_ssize_t t,
                                    Py_ssize_t n, Py_ssize_t ts, Series* s, double a, double c,
-                                   double k, double b, Py_ssize_t t_ok, const Params* p,
-                                   int kind, bint bias, bint std) noexcept nogil:
+                                   double k, double b, Py_ssize_t t_ok, int kind, bint bias,
+                                   bint std) noexcept nogil:
     """_steady for one kind (a constant once inlined, so the loop keeps only its own
-    moments in registers). With ``p.factors`` (times) each step decays by its own factor
-    and recomputes the weights, as _step, in a local copy of the weight state: _step on
-    the state in memory chains every weight through a store and a load (9 ns a value for
-    the mean measured, 3 here)."""
+    moments in registers). Its ten copies must stay inlined: with the times step in it,
+    or _timed_run inlined into _steady, gcc 12 left it a function of a runtime kind, and
+    10M ewm_var measured 1.6x slower (nm lists no _steady_run when they are inlined)."""
     cdef Moments v = _moments(s)
-    cdef Series ws = s[0]
-    cdef Weights w
-    cdef bint timed = p.factors != NULL
     cdef double xt, yt, r
     while t < n:
         xt = x[t * ts]
         yt = y[t * ts]
         if not ((xt - xt == 0.0) and (yt - yt == 0.0)):
             break
-        if timed:
-            b = p.factors[t]
-            ws.decay = _flush(ws.decay * b)
-            ws.nobs = ws.nobs + 1
-            if kind != KIND_SUM:
-                w = _observe(&ws, b, p)
-                a, c = w.a, w.c
-                if kind >= KIND_COV and not bias:
-                    k = _bias_factor(&ws)
         if kind == KIND_SUM:
             v.mean_x = b * v.mean_x + xt
             r = v.mean_x
@@ -290,10 +277,46 @@ cdef inline Py_ssize_t _steady_run(const real* x, const real* y, real* out, Py_s
             r = _finish(v, k, kind, bias, std) if kind >= KIND_COV else v.mean_x
         out[t * ts] = <real>(r if t >= t_ok else NAN)
         t += 1
-    if timed:
-        s[0] = ws
     _set_moments(s, v)
     return t
+
+
+cdef Py_ssize_t _timed_run(const real* x, const real* y, real* out, Py_ssize_t t,
+                           Py_ssize_t n, Py_ssize_t ts, Series* s, Py_ssize_t t_ok,
+                           const Params* p) noexcept nogil:
+    """_steady's counterpart with times (not sum: pandas has none): values t.. of a
+    started series, each step decaying by its own factor, the weights recomputed as _step
+    does but in a local copy of the state (_step on the state in memory chains every
+    weight through a store and a load: 9 ns a value for the mean measured, 3.7 here)."""
+    cdef Moments v = _moments(s)
+    cdef Series ws = s[0]
+    cdef Weights w
+    cdef double xt, yt, f, k = 0.0
+    while t < n:
+        xt = x[t * ts]
+        yt = y[t * ts]
+        if not ((xt - xt == 0.0) and (yt - yt == 0.0)):
+            break
+        f = p.factors[t]
+        ws.decay = _flush(ws.decay * f)
+        ws.nobs = ws.nobs + 1
+        w = _observe(&ws, f, p)
+        if p.kind >= KIND_COV and not p.bias:
+            k = _bias_factor(&ws)
+        v = _value_step(v, xt, yt, w.a, w.c, p.kind)
+        out[t * ts] = <real>(NAN if t < t_ok else _finish(v, k, p.kind, p.bias,
+                                                           p.out_kind == OUT_STD)
+                             if p.kind >= KIND_COV else v.mean_x)
+        t += 1
+    s[0] = ws
+    _set_moments(s, v)
+    return t
+
+
+cdef inline Py_ssize_t _first_ok(Py_ssize_t t, const Series* s,
+                                 const Params* p) noexcept nogil:
+    """Where a run from step t on (nobs growing by one a value) reaches min_periods."""
+    return t + max(<Py_ssize_t>0, <Py_ssize_t>(p.minp - s.nobs) - 1)
 
 
 cdef Py_ssize_t _steady(const real* x, const real* y, real* out, Py_ssize_t t, Py_ssize_t n,
@@ -303,38 +326,35 @@ cdef Py_ssize_t _steady(const real* x, const real* y, real* out, Py_ssize_t t, P
     leaves them as they were): _step's operations on the values without recomputing the
     weights (same bits, no division), until a missing value or the end; returns where it
     stopped. The decay products (used only to combine states, not by any result) are
-    brought up to date once, by pow. With times (``p.factors``): values t.. of a started
-    series, each step's weights recomputed (see _steady_run)."""
+    brought up to date once, by pow."""
     cdef Py_ssize_t t0 = t
-    # results from t_ok on have min_periods values (nobs grows by one a value here)
-    cdef Py_ssize_t t_ok = t + max(<Py_ssize_t>0, <Py_ssize_t>(p.minp - s.nobs) - 1)
+    cdef Py_ssize_t t_ok = _first_ok(t, s, p)
     cdef double b = p.b, decays
     if p.kind == KIND_SUM:
-        t = _steady_run(x, y, out, t, n, ts, s, a, c, k, b, t_ok, p, KIND_SUM, False, False)
+        t = _steady_run(x, y, out, t, n, ts, s, a, c, k, b, t_ok, KIND_SUM, False, False)
     elif p.kind == KIND_MEAN:
-        t = _steady_run(x, y, out, t, n, ts, s, a, c, k, b, t_ok, p, KIND_MEAN, False, False)
+        t = _steady_run(x, y, out, t, n, ts, s, a, c, k, b, t_ok, KIND_MEAN, False, False)
     elif p.kind == KIND_CORR:
-        t = _steady_run(x, y, out, t, n, ts, s, a, c, k, b, t_ok, p, KIND_CORR, True, False)
+        t = _steady_run(x, y, out, t, n, ts, s, a, c, k, b, t_ok, KIND_CORR, True, False)
     elif p.kind == KIND_VAR and p.bias:
-        t = _steady_run(x, y, out, t, n, ts, s, a, c, k, b, t_ok, p, KIND_VAR, True,
+        t = _steady_run(x, y, out, t, n, ts, s, a, c, k, b, t_ok, KIND_VAR, True,
                         p.out_kind == OUT_STD)
     elif p.kind == KIND_VAR and p.out_kind == OUT_STD:
-        t = _steady_run(x, y, out, t, n, ts, s, a, c, k, b, t_ok, p, KIND_VAR, False, True)
+        t = _steady_run(x, y, out, t, n, ts, s, a, c, k, b, t_ok, KIND_VAR, False, True)
     elif p.kind == KIND_VAR:
-        t = _steady_run(x, y, out, t, n, ts, s, a, c, k, b, t_ok, p, KIND_VAR, False, False)
+        t = _steady_run(x, y, out, t, n, ts, s, a, c, k, b, t_ok, KIND_VAR, False, False)
     elif p.bias and p.out_kind == OUT_STD:
-        t = _steady_run(x, y, out, t, n, ts, s, a, c, k, b, t_ok, p, KIND_COV, True, True)
+        t = _steady_run(x, y, out, t, n, ts, s, a, c, k, b, t_ok, KIND_COV, True, True)
     elif p.bias:
-        t = _steady_run(x, y, out, t, n, ts, s, a, c, k, b, t_ok, p, KIND_COV, True, False)
+        t = _steady_run(x, y, out, t, n, ts, s, a, c, k, b, t_ok, KIND_COV, True, False)
     elif p.out_kind == OUT_STD:
-        t = _steady_run(x, y, out, t, n, ts, s, a, c, k, b, t_ok, p, KIND_COV, False, True)
+        t = _steady_run(x, y, out, t, n, ts, s, a, c, k, b, t_ok, KIND_COV, False, True)
     else:
-        t = _steady_run(x, y, out, t, n, ts, s, a, c, k, b, t_ok, p, KIND_COV, False, False)
-    if p.factors == NULL:
-        s.nobs = s.nobs + (t - t0)
-        decays = pow(b, <double>(t - t0))      # (one pow a chunk of a stream: ~30 ns each)
-        s.decay = _flush(s.decay * decays)
-        s.seed = _flush(s.seed * (decays if p.adjust else pow(a, <double>(t - t0))))
+        t = _steady_run(x, y, out, t, n, ts, s, a, c, k, b, t_ok, KIND_COV, False, False)
+    s.nobs = s.nobs + (t - t0)
+    decays = pow(b, <double>(t - t0))          # (one pow a chunk of a stream: ~30 ns each)
+    s.decay = _flush(s.decay * decays)
+    s.seed = _flush(s.seed * (decays if p.adjust else pow(a, <double>(t - t0))))
     return t
 
 
@@ -358,16 +378,20 @@ cdef void _series(const real* x, const real* y, real* out, double* st, Py_ssize_
         out[t * ts] = <real>_output(&s, p)
         t += 1
         # steady once an observed step (decaying by b) leaves the weights as they were;
-        # with times, the run of a started series
+        # with times (not sum), the run of a started series
         if (started and (xt - xt == 0.0) and (yt - yt == 0.0)
-                and (p.factors != NULL or ((t > 1 or p.f0 == b)
-                                           and s.old_wt == ow and s.sum_wt2 == sw2))):
+                and ((p.factors != NULL and p.kind != KIND_SUM)
+                     or (p.factors == NULL and (t > 1 or p.f0 == b)
+                         and s.old_wt == ow and s.sum_wt2 == sw2))):
             if p.kind != KIND_SUM and p.factors == NULL:
                 probe = s            # the next step's shares, from a copy of the state
                 shares = _observe(&probe, b, p)
                 a, c = shares.a, shares.c
-            t = _steady(x, y, out, t, n, ts, &s, a, c,
-                        0.0 if p.bias or p.kind < KIND_COV else _bias_factor(&s), p)
+            if p.factors != NULL:
+                t = _timed_run(x, y, out, t, n, ts, &s, _first_ok(t, &s, p), p)
+            else:
+                t = _steady(x, y, out, t, n, ts, &s, a, c,
+                            0.0 if p.bias or p.kind < KIND_COV else _bias_factor(&s), p)
     _store(&s, st, m, j)
 
 
@@ -582,29 +606,26 @@ cdef void _factors(const Times* tm, Py_ssize_t t0, Py_ssize_t n, double* out) no
                             tm.log2_b, out)
 
 
-cdef void _chunk_timed(const Chunk* c, const Times* tm) noexcept nogil:
-    """A call with times, FM_EXP2_BLOCK steps at a time, their factors in a buffer on the
-    stack (no array of n factors: its page faults and traffic): the state carries over
-    between blocks as between a stream's chunks, so the results are one pass's bits."""
+cdef void _call(const Chunk* c, const Times* tm) noexcept nogil:
+    """A call; with times (``tm``), FM_EXP2_BLOCK steps at a time, their factors in a
+    buffer on the stack (no array of n factors: its page faults and traffic): the state
+    carries over between blocks as between a stream's chunks, so the results are one
+    pass's bits. (One call of _chunk: with two, gcc's inlining budget ran out before the
+    steady loops', which then measured 25-40% slower.)"""
     cdef double factors[FM_EXP2_BLOCK]
     cdef Chunk b = c[0]
     cdef Py_ssize_t t0 = 0, item = 4 if c.f32 else 8
-    b.p.factors = factors
     while t0 < c.n:
-        b.n = min(<Py_ssize_t>FM_EXP2_BLOCK, c.n - t0)
-        _factors(tm, t0, b.n, factors)
+        b.n = c.n - t0
+        if tm != NULL:
+            b.n = min(<Py_ssize_t>FM_EXP2_BLOCK, b.n)
+            _factors(tm, t0, b.n, factors)
+            b.p.factors = factors
         b.x = <const char*>c.x + t0 * c.ts * item
         b.y = <const char*>c.y + t0 * c.ts * item
         b.out = <char*>c.out + t0 * c.ts * item
         _chunk(&b)
         t0 += b.n
-
-
-cdef inline void _call(const Chunk* c, const Times* tm) noexcept nogil:
-    if tm == NULL:
-        _chunk(c)
-    else:
-        _chunk_timed(c, tm)
 
 
 cdef inline void _run(const Chunk* c, const Times* tm) noexcept:
