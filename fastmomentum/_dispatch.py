@@ -33,5 +33,5 @@ kernels = types.SimpleNamespace(
     torch_sgd_run=_torch_multi.torch_sgd_run,
     # mp-state: fewer-byte momentum, split-bfloat16 master weights
     multi_state_step=_state.multi_state_step,
-    torch_state_step=_state.torch_state_step,
+    torch_state_steps=_state.torch_state_steps,
 )

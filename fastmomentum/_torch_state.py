@@ -10,8 +10,8 @@
   (the bf16 param is the master weight truncated). Momentum float32 (default) or
   ``momentum_dtype=torch.bfloat16``; grads bfloat16 or float32.
 
-Both run through fastmomentum._state.torch_state_step, one call per param group, on NumPy
-views of the tensors checked here; there is no torch fallback (torch has neither
+Both run through fastmomentum._state.torch_state_steps, one call for every param group, on
+NumPy views of the tensors checked here; there is no torch fallback (torch has neither
 semantics): a param that does not fit is refused with TypeError/ValueError before anything
 is written.
 """
@@ -172,15 +172,13 @@ def step(opt):
         raise RuntimeError(_kernels.INFERENCE_TENSOR_ERROR)
     spans = opt._state_spans  # per group: what its pass writes (concurrent steps refused)
     spans += [_kernels.WrittenSpans() for _ in range(len(calls) - len(spans))]
-    kernel_params = 0
-    for index, call in enumerate(calls):
-        group, lr, momentum, dampening, weight_decay, views, new_buffers, stepped = call
-        kernel_params += _kernels.torch_state_step(
-            *views, lr=lr, momentum=momentum, dampening=dampening,
-            weight_decay=weight_decay, nesterov=group["nesterov"],
-            maximize=group["maximize"], state_bits=_STATE_BITS[momentum_dtype],
-            written=spans[index], state=opt.state, new_buffers=new_buffers,
-            stepped=stepped, increment_version=_bump_versions)
+    kernel_params = _kernels.torch_state_steps(
+        [(*views, lr, momentum, dampening, weight_decay, group["nesterov"],
+          group["maximize"], new_buffers, stepped)
+         for group, lr, momentum, dampening, weight_decay, views, new_buffers, stepped
+         in calls],
+        state_bits=_STATE_BITS[momentum_dtype], spans=spans[:len(calls)], state=opt.state,
+        increment_version=_bump_versions)
     opt.kernel_params = kernel_params
 
 
