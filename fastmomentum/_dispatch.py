@@ -36,5 +36,5 @@ kernels = types.SimpleNamespace(
     clip_coefficient=_torch_multi.clip_coefficient_of,
     # mp-state: fewer-byte momentum, split-bfloat16 master weights
     multi_state_step=_state.multi_state_step,
-    torch_state_step=_state.torch_state_step,
+    torch_state_steps=_state.torch_state_steps,
 )

@@ -10,8 +10,8 @@
   (the bf16 param is the master weight truncated). Momentum float32 (default) or
   ``momentum_dtype=torch.bfloat16``; grads bfloat16 or float32.
 
-Both run through fastmomentum._state.torch_state_step, one call per param group, on NumPy
-views of the tensors checked here; there is no torch fallback (torch has neither
+Both run through fastmomentum._state.torch_state_steps, one call for every param group, on
+NumPy views of the tensors checked here; there is no torch fallback (torch has neither
 semantics): a param that does not fit is refused with TypeError/ValueError before anything
 is written.
 """
@@ -84,16 +84,24 @@ def _numpy(t):
     return t.view(torch.int16).numpy().view(np.uint16)
 
 
-def _span(t):
-    start = t.data_ptr()
-    return start, start + t.numel() * t.element_size()
+def _views(cache, p, low, buf):
+    """NumPy views of ``p``, ``low`` and ``buf`` (None stays None), kept in ``cache`` (the
+    optimizer's, by param) while p's data pointer and size and the state tensors stay the
+    same: three ``Tensor.numpy()`` calls cost ~10 us a param and step."""
+    key = (p.data_ptr(), p.numel())
+    entry = cache.get(p)
+    if entry is None or entry[0] != key or entry[1] is not low or entry[2] is not buf:
+        entry = cache[p] = (key, low, buf, _numpy(p), None if low is None else _numpy(low),
+                            None if buf is None else _numpy(buf))
+    return entry[3:]
 
 
-def _check_disjoint(func, i, named):
-    spans = sorted((_span(t), name) for name, t in named if t.numel())
-    for ((_, end), a), ((start, _), b) in zip(spans, spans[1:]):
-        if start < end:
-            raise ValueError(f"{func}: the {a} and {b} of `params[{i}]` share memory")
+def _check_disjoint(func, i, p, g):
+    """The param and its grad share no memory (the state tensors are the optimizer's own:
+    made by it, or copies of what load_state_dict got)."""
+    a, b = p.data_ptr(), g.data_ptr()
+    if p.numel() and a < b + g.numel() * g.element_size() and b < a + p.numel() * p.element_size():
+        raise ValueError(f"{func}: the param and grad of `params[{i}]` share memory")
 
 
 def _check_grad(func, i, p, g, master_weights):
@@ -140,15 +148,14 @@ def step(opt):
                 continue
             check_param(func, i, p, master_weights)
             _check_grad(func, i, p, g, master_weights)
+            _check_disjoint(func, i, p, g)
             state = opt.state[p]
-            named = [("param", p), ("grad", g)]
             low = None
             if master_weights:
                 low = state.get(LOW_BITS)
                 if low is None:  # no bits below the bf16 param yet: the master weight is it
                     low = state[LOW_BITS] = torch.zeros_like(p, dtype=torch.int16)
-                named.append((LOW_BITS, _state_tensor(func, i, low, LOW_BITS, torch.int16,
-                                                      p)))
+                _state_tensor(func, i, low, LOW_BITS, torch.int16, p)
             buf, is_first = None, False
             if momentum != 0:
                 buf = state.get("momentum_buffer")
@@ -157,12 +164,10 @@ def step(opt):
                     buf = torch.empty_like(p, dtype=momentum_dtype,
                                            memory_format=torch.contiguous_format)
                     new_buffers.append((p, buf))
-                named.append(("momentum buffer", _state_tensor(
-                    func, i, buf, "momentum_buffer", momentum_dtype, p)))
-            _check_disjoint(func, i, named)
-            for view, t in zip(views, (p, low, g, buf)):
-                view.append(None if t is None else _numpy(t))
-            views[4].append(is_first)
+                _state_tensor(func, i, buf, "momentum_buffer", momentum_dtype, p)
+            p_view, low_view, buf_view = _views(opt._state_view_cache, p, low, buf)
+            for view, array in zip(views, (p_view, low_view, _numpy(g), buf_view, is_first)):
+                view.append(array)
             stepped.append(p)
         calls.append((group, lr, momentum, dampening, weight_decay, views, new_buffers,
                       stepped))
@@ -172,15 +177,13 @@ def step(opt):
         raise RuntimeError(_kernels.INFERENCE_TENSOR_ERROR)
     spans = opt._state_spans  # per group: what its pass writes (concurrent steps refused)
     spans += [_kernels.WrittenSpans() for _ in range(len(calls) - len(spans))]
-    kernel_params = 0
-    for index, call in enumerate(calls):
-        group, lr, momentum, dampening, weight_decay, views, new_buffers, stepped = call
-        kernel_params += _kernels.torch_state_step(
-            *views, lr=lr, momentum=momentum, dampening=dampening,
-            weight_decay=weight_decay, nesterov=group["nesterov"],
-            maximize=group["maximize"], state_bits=_STATE_BITS[momentum_dtype],
-            written=spans[index], state=opt.state, new_buffers=new_buffers,
-            stepped=stepped, increment_version=_bump_versions)
+    kernel_params = _kernels.torch_state_steps(
+        [(*views, lr, momentum, dampening, weight_decay, group["nesterov"],
+          group["maximize"], new_buffers, stepped)
+         for group, lr, momentum, dampening, weight_decay, views, new_buffers, stepped
+         in calls],
+        state_bits=_STATE_BITS[momentum_dtype], spans=spans[:len(calls)], state=opt.state,
+        increment_version=_bump_versions)
     opt.kernel_params = kernel_params
 
 

@@ -368,7 +368,7 @@ def prepare_ewm_mean(x, com, span, halflife, alpha, min_periods, axis, out,
 # ---------------------------------------------------------------------------------------
 # mp-state: fewer-byte momentum (momentum_dtype) and ml_dtypes.bfloat16
 
-_BFLOAT16 = []  # [np.dtype of ml_dtypes.bfloat16, or None], filled on first need
+_BFLOAT16: "list[np.dtype | None]" = []  # ml_dtypes.bfloat16, or None; filled on first need
 
 
 def bfloat16_dtype():

@@ -225,6 +225,7 @@ class SGD(Optimizer):
         #: with a grad, went to torch's own SGD).
         self.kernel_params = 0
         self._state_spans = []  # momentum_dtype / split: per group, what its pass writes
+        self._state_view_cache = {}  # and NumPy views of each param and its state tensors
 
     def _check_ema(self):
         params = [p for group in self.param_groups for p in group["params"]]

@@ -258,3 +258,29 @@ def test_split_misaligned_and_odd_views_equal_oracle():
             ref.state[r]["momentum_buffer"] = ref.state[r]["momentum_buffer"].bfloat16().float()
     for m, r in zip(opt.master_params(), refs):
         assert torch.equal(m, r.detach())
+
+
+def test_param_groups_step_together_or_not_at_all():
+    """Two groups with their own lr: each equals torch's float32 masters; a bad grad in the
+    second group leaves the first untouched too (every group is checked before any runs)."""
+    gen = torch.Generator().manual_seed(4)
+    masters = [torch.randn(50, generator=gen).bfloat16().float() for _ in range(3)]
+    params = [split_param(m) for m in masters]
+    refs = [torch.nn.Parameter(m.clone()) for m in masters]
+    opt = fmt.SGD([{"params": params[:2]}, {"params": params[2:], "lr": 0.2}], lr=0.05,
+                  momentum=0.9, master_weights="split")
+    ref = torch.optim.SGD([{"params": refs[:2]}, {"params": refs[2:], "lr": 0.2}], lr=0.05,
+                          momentum=0.9)
+    for _ in range(3):
+        for p, r in zip(params, refs):
+            g = torch.randn(50, generator=gen).bfloat16()
+            p.grad, r.grad = g, g.float()
+        opt.step()
+        ref.step()
+    assert opt.kernel_params == 3
+    assert all(torch.equal(m, r.detach()) for m, r in zip(opt.master_params(), refs))
+    before = [m.clone() for m in opt.master_params()]
+    params[2].grad = torch.ones(50, dtype=torch.float64)
+    with pytest.raises(TypeError, match=r"the grad of `params\[2\]`"):
+        opt.step()
+    assert all(torch.equal(a, b) for a, b in zip(opt.master_params(), before))

@@ -205,27 +205,14 @@ cdef inline int _split_kernel(bint grad_bf16, bint state_bf16) noexcept:
     return SPLIT_GRAD_F32_STATE_BF16 if state_bf16 else SPLIT_GRAD_F32_STATE_F32
 
 
-def torch_state_step(list params, list lows, list grads, list velocities, list first_steps,
-                     *, lr, momentum, dampening, weight_decay, nesterov, maximize,
-                     int state_bits, WrittenSpans written, object state, list new_buffers,
-                     object stepped, object increment_version):
-    """One param group's step for fastmomentum.torch.SGD, from NumPy views of tensors
-    torch.py checked (``SGD._state_views``), in one call that also keeps the books.
-
-    ``params[i]``: float32 (``lows[i]`` None) or, split, the top halves as uint16 bits
-    with ``lows[i]`` the bottom halves (uint16); ``grads[i]``: float32, or uint16 bfloat16
-    bits (split only); ``velocities[i]`` (None when momentum is 0): float32 (split only), or
-    uint16 bits of ``state_bits`` (1: bfloat16, 2: float16); ``first_steps[i]``: torch's
-    first step. After the kernels: ``state[p]['momentum_buffer'] = buf`` for every
-    ``(p, buf)`` of ``new_buffers`` and ``increment_version(stepped)`` (the autograd
-    version counters of the params written), in this same C call. The views must be
-    disjoint, as torch.py's checks make them (its tensors are the optimizer's own and the
-    model's params); raises ValueError, writing nothing, when a view does not fit."""
+cdef WorkList _torch_group_work(list params, list lows, list grads, list velocities,
+                               list first_steps, double lr, double momentum,
+                               double dampening, double weight_decay, bint nesterov,
+                               bint maximize, int state_bits):
+    """One param group's checked work list (see torch_state_steps); ValueError, nothing
+    written, when a view does not fit."""
     cdef Py_ssize_t n = len(params), i
-    cdef double lr_ = lr, momentum_ = momentum, dampening_ = dampening
-    cdef double weight_decay_ = weight_decay
-    cdef bint split, grad_bf16, ok = sgd_hyper_ok(lr_, momentum_, dampening_, weight_decay_,
-                                                  nesterov)
+    cdef bint grad_bf16, ok = sgd_hyper_ok(lr, momentum, dampening, weight_decay, nesterov)
     cdef object x, low, g, v
     cdef WorkItem* w
     ok = (ok and list_of(lows, n) and list_of(grads, n) and list_of(velocities, n)
@@ -233,8 +220,7 @@ def torch_state_step(list params, list lows, list grads, list velocities, list f
     i = 0
     while ok and i < n:
         x, low, g, v = params[i], lows[i], grads[i], velocities[i]
-        split = low is not None
-        if split:
+        if low is not None:  # split
             ok = (_bits_like(x, <cnp.ndarray>x) and _bits_like(low, <cnp.ndarray>x)
                   and (_bits_like(g, <cnp.ndarray>x) or
                        (usable(g, cnp.NPY_FLOAT, False)
@@ -242,20 +228,19 @@ def torch_state_step(list params, list lows, list grads, list velocities, list f
                   and state_bits != STATE_F16)
         else:
             ok = usable(x, cnp.NPY_FLOAT, True) and like(g, <cnp.ndarray>x, False)
-        if ok and momentum_ != 0.0:
+        if ok and momentum != 0.0:
             ok = (_bits_like(v, <cnp.ndarray>x) if state_bits != STATE_F32
                   else usable(v, cnp.NPY_FLOAT, True)
                   and cnp.PyArray_SIZE(<cnp.ndarray>v) == cnp.PyArray_SIZE(<cnp.ndarray>x))
         i += 1
     if not ok:
-        raise ValueError("torch_state_step: internal error: a view does not fit its param "
-                         "(see SGD._state_views)")
+        raise ValueError("torch_state_steps: internal error: a view does not fit its param "
+                         "(see fastmomentum._torch_state.step)")
     cdef WorkList work = WorkList(n)
-    set_scalars(&work.scalars, lr_, momentum_, dampening_, weight_decay_, nesterov, maximize,
-                0.0)
+    set_scalars(&work.scalars, lr, momentum, dampening, weight_decay, nesterov, maximize, 0.0)
     for i in range(n):
         x, low, g = params[i], lows[i], grads[i]
-        v = velocities[i] if momentum_ != 0.0 else None
+        v = velocities[i] if momentum != 0.0 else None
         if cnp.PyArray_SIZE(<cnp.ndarray>x) == 0:
             continue
         w = work.append(cnp.PyArray_SIZE(<cnp.ndarray>x))
@@ -267,9 +252,43 @@ def torch_state_step(list params, list lows, list grads, list velocities, list f
         grad_bf16 = cnp.PyArray_TYPE(<cnp.ndarray>g) == cnp.NPY_UINT16
         w.kernel = _split_kernel(grad_bf16, state_bits == STATE_BF16)
         w.low_bits = _bytes(low)
-    _run(work, written, True if work.total >= NOGIL_MIN_SIZE else None)
-    for p, buf in new_buffers:
-        store_momentum_buffer(state, p, buf)
+    return work
+
+
+def torch_state_steps(list groups, *, int state_bits, list spans, object state,
+                      object increment_version):
+    """One step of every param group of a fastmomentum.torch.SGD, from NumPy views of
+    tensors fastmomentum._torch_state.step checked, in one call that also keeps the books:
+    every group is checked before any is run, and a step is whole or not at all.
+
+    ``groups[j]``: ``(params, lows, grads, velocities, first_steps, lr, momentum,
+    dampening, weight_decay, nesterov, maximize, new_buffers, stepped)``, ``spans[j]`` its
+    WrittenSpans. ``params[i]``: float32 (``lows[i]`` None) or, split, the top halves as
+    uint16 bits with ``lows[i]`` the bottom halves (uint16); ``grads[i]``: float32, or
+    uint16 bfloat16 bits (split only); ``velocities[i]`` (None when momentum is 0): float32
+    (split only), or uint16 bits of ``state_bits`` (1: bfloat16, 2: float16);
+    ``first_steps[i]``: torch's first step. After the kernels: ``state[p]['momentum_buffer']
+    = buf`` for every ``(p, buf)`` of every ``new_buffers`` and ``increment_version`` of
+    every ``stepped`` (the autograd version counters of the params written). The views
+    must be disjoint, as that step's checks make them (the optimizer's own tensors and the
+    model's params); raises ValueError, writing nothing, when one does not fit. Returns
+    the number of params written."""
+    cdef list works = [_torch_group_work(group[0], group[1], group[2], group[3], group[4],
+                                         group[5], group[6], group[7], group[8], group[9],
+                                         group[10], state_bits)
+                       for group in groups]
+    cdef WorkList work
+    cdef WrittenSpans written
+    for written in spans:
+        if written.busy:
+            concurrent_step("SGD.step")
+    for work, written in zip(works, spans):
+        _run(work, written, True if work.total >= NOGIL_MIN_SIZE else None)
+    cdef list stepped = []
+    for group in groups:
+        for p, buf in group[11]:
+            store_momentum_buffer(state, p, buf)
+        stepped += group[12]
     if stepped:
         increment_version(stepped)
     return len(stepped)
