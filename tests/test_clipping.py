@@ -255,3 +255,17 @@ def test_norm_and_clipped_step_bits_do_not_depend_on_the_cpu_target():
                 results.append((opt.last_grad_norm, [p.tobytes() for p in params]))
     assert len(results) == 2 * len(_target.TARGETS) and len(_target.TARGETS) >= 1
     assert all(r == results[i % 2] for i, r in enumerate(results))
+
+
+def test_a_skipped_step_leaves_the_fused_ema():
+    rng = np.random.default_rng(11)
+    params = arrays(rng, np.float32)
+    ema = fm.EMA(params, 0.9)
+    opt = fm.SGD(params, lr=0.1, momentum=0.9, ema=ema, skip_if_nonfinite=True)
+    opt.step(arrays(rng, np.float32))
+    grads = arrays(rng, np.float32)
+    grads[0][0] = math.nan
+    before = snapshot(*params, *ema.raw_averages, *opt.momentum_buffers)
+    opt.step(grads)
+    assert snapshot(*params, *ema.raw_averages, *opt.momentum_buffers) == before
+    assert (ema.updates, opt.steps, opt.skipped_steps) == (1, 1, 1)

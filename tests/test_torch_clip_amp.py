@@ -345,3 +345,36 @@ def test_mixed_dtypes_clip_in_float64_as_torch():
                                                           dtype=torch.float64))
         ref.step()
         assert same(ours, theirs)
+
+
+def test_clipping_with_the_fused_ema_equals_step_then_update():
+    ours, theirs = mlp(), mlp()
+    ema_a, ema_b = fmt.EMA(ours, 0.9), fmt.EMA(theirs, 0.9)
+    opt = fmt.SGD(ours.parameters(), lr=0.1, momentum=0.9, clip_grad_norm=0.2, ema=ema_a)
+    ref = fmt.SGD(theirs.parameters(), lr=0.1, momentum=0.9, clip_grad_norm=0.2)
+    for x, y in batches(3):
+        backward(ours, x, y)
+        backward(theirs, x, y)
+        opt.step()
+        ref.step()
+        ema_b.update(theirs)
+        assert opt.kernel_params == ref.kernel_params == 4
+        assert same(ours, theirs) and opt.last_grad_norm == ref.last_grad_norm
+        assert all(torch.equal(a, b) for a, b in zip(ema_a.averages, ema_b.averages))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_amp_with_a_scale_that_is_not_a_power_of_two(dtype):
+    """1/scale is inexact: each grad times float32(1/scale), rounded in its dtype, as
+    GradScaler.unscale_ computes it (float64 grads too)."""
+    ours, theirs = mlp(dtype=dtype), mlp(dtype=dtype)
+    opt = fmt.SGD(ours.parameters(), lr=0.1, momentum=0.9, nesterov=True)
+    ref = torch.optim.SGD(theirs.parameters(), lr=0.1, momentum=0.9, nesterov=True)
+    scalers = [torch.amp.GradScaler("cpu", init_scale=3.7e3) for _ in range(2)]
+    for x, y in batches(4, dtype):
+        for model, o, scaler in ((ours, opt, scalers[0]), (theirs, ref, scalers[1])):
+            o.zero_grad()
+            scaler.scale(torch.nn.functional.mse_loss(model(x), y)).backward()
+            scaler.step(o)
+            scaler.update()
+        assert opt.kernel_params == 4 and same(ours, theirs)
