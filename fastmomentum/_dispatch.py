@@ -31,4 +31,5 @@ kernels = types.SimpleNamespace(
     INFERENCE_TENSOR_ERROR=_torch_multi.INFERENCE_TENSOR_ERROR,
     torch_sgd_group_plan=_torch_multi.torch_sgd_group_plan,
     torch_sgd_run=_torch_multi.torch_sgd_run,
+    torch_flat_scan=_torch_multi.torch_flat_scan,  # flat
 )

@@ -20,7 +20,7 @@ import torch
 from torch.optim.optimizer import Optimizer
 from torch.optim.sgd import sgd as _torch_sgd
 
-from . import _validation
+from . import _torch_flat, _validation
 from . import optim as _optim
 from ._dispatch import kernels as _kernels
 from ._torch_bridge import FAST_PATH_REASON
@@ -138,7 +138,7 @@ class SGD(Optimizer):
 
     def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0,
                  nesterov=False, *, maximize=False, foreach=None, differentiable=False,
-                 fused=None, ema=None):
+                 fused=None, ema=None, flat=False):
         # torch.optim.SGD.__init__, check for check and message for message.
         if isinstance(lr, torch.Tensor) and lr.numel() != 1:
             raise ValueError("Tensor lr must be 1-element")
@@ -156,8 +156,18 @@ class SGD(Optimizer):
         if ema is not None and not isinstance(ema, EMA):
             raise TypeError(f"SGD: `ema` must be a fastmomentum.torch.EMA of this "
                             f"optimizer's params, or None; got {_validation.describe(ema)}")
+        if flat not in (True, False):
+            raise TypeError(f"SGD: `flat` must be True or False; got {flat!r}")
+        if flat and ema is not None:
+            raise ValueError("SGD: `ema` cannot be combined with flat=True yet")
         self._init_caches()
+        #: Contiguous runs the last flat step sent through the kernels (one per param group
+        #: and dtype when no param was replaced or lacked a grad); None without flat=True.
+        self.flat_segments = None
+        self._flat_buckets = None
         super().__init__(params, defaults)
+        if flat:
+            self._flatten()
         if fused:
             self._step_supports_amp_scaling = True
             self._need_device_dtype_check_for_fused = True
@@ -191,6 +201,28 @@ class SGD(Optimizer):
                              f"({len(params)} params; the EMA has {len(averages)} averages "
                              f"or differs in a shape or dtype, or a param is not on the CPU)")
 
+    def _flatten(self):
+        """flat=True: move the params into flat buffers (see fastmomentum._torch_flat)."""
+        self.flat_segments = 0
+        self._flat_carrier_state = {}
+        self._flat_buckets = _torch_flat.flatten(self.param_groups)
+
+    def add_param_group(self, param_group):
+        """torch.optim.Optimizer.add_param_group; with flat=True the group gets its own
+        flat buffers."""
+        super().add_param_group(param_group)
+        if self.__dict__.get("_flat_buckets") is not None:
+            self._flat_buckets += _torch_flat.flatten(self.param_groups[-1:],
+                                                      len(self.param_groups) - 1)
+
+    def zero_grad(self, set_to_none=True):
+        """torch.optim.Optimizer.zero_grad; with flat=True the grad buffers are zeroed in
+        place and ``set_to_none`` is ignored (a None grad would make autograd allocate a new
+        tensor at the next backward, which the next step would have to copy back)."""
+        if self._flat_buckets is None:
+            return super().zero_grad(set_to_none)
+        _torch_flat.zero_grad(self)
+
     def __getstate__(self):
         state = super().__getstate__()
         state["ema"] = self.ema  # copies and pickles keep the EMA
@@ -200,6 +232,7 @@ class SGD(Optimizer):
         self._init_caches()
         super().__setstate__(state)
         self.__dict__.setdefault("ema", None)
+        self.__dict__.setdefault("_flat_buckets", None)  # a pickled copy is not flat
         for group in self.param_groups:  # as torch.optim.SGD.__setstate__
             group.setdefault("nesterov", False)
             group.setdefault("maximize", False)
@@ -279,6 +312,9 @@ class SGD(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        if self._flat_buckets is not None:
+            self.flat_segments = _torch_flat.flat_step(self)
+            return loss
         ema = self.ema
         decay = 0.0
         if ema is not None:
