@@ -56,9 +56,11 @@ class FlatBucket:
                 if p.grad is not None:
                     self.grad_views[i].copy_(p.grad)
                     p.grad = self.grad_views[i]
-        self.addresses = np.empty(2 * len(params), dtype=np.int64)
-        self.addresses[0::2] = [v.data_ptr() for v in self.param_views]
-        self.addresses[1::2] = [v.data_ptr() for v in self.grad_views]
+        n = len(params)  # torch_flat_scan's: param and grad address, then numel, of each
+        self.addresses = np.empty(3 * n, dtype=np.int64)
+        self.addresses[0:2 * n:2] = [v.data_ptr() for v in self.param_views]
+        self.addresses[1:2 * n:2] = [v.data_ptr() for v in self.grad_views]
+        self.addresses[2 * n:] = [p.numel() for p in params]
         self.carriers = {}  # (start, end) -> the carrier tensor of that run
         self.whole = self._carrier(0, len(params))
         self.cache = _kernels.TorchGroupCache()

@@ -394,37 +394,52 @@ cdef object _run_plans(list plans, object state, object ema, double decay):
 
 
 # flat: the per-step check of SGD(flat=True) (fastmomentum/_torch_flat.py)
+cdef inline bint _at_slot(object t, int64_t address, int64_t numel, bint layout) noexcept:
+    """``t`` is a plain torch.Tensor/Parameter of ``numel`` elements at ``address`` (a
+    flat buffer's slot: a dtype or device of its own would take set_/``.data =``, which
+    moves the address) and, with ``layout``, C-contiguous (``p.data = p.data.t()`` keeps
+    the address). Two or three shim calls, not _dense_cpu's eight: the scan's cost is
+    mostly cache misses on the TensorImpls, ~60-180 ns per param on a loaded machine."""
+    cdef PyTypeObject* tp = <PyTypeObject*>Py_TYPE(t)
+    if _tensor_type == NULL or (tp != _tensor_type and tp != _parameter_type):
+        return False
+    cdef TensorHandle h = <TensorHandle>(<char*><PyObject*>t + sizeof(PyObject))
+    cdef void* data = NULL
+    cdef int64_t n = -1
+    cdef uint8_t contiguous = 0
+    return (_shim.get_data_ptr(h, &data) == 0 and <int64_t><uintptr_t>data == address
+            and _shim.get_numel(h, &n) == 0 and n == numel
+            and (not layout or (_shim.is_contiguous(h, &contiguous) == 0 and contiguous)))
+
+
 def torch_flat_scan(list params, list grads, list buffers, object state,
                     cnp.ndarray addresses):
     """None when every param of one flat buffer is as its last flat step left it: its
-    data and its ``.grad`` (the very view object in ``grads``) still at their slots
-    (``addresses``: int64, param then grad address of each param), plain dense
-    C-contiguous of one layout, and (``buffers`` not None) its momentum buffer in ``state``
+    and its ``.grad`` (the very view object in ``grads``) still over their whole slots (``addresses``: int64, the param then grad address of each param,
+    then each param's element count), and (``buffers`` not None) its momentum buffer in ``state``
     the view object in ``buffers``. Otherwise a bytearray with, per param, 0 (so), 1 (no
     grad: not stepped) or 2 (something replaced or missing: fastmomentum._torch_flat
-    repairs it). Two shim calls per tensor and a getattr: about 60 ns per param, against
-    about 1 us for the per-tensor plan."""
+    repairs it)."""
     cdef Py_ssize_t n = len(params), i
-    cdef DenseTensor pt, gt
     cdef object p, g
     cdef bytearray status = None
     cdef const int64_t* expected
+    cdef const int64_t* numel
     cdef int code
     if (cnp.PyArray_TYPE(addresses) != cnp.NPY_INT64 or not cnp.PyArray_ISCARRAY_RO(addresses)
-            or cnp.PyArray_SIZE(addresses) != 2 * n or len(grads) != n
+            or cnp.PyArray_SIZE(addresses) != 3 * n or len(grads) != n
             or (buffers is not None and len(buffers) != n) or not PyDict_Check(state)):
-        raise ValueError("torch_flat_scan: `addresses` must be 2 int64 per param, "
+        raise ValueError("torch_flat_scan: `addresses` must be 3 int64 per param, "
                          "`grads` (and `buffers`) one per param, `state` a dict")
     expected = <const int64_t*>cnp.PyArray_DATA(addresses)
+    numel = expected + 2 * n
     for i in range(n):
         p = params[i]
         g = getattr(p, _GRAD)
         if g is None:
             code = 1
-        elif (g is grads[i] and _dense_cpu(p, &pt) and _dense_cpu(g, &gt)
-              and <int64_t><uintptr_t>pt.data == expected[2 * i]
-              and <int64_t><uintptr_t>gt.data == expected[2 * i + 1]
-              and _same_layout(&pt, &gt)
+        elif (g is grads[i] and _at_slot(p, expected[2 * i], numel[i], True)
+              and _at_slot(g, expected[2 * i + 1], numel[i], False)
               and (buffers is None or momentum_buffer(state, p) is buffers[i])):
             code = 0
         else:
