@@ -7,6 +7,7 @@ import numpy as np
 
 from . import _validation
 from ._dispatch import kernels as _kernels
+from .flat import FlatParams
 
 _HYPER = ("lr", "momentum", "dampening", "weight_decay", "nesterov", "maximize")
 
@@ -153,11 +154,19 @@ class SGD:
 
     ``ema``: an :class:`EMA` of the same arrays, updated in the same pass over memory as
     the step (with the new weights): one pass instead of two.
+
+    ``params`` may be a :class:`fastmomentum.FlatParams`: its buffer is then the one array
+    stepped (one work item whatever the number of named params), and ``step()`` takes its
+    grad buffer by default.
     """
 
     def __init__(self, params, lr, momentum=0.0, dampening=0.0, weight_decay=0.0,
                  nesterov=False, maximize=False, *, ema=None):
         _validation.check_sgd_hyper("SGD", lr, momentum, dampening, weight_decay, nesterov)
+        #: The :class:`fastmomentum.FlatParams` stepped (as one array), or None.
+        self.flat = params if isinstance(params, FlatParams) else None
+        if self.flat is not None:
+            params = [self.flat.buffer]
         self.params = _checked_arrays("SGD", "params", params)
         self.lr, self.momentum, self.dampening = lr, momentum, dampening
         self.weight_decay, self.nesterov, self.maximize = weight_decay, nesterov, maximize
@@ -172,8 +181,14 @@ class SGD:
         self.steps = 0
         self._written = _kernels.WrittenSpans()  # what step() writes, checked across calls
 
-    def step(self, grads):
-        """Update every param in place with its gradient (a list in params' order)."""
+    def step(self, grads=None):
+        """Update every param in place with its gradient (a list in params' order; with
+        FlatParams, by default their :attr:`~FlatParams.grad_buffer`)."""
+        if grads is None:
+            if self.flat is None:
+                raise TypeError("SGD.step: `grads` must be a list of arrays, one per param "
+                                "(only an SGD of FlatParams has default grads); got None")
+            grads = [self.flat.grad_buffer]
         grads = grads if type(grads) is list else list(grads)
         momentum = self.momentum
         first_step = momentum != 0 and self.momentum_buffers is None

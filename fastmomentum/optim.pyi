@@ -3,6 +3,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ._types import FloatArray, Scalar
+from .flat import FlatParams
 
 class EMA:
     decay: float
@@ -21,6 +22,7 @@ class EMA:
 
 class SGD:
     params: list[FloatArray]
+    flat: FlatParams | None
     lr: Scalar
     momentum: Scalar
     dampening: Scalar
@@ -30,9 +32,10 @@ class SGD:
     ema: EMA | None
     momentum_buffers: list[FloatArray] | None
     steps: int
-    def __init__(self, params: Iterable[FloatArray], lr: Scalar, momentum: Scalar = 0.0,
+    def __init__(self, params: Iterable[FloatArray] | FlatParams, lr: Scalar,
+                 momentum: Scalar = 0.0,
                  dampening: Scalar = 0.0, weight_decay: Scalar = 0.0, nesterov: bool = False,
                  maximize: bool = False, *, ema: EMA | None = None) -> None: ...
-    def step(self, grads: Sequence[FloatArray] | Iterable[FloatArray]) -> None: ...
+    def step(self, grads: Sequence[FloatArray] | Iterable[FloatArray] | None = None) -> None: ...
     def state_dict(self) -> dict[str, Any]: ...
     def load_state_dict(self, state_dict: dict[str, Any]) -> None: ...

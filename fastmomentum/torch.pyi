@@ -27,11 +27,15 @@ class SGD(Optimizer):
     ema: EMA | None
     #: params the last step() sent through fastmomentum's kernels (the rest went to torch)
     kernel_params: int
+    #: flat=True: contiguous runs the last step sent through the kernels (None without it)
+    flat_segments: int | None
     def __init__(self, params: ParamsT, lr: float | torch.Tensor = 1e-3, momentum: float = 0,
                  dampening: float = 0, weight_decay: float | torch.Tensor = 0,
                  nesterov: bool = False, *, maximize: bool = False, foreach: bool | None = None,
                  differentiable: bool = False, fused: bool | None = None,
-                 ema: EMA | None = None) -> None: ...
+                 ema: EMA | None = None, flat: bool = False) -> None: ...
+    def zero_grad(self, set_to_none: bool = True) -> None: ...
+    def add_param_group(self, param_group: dict[str, Any]) -> None: ...
     @overload
     def step(self, closure: None = None) -> None: ...
     @overload
