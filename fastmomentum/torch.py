@@ -134,6 +134,13 @@ class SGD(Optimizer):
     whose momentum buffers, version counters and EMA counters are recorded in the same C
     call. One optimizer must not be stepped from two threads at once: that raises
     RuntimeError (as for torch's, use a lock or one optimizer per thread).
+
+    ``flat=True``: each param group's params (dense CPU float32/float64, per dtype) move
+    into one contiguous buffer and their grads into another, ``.data`` and ``.grad``
+    becoming views, so a step is one kernel call whatever the tensor count;
+    :meth:`zero_grad` then zeroes in place (``set_to_none`` ignored) and a step notices
+    and copies back replaced grads, params and momentum buffers (docs/flat-buffers.md).
+    :attr:`flat_segments` says how many contiguous runs the last step stepped.
     """
 
     def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0,
