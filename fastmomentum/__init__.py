@@ -11,6 +11,8 @@ update loops in typed Cython over contiguous float32/float64 NumPy buffers, in p
   :class:`EwmStream`: any of them over chunks, resumable, combinable;
   :mod:`fastmomentum.dask`: over dask arrays chunked along time.
 * :func:`set_num_threads` / :func:`get_num_threads`: threads used for large buffers.
+* :class:`SGD`, :class:`EMA`: whole-model optimizers; :class:`FlatParams`: named params in
+  one buffer, stepped in one call.
 * :mod:`fastmomentum.baseline`: the same API in pure NumPy (the benchmark reference).
 * ``fastmomentum/kernels.pxd``: the raw loops for other Cython code.
 """
@@ -41,5 +43,6 @@ __all__ = ["momentum_step", "ema_update", "ewm_mean", "set_num_threads", "get_nu
            "ewm_sum", "EwmStream"]
 
 from .optim import EMA, SGD  # noqa: E402  (needs the kernels above)
+from .flat import FlatParams  # noqa: E402
 
-__all__ += ["SGD", "EMA"]
+__all__ += ["SGD", "EMA", "FlatParams"]

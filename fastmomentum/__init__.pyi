@@ -9,10 +9,11 @@ from ._types import Float, HalfLife, Scalar
 from ._version import __version__ as __version__
 from .optim import EMA as EMA
 from .optim import SGD as SGD
+from .flat import FlatParams as FlatParams
 
 __all__ = ["momentum_step", "ema_update", "ewm_mean", "set_num_threads", "get_num_threads",
            "BUILD_TARGET", "HAS_OPENMP", "__version__", "ewm_var", "ewm_std", "ewm_cov", "ewm_corr",
-           "ewm_sum", "EwmStream", "SGD", "EMA"]
+           "ewm_sum", "EwmStream", "SGD", "EMA", "FlatParams"]
 
 BUILD_TARGET: Literal["avx2", "portable"]
 HAS_OPENMP: bool

@@ -37,4 +37,5 @@ kernels = types.SimpleNamespace(
     # mp-state: fewer-byte momentum, split-bfloat16 master weights
     multi_state_step=_state.multi_state_step,
     torch_state_steps=_state.torch_state_steps,
+    torch_flat_scan=_torch_multi.torch_flat_scan,  # flat
 )

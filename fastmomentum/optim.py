@@ -7,6 +7,7 @@ import numpy as np
 
 from . import _validation
 from ._dispatch import kernels as _kernels
+from .flat import FlatParams
 
 _HYPER = ("lr", "momentum", "dampening", "weight_decay", "nesterov", "maximize")
 
@@ -188,6 +189,9 @@ class SGD:
     keep the momentum buffers in that dtype (see :func:`fastmomentum.momentum_step`): 16
     bytes a step moves per element instead of 20. Not combined with ``ema``, clipping or
     skipping.
+    ``params`` may be a :class:`fastmomentum.FlatParams`: its buffer is then the one array
+    stepped (one work item whatever the number of named params), and ``step()`` takes its
+    grad buffer by default.
     """
 
     def __init__(self, params, lr, momentum=0.0, dampening=0.0, weight_decay=0.0,
@@ -196,6 +200,10 @@ class SGD:
         _validation.check_sgd_hyper("SGD", lr, momentum, dampening, weight_decay, nesterov)
         clip_grad_norm, norm_type = _validation.check_clipping(
             "SGD", clip_grad_norm, norm_type, skip_if_nonfinite)
+        #: The :class:`fastmomentum.FlatParams` stepped (as one array), or None.
+        self.flat = params if isinstance(params, FlatParams) else None
+        if self.flat is not None:
+            params = [self.flat.buffer]
         self.params = _checked_arrays("SGD", "params", params)
         #: The momentum buffers' dtype (None: each param's own).
         self.momentum_dtype = _state_dtype("SGD", momentum_dtype, self.params, ema)
@@ -223,8 +231,14 @@ class SGD:
         self.skipped_steps = 0
         self._written = _kernels.WrittenSpans()  # what step() writes, checked across calls
 
-    def step(self, grads):
-        """Update every param in place with its gradient (a list in params' order)."""
+    def step(self, grads=None):
+        """Update every param in place with its gradient (a list in params' order; with
+        FlatParams, by default their :attr:`~FlatParams.grad_buffer`)."""
+        if grads is None:
+            if self.flat is None:
+                raise TypeError("SGD.step: `grads` must be a list of arrays, one per param "
+                                "(only an SGD of FlatParams has default grads); got None")
+            grads = [self.flat.grad_buffer]
         grads = grads if type(grads) is list else list(grads)
         momentum = self.momentum
         first_step = momentum != 0 and self.momentum_buffers is None

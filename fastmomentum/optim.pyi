@@ -6,6 +6,7 @@ import numpy as np
 from numpy.typing import DTypeLike
 
 from ._types import FloatArray, Scalar
+from .flat import FlatParams
 
 class EMA:
     decay: float
@@ -24,6 +25,7 @@ class EMA:
 
 class SGD:
     params: list[FloatArray]
+    flat: FlatParams | None
     lr: Scalar
     momentum: Scalar
     dampening: Scalar
@@ -40,12 +42,13 @@ class SGD:
     skip_if_nonfinite: bool
     last_grad_norm: float | None
     skipped_steps: int
-    def __init__(self, params: Iterable[FloatArray], lr: Scalar, momentum: Scalar = 0.0,
+    def __init__(self, params: Iterable[FloatArray] | FlatParams, lr: Scalar,
+                 momentum: Scalar = 0.0,
                  dampening: Scalar = 0.0, weight_decay: Scalar = 0.0, nesterov: bool = False,
                  maximize: bool = False, *, ema: EMA | None = None,
                  clip_grad_norm: Scalar | None = None, norm_type: float = 2.0,
                  skip_if_nonfinite: bool = False,
                  momentum_dtype: DTypeLike | None = None) -> None: ...
-    def step(self, grads: Sequence[FloatArray] | Iterable[FloatArray]) -> None: ...
+    def step(self, grads: Sequence[FloatArray] | Iterable[FloatArray] | None = None) -> None: ...
     def state_dict(self) -> dict[str, Any]: ...
     def load_state_dict(self, state_dict: dict[str, Any]) -> None: ...

@@ -22,8 +22,7 @@ import torch
 from torch.optim.optimizer import Optimizer
 from torch.optim.sgd import sgd as _torch_sgd
 
-from . import _validation
-from . import _torch_state
+from . import _torch_flat, _torch_state, _validation
 from . import optim as _optim
 from ._dispatch import kernels as _kernels
 from ._torch_bridge import FAST_PATH_REASON
@@ -151,12 +150,20 @@ class SGD(Optimizer):
     (bit-identical to float32 master weights; momentum float32, or bfloat16 with
     ``momentum_dtype``): see :meth:`master_params`. Every param must then fit (there is no
     torch fallback), and ``ema`` is not available.
+
+    ``flat=True``: each param group's params (dense CPU float32/float64, per dtype) move
+    into one contiguous buffer and their grads into another, ``.data`` and ``.grad``
+    becoming views, so a step is one kernel call whatever the tensor count;
+    :meth:`zero_grad` then zeroes in place (``set_to_none`` ignored) and a step notices
+    and copies back replaced grads, params and momentum buffers (docs/flat-buffers.md).
+    :attr:`flat_segments` says how many contiguous runs the last step stepped.
     """
 
     def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0,
                  nesterov=False, *, maximize=False, foreach=None, differentiable=False,
                  fused=None, ema=None, clip_grad_norm=None, norm_type=2.0,
-                 skip_if_nonfinite=False, momentum_dtype=None, master_weights=None):
+                 skip_if_nonfinite=False, momentum_dtype=None, master_weights=None,
+                 flat=False):
         # torch.optim.SGD.__init__, check for check and message for message.
         if isinstance(lr, torch.Tensor) and lr.numel() != 1:
             raise ValueError("Tensor lr must be 1-element")
@@ -176,7 +183,15 @@ class SGD(Optimizer):
         if ema is not None and not isinstance(ema, EMA):
             raise TypeError(f"SGD: `ema` must be a fastmomentum.torch.EMA of this "
                             f"optimizer's params, or None; got {_validation.describe(ema)}")
+        if flat not in (True, False):
+            raise TypeError(f"SGD: `flat` must be True or False; got {flat!r}")
+        if flat and ema is not None:
+            raise ValueError("SGD: `ema` cannot be combined with flat=True yet")
         self._init_caches()
+        #: Contiguous runs the last flat step sent through the kernels (one per param group
+        #: and dtype when no param was replaced or lacked a grad); None without flat=True.
+        self.flat_segments = None
+        self._flat_buckets = None
         super().__init__(params, defaults)
         #: Global-norm clipping (max_norm or None), its norm type (2.0 or inf) and skipping
         #: of steps whose total norm is not finite: plain attributes, read at every step.
@@ -210,8 +225,13 @@ class SGD(Optimizer):
                 raise ValueError("SGD: `clip_grad_norm` and `skip_if_nonfinite` are not "
                                  "available with `momentum_dtype` or master_weights='split' "
                                  "(clip first with fastmomentum.torch.clip_grad_norm_)")
+            if flat:
+                raise ValueError("SGD: `flat=True` is not available with `momentum_dtype` "
+                                 "or master_weights='split'")
             # GradScaler then unscales the grads itself and skips steps with inf/NaN
             self._step_supports_amp_scaling = False
+        if flat:
+            self._flatten()
         if ema is not None:
             self._check_ema()
         _warn_once_if_slow()
@@ -237,6 +257,28 @@ class SGD(Optimizer):
                              f"({len(params)} params; the EMA has {len(averages)} averages "
                              f"or differs in a shape or dtype, or a param is not on the CPU)")
 
+    def _flatten(self):
+        """flat=True: move the params into flat buffers (see fastmomentum._torch_flat)."""
+        self.flat_segments = 0
+        self._flat_carrier_state = {}
+        self._flat_buckets = _torch_flat.flatten(self.param_groups)
+
+    def add_param_group(self, param_group):
+        """torch.optim.Optimizer.add_param_group; with flat=True the group gets its own
+        flat buffers."""
+        super().add_param_group(param_group)
+        if self.__dict__.get("_flat_buckets") is not None:
+            self._flat_buckets += _torch_flat.flatten(self.param_groups[-1:],
+                                                      len(self.param_groups) - 1)
+
+    def zero_grad(self, set_to_none=True):
+        """torch.optim.Optimizer.zero_grad; with flat=True the grad buffers are zeroed in
+        place and ``set_to_none`` is ignored (a None grad would make autograd allocate a new
+        tensor at the next backward, which the next step would have to copy back)."""
+        if self._flat_buckets is None:
+            return super().zero_grad(set_to_none)
+        _torch_flat.zero_grad(self)
+
     def __getstate__(self):
         state = super().__getstate__()
         state["ema"] = self.ema  # copies and pickles keep the EMA
@@ -253,6 +295,7 @@ class SGD(Optimizer):
         self.__dict__.setdefault("master_weights", None)
         self.__dict__.setdefault("momentum_dtype", None)
         self._step_supports_amp_scaling = self.momentum_dtype is None
+        self.__dict__.setdefault("_flat_buckets", None)  # a pickled copy is not flat
         for group in self.param_groups:  # as torch.optim.SGD.__setstate__
             group.setdefault("nesterov", False)
             group.setdefault("maximize", False)
@@ -375,6 +418,9 @@ class SGD(Optimizer):
 
     def _step_grads(self, loss):
         """The step of the grads as they are (no clipping, no AMP)."""
+        if self._flat_buckets is not None:
+            self.flat_segments = _torch_flat.flat_step(self)
+            return loss
         if self.momentum_dtype is not None:  # fewer-byte momentum, split master weights
             _torch_state.step(self)
             return loss

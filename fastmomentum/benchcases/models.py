@@ -65,9 +65,10 @@ def _baseline_loop(shapes, dtype):
     return step
 
 
-def _torch_sgd(impl):
+def _torch_sgd(impl, **options):
     def make(shapes, dtype):
-        return torch_sgd_step(impl, _arrays(shapes, dtype, 0), _arrays(shapes, dtype, 1))
+        return torch_sgd_step(impl, _arrays(shapes, dtype, 0), _arrays(shapes, dtype, 1),
+                              **options)
     return make
 
 
@@ -117,6 +118,7 @@ def model_cases(quick=False, dtype="float32"):
     at 1M elements instead of 16M."""
     has_torch = optional_import("torch") is not None
     makers = {"fastmomentum": _numpy_sgd, "fastmomentum.torch": _torch_sgd("fastmomentum.torch"),
+              "fastmomentum.torch-flat": _torch_sgd("fastmomentum.torch", flat=True),
               "baseline": _baseline_loop}
     for impl in TORCH_SGD_FLAGS:
         makers[impl] = _torch_sgd(impl)
