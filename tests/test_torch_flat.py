@@ -196,7 +196,8 @@ def replace_momentum(step, model, opt):
 
 
 @pytest.mark.parametrize("tamper", [replace_grad, module_zero_grad, replace_data,
-                                    transpose_data, drop_grad, replace_momentum], ids=lambda f: f.__name__)
+                                    transpose_data, drop_grad, replace_momentum],
+                         ids=lambda f: f.__name__)
 def test_replaced_tensors_are_noticed_and_steps_stay_exact(tamper):
     model, opt = train(MLP, dict(momentum=0.9, weight_decay=1e-2), between=tamper)
     bucket = opt._flat_buckets[0][0]

@@ -7,7 +7,8 @@
 * ``10k-x-100``: 10,000 tensors of 100 elements (the many-small-params case).
 
 stepped with SGD (lr 0.01, momentum 0.9, float32) by ``fastmomentum`` (fastmomentum.SGD
-over NumPy arrays), ``fastmomentum.torch`` (the torch.optim drop-in), ``baseline`` (a
+over NumPy arrays), ``fastmomentum.torch`` (the torch.optim drop-in),
+``fastmomentum.torch-flat`` (the drop-in with ``flat=True``: one buffer per dtype), ``baseline`` (a
 Python loop of fastmomentum.baseline.momentum_step) and torch.optim.SGD's three CPU
 implementations ``torch-forloop`` (its default), ``torch-foreach`` and ``torch-fused``.
 
