@@ -29,6 +29,15 @@ cdef extern from "fm_scan.h" nogil:
 ctypedef struct StepScalars:
     SgdParams sgd     # the step (first_step is per item: WorkItem.first_step)
     double decay      # the EMA's (EMA items, and fused averages)
+    # mp-dtypes: how bfloat16/float16 steps round (fm_half_steps.pxd; float32/float64 ignore)
+    int rounding            # ROUND_TORCH, ROUND_ONCE or ROUND_STOCHASTIC
+    int torch_threads       # ROUND_TORCH: torch.get_num_threads() whose bits to give
+    int torch_lanes         # ROUND_TORCH: elements per step of torch's vector loop (0: none)
+    unsigned long long stochastic_key   # ROUND_STOCHASTIC: hash of seed and step
+
+# mp-dtypes: StepScalars.rounding
+cdef enum:
+    ROUND_TORCH, ROUND_ONCE, ROUND_STOCHASTIC
 
 cdef enum StepOp:
     OP_SGD_STEP        # param (and velocity, when sgd.momentum != 0) from grad
@@ -40,6 +49,8 @@ cdef enum:
     MOMENTUM_F32, MOMENTUM_F64      # OP_SGD_STEP with velocity
     FUSED_F32, FUSED_F64            # OP_SGD_STEP with the EMA of the new weights (average)
     EMA_F32, EMA_F64                # OP_EMA
+    # mp-dtypes: bfloat16 / float16 buffers (src/cores/fm_half_steps.pxd)
+    SGD_BF16, SGD_F16, MOMENTUM_BF16, MOMENTUM_F16, FUSED_BF16, FUSED_F16, EMA_BF16, EMA_F16
     ELEMENTWISE_KERNELS
 
 ctypedef struct WorkItem:
@@ -54,6 +65,8 @@ ctypedef struct WorkItem:
     const char* value     # read (OP_EMA)
     Py_ssize_t size       # elements
     Py_ssize_t offset     # first element's index in the concatenation of all items
+    # mp-dtypes
+    int itemsize          # bytes per element: 8, 4 or 2 (bfloat16/float16 kernels)
 
 # ``first``: the item's first written buffer (param, or average for OP_EMA), float* or
 # double* as the kernel's dtype
