@@ -153,11 +153,20 @@ class SGD:
 
     ``ema``: an :class:`EMA` of the same arrays, updated in the same pass over memory as
     the step (with the new weights): one pass instead of two.
+
+    float16 and bfloat16 (``ml_dtypes.bfloat16``) params compute in float32 and round to
+    their dtype as ``rounding`` says (see :func:`fastmomentum.momentum_step` and
+    docs/mixed-precision.md): ``"torch"`` (default, torch.optim.SGD's for-loop bits at
+    ``torch_threads`` torch threads), ``"once"`` or ``"stochastic"`` (with ``seed``; each
+    step's random bits also depend on :attr:`steps`).
     """
 
     def __init__(self, params, lr, momentum=0.0, dampening=0.0, weight_decay=0.0,
-                 nesterov=False, maximize=False, *, ema=None):
+                 nesterov=False, maximize=False, *, ema=None, rounding="torch",
+                 torch_threads=1, seed=None):
         _validation.check_sgd_hyper("SGD", lr, momentum, dampening, weight_decay, nesterov)
+        _validation.rounding_options("SGD", rounding, torch_threads, seed, 0)
+        self.rounding, self.torch_threads, self.seed = rounding, torch_threads, seed
         self.params = _checked_arrays("SGD", "params", params)
         self.lr, self.momentum, self.dampening = lr, momentum, dampening
         self.weight_decay, self.nesterov, self.maximize = weight_decay, nesterov, maximize
@@ -186,7 +195,9 @@ class SGD:
             lr=self.lr, momentum=momentum, dampening=self.dampening,
             weight_decay=self.weight_decay, nesterov=self.nesterov, maximize=self.maximize,
             first_step=first_step, decay=decay, written=self._written, optimizer=self,
-            ema=ema)  # advances momentum_buffers, steps and the EMA's counters, in C
+            ema=ema,  # advances momentum_buffers, steps and the EMA's counters, in C
+            rounding=self.rounding, torch_threads=self.torch_threads, seed=self.seed,
+            step=self.steps)
 
     def state_dict(self):
         """torch.optim-like: ``{'state': {i: {'momentum_buffer': array}}, 'param_groups':

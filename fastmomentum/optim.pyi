@@ -2,7 +2,7 @@
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from ._types import FloatArray, Scalar
+from ._types import FloatArray, Rounding, Scalar
 
 class EMA:
     decay: float
@@ -30,9 +30,14 @@ class SGD:
     ema: EMA | None
     momentum_buffers: list[FloatArray] | None
     steps: int
+    rounding: Rounding
+    torch_threads: int
+    seed: int | None
     def __init__(self, params: Iterable[FloatArray], lr: Scalar, momentum: Scalar = 0.0,
                  dampening: Scalar = 0.0, weight_decay: Scalar = 0.0, nesterov: bool = False,
-                 maximize: bool = False, *, ema: EMA | None = None) -> None: ...
+                 maximize: bool = False, *, ema: EMA | None = None,
+                 rounding: Rounding = "torch", torch_threads: int = 1,
+                 seed: int | None = None) -> None: ...
     def step(self, grads: Sequence[FloatArray] | Iterable[FloatArray]) -> None: ...
     def state_dict(self) -> dict[str, Any]: ...
     def load_state_dict(self, state_dict: dict[str, Any]) -> None: ...
