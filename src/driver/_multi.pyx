@@ -131,7 +131,8 @@ cdef inline bint _is_f32_or_half(object x) noexcept:
     return cnp.PyArray_TYPE(<cnp.ndarray>x) != cnp.NPY_DOUBLE
 
 
-#: torch's vectorised loop steps 2 x 16 bfloat16/float16 lanes on AVX2 (and DEFAULT) CPUs
+#: torch's vectorised loop on 16-bit dtypes steps 32 elements on AVX2 and AVX512 CPUs
+#: (fastmomentum._torch_bridge.TORCH_HALF_LANES): the NumPy API gives those bits
 NUMPY_TORCH_LANES = 32
 
 cdef int _rounding(StepScalars* s, str func, object rounding, object torch_threads,
