@@ -157,50 +157,77 @@ cdef inline HalfScalars half_scalars(const StepScalars* s, const WorkItem* w,
     return k
 
 
+cdef inline float torch_grad(const half* grad, const half* param, Py_ssize_t i,
+                             HalfScalars k, bint scalar_loop) noexcept nogil:
+    """``±grad`` with torch's coupled weight decay (selects, not branches: the loops
+    vectorise)."""
+    cdef float g = widen(&grad[i])
+    g = -g if k.maximize else g
+    return torch_add(g, widen(&param[i]), k.weight_decay, scalar_loop, param) \
+        if k.has_weight_decay else g
+
+
 cdef inline void torch_loop(half* param, const half* grad, half* velocity, Py_ssize_t n,
-                            const HalfScalars* k, bint scalar_loop) noexcept nogil:
+                            HalfScalars k, bint scalar_loop) noexcept nogil:
     """torch's for-loop step (ROUND_TORCH) on n elements, all in its vectorised or all in
-    its scalar loop."""
+    its scalar loop (``k`` by value: its flags are loop invariants, not loads that a store
+    through ``param`` might change)."""
     cdef Py_ssize_t i
     cdef float g, v
+    if not k.has_momentum:
+        for i in range(n):
+            g = torch_grad(grad, param, i, k, scalar_loop)
+            store(&param[i], torch_add(widen(&param[i]), g, k.neg_lr, scalar_loop, param))
+        return
     for i in range(n):
-        g = -widen(&grad[i]) if k.maximize else widen(&grad[i])
-        if k.has_weight_decay:
-            g = torch_add(g, widen(&param[i]), k.weight_decay, scalar_loop, param)
-        if k.has_momentum:
-            if k.first_step:
-                v = g
-            else:
-                v = torch_add(rounded(widen(&velocity[i]) * k.momentum_mul, param), g,
-                              k.one_minus_dampening, scalar_loop, param)
-            store(&velocity[i], v)
-            g = torch_add(g, v, k.momentum_add, scalar_loop, param) if k.nesterov else v
+        g = torch_grad(grad, param, i, k, scalar_loop)
+        # velocity is read even on the first step so the loop stays branch-free (the
+        # select discards it), as kernels.pxd momentum_kernel
+        v = torch_add(rounded(widen(&velocity[i]) * k.momentum_mul, param), g,
+                      k.one_minus_dampening, scalar_loop, param)
+        v = g if k.first_step else v
+        store(&velocity[i], v)
+        g = torch_add(g, v, k.momentum_add, scalar_loop, param) if k.nesterov else v
         store(&param[i], torch_add(widen(&param[i]), g, k.neg_lr, scalar_loop, param))
 
 
+cdef inline float once_grad(const half* grad, float p, HalfScalars k) noexcept nogil:
+    cdef float g = widen(grad)
+    g = -g if k.maximize else g
+    return fmaf(p, k.f_weight_decay, g) if k.has_weight_decay else g
+
+
+cdef inline void once_store(half* param, float p, bint stochastic, uint64_t key,
+                            Py_ssize_t index) noexcept nogil:
+    if stochastic:
+        store_stochastic(param, p, random_bits(key, index))
+    else:
+        store(param, p)
+
+
 cdef inline void once_loop(half* param, const half* grad, half* velocity, Py_ssize_t n,
-                           const HalfScalars* k, bint stochastic, uint64_t key,
+                           HalfScalars k, bint stochastic, uint64_t key,
                            Py_ssize_t index) noexcept nogil:
     """The float32 step (kernels.pxd momentum_kernel / sgd_kernel) with one rounding per
     stored value: ROUND_ONCE, or with ``stochastic`` the param's stochastic rounding
-    (element i's bits from ``index + i``)."""
+    (element i's bits from ``index + i``). Two loops (with and without momentum), each
+    branch-free."""
     cdef Py_ssize_t i
     cdef float g, v, p
+    if not k.has_momentum:
+        for i in range(n):
+            p = widen(&param[i])
+            g = once_grad(&grad[i], p, k)
+            once_store(&param[i], fmaf(g, k.f_neg_lr, p), stochastic, key, index + i)
+        return
     for i in range(n):
-        g = -widen(&grad[i]) if k.maximize else widen(&grad[i])
         p = widen(&param[i])
-        if k.has_weight_decay:
-            g = fmaf(p, k.f_weight_decay, g)
-        if k.has_momentum:
-            v = g if k.first_step else fmaf(g, k.f_one_minus_dampening,
-                                            widen(&velocity[i]) * k.f_momentum)
-            store(&velocity[i], v)
-            g = fmaf(v, k.f_momentum, g) if k.nesterov else v
-        p = fmaf(g, k.f_neg_lr, p)
-        if stochastic:
-            store_stochastic(&param[i], p, random_bits(key, index + i))
-        else:
-            store(&param[i], p)
+        g = once_grad(&grad[i], p, k)
+        v = fmaf(g, k.f_one_minus_dampening, widen(&velocity[i]) * k.f_momentum)
+        v = g if k.first_step else v
+        store(&velocity[i], v)
+        g = fmaf(v, k.f_momentum, g) if k.nesterov else v
+        once_store(&param[i], fmaf(g, k.f_neg_lr, p), stochastic, key, index + i)
 
 
 cdef inline void torch_range(half* param, const half* grad, half* velocity,
@@ -221,11 +248,11 @@ cdef inline void torch_range(half* param, const half* grad, half* velocity,
         lo, hi = max(start, begin), min(stop, vector_end)
         if lo < hi:
             torch_loop(param + lo, grad + lo, velocity + lo if velocity != NULL else NULL,
-                       hi - lo, k, False)
+                       hi - lo, k[0], False)
         lo, hi = max(start, vector_end), min(stop, end)
         if lo < hi:
             torch_loop(param + lo, grad + lo, velocity + lo if velocity != NULL else NULL,
-                       hi - lo, k, True)
+                       hi - lo, k[0], True)
         begin = end
 
 
@@ -252,10 +279,12 @@ cdef inline void half_step_range(half* param, const StepScalars* s, const WorkIt
         hi = min(stop, lo + block)
         if s.rounding == ROUND_TORCH:
             torch_range(param, grad, velocity, s, w, &k, lo, hi)
+        elif s.rounding == ROUND_ONCE:
+            once_loop(param + lo, grad + lo, velocity + lo if velocity != NULL else NULL,
+                      hi - lo, k, False, 0, 0)
         else:
             once_loop(param + lo, grad + lo, velocity + lo if velocity != NULL else NULL,
-                      hi - lo, &k, s.rounding == ROUND_STOCHASTIC, s.stochastic_key,
-                      w.offset + lo)
+                      hi - lo, k, True, s.stochastic_key, w.offset + lo)
         if average != NULL:
             half_ema_loop(average + lo, param + lo, hi - lo, <float>s.decay,
                           <float>(1.0 - s.decay))
