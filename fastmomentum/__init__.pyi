@@ -5,7 +5,7 @@ from typing import Any, Literal, overload
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike, NDArray
 
-from ._types import Float, HalfLife, Scalar
+from ._types import Float, HalfLife, Rounding, Scalar
 from ._version import __version__ as __version__
 from .optim import EMA as EMA
 from .optim import SGD as SGD
@@ -21,7 +21,9 @@ HAS_OPENMP: bool
 def momentum_step(param: NDArray[Float], grad: NDArray[Float], velocity: NDArray[Any] | None,
                   *, lr: Scalar, momentum: Scalar = 0.0, dampening: Scalar = 0.0,
                   weight_decay: Scalar = 0.0, nesterov: bool = False, maximize: bool = False,
-                  first_step: bool = False, momentum_dtype: DTypeLike | None = None) -> None: ...
+                  first_step: bool = False, momentum_dtype: DTypeLike | None = None,
+                  rounding: Rounding = "torch", torch_threads: int = 1,
+                  seed: int | None = None, step: int = 0) -> None: ...
 def ema_update(average: NDArray[Float], value: NDArray[Float], decay: Scalar) -> NDArray[Float]: ...
 @overload
 def ewm_mean(x: NDArray[np.float32], *, com: Scalar | None = None, span: Scalar | None = None,

@@ -26,6 +26,7 @@ kernels = types.SimpleNamespace(
     roofline_stream=_reference.roofline_stream,
     TORCH_SHIM_FUNCTIONS=_torch_multi.TORCH_SHIM_FUNCTIONS,
     torch_bind=_torch_multi.torch_bind,
+    torch_bind_halves=_torch_multi.torch_bind_halves,   # mp-dtypes
     torch_impl_address=_torch_multi.torch_impl_address,
     TorchGroupCache=_torch_multi.TorchGroupCache,
     INFERENCE_TENSOR_ERROR=_torch_multi.INFERENCE_TENSOR_ERROR,

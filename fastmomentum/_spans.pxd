@@ -36,4 +36,4 @@ cdef inline double pass_ns(const WorkItem* items, Py_ssize_t total) noexcept nog
     cdef int streams = 3
     if w.op != OP_EMA:
         streams += 2 * (w.velocity != NULL) + 2 * (w.average != NULL)
-    return streaming_ns(<double>total * streams * (4 if w.is_f32 else 8))
+    return streaming_ns(<double>total * streams * w.itemsize)

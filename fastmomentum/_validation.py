@@ -52,7 +52,7 @@ def _refuse_subclass(func, name, x):
 
 
 def _usable(x, writeable):
-    return (plain_array(x) and x.dtype in FLOAT_DTYPES and x.dtype.isnative
+    return (plain_array(x) and step_dtype(x.dtype) and x.dtype.isnative
             and x.flags.c_contiguous and x.flags.aligned
             and (x.flags.writeable or not writeable))
 
@@ -62,8 +62,94 @@ def check_lead_array(func, name, x, writeable=True):
     _refuse_subclass(func, name, x)
     if not _usable(x, writeable):
         what = "a writeable" if writeable else "a"
-        raise TypeError(f"{func}: `{name}` must be {what} C-contiguous float32 or float64 "
-                        f"NumPy array (in-place arguments are never copied); got {describe(x)}")
+        raise TypeError(f"{func}: `{name}` must be {what} C-contiguous float32, float64, "
+                        f"float16 or bfloat16 NumPy array (in-place arguments are never "
+                        f"copied); got {describe(x)}{_dtype_hint(name, x)}")
+
+
+# ---------------------------------------------------------------------------------------
+# mp-dtypes: float16 and bfloat16 (ml_dtypes.bfloat16, imported only when an array of a
+# dtype NumPy does not define comes: ml_dtypes is an optional dependency)
+
+_bfloat16 = []   # [ml_dtypes.bfloat16's np.dtype, or None without ml_dtypes], once looked up
+
+
+def bfloat16_dtype():
+    """ml_dtypes.bfloat16 as a NumPy dtype, or None when ml_dtypes is not installed."""
+    if not _bfloat16:
+        try:
+            import ml_dtypes
+            _bfloat16.append(np.dtype(ml_dtypes.bfloat16))
+        except ImportError:
+            _bfloat16.append(None)
+    return _bfloat16[0]
+
+
+def is_bfloat16(dtype):
+    """``dtype`` is ml_dtypes.bfloat16 (without importing ml_dtypes for NumPy's dtypes)."""
+    return dtype.num >= 256 and dtype == bfloat16_dtype()   # NPY_USERDEF
+
+
+def step_dtype(dtype):
+    """A dtype the element-wise steps take: float32, float64, float16 or bfloat16."""
+    return dtype in FLOAT_DTYPES or dtype == np.float16 or is_bfloat16(dtype)
+
+
+def _dtype_hint(name, x):
+    """What to pass instead of a likely mistake: a tensor, or bfloat16 bits as uint16."""
+    module = type(x).__module__.split(".")[0]
+    if module == "torch":
+        return (f"; pass a NumPy array (`{name}.numpy()` shares the tensor's memory; for "
+                f"bfloat16 `{name}.view(torch.int16).numpy().view(ml_dtypes.bfloat16)`), or "
+                f"use fastmomentum.torch.SGD for tensors")
+    if not isinstance(x, np.ndarray) and module not in ("builtins", "numpy"):
+        return f"; convert the {module} array with np.asarray({name}) (same memory)"
+    if isinstance(x, np.ndarray) and x.dtype in (np.uint16, np.int16):
+        return (f"; bfloat16 bits held as {x.dtype} are refused (they are not numbers to "
+                f"NumPy): pass `{name}.view(ml_dtypes.bfloat16)` (same memory, "
+                f"pip install ml_dtypes), or `{name}.view(np.float16)` for float16 bits")
+    return ""
+
+
+ROUNDINGS = {"torch": 0, "once": 1, "stochastic": 2}   # fm_core_table.pxd's ROUND_*
+
+
+def _mix64(x):
+    """splitmix64's finaliser: the stochastic rounding key from seed and step."""
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9 & 0xFFFFFFFFFFFFFFFF
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EB & 0xFFFFFFFFFFFFFFFF
+    return x ^ (x >> 31)
+
+
+def _integer(func, name, value, low, high):
+    if (isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer))
+            or not low <= value < high):
+        raise ValueError(f"{func}: `{name}` must be an integer in [{low}, {high}); "
+                         f"got {value!r}")
+    return int(value)
+
+
+def rounding_options(func, rounding, torch_threads, seed, step):
+    """``(mode, torch_threads, key)`` for the kernels from the rounding arguments of a
+    step on 16-bit buffers (float32/float64 buffers compute as always: one rounding per
+    operation in their own dtype). ``key``: the stochastic rounding's hash of ``seed``
+    and ``step`` (0 for the other modes)."""
+    if not isinstance(rounding, str) or rounding not in ROUNDINGS:
+        raise ValueError(f"{func}: `rounding` must be one of {list(ROUNDINGS)}; "
+                         f"got {rounding!r}")
+    threads = _integer(func, "torch_threads", torch_threads, 1, 1 << 16)
+    if rounding != "stochastic":
+        if seed is not None:
+            raise ValueError(f"{func}: `seed` is for rounding=\"stochastic\" only; got "
+                             f"seed={seed!r} with rounding={rounding!r}")
+        return ROUNDINGS[rounding], threads, 0
+    if seed is None:
+        raise ValueError(f"{func}: rounding=\"stochastic\" needs `seed` (an integer: the "
+                         f"random bits are a hash of seed, step and element index)")
+    seed = _integer(func, "seed", seed, 0, 1 << 64)
+    step = _integer(func, "step", step, 0, 1 << 64)
+    return ROUNDINGS[rounding], threads, _mix64(seed ^ _mix64(step + 0x9E3779B97F4A7C15
+                                                             & 0xFFFFFFFFFFFFFFFF))
 
 
 def check_like(func, name, x, lead_name, lead, writeable):

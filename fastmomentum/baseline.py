@@ -15,7 +15,7 @@ from . import _ewm_api, _validation
 
 def momentum_step(param, grad, velocity, *, lr, momentum=0.0, dampening=0.0,
                   weight_decay=0.0, nesterov=False, maximize=False, first_step=False,
-                  momentum_dtype=None):
+                  momentum_dtype=None, rounding="torch", torch_threads=1, seed=None, step=0):
     """NumPy version of :func:`fastmomentum.momentum_step`."""
     if momentum_dtype is not None:
         return _momentum_step_state(param, grad, velocity, lr, momentum, dampening,
@@ -23,6 +23,13 @@ def momentum_step(param, grad, velocity, *, lr, momentum=0.0, dampening=0.0,
                                     momentum_dtype)
     _validation.check_momentum_step(param, grad, velocity, lr, momentum, dampening,
                                     weight_decay, nesterov, maximize, first_step)
+    mode, _, key = _validation.rounding_options("momentum_step", rounding, torch_threads,
+                                                seed, step)
+    if param.dtype.itemsize == 2:
+        _half_step(param, grad, velocity, mode, key, lr=lr, momentum=momentum,
+                   dampening=dampening, weight_decay=weight_decay, nesterov=nesterov,
+                   maximize=maximize, first_step=first_step)
+        return
     lr, momentum = float(lr), float(momentum)
     dampening, weight_decay = float(dampening), float(weight_decay)
     if param.size == 0:
@@ -64,6 +71,9 @@ def ema_update(average, value, decay):
     """NumPy version of :func:`fastmomentum.ema_update`."""
     _validation.check_ema_update(average, value, decay)
     decay = float(decay)
+    if average.dtype.itemsize == 2:   # float16/bfloat16: float32 arithmetic, one rounding
+        average[...] = ema_update(average.astype(np.float32), value.astype(np.float32), decay)
+        return average
     average *= decay
     average += (1.0 - decay) * value
     return average
@@ -139,6 +149,55 @@ class SGD:
         if first_step:
             self.momentum_buffers = buffers
         self.steps += 1
+
+
+def _half_step(param, grad, velocity, mode, key, **options):
+    """A float16/bfloat16 step: the float32 step on widened copies, each stored value
+    rounded once (torch's for-loop rounds after every op instead: NumPy has no fused
+    multiply-add to give its bits; the differences are a unit in the last place). With
+    stochastic rounding (``mode`` 2) the param rounds with the kernels' random bits."""
+    p = param.astype(np.float32)
+    v = None if velocity is None else velocity.astype(np.float32)
+    momentum_step(p, grad.astype(np.float32), v, **options)
+    if v is not None and options["momentum"] != 0:
+        velocity[...] = v
+    param[...] = _stochastic_round(p, param.dtype, key) if mode == 2 else p
+
+
+def _mix32(x):
+    """fm_half_steps.pxd mix32 (lowbias32) on uint32 arrays."""
+    x = x ^ (x >> np.uint32(16))
+    x = x * np.uint32(0x7FEB352D)
+    x = x ^ (x >> np.uint32(15))
+    x = x * np.uint32(0x846CA68B)
+    return x ^ (x >> np.uint32(16))
+
+
+def _stochastic_round(x, dtype, key):
+    """float32 ``x`` rounded to ``dtype`` up or down at random, the farther neighbour
+    with the probability of its distance, from the kernels' bits (fm_half_steps.pxd
+    random_bits: a hash of ``key`` and the element index)."""
+    index = np.arange(x.size, dtype=np.uint64)
+    bits = _mix32(_mix32(index.astype(np.uint32) ^ np.uint32(key & 0xFFFFFFFF))
+                  + (index >> np.uint64(32)).astype(np.uint32) + np.uint32(key >> 32))
+    flat = x.reshape(-1)
+    nearest = flat.astype(dtype)
+    finite = np.isfinite(flat)
+    if dtype != np.float16:   # bfloat16: random low bits carry into the kept half
+        u = flat.view(np.uint32)
+        carried = ((u + (bits >> np.uint32(16))) >> np.uint32(16)).astype(np.uint16)
+        return np.where(finite, carried, nearest.view(np.uint16)).view(dtype).reshape(x.shape)
+    h = nearest.view(np.uint16)
+    near = nearest.astype(np.float32)
+    towards_zero = (near > flat) == (near > 0)
+    other_bits = np.where(near == 0, np.where(flat < 0, 0x8001, 0x0001),
+                          np.where(towards_zero, h - 1, h + 1)).astype(np.uint16)
+    other = other_bits.view(np.float16).astype(np.float32)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        far = ((bits >> np.uint32(8)).astype(np.float32) * np.float32(2.0 ** -24)
+               < (flat - near) / (other - near))
+    far &= np.isfinite(near) & np.isfinite(other) & (near != flat)
+    return np.where(far, other_bits, h).view(np.float16).reshape(x.shape)
 
 
 # ---------------------------------------------------------------------------------------

@@ -184,22 +184,33 @@ class SGD:
     clip coefficient (the grads are not written). ``skip_if_nonfinite=True`` skips a step
     whose total norm is NaN or inf (nothing written), counted in :attr:`skipped_steps`.
     :attr:`last_grad_norm` is the total norm of the last step (None without either option).
+    float32/float64 params only.
 
     ``momentum_dtype`` (``ml_dtypes.bfloat16`` or ``np.float16``; float32 params only):
     keep the momentum buffers in that dtype (see :func:`fastmomentum.momentum_step`): 16
     bytes a step moves per element instead of 20. Not combined with ``ema``, clipping or
     skipping.
+
     ``params`` may be a :class:`fastmomentum.FlatParams`: its buffer is then the one array
     stepped (one work item whatever the number of named params), and ``step()`` takes its
     grad buffer by default.
+
+    float16 and bfloat16 (``ml_dtypes.bfloat16``) params compute in float32 and round to
+    their dtype as ``rounding`` says (see :func:`fastmomentum.momentum_step` and
+    docs/mixed-precision.md): ``"torch"`` (default, torch.optim.SGD's for-loop bits at
+    ``torch_threads`` torch threads), ``"once"`` or ``"stochastic"`` (with ``seed``; each
+    step's random bits also depend on :attr:`steps`).
     """
 
     def __init__(self, params, lr, momentum=0.0, dampening=0.0, weight_decay=0.0,
                  nesterov=False, maximize=False, *, ema=None, clip_grad_norm=None,
-                 norm_type=2.0, skip_if_nonfinite=False, momentum_dtype=None):
+                 norm_type=2.0, skip_if_nonfinite=False, momentum_dtype=None,
+                 rounding="torch", torch_threads=1, seed=None):
         _validation.check_sgd_hyper("SGD", lr, momentum, dampening, weight_decay, nesterov)
         clip_grad_norm, norm_type = _validation.check_clipping(
             "SGD", clip_grad_norm, norm_type, skip_if_nonfinite)
+        _validation.rounding_options("SGD", rounding, torch_threads, seed, 0)
+        self.rounding, self.torch_threads, self.seed = rounding, torch_threads, seed
         #: The :class:`fastmomentum.FlatParams` stepped (as one array), or None.
         self.flat = params if isinstance(params, FlatParams) else None
         if self.flat is not None:
@@ -261,7 +272,8 @@ class SGD:
             weight_decay=self.weight_decay, nesterov=self.nesterov, maximize=self.maximize,
             first_step=first_step, decay=decay, written=self._written, optimizer=self,
             ema=ema, clip_grad_norm=self.clip_grad_norm, norm_type=self.norm_type,
-            skip_if_nonfinite=self.skip_if_nonfinite)
+            skip_if_nonfinite=self.skip_if_nonfinite, rounding=self.rounding,
+            torch_threads=self.torch_threads, seed=self.seed, step=self.steps)
         # advances momentum_buffers, steps, the norm counters and the EMA's, in C
 
     def state_dict(self):

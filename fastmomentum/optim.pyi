@@ -5,7 +5,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import DTypeLike
 
-from ._types import FloatArray, Scalar
+from ._types import FloatArray, Rounding, Scalar
 from .flat import FlatParams
 
 class EMA:
@@ -42,13 +42,18 @@ class SGD:
     skip_if_nonfinite: bool
     last_grad_norm: float | None
     skipped_steps: int
+    rounding: Rounding
+    torch_threads: int
+    seed: int | None
     def __init__(self, params: Iterable[FloatArray] | FlatParams, lr: Scalar,
                  momentum: Scalar = 0.0,
                  dampening: Scalar = 0.0, weight_decay: Scalar = 0.0, nesterov: bool = False,
                  maximize: bool = False, *, ema: EMA | None = None,
                  clip_grad_norm: Scalar | None = None, norm_type: float = 2.0,
                  skip_if_nonfinite: bool = False,
-                 momentum_dtype: DTypeLike | None = None) -> None: ...
+                 momentum_dtype: DTypeLike | None = None,
+                 rounding: Rounding = "torch", torch_threads: int = 1,
+                 seed: int | None = None) -> None: ...
     def step(self, grads: Sequence[FloatArray] | Iterable[FloatArray] | None = None) -> None: ...
     def state_dict(self) -> dict[str, Any]: ...
     def load_state_dict(self, state_dict: dict[str, Any]) -> None: ...

@@ -122,7 +122,13 @@ def _run_hooked(step, self, args, kwargs):
 
 class SGD(Optimizer):
     """``torch.optim.SGD`` (same arguments, defaults, errors, param groups, state_dict),
-    stepping dense CPU float32/float64 params with fastmomentum's kernels.
+    stepping dense CPU float32/float64/bfloat16/float16 params with fastmomentum's kernels.
+
+    bfloat16 and float16 params (docs/mixed-precision.md) get torch.optim.SGD's for-loop
+    bits at the torch thread count of the step (``torch.get_num_threads()``: torch's own
+    bits depend on it for tensors of 32768+ elements), or with ``fused=True`` the float32
+    step with one rounding per stored value (torch 2.14's fused CPU kernel; torch 2.13's
+    is wrong for these dtypes and is never called for them, on either path).
 
     Per param group, every param whose param, grad and momentum buffer are plain dense,
     C-contiguous CPU float32/float64 tensors of one dtype and shape is stepped in one
@@ -251,7 +257,7 @@ class SGD(Optimizer):
         params = [p for group in self.param_groups for p in group["params"]]
         averages = self.ema._ema.raw_averages
         if len(params) != len(averages) or any(
-                tuple(p.shape) != a.shape or _NUMPY_DTYPES.get(p.dtype) != a.dtype
+                tuple(p.shape) != a.shape or _numpy_dtype(p.dtype) != a.dtype
                 or p.device.type != "cpu" for p, a in zip(params, averages)):
             raise ValueError(f"SGD: `ema` must average this optimizer's params, in order "
                              f"({len(params)} params; the EMA has {len(averages)} averages "
@@ -342,6 +348,7 @@ class SGD(Optimizer):
 
     def _torch_step(self, group, params):
         """torch.optim.SGD.step's body for ``params`` of ``group``."""
+        params = self._torch_step_halves(group, params)
         params_with_grad, grads, buffers = [], [], []
         has_sparse_grad = _torch_init_group(self, dict(group, params=params),
                                             params_with_grad, grads, buffers)
@@ -360,6 +367,42 @@ class SGD(Optimizer):
         if group["momentum"] != 0:
             for p, buffer in zip(params_with_grad, buffers):
                 self.state[p]["momentum_buffer"] = buffer
+
+    def _torch_step_halves(self, group, params):
+        """Step the bfloat16/float16 params of a ``fused`` group (or of a step with a
+        grad scale, which makes torch take its fused kernel) outside torch's fused kernel,
+        which is wrong for them in torch 2.13 (pytorch #191763): torch's float32 for-loop
+        on float32 copies, each stored value rounded once, as torch 2.14's fused kernel
+        (and the fast path's fused=True) computes. Returns the params left to torch."""
+        grad_scale = getattr(self, "grad_scale", None)
+        found_inf = getattr(self, "found_inf", None)
+        if not (group["fused"] or grad_scale is not None or found_inf is not None):
+            return params
+        halves = [p for p in params if p.grad is not None and p.dtype in _HALF_DTYPES]
+        if not halves:
+            return params
+        if found_inf is not None and float(found_inf) != 0.0:   # a skipped step
+            return [p for p in params if p.dtype not in _HALF_DTYPES]
+        with torch.no_grad():
+            wide = [p.detach().float() for p in halves]
+            grads = [p.grad.float() if grad_scale is None else p.grad.float() / grad_scale
+                     for p in halves]
+            buffers = [self.state[p].get("momentum_buffer") for p in halves]
+            wide_buffers = [None if b is None else b.float() for b in buffers]
+            _torch_sgd(wide, grads, wide_buffers, weight_decay=group["weight_decay"],
+                       momentum=group["momentum"], lr=group["lr"],
+                       dampening=group["dampening"], nesterov=group["nesterov"],
+                       maximize=group["maximize"], has_sparse_grad=False, foreach=False,
+                       fused=False)
+            for p, w in zip(halves, wide):
+                p.copy_(w)
+            if group["momentum"] != 0:
+                for p, b, w in zip(halves, buffers, wide_buffers):
+                    if b is None:
+                        self.state[p]["momentum_buffer"] = w.to(p.dtype)
+                    else:
+                        b.copy_(w)
+        return [p for p in params if p.dtype not in _HALF_DTYPES]
 
     @_hooked_step
     def step(self, closure=None):
@@ -388,7 +431,8 @@ class SGD(Optimizer):
                     params, self.state, group["lr"], group["momentum"], group["dampening"],
                     group["weight_decay"], group["nesterov"], group["maximize"],
                     self._new_momentum_buffer, checked,
-                    averages[first:first + len(params)] if fused_ema else None, decay, first)
+                    averages[first:first + len(params)] if fused_ema else None, decay, first,
+                    once=bool(group["fused"]))
                 plans.append(plan)
                 if plan.others:
                     torch_groups.append((group, [params[i] for i in plan.others]))
@@ -435,7 +479,7 @@ class SGD(Optimizer):
                 group["dampening"], group["weight_decay"], group["nesterov"],
                 group["maximize"], self._new_momentum_buffer, self._group_caches[0],
                 None if ema is None else ema._ema.raw_averages, decay, 0,
-                None if ema is None else ema._ema)
+                None if ema is None else ema._ema, once=bool(group["fused"]))
             if type(kernel_params) is int:
                 self.kernel_params = kernel_params
                 return loss
@@ -501,11 +545,13 @@ class SGD(Optimizer):
         decay = self._ema_decay()
         plans, torch_groups = self._plan(decay, ema is not None)
         if not torch_groups:
-            self.kernel_params = _kernels.torch_sgd_clip_run(
+            written = _kernels.torch_sgd_clip_run(
                 plans, self.state, None if ema is None else ema._ema, decay, self, clip,
                 norm_type != 2.0, self.skip_if_nonfinite,
                 1.0 if inv_scale is None else inv_scale.item())
-            return loss
+            if written is not None:  # None: 16-bit params, torch's recipe below
+                self.kernel_params = written
+                return loss
         # some params are torch's: its own unscale and clip (grads written), then the step
         if inv_scale is not None:
             self._unscale_grads(inv_scale)
@@ -592,7 +638,31 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     return total
 
 
-_NUMPY_DTYPES = {torch.float32: np.dtype(np.float32), torch.float64: np.dtype(np.float64)}
+_NUMPY_DTYPES = {torch.float32: np.dtype(np.float32), torch.float64: np.dtype(np.float64),
+                 torch.float16: np.dtype(np.float16)}
+_HALF_DTYPES = (torch.bfloat16, torch.float16)
+
+
+def _numpy_dtype(dtype):
+    """The NumPy dtype of a torch float dtype (bfloat16: ml_dtypes', imported only then),
+    or None."""
+    if dtype == torch.bfloat16:
+        return _validation.bfloat16_dtype()
+    return _NUMPY_DTYPES.get(dtype)
+
+
+def _as_numpy(t):
+    """A CPU tensor's memory as a NumPy array (bfloat16 through its bits: no copy)."""
+    if t.dtype == torch.bfloat16:
+        return t.view(torch.int16).numpy().view(_validation.bfloat16_dtype())
+    return t.numpy()
+
+
+def _as_tensor(a):
+    """A NumPy array's memory as a CPU tensor (ml_dtypes.bfloat16 as torch.bfloat16)."""
+    if a.dtype.itemsize == 2 and a.dtype != np.float16:
+        return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(a)
 
 
 def _module_params(params):
@@ -604,7 +674,7 @@ def _check_ema_params(func, params, averages):
     before a step writes anything."""
     for i, (p, a) in enumerate(zip(params, averages)):
         if not (isinstance(p, torch.Tensor) and p.device.type == "cpu" and not p.is_sparse
-                and _NUMPY_DTYPES.get(p.dtype) == a.dtype and tuple(p.shape) == a.shape):
+                and _numpy_dtype(p.dtype) == a.dtype and tuple(p.shape) == a.shape):
             what = (f"{p.dtype} {tuple(p.shape)} on {p.device}"
                     if isinstance(p, torch.Tensor) else _validation.describe(p))
             raise ValueError(f"{func}: `params[{i}]` must stay a dense CPU {a.dtype} tensor "
@@ -616,12 +686,14 @@ def _numpy_values(func, params):
     values = []
     for i, p in enumerate(params):
         if (not isinstance(p, torch.Tensor) or p.device.type != "cpu" or p.is_sparse
-                or p.dtype not in (torch.float32, torch.float64)):
+                or _numpy_dtype(p.dtype) is None):
             what = (f"{p.dtype} on {p.device}" if isinstance(p, torch.Tensor)
                     else type(p).__name__)
-            raise TypeError(f"{func}: `params[{i}]` must be a dense CPU float32 or float64 "
-                            f"tensor; got {what}")
-        values.append(p.detach().contiguous().resolve_neg().numpy())
+            hint = ("; bfloat16 needs ml_dtypes (pip install ml_dtypes)"
+                    if isinstance(p, torch.Tensor) and p.dtype == torch.bfloat16 else "")
+            raise TypeError(f"{func}: `params[{i}]` must be a dense CPU float32, float64, "
+                            f"float16 or bfloat16 tensor; got {what}{hint}")
+        values.append(_as_numpy(p.detach().contiguous().resolve_neg()))
     return values
 
 
@@ -648,7 +720,7 @@ class EMA:
     @property
     def averages(self):
         """The averages as CPU tensors (bias-corrected copies with ``debias=True``)."""
-        return [torch.from_numpy(a) for a in self._ema.averages]
+        return [_as_tensor(a) for a in self._ema.averages]
 
     @torch.no_grad()
     def copy_to(self, params):
@@ -670,12 +742,12 @@ class EMA:
     def state_dict(self):
         """As :meth:`fastmomentum.EMA.state_dict`, with torch tensors for the averages."""
         state = self._ema.state_dict()
-        state["averages"] = [torch.from_numpy(a) for a in state["averages"]]
+        state["averages"] = [_as_tensor(a) for a in state["averages"]]
         return state
 
     def load_state_dict(self, state_dict):
         """Restore a :meth:`state_dict`; refused (nothing changed) when it does not fit."""
         state = dict(state_dict)
-        state["averages"] = [a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else a
-                             for a in state["averages"]]
+        state["averages"] = [_as_numpy(a.detach().cpu()) if isinstance(a, torch.Tensor)
+                             else a for a in state["averages"]]
         self._ema.load_state_dict(state)

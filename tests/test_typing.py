@@ -55,7 +55,8 @@ def test_revealed_types(mypy_lines):
     assert revealed[2].endswith("numpy.dtype[numpy.float64]]")
     assert revealed[3].endswith(f"numpy.dtype[{f32}]]")
     assert revealed[4].endswith("numpy.dtype[numpy.float64]]")
-    either = f"numpy.dtype[{f32} | numpy.float64]]]"
+    f16 = "numpy.floating[numpy._typing._nbit_base._16Bit]"
+    either = f"numpy.dtype[{f32} | numpy.float64 | {f16}]]]"   # FloatArray (and float16)
     assert revealed[5].endswith(either + " | None") and "list[numpy.ndarray[" in revealed[5]
     assert revealed[6].endswith(either) and "list[numpy.ndarray[" in revealed[6]
     assert revealed[7] in ("int", "builtins.int")

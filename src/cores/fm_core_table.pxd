@@ -32,6 +32,15 @@ ctypedef struct StepScalars:
     # clip-amp: every grad is read as grad * grad_coef (rounded to its dtype): global-norm
     # clipping, AMP unscaling; 1 runs the unscaled loops
     double grad_coef
+    # mp-dtypes: how bfloat16/float16 steps round (fm_half_steps.pxd; float32/float64 ignore)
+    int rounding            # ROUND_TORCH, ROUND_ONCE or ROUND_STOCHASTIC
+    int torch_threads       # ROUND_TORCH: torch.get_num_threads() whose bits to give
+    int torch_lanes         # ROUND_TORCH: elements per step of torch's vector loop (0: none)
+    unsigned long long stochastic_key   # ROUND_STOCHASTIC: hash of seed and step
+
+# mp-dtypes: StepScalars.rounding
+cdef enum:
+    ROUND_TORCH, ROUND_ONCE, ROUND_STOCHASTIC
 
 cdef enum StepOp:
     OP_SGD_STEP        # param (and velocity, when sgd.momentum != 0) from grad
@@ -48,6 +57,8 @@ cdef enum:
     MOMENTUM_F32_BF16_STATE, MOMENTUM_F32_F16_STATE
     SPLIT_GRAD_F32_STATE_F32, SPLIT_GRAD_F32_STATE_BF16
     SPLIT_GRAD_BF16_STATE_F32, SPLIT_GRAD_BF16_STATE_BF16
+    # mp-dtypes: bfloat16 / float16 buffers (src/cores/fm_half_steps.pxd)
+    SGD_BF16, SGD_F16, MOMENTUM_BF16, MOMENTUM_F16, FUSED_BF16, FUSED_F16, EMA_BF16, EMA_F16
     ELEMENTWISE_KERNELS
 
 ctypedef struct WorkItem:
@@ -65,6 +76,8 @@ ctypedef struct WorkItem:
     # mp-state: the split kernels' bottom halves of the float32 master weights (uint16,
     # written; ``param`` holds the top halves as bfloat16), else NULL
     char* low_bits
+    # mp-dtypes
+    int itemsize          # bytes per element: 8, 4 or 2 (bfloat16/float16 kernels)
 
 # ``first``: the item's first written buffer (param, or average for OP_EMA), float* or
 # double* as the kernel's dtype
@@ -82,7 +95,7 @@ cdef inline void* first_written(const WorkItem* w) noexcept nogil:
 # Their ``low_bits`` are the optimizer's own fresh tensors and are not tracked.
 
 cdef inline Py_ssize_t _float_bytes(const WorkItem* w) noexcept nogil:
-    return w.size * (4 if w.is_f32 else 8)
+    return w.size * w.itemsize
 
 
 cdef inline bint _split_kernel(int kernel) noexcept nogil:

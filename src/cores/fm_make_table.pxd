@@ -11,6 +11,9 @@ from fm_core_table cimport (EMA_F32, EMA_F64, FM_CORE_TABLE_CAPSULE, FUSED_F32, 
                             elementwise_fn, ewm_loop_fn, norm_fn,
                             ewm_rows_superblock_fn, ewm_series_fn, ewm_superblock_fn)
 from fm_elementwise cimport ema_range, fused_range, momentum_range, sgd_range
+from fm_core_table cimport (EMA_BF16, EMA_F16, FUSED_BF16, FUSED_F16, MOMENTUM_BF16,
+                            MOMENTUM_F16, SGD_BF16, SGD_F16)
+from fm_half_steps cimport fm_bf16, fm_f16, half_ema_range, half_step_range
 from fm_ewm_coefficients cimport scan_coefficients
 from fm_ewm_loop cimport pandas_loop, pandas_series
 from fm_ewm_rows cimport rows_superblock
@@ -42,6 +45,14 @@ cdef inline object core_table_capsule(CoreTable* table):
     table.elementwise[SPLIT_GRAD_F32_STATE_BF16] = <elementwise_fn>split_grad_f32_state_bf16
     table.elementwise[SPLIT_GRAD_BF16_STATE_F32] = <elementwise_fn>split_grad_bf16_state_f32
     table.elementwise[SPLIT_GRAD_BF16_STATE_BF16] = <elementwise_fn>split_grad_bf16_state_bf16
+    # mp-dtypes: bfloat16 / float16 (one step function: momentum and the fused EMA are
+    # the item's velocity and average)
+    for kernel in (SGD_BF16, MOMENTUM_BF16, FUSED_BF16):
+        table.elementwise[kernel] = <elementwise_fn>half_step_range[fm_bf16]
+    for kernel in (SGD_F16, MOMENTUM_F16, FUSED_F16):
+        table.elementwise[kernel] = <elementwise_fn>half_step_range[fm_f16]
+    table.elementwise[EMA_BF16] = <elementwise_fn>half_ema_range[fm_bf16]
+    table.elementwise[EMA_F16] = <elementwise_fn>half_ema_range[fm_f16]
     table.ewm_coefficients = scan_coefficients
     table.ewm_f32.pandas_loop = <ewm_loop_fn>pandas_loop[float]
     table.ewm_f64.pandas_loop = <ewm_loop_fn>pandas_loop[double]

@@ -22,6 +22,7 @@ from fm_checks cimport (finite_in, import_checks, lead, like, list_of, overlap, 
                        refused, sgd_hyper_ok)
 from fm_core_table cimport CoreTable, StepScalars, WorkItem, first_written, load_core_table
 from fm_norms cimport larger
+from fm_core_table cimport ROUND_TORCH
 
 from fastmomentum import _target, _validation
 
@@ -190,6 +191,17 @@ cdef bint all_f32(const WorkItem* items, Py_ssize_t count) noexcept nogil:
     return True
 
 
+cdef bint any_half(const WorkItem* items, Py_ssize_t count) noexcept nogil:
+    """An item of 16-bit buffers: the norm pass and the grad coefficient are float32 and
+    float64 only (clipping and AMP of bfloat16/float16 go through torch's own, or are
+    refused)."""
+    cdef Py_ssize_t i
+    for i in range(count):
+        if items[i].itemsize == 2:
+            return True
+    return False
+
+
 cdef double finish_norm(double acc, bint inf_norm, bint f32) noexcept nogil:
     """The total norm from items_norm's ``acc``, rounded to its dtype."""
     cdef double total = acc if inf_norm else sqrt(acc)
@@ -224,8 +236,35 @@ cdef class WorkList:
         run_items(&self.scalars, self.items, self.count, self.total, nthreads)
 
 
-cdef inline bint _is_f32(object x) noexcept:
-    return cnp.PyArray_TYPE(<cnp.ndarray>x) == cnp.NPY_FLOAT
+# mp-dtypes: 16-bit arrays (the checks have accepted x: a bfloat16 array if none of these)
+cdef inline StepDtype _dtype(object x) noexcept:
+    cdef int typenum = cnp.PyArray_TYPE(<cnp.ndarray>x)
+    if typenum == cnp.NPY_FLOAT:
+        return DTYPE_F32
+    if typenum == cnp.NPY_DOUBLE:
+        return DTYPE_F64
+    return DTYPE_F16 if typenum == cnp.NPY_FLOAT16 else DTYPE_BF16
+
+
+cdef inline bint _is_f32_or_half(object x) noexcept:
+    return cnp.PyArray_TYPE(<cnp.ndarray>x) != cnp.NPY_DOUBLE
+
+
+#: torch's vectorised loop on 16-bit dtypes steps 32 elements on AVX2 and AVX512 CPUs
+#: (fastmomentum._torch_bridge.TORCH_HALF_LANES): the NumPy API gives those bits
+NUMPY_TORCH_LANES = 32
+
+cdef int _rounding(StepScalars* s, str func, object rounding, object torch_threads,
+                   object seed, object step) except -1:
+    """The call's rounding of 16-bit buffers into ``s``: the defaults by identity (a few
+    ns), anything else through _validation.rounding_options (which words errors)."""
+    if rounding is "torch" and torch_threads is 1 and seed is None:
+        set_rounding(s, ROUND_TORCH, 1, NUMPY_TORCH_LANES, 0)
+        return 0
+    mode, threads, key = _validation.rounding_options(func, rounding, torch_threads, seed,
+                                                      step)
+    set_rounding(s, mode, threads, NUMPY_TORCH_LANES, key)
+    return 0
 
 
 cdef inline char* _bytes(object x) noexcept:
@@ -297,7 +336,7 @@ cdef object _state():
 
 def momentum_step(param, grad, velocity, *, lr, momentum=0.0, dampening=0.0,
                   weight_decay=0.0, nesterov=False, maximize=False, first_step=False,
-                  momentum_dtype=None):
+                  momentum_dtype=None, rounding="torch", torch_threads=1, seed=None, step=0):
     """One in-place SGD step on one buffer, bit for bit as ``torch.optim.SGD``.
 
     ``param`` (writeable), ``grad`` and ``velocity`` (writeable; may be None when
@@ -325,7 +364,15 @@ def momentum_step(param, grad, velocity, *, lr, momentum=0.0, dampening=0.0,
     read-only, non-contiguous or overlapping in-place buffers, negative or non-finite
     ``lr``/``momentum``/``weight_decay``, and ``nesterov`` without momentum or with
     dampening. Empty buffers are a no-op; NaN in ``grad`` propagates as in torch.
-    Returns None."""
+    Returns None.
+
+    float16 and bfloat16 (``ml_dtypes.bfloat16``) buffers compute in float32 and round
+    to their dtype (docs/mixed-precision.md): ``rounding="torch"`` (default) gives the bits
+    of torch.optim.SGD's for-loop at ``torch_threads`` torch threads (it rounds after
+    every op, and differently in its vector and scalar loops); ``"once"`` the float32 step
+    with one rounding per stored value (torch's fused kernel, 2.14+); ``"stochastic"``
+    as ``"once"`` with the param rounded stochastically by counter-based random bits of
+    ``seed`` (an int) and ``step`` (an int): the same bits for any thread count."""
 
     cdef double lr_, momentum_, dampening_, weight_decay_
     cdef bint nesterov_ = nesterov, maximize_ = maximize, first_step_ = first_step
@@ -353,9 +400,11 @@ def momentum_step(param, grad, velocity, *, lr, momentum=0.0, dampening=0.0,
         refused("momentum_step", _validation.check_momentum_step,
                 (param, grad, velocity, lr, momentum, dampening, weight_decay, nesterov,
                  maximize, first_step))
+    _rounding(&s, "momentum_step", rounding, torch_threads, seed, step)
     set_scalars(&s, lr_, momentum_, dampening_, weight_decay_, nesterov_, maximize_, 0.0)
-    sgd_item(&w, &s, _is_f32(param), _bytes(param), _bytes(grad),
+    sgd_item(&w, &s, _is_f32_or_half(param), _bytes(param), _bytes(grad),
              NULL if momentum_ == 0.0 else _bytes(velocity), NULL, first_step_)
+    retype_item(&w, _dtype(param))
     w.size = cnp.PyArray_SIZE(<cnp.ndarray>param)
     w.offset = 0
     run_items(&s, &w, 1, w.size, threads_for(pass_ns(&w, w.size)))
@@ -382,7 +431,8 @@ def ema_update(average, value, decay):
         ok = False
     if not ok:
         refused("ema_update", _validation.check_ema_update, (average, value, decay))
-    ema_item(&w, _is_f32(average), _bytes(average), _bytes(value))
+    ema_item(&w, _is_f32_or_half(average), _bytes(average), _bytes(value))
+    retype_item(&w, _dtype(average))
     w.size = cnp.PyArray_SIZE(<cnp.ndarray>average)
     w.offset = 0
     run_items(&s, &w, 1, w.size, threads_for(pass_ns(&w, w.size)))
@@ -396,7 +446,8 @@ def multi_momentum_step(list params, grads, velocities, averages=None, *, lr, mo
                         dampening=0.0, weight_decay=0.0, nesterov=False, maximize=False,
                         first_step=False, decay=0.0, WrittenSpans written=None,
                         optimizer=None, ema=None, clip_grad_norm=None, norm_type=2.0,
-                        skip_if_nonfinite=False):
+                        skip_if_nonfinite=False, rounding="torch", torch_threads=1,
+                        seed=None, step=0):
     """``momentum_step`` on every ``params[i]`` with ``grads[i]`` and ``velocities[i]``
     (lists; ``velocities`` may be None when ``momentum == 0``), in one call.
 
@@ -407,7 +458,8 @@ def multi_momentum_step(list params, grads, velocities, averages=None, *, lr, mo
     that views another param, say): threads run only when the order cannot matter.
     ``written``: a WrittenSpans kept by the caller across calls (saves re-sorting).
     ``optimizer`` / ``ema``: the fastmomentum.SGD / EMA whose counters this step advances
-    (see account).
+    (see account). ``rounding``, ``torch_threads``, ``seed``, ``step``: of 16-bit
+    buffers, as momentum_step.
 
     ``clip_grad_norm=max_norm`` (``norm_type`` 2.0 or inf): torch.nn.utils.clip_grad_norm_
     fused into the step. One pass computes the total norm of all grads (fixed summation
@@ -461,6 +513,7 @@ def multi_momentum_step(list params, grads, velocities, averages=None, *, lr, mo
         clip_grad_norm, norm_type = _validation.check_clipping(
             "SGD.step", clip_grad_norm, norm_type, skip_if_nonfinite)
     cdef WorkList work = WorkList(n)
+    _rounding(&work.scalars, "multi_momentum_step", rounding, torch_threads, seed, step)
     set_scalars(&work.scalars, lr_, momentum_, dampening_, weight_decay_, nesterov_, maximize_,
              decay_)
     for i in range(n):
@@ -468,13 +521,18 @@ def multi_momentum_step(list params, grads, velocities, averages=None, *, lr, mo
         every_f32 = every_f32 and _is_f32(x)
         if cnp.PyArray_SIZE(<cnp.ndarray>x) == 0:
             continue
-        sgd_item(work.append(cnp.PyArray_SIZE(<cnp.ndarray>x)), &work.scalars, _is_f32(x),
-                 _bytes(x), _bytes(grads[i]),
+        sgd_item(work.append(cnp.PyArray_SIZE(<cnp.ndarray>x)), &work.scalars,
+                 _is_f32_or_half(x), _bytes(x), _bytes(grads[i]),
                  NULL if momentum_ == 0.0 else _bytes(velocities[i]),
                  _bytes(averages[i]) if fused_ema else NULL, first_step_)
+        retype_item(&work.items[work.count - 1], _dtype(x))
     if first_step_ and optimizer is not None and optimizer.momentum_buffers is not None:
         concurrent_step("SGD.step")  # another thread's first step went first
     cdef double total_norm = 0.0
+    if measures and any_half(work.items, work.count):
+        raise TypeError("SGD.step: `clip_grad_norm` and `skip_if_nonfinite` need float32 "
+                        "or float64 params; got a bfloat16/float16 param (clip its grads "
+                        "first, in float32)")
     if measures:
         total_norm = finish_norm(items_norm(work.items, work.count, work.total,
                                             norm_type != 2.0), norm_type != 2.0, every_f32)
@@ -520,8 +578,9 @@ def multi_ema_update(list averages, values, decay, WrittenSpans written=None, em
         x = averages[i]
         if cnp.PyArray_SIZE(<cnp.ndarray>x) == 0:
             continue
-        ema_item(work.append(cnp.PyArray_SIZE(<cnp.ndarray>x)), _is_f32(x), _bytes(x),
-                 _bytes(values[i]))
+        ema_item(work.append(cnp.PyArray_SIZE(<cnp.ndarray>x)), _is_f32_or_half(x),
+                 _bytes(x), _bytes(values[i]))
+        retype_item(&work.items[work.count - 1], _dtype(x))
     _run_guarded(work, written, "EMA.update",
                  (averages[:], values[:]) if work.total >= NOGIL_MIN_SIZE else None)
     account(None, None, False, ema, work.scalars.decay)

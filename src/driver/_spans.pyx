@@ -86,7 +86,7 @@ cdef class WrittenSpans:
 
 
 cdef inline Py_ssize_t _item_bytes(const WorkItem* w) noexcept:
-    return w.size * (4 if w.is_f32 else 8)
+    return w.size * w.itemsize
 
 
 cdef int order_free(const WorkItem* items, Py_ssize_t count, WrittenSpans written) except -1:

@@ -20,4 +20,16 @@
 
 FM_DEFINE_STREAM(fm_stream_f32, float)
 FM_DEFINE_STREAM(fm_stream_f64, double)
+
+/* mp-dtypes: the same loop on bfloat16 buffers (10 bytes an element), float arithmetic and
+   fm_half.h's round-to-nearest-even stores, as the bfloat16 momentum step moves them. */
+#include "fm_half.h"
+static void fm_stream_bf16(uint16_t* restrict p, const uint16_t* restrict g,
+                           uint16_t* restrict v, ptrdiff_t n, float scale) {
+    for (ptrdiff_t i = 0; i < n; i++) {
+        float vi = scale * fm_bf16_to_float(v[i]) + fm_bf16_to_float(g[i]);
+        v[i] = fm_float_to_bf16(vi);
+        p[i] = fm_float_to_bf16(fm_bf16_to_float(p[i]) - scale * vi);
+    }
+}
 #endif

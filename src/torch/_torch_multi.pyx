@@ -9,8 +9,9 @@
 # handle is an ``at::Tensor*``; the Python tensor object holds its ``at::Tensor`` right
 # after the object header (THPVariable, torch/csrc/autograd/python_variable.h), which
 # torch.py verifies against ``Tensor._cdata`` before enabling this path. Tensors that are
-# not plain dense CPU float32/float64 C-contiguous torch.Tensor/Parameter objects are
-# reported back and stepped by torch itself.
+# not plain dense CPU float32/float64 C-contiguous torch.Tensor/Parameter objects (or
+# bfloat16/float16 ones, once torch_bind_halves ran) are reported back and stepped by torch
+# itself.
 cimport cython
 cimport numpy as cnp
 from cpython.object cimport PyObject, PyTypeObject, Py_TYPE
@@ -19,9 +20,14 @@ from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t, uintptr_t
 from libc.stdlib cimport free
 from libc.string cimport memcmp
 
-from fastmomentum._multi cimport (WorkList, account, account_norm, all_f32, clip_coefficient,
+from fastmomentum._multi cimport (WorkList, account, account_norm, all_f32, any_half,
+                                  clip_coefficient,
                                   concurrent_step, finish_norm, items_norm, set_scalars,
                                   sgd_item)
+from fastmomentum._multi cimport (DTYPE_BF16, DTYPE_F16, DTYPE_F32, DTYPE_F64, StepDtype,
+                                  retype_item, set_rounding)
+from fm_core_table cimport ROUND_ONCE, ROUND_TORCH
+from fm_checks cimport fm_bfloat16_typenum, lookup_bfloat16
 from fastmomentum._spans cimport WrittenSpans, order_free, pass_ns
 from fastmomentum._threads cimport threads_for
 from fm_checks cimport bytes_overlap, finite_in, import_checks, usable
@@ -116,7 +122,8 @@ ctypedef struct DenseTensor:
     char* data
     int64_t* sizes
     int64_t dim, numel, nbytes
-    bint is_f32
+    bint is_f32           # float32 or a 16-bit dtype (the kernel family: sgd_item)
+    StepDtype dtype       # mp-dtypes
 
 
 cdef inline bint _dense_cpu(object t, DenseTensor* out) noexcept:
@@ -133,17 +140,65 @@ cdef inline bint _dense_cpu(object t, DenseTensor* out) noexcept:
     if (_shim.get_device_type(h, &device) != 0 or device != _shim.cpu
             or _shim.get_layout(h, &layout) != 0 or layout != _shim.strided
             or _shim.get_dtype(h, &dtype) != 0
-            or (dtype != _shim.float32 and dtype != _shim.float64)
+            or (dtype != _shim.float32 and dtype != _shim.float64
+                and dtype != _halves.bf16 and dtype != _halves.f16)
             or _shim.is_contiguous(h, &contiguous) != 0 or not contiguous
             or _shim.get_dim(h, &out.dim) != 0 or _shim.get_sizes(h, &out.sizes) != 0
             or _shim.get_numel(h, &out.numel) != 0 or _shim.get_data_ptr(h, &data) != 0):
         return False
     if data == NULL and out.numel != 0:
         return False
-    out.is_f32 = dtype == _shim.float32
+    out.is_f32 = dtype != _shim.float64
+    out.dtype = (DTYPE_F32 if dtype == _shim.float32 else DTYPE_F64 if dtype == _shim.float64
+                 else DTYPE_BF16 if dtype == _halves.bf16 else DTYPE_F16)
     out.data = <char*>data
-    out.nbytes = out.numel * (4 if out.is_f32 else 8)
+    out.nbytes = out.numel * (8 if out.dtype == DTYPE_F64 else 4 if out.dtype == DTYPE_F32
+                              else 2)
     return True
+
+
+# ---------------------------------------------------------------------------------------
+# mp-dtypes: bfloat16 / float16 tensors
+
+ctypedef struct TorchHalves:
+    int32_t bf16, f16     # the shim's dtype codes (-2: not bound, matches no tensor)
+    int lanes             # elements per step of torch's vector loop on this CPU (0: none)
+
+cdef TorchHalves _halves = TorchHalves(bf16=-2, f16=-2, lanes=32)
+cdef object _get_num_threads = None   # torch.get_num_threads
+
+
+def torch_bind_halves(int32_t bf16, int32_t f16, int lanes, object get_num_threads):
+    """Let the fast path take bfloat16/float16 tensors (the shim's dtype codes), with
+    torch's for-loop bits for ``lanes`` (its vector loop's elements per step on this CPU:
+    2 x Vectorized<BFloat16>::size(), 0 when it has none) at ``get_num_threads()`` threads,
+    read when a group with such tensors steps."""
+    global _get_num_threads
+    _halves.bf16, _halves.f16, _halves.lanes = bf16, f16, lanes
+    _get_num_threads = get_num_threads
+
+
+cdef inline int _numpy_typenum(StepDtype dtype) noexcept:
+    """The NumPy type number of a tensor's dtype (for its fused EMA average)."""
+    if dtype == DTYPE_F32:
+        return cnp.NPY_FLOAT
+    if dtype == DTYPE_F64:
+        return cnp.NPY_DOUBLE
+    if dtype == DTYPE_F16:
+        return cnp.NPY_FLOAT16
+    return fm_bfloat16_typenum if fm_bfloat16_typenum >= 0 else lookup_bfloat16()
+
+
+cdef inline int _half_rounding(WorkList work, bint once, bint has_half) except -1:
+    """The group's rounding of 16-bit tensors: fused=True gives torch's fused kernel's
+    (one rounding per stored value), else its for-loop's at torch's thread count now."""
+    if once:
+        set_rounding(&work.scalars, ROUND_ONCE, 1, _halves.lanes, 0)
+    else:
+        set_rounding(&work.scalars, ROUND_TORCH,
+                     _get_num_threads() if has_half and _get_num_threads is not None else 1,
+                     _halves.lanes, 0)
+    return 0
 
 
 cdef inline uint64_t _key_set(object t) noexcept:
@@ -222,7 +277,7 @@ cdef class TorchGroupCache:
 
 cdef inline bint _same_layout(const DenseTensor* a, const DenseTensor* b) noexcept:
     """Same dtype and shape, and disjoint memory."""
-    return (a.is_f32 == b.is_f32 and a.dim == b.dim
+    return (a.dtype == b.dtype and a.dim == b.dim
             and memcmp(a.sizes, b.sizes, a.dim * sizeof(int64_t)) == 0
             and not bytes_overlap(a.data, a.nbytes, b.data, b.nbytes))
 
@@ -250,7 +305,7 @@ cdef class TorchGroupPlan:
 def torch_sgd_group_plan(list params, object state, lr, momentum, dampening, weight_decay,
                          bint nesterov, bint maximize, new_buffer, TorchGroupCache checked,
                          list averages=None, decay=0.0, Py_ssize_t first_index=0,
-                         object run_ema=False):
+                         object run_ema=False, bint once=False):
     """Check and describe (write nothing) the step of every param of one torch.optim param
     group whose param, grad and momentum buffer are plain dense CPU float32/float64
     C-contiguous tensors, bit for bit as torch.optim.SGD's for-loop, in one multi-tensor
@@ -265,7 +320,9 @@ def torch_sgd_group_plan(list params, object state, lr, momentum, dampening, wei
     error messages). ``run_ema`` (not False): when torch has no param of this group to
     step, run the plan at once (as ``torch_sgd_run([plan], state, run_ema, decay)``, one
     call instead of two for a one-group optimizer) and return what that returns (an int)
-    instead of the plan. Raises (before
+    instead of the plan. ``once``: bfloat16/float16 tensors round once per stored value
+    (the group's ``fused=True``), else as torch's for-loop at torch.get_num_threads().
+    Raises (before
     anything is written) what ``new_buffer`` raises,
     torch's RuntimeError for an inference tensor outside inference mode, or ValueError for
     an average unlike its param."""
@@ -282,7 +339,7 @@ def torch_sgd_group_plan(list params, object state, lr, momentum, dampening, wei
     cdef DenseTensor pt, gt, bt
     cdef object p, g, buf
     cdef char* average_data
-    cdef bint first, fused_ema = averages is not None
+    cdef bint first, fused_ema = averages is not None, has_half = False
     if not PyDict_Check(state):
         raise TypeError("torch_sgd_group_plan: `state` must be a dict")
     if fused_ema and (len(averages) != n or not finite_in(decay_, 0.0, 1.0)):
@@ -317,10 +374,10 @@ def torch_sgd_group_plan(list params, object state, lr, momentum, dampening, wei
                 plan.held.append(buf)
         average_data = NULL
         if fused_ema and pt.numel:
-            if not (usable(averages[i], cnp.NPY_FLOAT if pt.is_f32 else cnp.NPY_DOUBLE, True)
+            if not (usable(averages[i], _numpy_typenum(pt.dtype), True)
                     and cnp.PyArray_SIZE(<cnp.ndarray>averages[i]) == pt.numel):
                 raise ValueError(f"SGD.step: ema: `params[{first_index + i}]` is now a "
-                                 f"{'float32' if pt.is_f32 else 'float64'} tensor of "
+                                 f"{str(p.dtype).replace('torch.', '')} tensor of "
                                  f"{pt.numel} elements; its average is "
                                  f"{_validation.describe(averages[i])} (the EMA averages "
                                  f"params of fixed dtype and shape)")
@@ -337,6 +394,9 @@ def torch_sgd_group_plan(list params, object state, lr, momentum, dampening, wei
             continue
         sgd_item(plan.work.append(pt.numel), &plan.work.scalars, pt.is_f32, pt.data, gt.data,
                  bt.data, average_data, first)
+        retype_item(&plan.work.items[plan.work.count - 1], pt.dtype)
+        has_half = has_half or pt.dtype == DTYPE_BF16 or pt.dtype == DTYPE_F16
+    _half_rounding(plan.work, once, has_half)
     cdef Py_ssize_t item
     if not order_free(plan.work.items, plan.work.count, checked.written):
         # aliased memory (new buffers are fresh memory and cannot be): torch steps the
@@ -423,10 +483,15 @@ def torch_sgd_clip_run(list plans, object state, object ema, double decay, objec
     ``optimizer.skipped_steps`` grows by one; with ``max_norm`` the coefficient is
     torch.nn.utils.clip_grad_norm_'s (times nothing else: ``grad_coef`` must then be 1),
     else ``grad_coef`` (AMP's 1/scale). ``optimizer.last_grad_norm`` is set to the total, in
-    this same call. Returns the number of params written."""
+    this same call. Returns the number of params written, or None (nothing done) when a
+    plan holds bfloat16/float16 params: their loops take no grad coefficient, so torch's
+    unscale and clip run first (fastmomentum.torch.SGD._scaled_step)."""
     cdef bint every_f32, measures = max_norm is not None or skip_if_nonfinite
     cdef double total = 0.0
     cdef TorchGroupPlan plan
+    for plan in plans:
+        if any_half(plan.work.items, plan.work.count):
+            return None
     if measures:
         total = _plans_norm(plans, inf_norm, &every_f32)
         if skip_if_nonfinite and total - total != 0.0:
@@ -452,7 +517,8 @@ def torch_grads_norm(list grads, bint inf_norm):
     cdef object g
     cdef bint every_f32 = True
     for g in grads:
-        if not (_dense_cpu(g, &gt) and _is_neg(g) is False):
+        if not (_dense_cpu(g, &gt) and _is_neg(g) is False
+                and (gt.dtype == DTYPE_F32 or gt.dtype == DTYPE_F64)):
             return None
         every_f32 = every_f32 and gt.is_f32
         if gt.numel == 0:

@@ -61,13 +61,43 @@ cdef inline bint usable(object x, int typenum, bint writeable) noexcept:
     return plain_array(x) and usable_array(<cnp.ndarray>x, typenum, writeable)
 
 
+# ---------------------------------------------------------------------------------------
+# mp-dtypes: ml_dtypes.bfloat16, a user-defined NumPy dtype; its type number is looked up
+# once, the first time an array of a user-defined dtype comes (ml_dtypes is imported only
+# then: it is an optional dependency). -1: not looked up yet; 0: no ml_dtypes.
+cdef extern from *:
+    """
+    static int fm_bfloat16_typenum = -1;
+    """
+    int fm_bfloat16_typenum
+
+
+cdef inline int lookup_bfloat16() noexcept:
+    global fm_bfloat16_typenum
+    try:
+        import numpy
+        import ml_dtypes
+        fm_bfloat16_typenum = numpy.dtype(ml_dtypes.bfloat16).num
+    except Exception:   # not installed (or broken): no array is bfloat16
+        fm_bfloat16_typenum = 0
+    return fm_bfloat16_typenum
+
+
+cdef inline bint is_bfloat16(int typenum) noexcept:
+    """``typenum`` is ml_dtypes.bfloat16's."""
+    if not cnp.PyTypeNum_ISUSERDEF(typenum):
+        return False
+    return typenum == (fm_bfloat16_typenum if fm_bfloat16_typenum >= 0 else lookup_bfloat16())
+
+
 cdef inline bint lead(object x, bint writeable) noexcept:
-    """The first array of a call: a usable float32 or float64 array (it fixes the dtype and
-    shape the others must match)."""
+    """The first array of a call: a usable float32, float64, float16 or bfloat16 array (it
+    fixes the dtype and shape the others must match)."""
     if not plain_array(x):
         return False
     cdef int typenum = cnp.PyArray_TYPE(<cnp.ndarray>x)
-    return ((typenum == cnp.NPY_FLOAT or typenum == cnp.NPY_DOUBLE)
+    return ((typenum == cnp.NPY_FLOAT or typenum == cnp.NPY_DOUBLE
+             or typenum == cnp.NPY_FLOAT16 or is_bfloat16(typenum))
             and usable_array(<cnp.ndarray>x, typenum, writeable))
 
 
