@@ -518,7 +518,7 @@ def multi_momentum_step(list params, grads, velocities, averages=None, *, lr, mo
              decay_)
     for i in range(n):
         x = params[i]
-        every_f32 = every_f32 and _is_f32(x)
+        every_f32 = every_f32 and cnp.PyArray_TYPE(<cnp.ndarray>x) == cnp.NPY_FLOAT
         if cnp.PyArray_SIZE(<cnp.ndarray>x) == 0:
             continue
         sgd_item(work.append(cnp.PyArray_SIZE(<cnp.ndarray>x)), &work.scalars,

@@ -148,34 +148,7 @@ cdef inline bint list_of(object x, Py_ssize_t n) noexcept:
     return type(x) is list and len(<list>x) == n
 
 
-
-# ---------------------------------------------------------------------------------------
-# mp-state: ml_dtypes.bfloat16 (NumPy has no bfloat16 of its own). Its type number is looked
-# up once, and ml_dtypes imported only when an array's dtype is not one of NumPy's own.
-
-cdef extern from *:
-    """
-    /* ml_dtypes.bfloat16's NumPy type number: -2 not looked up yet, -1 not installed */
-    static int fm_bfloat16_typenum = -2;
-    """
-    int fm_bfloat16_typenum
-    int NPY_USERDEF    # numpy/ndarraytypes.h: user-defined type numbers start here
-
-
 cdef inline int bfloat16_typenum() noexcept:
     """ml_dtypes.bfloat16's NumPy type number, or -1 when ml_dtypes is not installed."""
-    global fm_bfloat16_typenum
-    if fm_bfloat16_typenum == -2:
-        try:
-            import ml_dtypes
-            import numpy
-            fm_bfloat16_typenum = numpy.dtype(ml_dtypes.bfloat16).num
-        except Exception:  # ImportError, or an ml_dtypes without bfloat16
-            fm_bfloat16_typenum = -1
-    return fm_bfloat16_typenum
-
-
-cdef inline bint is_bfloat16(cnp.ndarray a) noexcept:
-    """``a`` holds ml_dtypes.bfloat16 (user-defined NumPy types only are asked)."""
-    cdef int typenum = cnp.PyArray_TYPE(a)
-    return typenum >= NPY_USERDEF and typenum == bfloat16_typenum()
+    cdef int typenum = fm_bfloat16_typenum if fm_bfloat16_typenum >= 0 else lookup_bfloat16()
+    return typenum if typenum > 0 else -1
