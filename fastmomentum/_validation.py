@@ -71,7 +71,7 @@ def check_lead_array(func, name, x, writeable=True):
 # mp-dtypes: float16 and bfloat16 (ml_dtypes.bfloat16, imported only when an array of a
 # dtype NumPy does not define comes: ml_dtypes is an optional dependency)
 
-_bfloat16 = []   # [ml_dtypes.bfloat16's np.dtype, or None without ml_dtypes], once looked up
+_bfloat16: list = []   # [ml_dtypes.bfloat16's np.dtype, or None without ml_dtypes], once looked up
 
 
 def bfloat16_dtype():
