@@ -17,6 +17,11 @@
 #include <math.h>
 #include <string.h>
 
+/* The two storage formats as distinct C types (Cython's fused types specialise on them;
+   the loops over them vectorise as over uint16_t arrays). */
+typedef struct { uint16_t bits; } fm_bf16;
+typedef struct { uint16_t bits; } fm_f16;
+
 static inline uint32_t fm_float_bits(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
 static inline float fm_bits_float(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
 

@@ -24,25 +24,8 @@ from libc.stdint cimport uint16_t, uint32_t, uint64_t
 
 from fm_core_table cimport (OP_EMA, ROUND_ONCE, ROUND_STOCHASTIC, ROUND_TORCH, StepScalars,
                             WorkItem)
-
-cdef extern from "fm_half.h" nogil:
-    float fm_bf16_to_float(uint16_t h)
-    uint16_t fm_float_to_bf16(float f)
-    float fm_f16_to_float(uint16_t h)
-    uint16_t fm_float_to_f16(float f)
-    uint32_t fm_float_bits(float f)
-    float fm_bits_float(uint32_t u)
-
-cdef extern from *:
-    """
-    /* distinct C types for the two 16-bit storage formats: Cython specialises on them */
-    typedef struct { uint16_t bits; } fm_bf16;
-    typedef struct { uint16_t bits; } fm_f16;
-    """
-    ctypedef struct fm_bf16:
-        uint16_t bits
-    ctypedef struct fm_f16:
-        uint16_t bits
+from fm_half cimport (fm_bf16, fm_bf16_to_float, fm_bits_float, fm_f16, fm_f16_to_float,
+                     fm_float_bits, fm_float_to_bf16, fm_float_to_f16)
 
 ctypedef fused half:
     fm_bf16

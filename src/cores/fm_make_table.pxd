@@ -13,7 +13,8 @@ from fm_core_table cimport (EMA_F32, EMA_F64, FM_CORE_TABLE_CAPSULE, FUSED_F32, 
 from fm_elementwise cimport ema_range, fused_range, momentum_range, sgd_range
 from fm_core_table cimport (EMA_BF16, EMA_F16, FUSED_BF16, FUSED_F16, MOMENTUM_BF16,
                             MOMENTUM_F16, SGD_BF16, SGD_F16)
-from fm_half_steps cimport fm_bf16, fm_f16, half_ema_range, half_step_range
+from fm_half cimport fm_bf16, fm_f16
+from fm_half_steps cimport half_ema_range, half_step_range
 from fm_ewm_coefficients cimport scan_coefficients
 from fm_ewm_loop cimport pandas_loop, pandas_series
 from fm_ewm_rows cimport rows_superblock

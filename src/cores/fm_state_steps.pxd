@@ -20,38 +20,22 @@ from libc.math cimport fmaf
 from libc.stdint cimport uint16_t, uint32_t
 
 from fm_core_table cimport StepScalars, WorkItem
-
-cdef extern from "fm_half.h" nogil:
-    float fm_bf16_to_float(uint16_t h)
-    uint16_t fm_float_to_bf16(float f)
-    float fm_f16_to_float(uint16_t h)
-    uint16_t fm_float_to_f16(float f)
-    uint32_t fm_float_bits(float f)
-    float fm_bits_float(uint32_t u)
-
-cdef extern from *:
-    """
-    typedef struct { uint16_t bits; } fm_bf16_t;   /* bfloat16 storage */
-    typedef struct { uint16_t bits; } fm_f16_t;    /* float16 storage */
-    """
-    ctypedef struct fm_bf16_t:
-        uint16_t bits
-    ctypedef struct fm_f16_t:
-        uint16_t bits
+from fm_half cimport (fm_bf16, fm_bf16_to_float, fm_bits_float, fm_f16, fm_f16_to_float,
+                     fm_float_bits, fm_float_to_bf16, fm_float_to_f16)
 
 # param: float32, or bfloat16 = the top half of a split master weight
 ctypedef fused param_t:
     float
-    fm_bf16_t
+    fm_bf16
 
 ctypedef fused grad_t:
     float
-    fm_bf16_t
+    fm_bf16
 
 ctypedef fused state_t:
     float
-    fm_bf16_t
-    fm_f16_t
+    fm_bf16
+    fm_f16
 
 
 cdef inline float _widen_grad(grad_t x) noexcept nogil:
@@ -64,7 +48,7 @@ cdef inline float _widen_grad(grad_t x) noexcept nogil:
 cdef inline float _widen_state(state_t x) noexcept nogil:
     if state_t is float:
         return x
-    elif state_t is fm_bf16_t:
+    elif state_t is fm_bf16:
         return fm_bf16_to_float(x.bits)
     else:
         return fm_f16_to_float(x.bits)
@@ -74,7 +58,7 @@ cdef inline void _store_state(state_t* dst, float v) noexcept nogil:
     """``v`` rounded to nearest even into the velocity's format."""
     if state_t is float:
         dst[0] = v
-    elif state_t is fm_bf16_t:
+    elif state_t is fm_bf16:
         dst[0].bits = fm_float_to_bf16(v)
     else:
         dst[0].bits = fm_float_to_f16(v)
@@ -99,8 +83,8 @@ cdef inline float _element(float w, float g, float* v, const StateScalars* k,
     return fmaf(g, k.neg_lr, w)
 
 
-cdef inline bint _split_pairs(fm_bf16_t* param, uint16_t* low_bits, const fm_bf16_t* grad,
-                              fm_bf16_t* velocity, Py_ssize_t pairs, const StateScalars* k,
+cdef inline bint _split_pairs(fm_bf16* param, uint16_t* low_bits, const fm_bf16* grad,
+                              fm_bf16* velocity, Py_ssize_t pairs, const StateScalars* k,
                               bint has_weight_decay, bint has_momentum, bint nesterov,
                               bint first_step) noexcept nogil:
     """state_loop's split step with bfloat16 grads and velocity, two elements at a time
@@ -149,7 +133,7 @@ cdef inline void state_loop(param_t* param, uint16_t* low_bits, const grad_t* gr
     cdef Py_ssize_t i, done = 0
     cdef float w, v = 0.0
     cdef uint32_t bits
-    if param_t is fm_bf16_t and grad_t is fm_bf16_t and state_t is fm_bf16_t:
+    if param_t is fm_bf16 and grad_t is fm_bf16 and state_t is fm_bf16:
         if _split_pairs(param, low_bits, grad, velocity, n // 2, k, has_weight_decay,
                         has_momentum, nesterov, first_step):
             done = n - n % 2
@@ -222,7 +206,7 @@ cdef inline void state_range(param_t* param, const grad_t* grad_format, state_t*
     k.weight_decay = <float>s.sgd.weight_decay
     k.maximize = s.sgd.maximize
     _unswitched(param + start,
-                <uint16_t*>w.low_bits + start if param_t is fm_bf16_t else NULL,
+                <uint16_t*>w.low_bits + start if param_t is fm_bf16 else NULL,
                 <const grad_t*>w.grad + start,
                 <state_t*>w.velocity + start if has_momentum else NULL, stop - start, &k,
                 s.sgd.weight_decay != 0.0, has_momentum, s.sgd.nesterov and has_momentum,
@@ -236,33 +220,33 @@ cdef inline void state_range(param_t* param, const grad_t* grad_format, state_t*
 
 cdef inline void momentum_f32_bf16_state(float* param, const StepScalars* s, const WorkItem* w,
                                          Py_ssize_t start, Py_ssize_t stop) noexcept nogil:
-    state_range(param, <const float*>NULL, <fm_bf16_t*>NULL, s, w, start, stop)
+    state_range(param, <const float*>NULL, <fm_bf16*>NULL, s, w, start, stop)
 
 
 cdef inline void momentum_f32_f16_state(float* param, const StepScalars* s, const WorkItem* w,
                                         Py_ssize_t start, Py_ssize_t stop) noexcept nogil:
-    state_range(param, <const float*>NULL, <fm_f16_t*>NULL, s, w, start, stop)
+    state_range(param, <const float*>NULL, <fm_f16*>NULL, s, w, start, stop)
 
 
-cdef inline void split_grad_f32_state_f32(fm_bf16_t* param, const StepScalars* s,
+cdef inline void split_grad_f32_state_f32(fm_bf16* param, const StepScalars* s,
                                           const WorkItem* w, Py_ssize_t start,
                                           Py_ssize_t stop) noexcept nogil:
     state_range(param, <const float*>NULL, <float*>NULL, s, w, start, stop)
 
 
-cdef inline void split_grad_f32_state_bf16(fm_bf16_t* param, const StepScalars* s,
+cdef inline void split_grad_f32_state_bf16(fm_bf16* param, const StepScalars* s,
                                            const WorkItem* w, Py_ssize_t start,
                                            Py_ssize_t stop) noexcept nogil:
-    state_range(param, <const float*>NULL, <fm_bf16_t*>NULL, s, w, start, stop)
+    state_range(param, <const float*>NULL, <fm_bf16*>NULL, s, w, start, stop)
 
 
-cdef inline void split_grad_bf16_state_f32(fm_bf16_t* param, const StepScalars* s,
+cdef inline void split_grad_bf16_state_f32(fm_bf16* param, const StepScalars* s,
                                            const WorkItem* w, Py_ssize_t start,
                                            Py_ssize_t stop) noexcept nogil:
-    state_range(param, <const fm_bf16_t*>NULL, <float*>NULL, s, w, start, stop)
+    state_range(param, <const fm_bf16*>NULL, <float*>NULL, s, w, start, stop)
 
 
-cdef inline void split_grad_bf16_state_bf16(fm_bf16_t* param, const StepScalars* s,
+cdef inline void split_grad_bf16_state_bf16(fm_bf16* param, const StepScalars* s,
                                             const WorkItem* w, Py_ssize_t start,
                                             Py_ssize_t stop) noexcept nogil:
-    state_range(param, <const fm_bf16_t*>NULL, <fm_bf16_t*>NULL, s, w, start, stop)
+    state_range(param, <const fm_bf16*>NULL, <fm_bf16*>NULL, s, w, start, stop)
