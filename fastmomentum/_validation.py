@@ -452,27 +452,7 @@ def prepare_ewm_mean(x, com, span, halflife, alpha, min_periods, axis, out,
 
 
 # ---------------------------------------------------------------------------------------
-# mp-state: fewer-byte momentum (momentum_dtype) and ml_dtypes.bfloat16
-
-_BFLOAT16: "list[np.dtype | None]" = []  # ml_dtypes.bfloat16, or None; filled on first need
-
-
-def bfloat16_dtype():
-    """ml_dtypes.bfloat16 as a NumPy dtype, or None when ml_dtypes is not installed;
-    imported only the first time a caller asks."""
-    if not _BFLOAT16:
-        try:
-            import ml_dtypes
-            _BFLOAT16.append(np.dtype(ml_dtypes.bfloat16))
-        except ImportError:
-            _BFLOAT16.append(None)
-    return _BFLOAT16[0]
-
-
-def _is_bfloat16(dtype):
-    # NumPy's own dtypes have isbuiltin 1: ml_dtypes is imported only for a user-defined (2)
-    return dtype.isbuiltin == 2 and dtype == bfloat16_dtype()
-
+# mp-state: fewer-byte momentum (momentum_dtype)
 
 #: the velocity formats a float32 param can keep its momentum in (momentum_dtype=)
 STATE_DTYPE_NAMES = ("bfloat16", "float16")
@@ -493,7 +473,7 @@ def check_momentum_dtype(func, momentum_dtype):
         dtype = None
     if dtype is not None and dtype == np.float16:
         return "float16", dtype
-    if dtype is not None and _is_bfloat16(dtype):
+    if dtype is not None and is_bfloat16(dtype):
         return "bfloat16", dtype
     raise TypeError(f"{func}: `momentum_dtype` must be bfloat16 (ml_dtypes.bfloat16 or "
                     f"'bfloat16') or float16 (np.float16 or 'float16'), or None for the "
