@@ -221,6 +221,11 @@ class SGD:
         if self.momentum_dtype is not None and (clip_grad_norm is not None
                                                 or skip_if_nonfinite):
             _state_without_clipping("SGD")
+        if (clip_grad_norm is not None or skip_if_nonfinite) and any(
+                p.dtype.itemsize == 2 for p in self.params):
+            raise TypeError("SGD: `clip_grad_norm` and `skip_if_nonfinite` need float32 or "
+                            "float64 params; got a bfloat16/float16 param (clip its grads "
+                            "first, in float32)")
         self.lr, self.momentum, self.dampening = lr, momentum, dampening
         self.weight_decay, self.nesterov, self.maximize = weight_decay, nesterov, maximize
         if ema is not None:

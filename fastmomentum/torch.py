@@ -228,9 +228,7 @@ class SGD(Optimizer):
             master_weights, ema, differentiable)
         if self.momentum_dtype is not None:
             if self.clip_grad_norm is not None or self.skip_if_nonfinite:
-                raise ValueError("SGD: `clip_grad_norm` and `skip_if_nonfinite` are not "
-                                 "available with `momentum_dtype` or master_weights='split' "
-                                 "(clip first with fastmomentum.torch.clip_grad_norm_)")
+                _no_clipping_with_state("SGD")
             if flat:
                 raise ValueError("SGD: `flat=True` is not available with `momentum_dtype` "
                                  "or master_weights='split'")
@@ -288,8 +286,10 @@ class SGD(Optimizer):
     def __getstate__(self):
         state = super().__getstate__()
         state["ema"] = self.ema  # copies and pickles keep the EMA
-        for name in _CLIP_ATTRIBUTES:  # and the clipping options and counters
+        for name in _CLIP_ATTRIBUTES:  # and the clipping options and counters,
             state[name] = getattr(self, name)
+        state["master_weights"] = self.master_weights  # and the state formats
+        state["momentum_dtype"] = self.momentum_dtype
         return state
 
     def __setstate__(self, state):
@@ -369,24 +369,20 @@ class SGD(Optimizer):
                 self.state[p]["momentum_buffer"] = buffer
 
     def _torch_step_halves(self, group, params):
-        """Step the bfloat16/float16 params of a ``fused`` group (or of a step with a
-        grad scale, which makes torch take its fused kernel) outside torch's fused kernel,
-        which is wrong for them in torch 2.13 (pytorch #191763): torch's float32 for-loop
-        on float32 copies, each stored value rounded once, as torch 2.14's fused kernel
-        (and the fast path's fused=True) computes. Returns the params left to torch."""
-        grad_scale = getattr(self, "grad_scale", None)
-        found_inf = getattr(self, "found_inf", None)
-        if not (group["fused"] or grad_scale is not None or found_inf is not None):
+        """Step the bfloat16/float16 params of a ``fused`` group outside torch's fused
+        kernel, which is wrong for them in torch 2.13 (pytorch #191763): torch's float32
+        for-loop on float32 copies, each stored value rounded once, as torch 2.14's fused
+        kernel (and the fast path's fused=True) computes. Returns the params left to torch.
+        (AMP's grad_scale/found_inf never get here: _scaled_step unscaled the grads, or
+        skipped the step, before.)"""
+        if not group["fused"]:
             return params
         halves = [p for p in params if p.grad is not None and p.dtype in _HALF_DTYPES]
         if not halves:
             return params
-        if found_inf is not None and float(found_inf) != 0.0:   # a skipped step
-            return [p for p in params if p.dtype not in _HALF_DTYPES]
         with torch.no_grad():
             wide = [p.detach().float() for p in halves]
-            grads = [p.grad.float() if grad_scale is None else p.grad.float() / grad_scale
-                     for p in halves]
+            grads = [p.grad.float() for p in halves]
             buffers = [self.state[p].get("momentum_buffer") for p in halves]
             wide_buffers = [None if b is None else b.float() for b in buffers]
             _torch_sgd(wide, grads, wide_buffers, weight_decay=group["weight_decay"],
@@ -457,6 +453,8 @@ class SGD(Optimizer):
         if (self.clip_grad_norm is not None or self.skip_if_nonfinite
                 or getattr(self, "grad_scale", None) is not None
                 or getattr(self, "found_inf", None) is not None):
+            if self.momentum_dtype is not None:  # (GradScaler unscales itself: see __init__)
+                _no_clipping_with_state("SGD.step")
             return self._scaled_step(loss)
         return self._step_grads(loss)
 
@@ -537,13 +535,13 @@ class SGD(Optimizer):
         # AMP's unscaling in double then rounded to float32, as GradScaler.unscale_
         inv_scale = (None if grad_scale is None
                      else grad_scale.double().reciprocal().float())
+        ema = self.ema
+        decay = self._ema_decay()   # these two refuse bad input and write nothing: before
+        plans, torch_groups = self._plan(decay, ema is not None)  # any grad is unscaled
         if measures and inv_scale is not None:
             # torch's recipe (scaler.unscale_, then the clip): the norm is of unscaled grads
             self._unscale_grads(inv_scale)
             inv_scale = None
-        ema = self.ema
-        decay = self._ema_decay()
-        plans, torch_groups = self._plan(decay, ema is not None)
         if not torch_groups:
             written = _kernels.torch_sgd_clip_run(
                 plans, self.state, None if ema is None else ema._ema, decay, self, clip,
@@ -579,6 +577,14 @@ class SGD(Optimizer):
         for (device, _), grads in by_key.items():
             torch._amp_foreach_non_finite_check_and_unscale_(
                 grads, torch.zeros(1, device=device), inv_scale.to(device))
+
+
+def _no_clipping_with_state(func):
+    raise ValueError(f"{func}: `clip_grad_norm`, `skip_if_nonfinite` and AMP's `grad_scale`/"
+                     f"`found_inf` are not available with `momentum_dtype` or "
+                     f"master_weights='split' (clip first with "
+                     f"fastmomentum.torch.clip_grad_norm_; GradScaler unscales the grads "
+                     f"itself for such an optimizer)")
 
 
 def _amp_tensors(grad_scale, found_inf):

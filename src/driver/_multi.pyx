@@ -379,6 +379,7 @@ def momentum_step(param, grad, velocity, *, lr, momentum=0.0, dampening=0.0,
     cdef StepScalars s
     cdef WorkItem w
     cdef bint ok = False
+    _rounding(&s, "momentum_step", rounding, torch_threads, seed, step)  # checked for all
     if momentum_dtype is not None:  # mp-state: fewer-byte momentum (fastmomentum._state)
         return _state().momentum_step_state(param, grad, velocity, lr, momentum, dampening,
                                             weight_decay, nesterov_, maximize_, first_step_,
@@ -400,7 +401,6 @@ def momentum_step(param, grad, velocity, *, lr, momentum=0.0, dampening=0.0,
         refused("momentum_step", _validation.check_momentum_step,
                 (param, grad, velocity, lr, momentum, dampening, weight_decay, nesterov,
                  maximize, first_step))
-    _rounding(&s, "momentum_step", rounding, torch_threads, seed, step)
     set_scalars(&s, lr_, momentum_, dampening_, weight_decay_, nesterov_, maximize_, 0.0)
     sgd_item(&w, &s, _is_f32_or_half(param), _bytes(param), _bytes(grad),
              NULL if momentum_ == 0.0 else _bytes(velocity), NULL, first_step_)
