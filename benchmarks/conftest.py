@@ -14,11 +14,21 @@ def case_params(cases):
             for c in cases]
 
 
+#: whole-model cases moving more than this per call are timed in a few fixed rounds
+BIG_CASE_BYTES = 1 << 28
+
+
 @pytest.fixture
 def run_case(benchmark):
-    def run(case):
+    """Time a case; with ``few_rounds_when_big``, cases over BIG_CASE_BYTES get 5 rounds
+    of one call (pytest-benchmark's calibration would take minutes on them)."""
+    def run(case, few_rounds_when_big=False):
         benchmark.group = case.group
         benchmark.extra_info.update(impl=case.impl, size=case.size, dtype=case.dtype,
                                     bytes_moved=case.bytes_moved, **case.params)
-        benchmark(case.make())
+        fn = case.make()
+        if few_rounds_when_big and case.bytes_moved > BIG_CASE_BYTES:
+            benchmark.pedantic(fn, rounds=5, iterations=1, warmup_rounds=1)
+        else:
+            benchmark(fn)
     return run

@@ -8,17 +8,7 @@ from conftest import case_params
 
 from fastmomentum.benchcases.models import model_cases
 
-#: Cases moving more than this many bytes per call get a fixed, small number of rounds.
-BIG_CASE_BYTES = 1 << 28
-
 
 @pytest.mark.parametrize("case", case_params(model_cases()))
-def test_model_step(benchmark, case):
-    benchmark.group = case.group
-    benchmark.extra_info.update(impl=case.impl, size=case.size, dtype=case.dtype,
-                                bytes_moved=case.bytes_moved, **case.params)
-    fn = case.make()
-    if case.bytes_moved > BIG_CASE_BYTES:
-        benchmark.pedantic(fn, rounds=5, iterations=1, warmup_rounds=1)
-    else:
-        benchmark(fn)
+def test_model_step(run_case, case):
+    run_case(case, few_rounds_when_big=True)
