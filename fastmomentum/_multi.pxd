@@ -81,6 +81,7 @@ cdef inline void set_scalars(StepScalars* s, double lr, double momentum, double 
     s.sgd.first_step = False    # per item: WorkItem.first_step
     s.decay = decay
     s.grad_coef = 1.0           # no clipping or unscaling (see fm_core_table.StepScalars)
+    s.stores_grad = False       # grads read only
 
 
 # ---------------------------------------------------------------------------------------

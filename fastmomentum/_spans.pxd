@@ -23,6 +23,8 @@ cdef class WrittenSpans:
 
 
 cdef int order_free(const WorkItem* items, Py_ssize_t count, WrittenSpans written) except -1
+cdef Py_ssize_t record_grads(const WorkItem* items, Py_ssize_t count, WrittenSpans spans,
+                             Py_ssize_t slot) except -1
 cdef int safe_threads(const WorkItem* items, Py_ssize_t count, Py_ssize_t total,
                       WrittenSpans written) except -1
 

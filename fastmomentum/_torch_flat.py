@@ -181,15 +181,20 @@ def flatten(param_groups, first_group=0):
             for group in param_groups]
 
 
-def flat_step(opt):
-    """One step of an SGD(flat=True): per flat bucket one scan, then every bucket's runs in
-    one torch_sgd_run; groups the fast path does not take (see SGD._fast_path_fits) are
-    stepped by torch over the same views. Returns the number of carriers stepped."""
+def _plan_buckets(opt, torch_steps):
+    """Per flat bucket one scan (and repair), then its plan: ``(plans, finish)``, where
+    ``finish()`` does a run's bookkeeping after the plans ran (the params' version counters,
+    the first steps' momentum buffers, ``kernel_params``) and returns the number of
+    carriers stepped. Groups the fast path does not take (see SGD._fast_path_fits) are
+    stepped by torch over the same views at once when ``torch_steps``; the caller of
+    ``torch_steps=False`` has checked that every group fits."""
     plans, stepped, first_params, segments = [], [], [], 0
     carrier_state = opt._flat_carrier_state
     state = opt.state
     for g, (group, buckets) in enumerate(zip(opt.param_groups, opt._flat_buckets)):
         if not opt._fast_path_fits(group):
+            if not torch_steps:
+                raise AssertionError("SGD.step: flat=True: a group the kernels cannot step")
             opt._torch_step(group, group["params"])
             continue
         momentum = group["momentum"]
@@ -211,15 +216,34 @@ def flat_step(opt):
             segments += len(carriers)
     if any(plan.others for plan in plans):  # carriers are plain: cannot happen
         raise AssertionError("SGD.step: flat=True: a flat buffer was refused by the kernels")
-    _kernels.torch_sgd_run(plans, carrier_state)
-    # the kernels bumped the carriers' version counter, which the params do not share:
-    # bump theirs as torch's in-place step does (autograd refuses stale saved weights)
-    if stepped:
-        _increment_version(stepped)
-    for bucket, i in first_params:
-        state[bucket.params[i]]["momentum_buffer"] = bucket.momentum_views[i]
-    opt.kernel_params = len(stepped)
-    return segments
+
+    def finish():
+        # the kernels bumped the carriers' version counter, which the params do not share:
+        # bump theirs as torch's in-place step does (autograd refuses stale saved weights)
+        if stepped:
+            _increment_version(stepped)
+        for bucket, i in first_params:
+            state[bucket.params[i]]["momentum_buffer"] = bucket.momentum_views[i]
+        opt.kernel_params = len(stepped)
+        return segments
+    return plans, finish
+
+
+def flat_step(opt):
+    """One step of an SGD(flat=True): per flat bucket one scan, then every bucket's runs in
+    one torch_sgd_run; groups the fast path does not take are stepped by torch over the
+    same views. Returns the number of carriers stepped."""
+    plans, finish = _plan_buckets(opt, True)
+    _kernels.torch_sgd_run(plans, opt._flat_carrier_state)
+    return finish()
+
+
+def flat_scaled_plans(opt):
+    """The plans of a clipped / AMP step of an SGD(flat=True) whose every group the kernels
+    step (the caller checked): the scans and repairs of flat_step, one plan per bucket, so
+    that torch_sgd_clip_run makes one norm pass and one step call per flat buffer.
+    Returns ``(plans, finish)`` as _plan_buckets."""
+    return _plan_buckets(opt, False)
 
 
 def zero_grad(opt):

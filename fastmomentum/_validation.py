@@ -253,9 +253,12 @@ def _check_list(func, name, x, n):
 
 
 def check_multi_step(params, grads, velocities, averages, lr, momentum, dampening,
-                     weight_decay, nesterov, maximize, decay, func="SGD.step"):
+                     weight_decay, nesterov, maximize, decay, func="SGD.step",
+                     write_grads=False):
     """The checks of :func:`check_momentum_step` for every ``params[i]``, naming the index;
-    ``averages`` (or None) are the EMA averages updated in the same pass with ``decay``."""
+    ``averages`` (or None) are the EMA averages updated in the same pass with ``decay``;
+    ``write_grads``: the step stores the clipped grads (write_clipped_grads), which must
+    then be writable."""
     check_sgd_hyper(func, lr, momentum, dampening, weight_decay, nesterov)
     check_scalar(func, "decay", decay, high=1.0, label="decay")
     n = len(params)
@@ -267,7 +270,7 @@ def check_multi_step(params, grads, velocities, averages, lr, momentum, dampenin
     for i in range(n):
         p, g = params[i], grads[i]
         check_lead_array(func, f"params[{i}]", p)
-        check_like(func, f"grads[{i}]", g, f"params[{i}]", p, writeable=False)
+        check_like(func, f"grads[{i}]", g, f"params[{i}]", p, writeable=write_grads)
         check_disjoint(func, f"grads[{i}]", g, f"params[{i}]", p)
         others = [(f"params[{i}]", p), (f"grads[{i}]", g)]
         if momentum != 0:
@@ -281,6 +284,30 @@ def check_multi_step(params, grads, velocities, averages, lr, momentum, dampenin
             check_like(func, f"averages[{i}]", a, f"params[{i}]", p, writeable=True)
             for other_name, other in others:
                 check_disjoint(func, f"averages[{i}]", a, other_name, other)
+
+
+def check_grads_apart(func, params, grads, velocities, averages):
+    """write_clipped_grads=True: no grad shares memory with another grad, or with any
+    param, momentum buffer or average (the step stores into each grad as it goes)."""
+    named = [(f"grads[{i}]", g) for i, g in enumerate(grads)]
+    others = [(f"params[{i}]", p) for i, p in enumerate(params)]
+    others += [(f"momentum_buffers[{i}]", v) for i, v in enumerate(velocities or ())]
+    others += [(f"averages[{i}]", a) for i, a in enumerate(averages or ())]
+    for k, (name, g) in enumerate(named):
+        for other_name, other in named[k + 1:] + others:
+            if g.size and _overlap(g, other):
+                raise ValueError(f"{func}: write_clipped_grads=True: `{name}` shares memory "
+                                 f"with `{other_name}` (the step stores each clipped grad "
+                                 f"in place: grads must be apart from each other and from "
+                                 f"the params and state)")
+
+
+def check_write_clipped_grads(func, value):
+    """``write_clipped_grads`` must be True or False; returns it as a bool."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{func}: `write_clipped_grads` must be True or False; got "
+                        f"{_short(value)}")
+    return bool(value)
 
 
 def check_clipping(func, max_norm, norm_type, skip_if_nonfinite):

@@ -103,7 +103,7 @@ class SGD:
 
     def __init__(self, params, lr, momentum=0.0, dampening=0.0, weight_decay=0.0,
                  nesterov=False, maximize=False, *, clip_grad_norm=None, norm_type=2.0,
-                 skip_if_nonfinite=False):
+                 skip_if_nonfinite=False, write_clipped_grads=False):
         _validation.check_sgd_hyper("SGD", lr, momentum, dampening, weight_decay, nesterov)
         clip_grad_norm, norm_type = _validation.check_clipping(
             "SGD", clip_grad_norm, norm_type, skip_if_nonfinite)
@@ -115,6 +115,8 @@ class SGD:
         self.weight_decay, self.nesterov, self.maximize = weight_decay, nesterov, maximize
         self.clip_grad_norm, self.norm_type = clip_grad_norm, norm_type
         self.skip_if_nonfinite = bool(skip_if_nonfinite)
+        self.write_clipped_grads = _validation.check_write_clipped_grads(
+            "SGD", write_clipped_grads)
         self.momentum_buffers = None
         self.steps = 0
         self.last_grad_norm = None
@@ -125,9 +127,13 @@ class SGD:
         first_step = self.momentum != 0 and self.momentum_buffers is None
         buffers = ([np.empty_like(p) for p in self.params] if first_step
                    else self.momentum_buffers)
+        writes = _validation.check_write_clipped_grads("SGD.step", self.write_clipped_grads)
         _validation.check_multi_step(self.params, grads, buffers, None, self.lr,
                                      self.momentum, self.dampening, self.weight_decay,
-                                     self.nesterov, self.maximize, 0.0)
+                                     self.nesterov, self.maximize, 0.0, "SGD.step", writes)
+        if writes:
+            _validation.check_grads_apart("SGD.step", self.params, grads,
+                                          buffers if self.momentum != 0 else None, None)
         clip, norm_type = _validation.check_clipping(
             "SGD.step", self.clip_grad_norm, self.norm_type, self.skip_if_nonfinite)
         if clip is not None or self.skip_if_nonfinite:
@@ -135,11 +141,14 @@ class SGD:
                              else np.float64)
             total = float(dtype.type(_total_norm(grads, norm_type)))
             self.last_grad_norm = total
+            coef = None if clip is None else clip_coefficient(total, clip, dtype)
+            if coef is not None and writes:  # clip_grad_norm_'s in-place scaling
+                for g in grads:
+                    g *= g.dtype.type(coef)
             if self.skip_if_nonfinite and not math.isfinite(total):
                 self.skipped_steps += 1
                 return
-            if clip is not None:
-                coef = clip_coefficient(total, clip, dtype)
+            if coef is not None and not writes:
                 grads = [g * g.dtype.type(coef) for g in grads]
         for i, (p, g) in enumerate(zip(self.params, grads)):
             momentum_step(p, g, buffers[i] if buffers else None, lr=self.lr,

@@ -9,7 +9,9 @@
     sgd_step(&param[0], &grad[0], &velocity[0], n, &opts)   # float* or double*
 
 ``sgd_step_scaled`` / ``sgd_ema_step_scaled`` read each grad as ``grad * coef`` (rounded
-to the buffer's type, not written back): global-norm clipping, AMP unscaling.
+to the buffer's type, not written back): global-norm clipping, AMP unscaling;
+``sgd_step_scaled_store`` / ``sgd_ema_step_scaled_store`` also store that product back into
+the (writable) grad, in the same pass.
 
 The entry points (``sgd_step``, ``sgd_ema_step``, ``ema_step``) take the hyper-parameters
 as ``fastmomentum.momentum_step`` does, in double, in one ``SgdParams`` struct, and round
@@ -43,22 +45,30 @@ cdef inline real fused_multiply_add(real a, real b, real c) noexcept nogil:
 
 
 cdef inline real read_grad(const real* grad, Py_ssize_t i, bint maximize, real grad_coef,
-                           bint scales_grad) noexcept nogil:
+                           bint scales_grad, bint stores_grad) noexcept nogil:
     """``±grad[i]``, times ``grad_coef`` rounded to the dtype first when ``scales_grad`` (torch's
     ``clip_grad_norm_`` ``g.mul_(coef)`` and GradScaler's ``g * inv_scale``, then the step).
-    Every loop takes ``scales_grad`` as a constant, so the unscaled loops do not pay for it."""
+    ``stores_grad``: that product is also stored back into ``grad[i]`` (what torch's in-place
+    ``g.mul_(coef)`` leaves; the caller's grad buffer is then writable): 4 more bytes an
+    element in the pass that reads it anyway, instead of a separate 8-byte pass. Every loop
+    takes both flags as constants, so the loops that do not scale or store do not pay for
+    them."""
     cdef real g = grad[i] * grad_coef if scales_grad else grad[i]
+    if stores_grad:
+        (<real*>grad)[i] = g
     return -g if maximize else g
 
 
 cdef inline void sgd_scaled_kernel(real* param, const real* grad, Py_ssize_t n, real neg_lr,
                                    real weight_decay, bint has_weight_decay, bint maximize,
-                                   real grad_coef, bint scales_grad) noexcept nogil:
-    """``sgd_kernel`` on ``grad * grad_coef`` (rounded) when ``scales_grad``."""
+                                   real grad_coef, bint scales_grad,
+                                   bint stores_grad) noexcept nogil:
+    """``sgd_kernel`` on ``grad * grad_coef`` (rounded) when ``scales_grad``, the product
+    stored into ``grad`` when ``stores_grad`` (see read_grad)."""
     cdef Py_ssize_t i
     cdef real g
     for i in range(n):
-        g = read_grad(grad, i, maximize, grad_coef, scales_grad)
+        g = read_grad(grad, i, maximize, grad_coef, scales_grad, stores_grad)
         if has_weight_decay:
             g = fused_multiply_add(param[i], weight_decay, g)
         param[i] = fused_multiply_add(g, neg_lr, param[i])
@@ -69,7 +79,7 @@ cdef inline void sgd_kernel(real* param, const real* grad, Py_ssize_t n,
                             bint has_weight_decay, bint maximize) noexcept nogil:
     """Momentum-free SGD: ``param -= lr * (±grad + weight_decay*param)``."""
     sgd_scaled_kernel(param, grad, n, neg_lr, weight_decay, has_weight_decay, maximize, 1,
-                      False)
+                      False, False)
 
 
 cdef inline void momentum_scaled_kernel(real* param, const real* grad, real* velocity,
@@ -77,12 +87,13 @@ cdef inline void momentum_scaled_kernel(real* param, const real* grad, real* vel
                                         real one_minus_dampening, real weight_decay,
                                         bint has_weight_decay, bint nesterov, bint maximize,
                                         bint first_step, real grad_coef,
-                                        bint scales_grad) noexcept nogil:
-    """``momentum_kernel`` on ``grad * grad_coef`` (rounded) when ``scales_grad``."""
+                                        bint scales_grad, bint stores_grad) noexcept nogil:
+    """``momentum_kernel`` on ``grad * grad_coef`` (rounded) when ``scales_grad``, the product
+    stored into ``grad`` when ``stores_grad`` (see read_grad)."""
     cdef Py_ssize_t i
     cdef real g, v
     for i in range(n):
-        g = read_grad(grad, i, maximize, grad_coef, scales_grad)
+        g = read_grad(grad, i, maximize, grad_coef, scales_grad, stores_grad)
         if has_weight_decay:
             g = fused_multiply_add(param[i], weight_decay, g)
         # velocity[i] is read even on the first step so the loop stays branch-free (the
@@ -104,7 +115,7 @@ cdef inline void momentum_kernel(real* param, const real* grad, real* velocity, 
     """
     momentum_scaled_kernel(param, grad, velocity, n, neg_lr, momentum, one_minus_dampening,
                            weight_decay, has_weight_decay, nesterov, maximize, first_step, 1,
-                           False)
+                           False, False)
 
 
 cdef inline void ema_kernel(real* average, const real* value, Py_ssize_t n,
@@ -121,8 +132,10 @@ cdef inline void momentum_ema_scaled_kernel(real* param, const real* grad, real*
                                             real weight_decay, bint has_weight_decay,
                                             bint has_momentum, bint nesterov, bint maximize,
                                             bint first_step, real decay, real one_minus_decay,
-                                            real grad_coef, bint scales_grad) noexcept nogil:
-    """``momentum_ema_kernel`` on ``grad * grad_coef`` (rounded) when ``scales_grad``."""
+                                            real grad_coef, bint scales_grad,
+                                            bint stores_grad) noexcept nogil:
+    """``momentum_ema_kernel`` on ``grad * grad_coef`` (rounded) when ``scales_grad``, the
+    product stored into ``grad`` when ``stores_grad`` (see read_grad)."""
     cdef Py_ssize_t start = 0, block
     # 32k elements: a block of new weights stays in L2 between the two loops, and each loop
     # streams runs long enough for the hardware prefetchers. Measured at 16M float32: one
@@ -135,10 +148,10 @@ cdef inline void momentum_ema_scaled_kernel(real* param, const real* grad, real*
             momentum_scaled_kernel(param + start, grad + start, velocity + start, block,
                                    neg_lr, momentum, one_minus_dampening, weight_decay,
                                    has_weight_decay, nesterov, maximize, first_step,
-                                   grad_coef, scales_grad)
+                                   grad_coef, scales_grad, stores_grad)
         else:
             sgd_scaled_kernel(param + start, grad + start, block, neg_lr, weight_decay,
-                              has_weight_decay, maximize, grad_coef, scales_grad)
+                              has_weight_decay, maximize, grad_coef, scales_grad, stores_grad)
         ema_kernel(average + start, param + start, block, decay, one_minus_decay)
         start += block
 
@@ -157,7 +170,7 @@ cdef inline void momentum_ema_kernel(real* param, const real* grad, real* veloci
     momentum_ema_scaled_kernel(param, grad, velocity, average, n, neg_lr, momentum,
                                one_minus_dampening, weight_decay, has_weight_decay,
                                has_momentum, nesterov, maximize, first_step, decay,
-                               one_minus_decay, 1, False)
+                               one_minus_decay, 1, False, False)
 
 
 # ---------------------------------------------------------------------------------------
@@ -170,6 +183,22 @@ ctypedef struct SgdParams:
     bint first_step   # torch's first step: velocity := g (its contents are not read)
 
 
+cdef inline void _sgd_step_with(real* param, const real* grad, real* velocity, Py_ssize_t n,
+                                const SgdParams* p, real grad_coef, bint scales_grad,
+                                bint stores_grad) noexcept nogil:
+    """The loop of ``p`` (with or without momentum); its callers pass the flags as
+    constants (one specialised loop per call site)."""
+    if p.momentum == 0.0:
+        sgd_scaled_kernel(param, grad, n, <real>-p.lr, <real>p.weight_decay,
+                          p.weight_decay != 0.0, p.maximize, grad_coef, scales_grad,
+                          stores_grad)
+    else:
+        momentum_scaled_kernel(param, grad, velocity, n, <real>-p.lr, <real>p.momentum,
+                               <real>(1.0 - p.dampening), <real>p.weight_decay,
+                               p.weight_decay != 0.0, p.nesterov, p.maximize, p.first_step,
+                               grad_coef, scales_grad, stores_grad)
+
+
 cdef inline void sgd_step_scaled(real* param, const real* grad, real* velocity, Py_ssize_t n,
                                  const SgdParams* p, double grad_coef) noexcept nogil:
     """``sgd_step`` with the gradient ``grad * grad_coef`` (``grad_coef`` rounded to the
@@ -177,23 +206,21 @@ cdef inline void sgd_step_scaled(real* param, const real* grad, real* velocity, 
     the bits of torch's ``g.mul_(clip_coef)`` (``clip_grad_norm_``) or of GradScaler's
     unscaling, then ``torch.optim.SGD``'s step. ``grad_coef == 1`` runs ``sgd_step``'s own
     loops (multiplying by 1 changes no bit)."""
-    cdef bint scales = grad_coef != 1.0
-    if p.momentum == 0.0:
-        if scales:
-            sgd_scaled_kernel(param, grad, n, <real>-p.lr, <real>p.weight_decay,
-                              p.weight_decay != 0.0, p.maximize, <real>grad_coef, True)
-        else:
-            sgd_kernel(param, grad, n, <real>-p.lr, <real>p.weight_decay,
-                       p.weight_decay != 0.0, p.maximize)
-    elif scales:
-        momentum_scaled_kernel(param, grad, velocity, n, <real>-p.lr, <real>p.momentum,
-                               <real>(1.0 - p.dampening), <real>p.weight_decay,
-                               p.weight_decay != 0.0, p.nesterov, p.maximize, p.first_step,
-                               <real>grad_coef, True)
+    if grad_coef != 1.0:
+        _sgd_step_with(param, grad, velocity, n, p, <real>grad_coef, True, False)
     else:
-        momentum_kernel(param, grad, velocity, n, <real>-p.lr, <real>p.momentum,
-                        <real>(1.0 - p.dampening), <real>p.weight_decay,
-                        p.weight_decay != 0.0, p.nesterov, p.maximize, p.first_step)
+        _sgd_step_with(param, grad, velocity, n, p, 1, False, False)
+
+
+cdef inline void sgd_step_scaled_store(real* param, real* grad, real* velocity, Py_ssize_t n,
+                                       const SgdParams* p, double grad_coef) noexcept nogil:
+    """``sgd_step_scaled``, and each ``grad[i]`` left holding ``grad[i] * grad_coef`` (rounded:
+    what torch's ``clip_grad_norm_`` / ``GradScaler.unscale_`` leave in the grads), stored in
+    the same pass. ``grad_coef == 1`` stores nothing (the grads already hold the product)."""
+    if grad_coef != 1.0:
+        _sgd_step_with(param, grad, velocity, n, p, <real>grad_coef, True, True)
+    else:
+        _sgd_step_with(param, grad, velocity, n, p, 1, False, False)
 
 
 cdef inline void sgd_step(real* param, const real* grad, real* velocity, Py_ssize_t n,
@@ -209,28 +236,43 @@ cdef inline void ema_step(real* average, const real* value, Py_ssize_t n,
     ema_kernel(average, value, n, <real>decay, <real>(1.0 - decay))
 
 
+cdef inline void _sgd_ema_step_with(real* param, const real* grad, real* velocity,
+                                    real* average, Py_ssize_t n, const SgdParams* p,
+                                    double decay, real grad_coef, bint scales_grad,
+                                    bint stores_grad) noexcept nogil:
+    """momentum_ema_scaled_kernel with ``p``'s scalars; flags constant at each call site."""
+    cdef bint has_momentum = p.momentum != 0.0
+    momentum_ema_scaled_kernel(param, grad, velocity if has_momentum else NULL, average, n,
+                               <real>-p.lr, <real>p.momentum if has_momentum else 0,
+                               <real>(1.0 - p.dampening) if has_momentum else 1,
+                               <real>p.weight_decay, p.weight_decay != 0.0, has_momentum,
+                               p.nesterov, p.maximize, p.first_step, <real>decay,
+                               <real>(1.0 - decay), grad_coef, scales_grad, stores_grad)
+
+
 cdef inline void sgd_ema_step_scaled(real* param, const real* grad, real* velocity,
                                      real* average, Py_ssize_t n, const SgdParams* p,
                                      double decay, double grad_coef) noexcept nogil:
     """``sgd_step_scaled`` then ``ema_step(average, param, decay)`` with the new weights, in
     one pass over memory (momentum_ema_scaled_kernel): the bits of the two one after the
     other."""
-    cdef bint has_momentum = p.momentum != 0.0
-    cdef bint scales = grad_coef != 1.0
-    if scales:
-        momentum_ema_scaled_kernel(param, grad, velocity if has_momentum else NULL, average, n,
-                                   <real>-p.lr, <real>p.momentum if has_momentum else 0,
-                                   <real>(1.0 - p.dampening) if has_momentum else 1,
-                                   <real>p.weight_decay, p.weight_decay != 0.0, has_momentum,
-                                   p.nesterov, p.maximize, p.first_step, <real>decay,
-                                   <real>(1.0 - decay), <real>grad_coef, True)
+    if grad_coef != 1.0:
+        _sgd_ema_step_with(param, grad, velocity, average, n, p, decay, <real>grad_coef, True,
+                           False)
     else:
-        momentum_ema_kernel(param, grad, velocity if has_momentum else NULL, average, n,
-                            <real>-p.lr, <real>p.momentum if has_momentum else 0,
-                            <real>(1.0 - p.dampening) if has_momentum else 1,
-                            <real>p.weight_decay, p.weight_decay != 0.0, has_momentum,
-                            p.nesterov, p.maximize, p.first_step, <real>decay,
-                            <real>(1.0 - decay))
+        _sgd_ema_step_with(param, grad, velocity, average, n, p, decay, 1, False, False)
+
+
+cdef inline void sgd_ema_step_scaled_store(real* param, real* grad, real* velocity,
+                                           real* average, Py_ssize_t n, const SgdParams* p,
+                                           double decay, double grad_coef) noexcept nogil:
+    """``sgd_ema_step_scaled`` with the product stored back into ``grad`` as
+    ``sgd_step_scaled_store`` does."""
+    if grad_coef != 1.0:
+        _sgd_ema_step_with(param, grad, velocity, average, n, p, decay, <real>grad_coef, True,
+                           True)
+    else:
+        _sgd_ema_step_with(param, grad, velocity, average, n, p, decay, 1, False, False)
 
 
 cdef inline void sgd_ema_step(real* param, const real* grad, real* velocity, real* average,

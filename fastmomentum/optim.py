@@ -161,8 +161,9 @@ class EMA:
 
 
 def _state_without_clipping(func):
-    raise ValueError(f"{func}: `clip_grad_norm` and `skip_if_nonfinite` are not available "
-                     f"with `momentum_dtype` (clip the grads first)")
+    raise ValueError(f"{func}: `clip_grad_norm`, `skip_if_nonfinite` and "
+                     f"`write_clipped_grads` are not available with `momentum_dtype` (clip "
+                     f"the grads first)")
 
 
 class SGD:
@@ -184,7 +185,10 @@ class SGD:
     clip coefficient (the grads are not written). ``skip_if_nonfinite=True`` skips a step
     whose total norm is NaN or inf (nothing written), counted in :attr:`skipped_steps`.
     :attr:`last_grad_norm` is the total norm of the last step (None without either option).
-    float32/float64 params only.
+    float32/float64 params only. ``write_clipped_grads=True``: the grads (writable, apart
+    from each other) are left holding the clipped values, exactly what
+    ``clip_grad_norm_`` leaves, stored by the step's pass (also on a step
+    ``skip_if_nonfinite`` skips: scaled by its coefficient, 0 or NaN).
 
     ``momentum_dtype`` (``ml_dtypes.bfloat16`` or ``np.float16``; float32 params only):
     keep the momentum buffers in that dtype (see :func:`fastmomentum.momentum_step`): 16
@@ -205,10 +209,12 @@ class SGD:
     def __init__(self, params, lr, momentum=0.0, dampening=0.0, weight_decay=0.0,
                  nesterov=False, maximize=False, *, ema=None, clip_grad_norm=None,
                  norm_type=2.0, skip_if_nonfinite=False, momentum_dtype=None,
-                 rounding="torch", torch_threads=1, seed=None):
+                 rounding="torch", torch_threads=1, seed=None, write_clipped_grads=False):
         _validation.check_sgd_hyper("SGD", lr, momentum, dampening, weight_decay, nesterov)
         clip_grad_norm, norm_type = _validation.check_clipping(
             "SGD", clip_grad_norm, norm_type, skip_if_nonfinite)
+        write_clipped_grads = _validation.check_write_clipped_grads("SGD",
+                                                                    write_clipped_grads)
         _validation.rounding_options("SGD", rounding, torch_threads, seed, 0)
         self.rounding, self.torch_threads, self.seed = rounding, torch_threads, seed
         #: The :class:`fastmomentum.FlatParams` stepped (as one array), or None.
@@ -219,7 +225,7 @@ class SGD:
         #: The momentum buffers' dtype (None: each param's own).
         self.momentum_dtype = _state_dtype("SGD", momentum_dtype, self.params, ema)
         if self.momentum_dtype is not None and (clip_grad_norm is not None
-                                                or skip_if_nonfinite):
+                                                or skip_if_nonfinite or write_clipped_grads):
             _state_without_clipping("SGD")
         if (clip_grad_norm is not None or skip_if_nonfinite) and any(
                 p.dtype.itemsize == 2 for p in self.params):
@@ -241,6 +247,9 @@ class SGD:
         #: with a non-finite total norm: plain attributes, checked at every step.
         self.clip_grad_norm, self.norm_type = clip_grad_norm, norm_type
         self.skip_if_nonfinite = bool(skip_if_nonfinite)
+        #: Leave each grad holding its clipped value (what clip_grad_norm_ leaves), stored
+        #: by the step's own pass; the grads must then be writable (False: only read).
+        self.write_clipped_grads = write_clipped_grads
         #: Total norm of the grads at the last step (None unless clipping or skipping).
         self.last_grad_norm = None
         #: Steps skipped by skip_if_nonfinite.
@@ -261,7 +270,8 @@ class SGD:
         buffers = ([np.empty_like(p, dtype=self.momentum_dtype) for p in self.params]
                    if first_step else self.momentum_buffers)
         if self.momentum_dtype is not None:  # fewer-byte momentum (no EMA: see __init__)
-            if self.clip_grad_norm is not None or self.skip_if_nonfinite:
+            if (self.clip_grad_norm is not None or self.skip_if_nonfinite
+                    or self.write_clipped_grads):
                 _state_without_clipping("SGD.step")
             _kernels.multi_state_step(
                 self.params, grads, buffers, lr=self.lr, momentum=momentum,
@@ -278,7 +288,10 @@ class SGD:
             first_step=first_step, decay=decay, written=self._written, optimizer=self,
             ema=ema, clip_grad_norm=self.clip_grad_norm, norm_type=self.norm_type,
             skip_if_nonfinite=self.skip_if_nonfinite, rounding=self.rounding,
-            torch_threads=self.torch_threads, seed=self.seed, step=self.steps)
+            torch_threads=self.torch_threads, seed=self.seed, step=self.steps,
+            write_clipped_grads=_validation.check_write_clipped_grads(
+                "SGD.step", self.write_clipped_grads) if self.write_clipped_grads is not False
+            else False)
         # advances momentum_buffers, steps, the norm counters and the EMA's, in C
 
     def state_dict(self):

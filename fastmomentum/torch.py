@@ -49,7 +49,7 @@ _set_grad_enabled = _PRIVATE["set_grad_enabled"]
 
 # SGD's clipping options and counters, with their defaults (kept by pickles and copies)
 _CLIP_ATTRIBUTES = {"clip_grad_norm": None, "norm_type": 2.0, "skip_if_nonfinite": False,
-                    "last_grad_norm": None, "skipped_steps": 0}
+                    "write_clipped_grads": False, "last_grad_norm": None, "skipped_steps": 0}
 
 
 def _warn_once_if_slow():
@@ -169,7 +169,7 @@ class SGD(Optimizer):
                  nesterov=False, *, maximize=False, foreach=None, differentiable=False,
                  fused=None, ema=None, clip_grad_norm=None, norm_type=2.0,
                  skip_if_nonfinite=False, momentum_dtype=None, master_weights=None,
-                 flat=False):
+                 flat=False, write_clipped_grads=False):
         # torch.optim.SGD.__init__, check for check and message for message.
         if isinstance(lr, torch.Tensor) and lr.numel() != 1:
             raise ValueError("Tensor lr must be 1-element")
@@ -186,6 +186,8 @@ class SGD(Optimizer):
             raise ValueError("Nesterov momentum requires a momentum and zero dampening")
         clip_grad_norm, norm_type = _validation.check_clipping(
             "SGD", clip_grad_norm, norm_type, skip_if_nonfinite)
+        write_clipped_grads = _validation.check_write_clipped_grads("SGD",
+                                                                    write_clipped_grads)
         if ema is not None and not isinstance(ema, EMA):
             raise TypeError(f"SGD: `ema` must be a fastmomentum.torch.EMA of this "
                             f"optimizer's params, or None; got {_validation.describe(ema)}")
@@ -203,6 +205,11 @@ class SGD(Optimizer):
         #: of steps whose total norm is not finite: plain attributes, read at every step.
         self.clip_grad_norm, self.norm_type = clip_grad_norm, norm_type
         self.skip_if_nonfinite = bool(skip_if_nonfinite)
+        #: Leave the grads as torch's recipe (``GradScaler.unscale_``, ``clip_grad_norm_``)
+        #: leaves them: unscaled and clipped, stored by the step's own pass (a plain
+        #: attribute; False: the grads are only read).
+        self.write_clipped_grads = write_clipped_grads
+        self._grad_spans = _kernels.WrittenSpans()  # its check that no two grads overlap
         #: Total norm of the grads at the last step (None unless clipping or skipping).
         self.last_grad_norm = None
         #: Steps skipped by skip_if_nonfinite.
@@ -229,6 +236,10 @@ class SGD(Optimizer):
         if self.momentum_dtype is not None:
             if self.clip_grad_norm is not None or self.skip_if_nonfinite:
                 _no_clipping_with_state("SGD")
+            if write_clipped_grads:
+                raise ValueError("SGD: `write_clipped_grads=True` is not available with "
+                                 "`momentum_dtype` or master_weights='split' (its steps "
+                                 "neither clip nor unscale)")
             if flat:
                 raise ValueError("SGD: `flat=True` is not available with `momentum_dtype` "
                                  "or master_weights='split'")
@@ -294,6 +305,7 @@ class SGD(Optimizer):
 
     def __setstate__(self, state):
         self._init_caches()
+        self._grad_spans = _kernels.WrittenSpans()
         super().__setstate__(state)
         self.__dict__.setdefault("ema", None)
         for name, value in _CLIP_ATTRIBUTES.items():
@@ -518,54 +530,97 @@ class SGD(Optimizer):
         """A step with global-norm clipping, skipping of non-finite norms and/or AMP's
         ``grad_scale``/``found_inf`` (what torch.amp.GradScaler.step sets): checked whole
         before anything is written; on the fast path one norm pass then one step pass that
-        reads each grad times the coefficient, else torch's unscale/clip then its step."""
+        reads each grad times the coefficient (with flat=True: per flat buffer), else
+        torch's unscale/clip then its step."""
         grad_scale, found_inf = _amp_tensors(getattr(self, "grad_scale", None),
                                              getattr(self, "found_inf", None))
-        options = (self.clip_grad_norm, self.norm_type, self.skip_if_nonfinite)
+        options = (self.clip_grad_norm, self.norm_type, self.skip_if_nonfinite,
+                   self.write_clipped_grads)
         key = options + tuple(map(type, options))  # 1 == True: the types count too
         if key != self.__dict__.get("_clip_checked"):  # changed since checked (~0.7 us)
-            _validation.check_clipping("SGD.step", *options)
+            _validation.check_clipping("SGD.step", *options[:3])
+            _validation.check_write_clipped_grads("SGD.step", options[3])
             self._clip_checked = key  # (a NaN never compares equal: checked again)
         clip, norm_type = (None if options[0] is None else float(options[0]),
                            float(options[1]))
-        if found_inf is not None and found_inf.item() != 0:
-            self.kernel_params = 0  # as torch's fused step and GradScaler: skipped whole
-            return loss
-        measures = clip is not None or self.skip_if_nonfinite
+        writes = bool(options[3])
         # AMP's unscaling in double then rounded to float32, as GradScaler.unscale_
         inv_scale = (None if grad_scale is None
                      else grad_scale.double().reciprocal().float())
+        if found_inf is not None and found_inf.item() != 0:
+            self.kernel_params = 0  # as torch's fused step and GradScaler: skipped whole
+            if writes:  # the grads as torch's recipe leaves them before its skipped step
+                if inv_scale is not None:
+                    self._unscale_grads(inv_scale)
+                if clip is not None:
+                    clip_grad_norm_(self._params_with_grads(), clip, norm_type)
+            return loss
+        measures = clip is not None or self.skip_if_nonfinite
         ema = self.ema
-        decay = self._ema_decay()   # these two refuse bad input and write nothing: before
-        plans, torch_groups = self._plan(decay, ema is not None)  # any grad is unscaled
+        decay = self._ema_decay()   # these refuse bad input and write nothing: before
+        flat = self._flat_buckets is not None and all(  # any grad is unscaled
+            self._fast_path_fits(group) for group in self.param_groups)
+        if flat:
+            plans, finish = _torch_flat.flat_scaled_plans(self)
+            torch_groups, state = (), self._flat_carrier_state
+        else:
+            plans, torch_groups = self._plan(decay, ema is not None)
+            state = self.state
         if measures and inv_scale is not None:
             # torch's recipe (scaler.unscale_, then the clip): the norm is of unscaled grads
             self._unscale_grads(inv_scale)
             inv_scale = None
         if not torch_groups:
+            skipped = self.skipped_steps
             written = _kernels.torch_sgd_clip_run(
-                plans, self.state, None if ema is None else ema._ema, decay, self, clip,
+                plans, state, None if ema is None else ema._ema, decay, self, clip,
                 norm_type != 2.0, self.skip_if_nonfinite,
-                1.0 if inv_scale is None else inv_scale.item())
+                1.0 if inv_scale is None else inv_scale.item(),
+                self._grad_spans if writes else None)
             if written is not None:  # None: 16-bit params, torch's recipe below
-                self.kernel_params = written
+                if self.skipped_steps != skipped:
+                    self.kernel_params = 0
+                    if flat:
+                        self.flat_segments = 0
+                    if writes and clip is not None:
+                        self._clip_skipped_grads(clip)
+                elif flat:
+                    self.flat_segments = finish()
+                else:
+                    self.kernel_params = written
                 return loss
         # some params are torch's: its own unscale and clip (grads written), then the step
         if inv_scale is not None:
             self._unscale_grads(inv_scale)
         if measures:
-            grads = [p.grad for group in self.param_groups for p in group["params"]
-                     if p.grad is not None]
+            grads = [p.grad for p in self._params_with_grads()]
             total = torch.nn.utils.get_total_norm(grads, norm_type)
             self.last_grad_norm = total.item()
             if self.skip_if_nonfinite and not torch.isfinite(total).item():
                 self.skipped_steps += 1
                 self.kernel_params = 0
+                if clip is not None and writes:
+                    self._clip_skipped_grads(clip)
                 return loss
             if clip is not None:
                 torch.nn.utils.clip_grads_with_norm_(
                     [p for group in self.param_groups for p in group["params"]], clip, total)
         return self._step_grads(loss)
+
+    def _params_with_grads(self):
+        return [p for group in self.param_groups for p in group["params"]
+                if p.grad is not None]
+
+    def _clip_skipped_grads(self, clip):
+        """write_clipped_grads on a step skip_if_nonfinite skipped: the grads as torch's
+        recipe leaves them (clip_grad_norm_ runs before the step is skipped), each times
+        the coefficient of the non-finite total, 0 (inf) or NaN."""
+        params = self._params_with_grads()
+        if params:
+            dtype = (torch.float32 if all(p.grad.dtype == torch.float32 for p in params)
+                     else torch.float64)
+            torch.nn.utils.clip_grads_with_norm_(
+                params, clip, torch.tensor(self.last_grad_norm, dtype=dtype))
 
     def _unscale_grads(self, inv_scale):
         """``grad *= inv_scale`` in place, as GradScaler.unscale_ (its own kernel)."""

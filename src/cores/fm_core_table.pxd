@@ -32,6 +32,9 @@ ctypedef struct StepScalars:
     # clip-amp: every grad is read as grad * grad_coef (rounded to its dtype): global-norm
     # clipping, AMP unscaling; 1 runs the unscaled loops
     double grad_coef
+    # write-back: the grads are left holding grad * grad_coef (stored in the step's pass;
+    # the grads are then writable), as torch's clip_grad_norm_ leaves them
+    bint stores_grad
     # mp-dtypes: how bfloat16/float16 steps round (fm_half_steps.pxd; float32/float64 ignore)
     int rounding            # ROUND_TORCH, ROUND_ONCE or ROUND_STOCHASTIC
     int torch_threads       # ROUND_TORCH: torch.get_num_threads() whose bits to give

@@ -15,7 +15,7 @@ cimport numpy as cnp
 from libc.math cimport sqrt
 from libc.stdlib cimport free, malloc
 
-from fastmomentum._spans cimport WrittenSpans, pass_ns, safe_threads
+from fastmomentum._spans cimport WrittenSpans, order_free, pass_ns, record_grads, safe_threads
 from fastmomentum._threads cimport (NOGIL_MIN_SIZE, PARALLEL_CHUNK, run_chunks, streaming_ns,
                                     threads_for)
 from fm_checks cimport (finite_in, import_checks, lead, like, list_of, overlap, real_number,
@@ -23,6 +23,8 @@ from fm_checks cimport (finite_in, import_checks, lead, like, list_of, overlap, 
 from fm_core_table cimport CoreTable, StepScalars, WorkItem, first_written, load_core_table
 from fm_norms cimport larger
 from fm_core_table cimport ROUND_TORCH
+
+import numpy as np
 
 from fastmomentum import _target, _validation
 
@@ -447,7 +449,7 @@ def multi_momentum_step(list params, grads, velocities, averages=None, *, lr, mo
                         first_step=False, decay=0.0, WrittenSpans written=None,
                         optimizer=None, ema=None, clip_grad_norm=None, norm_type=2.0,
                         skip_if_nonfinite=False, rounding="torch", torch_threads=1,
-                        seed=None, step=0):
+                        seed=None, step=0, write_clipped_grads=False):
     """``momentum_step`` on every ``params[i]`` with ``grads[i]`` and ``velocities[i]``
     (lists; ``velocities`` may be None when ``momentum == 0``), in one call.
 
@@ -467,11 +469,18 @@ def multi_momentum_step(list params, grads, velocities, averages=None, *, lr, mo
     coefficient (grads are not written). ``skip_if_nonfinite``: a total norm that is NaN
     or inf skips the step whole (nothing written; ``optimizer.skipped_steps`` counts it).
     Returns the total norm (a float, rounded to float32 when every param is float32, as
-    torch's) when either is set, else None; ``optimizer.last_grad_norm`` is set to it."""
+    torch's) when either is set, else None; ``optimizer.last_grad_norm`` is set to it.
+
+    ``write_clipped_grads=True``: the grads (then writable, sharing memory with no other
+    grad, param, buffer or average) are left holding what clip_grad_norm_ leaves, each
+    ``grad * coefficient`` rounded to its dtype, stored by the step's own pass; a step
+    skipped by ``skip_if_nonfinite`` with ``clip_grad_norm`` still scales them by its
+    (0 or NaN) coefficient, as clip_grad_norm_ before a skipped step would."""
     cdef Py_ssize_t n = len(params), i
     cdef double lr_, momentum_, dampening_, weight_decay_, decay_
     cdef bint nesterov_ = nesterov, maximize_ = maximize, first_step_ = first_step
     cdef bint fused_ema = averages is not None
+    cdef bint writes = write_clipped_grads is True   # SGD checked it is a bool
     cdef bint ok = False
     cdef object x, g, v, a
     try:
@@ -488,7 +497,7 @@ def multi_momentum_step(list params, grads, velocities, averages=None, *, lr, mo
             x = params[i]
             g = grads[i]
             ok = (lead(x, True)
-                  and like(g, <cnp.ndarray>x, False)
+                  and like(g, <cnp.ndarray>x, writes)
                   and not overlap(<cnp.ndarray>g, <cnp.ndarray>x))
             if ok and momentum_ != 0.0:
                 v = velocities[i]
@@ -506,7 +515,7 @@ def multi_momentum_step(list params, grads, velocities, averages=None, *, lr, mo
     if not ok:
         refused("multi_momentum_step", _validation.check_multi_step,
                 (params, grads, velocities, averages, lr, momentum, dampening, weight_decay,
-                 nesterov, maximize, decay))
+                 nesterov, maximize, decay, "SGD.step", writes))
     cdef bint skip_ = skip_if_nonfinite is True, measures = clip_grad_norm is not None or skip_
     cdef bint every_f32 = True
     if measures or skip_if_nonfinite is not False:  # only then: the Python check (~1 us)
@@ -528,6 +537,14 @@ def multi_momentum_step(list params, grads, velocities, averages=None, *, lr, mo
         retype_item(&work.items[work.count - 1], _dtype(x))
     if first_step_ and optimizer is not None and optimizer.momentum_buffers is not None:
         concurrent_step("SGD.step")  # another thread's first step went first
+    if writes and not (record_grads(work.items, work.count, _grad_spans, 0)
+                       and _grad_spans.writes_disjoint(work.count)
+                       and order_free(work.items, work.count, None)):
+        # a grad stored twice, or stored while another item reads or writes it: the
+        # loop's order would show; say which arrays (nothing is written)
+        _validation.check_grads_apart("SGD.step", params, grads,
+                                      velocities if momentum_ != 0.0 else None, averages)
+        raise AssertionError("multi_momentum_step: overlapping grads not named")
     cdef double total_norm = 0.0
     if measures and any_half(work.items, work.count):
         raise TypeError("SGD.step: `clip_grad_norm` and `skip_if_nonfinite` need float32 "
@@ -536,11 +553,14 @@ def multi_momentum_step(list params, grads, velocities, averages=None, *, lr, mo
     if measures:
         total_norm = finish_norm(items_norm(work.items, work.count, work.total,
                                             norm_type != 2.0), norm_type != 2.0, every_f32)
-        if skip_ and total_norm - total_norm != 0.0:
-            account_norm(optimizer, total_norm, True)
-            return total_norm
         if clip_grad_norm is not None:
             work.scalars.grad_coef = clip_coefficient(total_norm, clip_grad_norm, every_f32)
+        if skip_ and total_norm - total_norm != 0.0:
+            if writes and clip_grad_norm is not None:  # clip_grad_norm_ ran, the step not
+                _scale_grads(grads, work.scalars.grad_coef)
+            account_norm(optimizer, total_norm, True)
+            return total_norm
+    work.scalars.stores_grad = writes
     _run_guarded(work, written, "SGD.step",
                  (params[:], grads[:], velocities[:] if momentum_ != 0.0 else None,
                   averages[:] if fused_ema else None)
@@ -549,6 +569,16 @@ def multi_momentum_step(list params, grads, velocities, averages=None, *, lr, mo
     if measures:
         account_norm(optimizer, total_norm, False)
         return total_norm
+
+
+cdef WrittenSpans _grad_spans = WrittenSpans()  # write-back's grads check (GIL held)
+
+
+cdef int _scale_grads(list grads, double coef) except -1:
+    """``g *= coef`` (rounded to g's dtype) in place: a skipped step's write-back."""
+    for g in grads:
+        np.multiply(g, g.dtype.type(coef), out=g)
+    return 0
 
 
 def multi_ema_update(list averages, values, decay, WrittenSpans written=None, ema=None):

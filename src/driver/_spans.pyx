@@ -129,6 +129,19 @@ cdef int order_free(const WorkItem* items, Py_ssize_t count, WrittenSpans writte
     return 1
 
 
+cdef Py_ssize_t record_grads(const WorkItem* items, Py_ssize_t count, WrittenSpans spans,
+                             Py_ssize_t slot) except -1:
+    """write-back (a step that stores its grads): record the items' grads in ``spans``'
+    slots ``slot``.. and return the next slot; ``spans.writes_disjoint(next)`` then says
+    whether no two grads share memory (two steps storing into one grad would scale it
+    twice, and race on threads). ``spans`` kept across steps: a comparison per slot."""
+    cdef Py_ssize_t i
+    spans.reserve(slot + count)
+    for i in range(count):
+        spans.write(slot + i, <char*>items[i].grad, grad_bytes(&items[i]))
+    return slot + count
+
+
 cdef int safe_threads(const WorkItem* items, Py_ssize_t count, Py_ssize_t total,
                       WrittenSpans written) except -1:
     """Threads for a pass over ``items`` (``total`` elements): threads_for its estimated

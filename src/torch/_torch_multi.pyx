@@ -28,7 +28,7 @@ from fastmomentum._multi cimport (DTYPE_BF16, DTYPE_F16, DTYPE_F32, DTYPE_F64, S
                                   retype_item, set_rounding)
 from fm_core_table cimport ROUND_ONCE, ROUND_TORCH
 from fm_checks cimport fm_bfloat16_typenum, lookup_bfloat16
-from fastmomentum._spans cimport WrittenSpans, order_free, pass_ns
+from fastmomentum._spans cimport WrittenSpans, order_free, pass_ns, record_grads
 from fastmomentum._threads cimport threads_for
 from fm_checks cimport bytes_overlap, finite_in, import_checks, usable
 from fm_core_table cimport WorkItem
@@ -475,9 +475,9 @@ cdef double _plans_norm(list plans, bint inf_norm, bint* every_f32) except? -1.0
 
 def torch_sgd_clip_run(list plans, object state, object ema, double decay, object optimizer,
                        object max_norm, bint inf_norm, bint skip_if_nonfinite,
-                       double grad_coef):
-    """torch_sgd_run with every grad read as ``grad * coefficient`` (rounded to its dtype;
-    grads are not written). With ``max_norm`` (a float) or ``skip_if_nonfinite``, first the
+                       double grad_coef, WrittenSpans grad_spans=None):
+    """torch_sgd_run with every grad read as ``grad * coefficient`` (rounded to its dtype).
+    With ``max_norm`` (a float) or ``skip_if_nonfinite``, first the
     total norm of the plans' grads (2-norm, or the largest magnitude when ``inf_norm``):
     not finite and ``skip_if_nonfinite``: nothing is run or written and
     ``optimizer.skipped_steps`` grows by one; with ``max_norm`` the coefficient is
@@ -485,13 +485,26 @@ def torch_sgd_clip_run(list plans, object state, object ema, double decay, objec
     else ``grad_coef`` (AMP's 1/scale). ``optimizer.last_grad_norm`` is set to the total, in
     this same call. Returns the number of params written, or None (nothing done) when a
     plan holds bfloat16/float16 params: their loops take no grad coefficient, so torch's
-    unscale and clip run first (fastmomentum.torch.SGD._scaled_step)."""
+    unscale and clip run first (fastmomentum.torch.SGD._scaled_step).
+
+    ``grad_spans`` (a WrittenSpans kept by the optimizer), write-back: the grads are left
+    holding ``grad * coefficient`` (clip_grad_norm_'s in-place result), stored by the step
+    pass itself, and their version counters bumped as ``mul_`` would; None (nothing done)
+    too when two grads share memory (torch's recipe then runs). A skipped step writes no
+    grad here (the caller applies clip_grad_norm_'s coefficient: see
+    fastmomentum.torch.SGD._scaled_step)."""
     cdef bint every_f32, measures = max_norm is not None or skip_if_nonfinite
+    cdef bint writes = grad_spans is not None
     cdef double total = 0.0
+    cdef Py_ssize_t slots = 0
     cdef TorchGroupPlan plan
     for plan in plans:
         if any_half(plan.work.items, plan.work.count):
             return None
+        if writes:
+            slots = record_grads(plan.work.items, plan.work.count, grad_spans, slots)
+    if writes and not grad_spans.writes_disjoint(slots):
+        return None
     if measures:
         total = _plans_norm(plans, inf_norm, &every_f32)
         if skip_if_nonfinite and total - total != 0.0:
@@ -501,7 +514,12 @@ def torch_sgd_clip_run(list plans, object state, object ema, double decay, objec
             grad_coef = clip_coefficient(total, max_norm, every_f32)
     for plan in plans:
         plan.work.scalars.grad_coef = grad_coef
+        plan.work.scalars.stores_grad = writes
     cdef object written = _run_plans(plans, state, ema, decay)
+    if writes and grad_coef != 1.0:  # the grads changed in place: as torch's mul_ would
+        grads = [getattr(p, _GRAD) for plan in plans for p in plan.stepped]
+        if grads:
+            _increment_version(grads)
     if measures:
         account_norm(optimizer, total, False)
     return written
