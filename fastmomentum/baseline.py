@@ -143,8 +143,9 @@ class SGD:
             self.last_grad_norm = total
             coef = None if clip is None else clip_coefficient(total, clip, dtype)
             if coef is not None and writes:  # clip_grad_norm_'s in-place scaling
-                for g in grads:
-                    g *= g.dtype.type(coef)
+                with np.errstate(invalid="ignore"):  # inf * 0: NaN, as torch's
+                    for g in grads:
+                        g *= g.dtype.type(coef)
             if self.skip_if_nonfinite and not math.isfinite(total):
                 self.skipped_steps += 1
                 return

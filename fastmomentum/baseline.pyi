@@ -23,8 +23,10 @@ class SGD:
     momentum_buffers: list[FloatArray] | None
     last_grad_norm: float | None
     skipped_steps: int
+    write_clipped_grads: bool
     def __init__(self, params: Iterable[FloatArray], lr: Scalar, momentum: Scalar = 0.0,
                  dampening: Scalar = 0.0, weight_decay: Scalar = 0.0, nesterov: bool = False,
                  maximize: bool = False, *, clip_grad_norm: Scalar | None = None,
-                 norm_type: float = 2.0, skip_if_nonfinite: bool = False) -> None: ...
+                 norm_type: float = 2.0, skip_if_nonfinite: bool = False,
+                 write_clipped_grads: bool = False) -> None: ...
     def step(self, grads: Sequence[FloatArray] | Iterable[FloatArray]) -> None: ...

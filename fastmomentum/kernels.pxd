@@ -199,6 +199,20 @@ cdef inline void _sgd_step_with(real* param, const real* grad, real* velocity, P
                                grad_coef, scales_grad, stores_grad)
 
 
+cdef inline void sgd_step_scaled_by(real* param, const real* grad, real* velocity,
+                                    Py_ssize_t n, const SgdParams* p, double grad_coef,
+                                    bint stores_grad) noexcept nogil:
+    """``sgd_step_scaled`` (``stores_grad`` False) or ``sgd_step_scaled_store`` (True: ``grad``
+    must then be writable) by a flag tested only when ``grad_coef != 1``: the unscaled
+    steps pay the one comparison they paid before write-back existed."""
+    if grad_coef == 1.0:
+        _sgd_step_with(param, grad, velocity, n, p, 1, False, False)
+    elif stores_grad:
+        _sgd_step_with(param, grad, velocity, n, p, <real>grad_coef, True, True)
+    else:
+        _sgd_step_with(param, grad, velocity, n, p, <real>grad_coef, True, False)
+
+
 cdef inline void sgd_step_scaled(real* param, const real* grad, real* velocity, Py_ssize_t n,
                                  const SgdParams* p, double grad_coef) noexcept nogil:
     """``sgd_step`` with the gradient ``grad * grad_coef`` (``grad_coef`` rounded to the
@@ -206,10 +220,7 @@ cdef inline void sgd_step_scaled(real* param, const real* grad, real* velocity, 
     the bits of torch's ``g.mul_(clip_coef)`` (``clip_grad_norm_``) or of GradScaler's
     unscaling, then ``torch.optim.SGD``'s step. ``grad_coef == 1`` runs ``sgd_step``'s own
     loops (multiplying by 1 changes no bit)."""
-    if grad_coef != 1.0:
-        _sgd_step_with(param, grad, velocity, n, p, <real>grad_coef, True, False)
-    else:
-        _sgd_step_with(param, grad, velocity, n, p, 1, False, False)
+    sgd_step_scaled_by(param, grad, velocity, n, p, grad_coef, False)
 
 
 cdef inline void sgd_step_scaled_store(real* param, real* grad, real* velocity, Py_ssize_t n,
@@ -217,10 +228,7 @@ cdef inline void sgd_step_scaled_store(real* param, real* grad, real* velocity, 
     """``sgd_step_scaled``, and each ``grad[i]`` left holding ``grad[i] * grad_coef`` (rounded:
     what torch's ``clip_grad_norm_`` / ``GradScaler.unscale_`` leave in the grads), stored in
     the same pass. ``grad_coef == 1`` stores nothing (the grads already hold the product)."""
-    if grad_coef != 1.0:
-        _sgd_step_with(param, grad, velocity, n, p, <real>grad_coef, True, True)
-    else:
-        _sgd_step_with(param, grad, velocity, n, p, 1, False, False)
+    sgd_step_scaled_by(param, grad, velocity, n, p, grad_coef, True)
 
 
 cdef inline void sgd_step(real* param, const real* grad, real* velocity, Py_ssize_t n,
@@ -250,17 +258,29 @@ cdef inline void _sgd_ema_step_with(real* param, const real* grad, real* velocit
                                <real>(1.0 - decay), grad_coef, scales_grad, stores_grad)
 
 
+cdef inline void sgd_ema_step_scaled_by(real* param, const real* grad, real* velocity,
+                                        real* average, Py_ssize_t n, const SgdParams* p,
+                                        double decay, double grad_coef,
+                                        bint stores_grad) noexcept nogil:
+    """``sgd_ema_step_scaled`` or (``stores_grad``) ``sgd_ema_step_scaled_store``, the flag
+    tested only when ``grad_coef != 1`` (as sgd_step_scaled_by)."""
+    if grad_coef == 1.0:
+        _sgd_ema_step_with(param, grad, velocity, average, n, p, decay, 1, False, False)
+    elif stores_grad:
+        _sgd_ema_step_with(param, grad, velocity, average, n, p, decay, <real>grad_coef, True,
+                           True)
+    else:
+        _sgd_ema_step_with(param, grad, velocity, average, n, p, decay, <real>grad_coef, True,
+                           False)
+
+
 cdef inline void sgd_ema_step_scaled(real* param, const real* grad, real* velocity,
                                      real* average, Py_ssize_t n, const SgdParams* p,
                                      double decay, double grad_coef) noexcept nogil:
     """``sgd_step_scaled`` then ``ema_step(average, param, decay)`` with the new weights, in
     one pass over memory (momentum_ema_scaled_kernel): the bits of the two one after the
     other."""
-    if grad_coef != 1.0:
-        _sgd_ema_step_with(param, grad, velocity, average, n, p, decay, <real>grad_coef, True,
-                           False)
-    else:
-        _sgd_ema_step_with(param, grad, velocity, average, n, p, decay, 1, False, False)
+    sgd_ema_step_scaled_by(param, grad, velocity, average, n, p, decay, grad_coef, False)
 
 
 cdef inline void sgd_ema_step_scaled_store(real* param, real* grad, real* velocity,
@@ -268,11 +288,7 @@ cdef inline void sgd_ema_step_scaled_store(real* param, real* grad, real* veloci
                                            double decay, double grad_coef) noexcept nogil:
     """``sgd_ema_step_scaled`` with the product stored back into ``grad`` as
     ``sgd_step_scaled_store`` does."""
-    if grad_coef != 1.0:
-        _sgd_ema_step_with(param, grad, velocity, average, n, p, decay, <real>grad_coef, True,
-                           True)
-    else:
-        _sgd_ema_step_with(param, grad, velocity, average, n, p, decay, 1, False, False)
+    sgd_ema_step_scaled_by(param, grad, velocity, average, n, p, decay, grad_coef, True)
 
 
 cdef inline void sgd_ema_step(real* param, const real* grad, real* velocity, real* average,

@@ -40,6 +40,7 @@ class SGD:
     clip_grad_norm: float | None
     norm_type: float
     skip_if_nonfinite: bool
+    write_clipped_grads: bool
     last_grad_norm: float | None
     skipped_steps: int
     rounding: Rounding
@@ -53,7 +54,7 @@ class SGD:
                  skip_if_nonfinite: bool = False,
                  momentum_dtype: DTypeLike | None = None,
                  rounding: Rounding = "torch", torch_threads: int = 1,
-                 seed: int | None = None) -> None: ...
+                 seed: int | None = None, write_clipped_grads: bool = False) -> None: ...
     def step(self, grads: Sequence[FloatArray] | Iterable[FloatArray] | None = None) -> None: ...
     def state_dict(self) -> dict[str, Any]: ...
     def load_state_dict(self, state_dict: dict[str, Any]) -> None: ...

@@ -33,6 +33,8 @@ class SGD(Optimizer):
     clip_grad_norm: float | None
     norm_type: float
     skip_if_nonfinite: bool
+    #: leave the grads unscaled and clipped (torch's recipe's grads), stored by the step
+    write_clipped_grads: bool
     #: total norm of the grads at the last step (None unless clipping or skipping)
     last_grad_norm: float | None
     #: steps skipped by skip_if_nonfinite
@@ -47,7 +49,7 @@ class SGD(Optimizer):
                  norm_type: float = 2.0, skip_if_nonfinite: bool = False,
                  momentum_dtype: torch.dtype | None = None,
                  master_weights: Literal["split"] | None = None,
-                 flat: bool = False) -> None: ...
+                 flat: bool = False, write_clipped_grads: bool = False) -> None: ...
     def master_params(self) -> list[torch.Tensor]: ...
     def load_master_params(self, weights: Iterable[torch.Tensor]) -> None: ...
     def zero_grad(self, set_to_none: bool = True) -> None: ...

@@ -4,9 +4,8 @@
 # per step and dtype, each its own table entry (WorkItem.kernel): compiled apart, each loop
 # gets the compiler's whole unswitching budget (through one function for all, the loops ran
 # 12% more instructions per element: callgrind, fm.SGD on 20 arrays).
-from fastmomentum.kernels cimport (SgdParams, ema_step, real, sgd_ema_step_scaled,
-                                   sgd_ema_step_scaled_store, sgd_step_scaled,
-                                   sgd_step_scaled_store)
+from fastmomentum.kernels cimport (SgdParams, ema_step, real, sgd_ema_step_scaled_by,
+                                   sgd_step_scaled_by)
 from fm_core_table cimport StepScalars, WorkItem
 
 
@@ -23,39 +22,26 @@ cdef inline void sgd_range(real* param, const StepScalars* s, const WorkItem* w,
                            Py_ssize_t start, Py_ssize_t stop) noexcept nogil:
     """An SGD step with momentum 0."""
     cdef SgdParams sgd = _item_sgd(s, w)
-    # the write-back flag is tested once per range, never per element
-    if s.stores_grad:
-        sgd_step_scaled_store(param + start, <real*>w.grad + start, NULL, stop - start, &sgd,
-                              s.grad_coef)
-    else:
-        sgd_step_scaled(param + start, <const real*>w.grad + start, NULL, stop - start, &sgd,
-                        s.grad_coef)
+    # write-back (s.stores_grad): tested once per range, and only when the grads scale
+    sgd_step_scaled_by(param + start, <const real*>w.grad + start, NULL, stop - start, &sgd,
+                       s.grad_coef, s.stores_grad)
 
 
 cdef inline void momentum_range(real* param, const StepScalars* s, const WorkItem* w,
                                 Py_ssize_t start, Py_ssize_t stop) noexcept nogil:
     cdef SgdParams sgd = _item_sgd(s, w)
-    if s.stores_grad:
-        sgd_step_scaled_store(param + start, <real*>w.grad + start, <real*>w.velocity + start,
-                              stop - start, &sgd, s.grad_coef)
-    else:
-        sgd_step_scaled(param + start, <const real*>w.grad + start, <real*>w.velocity + start,
-                        stop - start, &sgd, s.grad_coef)
+    sgd_step_scaled_by(param + start, <const real*>w.grad + start, <real*>w.velocity + start,
+                       stop - start, &sgd, s.grad_coef, s.stores_grad)
 
 
 cdef inline void fused_range(real* param, const StepScalars* s, const WorkItem* w,
                              Py_ssize_t start, Py_ssize_t stop) noexcept nogil:
     """An SGD step, then the EMA ``w.average`` of the new weights, in one pass."""
     cdef SgdParams sgd = _item_sgd(s, w)
-    cdef real* velocity = <real*>w.velocity + start if w.velocity != NULL else NULL
-    if s.stores_grad:
-        sgd_ema_step_scaled_store(param + start, <real*>w.grad + start, velocity,
-                                  <real*>w.average + start, stop - start, &sgd, s.decay,
-                                  s.grad_coef)
-    else:
-        sgd_ema_step_scaled(param + start, <const real*>w.grad + start, velocity,
-                            <real*>w.average + start, stop - start, &sgd, s.decay,
-                            s.grad_coef)
+    sgd_ema_step_scaled_by(param + start, <const real*>w.grad + start,
+                           <real*>w.velocity + start if w.velocity != NULL else NULL,
+                           <real*>w.average + start, stop - start, &sgd, s.decay, s.grad_coef,
+                           s.stores_grad)
 
 
 cdef inline void ema_range(real* average, const StepScalars* s, const WorkItem* w,

@@ -576,8 +576,9 @@ cdef WrittenSpans _grad_spans = WrittenSpans()  # write-back's grads check (GIL 
 
 cdef int _scale_grads(list grads, double coef) except -1:
     """``g *= coef`` (rounded to g's dtype) in place: a skipped step's write-back."""
-    for g in grads:
-        np.multiply(g, g.dtype.type(coef), out=g)
+    with np.errstate(invalid="ignore"):  # inf * 0: NaN, as torch's
+        for g in grads:
+            np.multiply(g, g.dtype.type(coef), out=g)
     return 0
 
 
