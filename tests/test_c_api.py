@@ -16,7 +16,8 @@ import Cython  # noqa: E402,F401  (the test extra brings it: the module is built
 THIRD_PARTY = textwrap.dedent("""
     # cython: language_level=3, boundscheck=False, wraparound=False
     from fastmomentum.kernels cimport (SgdParams, ema_step, real, sgd_ema_step,
-                                       sgd_ema_step_scaled, sgd_step, sgd_step_scaled)
+                                       sgd_ema_step_scaled, sgd_ema_step_scaled_store,
+                                       sgd_step, sgd_step_scaled, sgd_step_scaled_store)
 
     def step(real[::1] param, real[::1] grad, real[::1] velocity, double lr,
              double momentum, double dampening, double weight_decay, bint nesterov,
@@ -49,6 +50,19 @@ THIRD_PARTY = textwrap.dedent("""
         else:
             sgd_ema_step_scaled(&param[0], &grad[0], &velocity[0], &average[0],
                                 param.shape[0], &opts, decay, coef)
+
+    def scaled_store_step(real[::1] param, real[::1] grad, real[::1] velocity,
+                          real[::1] average, double lr, double momentum, bint nesterov,
+                          bint maximize, double coef, double decay):
+        cdef SgdParams opts = SgdParams(lr=lr, momentum=momentum, dampening=0.0,
+                                        weight_decay=1e-3, nesterov=nesterov,
+                                        maximize=maximize, first_step=False)
+        if decay < 0:
+            sgd_step_scaled_store(&param[0], &grad[0], &velocity[0], param.shape[0], &opts,
+                                  coef)
+        else:
+            sgd_ema_step_scaled_store(&param[0], &grad[0], &velocity[0], &average[0],
+                                      param.shape[0], &opts, decay, coef)
 """)
 
 SETUP = textwrap.dedent("""
@@ -133,3 +147,26 @@ def test_scaled_entry_points_read_grad_times_coefficient(third_party, dtype, mom
         if momentum:
             assert v.tobytes() == want_v.tobytes()
         assert g.tobytes() == grad.tobytes()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("momentum, nesterov, maximize", [(0.0, False, True), (0.9, True, False)])
+@pytest.mark.parametrize("decay", [-1.0, 0.99])
+def test_store_entry_points_leave_grad_times_coefficient(third_party, dtype, momentum,
+                                                         nesterov, maximize, decay):
+    """sgd_step_scaled_store / sgd_ema_step_scaled_store: the scaled entry points' bits, and
+    the grad left holding grad * coef rounded to the dtype (not negated by maximize)."""
+    rng = np.random.default_rng(10)
+    p, g, v, a = (rng.standard_normal(1003).astype(dtype) for _ in range(4))
+    for coef in (0.3, 1.0):
+        want_p, want_v, want_a, want_g = p.copy(), v.copy(), a.copy(), g * dtype(coef)
+        fm.momentum_step(want_p, want_g, want_v, lr=0.05, momentum=momentum,
+                         weight_decay=1e-3, nesterov=nesterov, maximize=maximize)
+        if decay >= 0:
+            fm.ema_update(want_a, want_p, decay)
+        third_party.scaled_store_step(p, g, v, a, 0.05, momentum, nesterov, maximize, coef,
+                                      decay)
+        assert p.tobytes() == want_p.tobytes() and a.tobytes() == want_a.tobytes()
+        if momentum:
+            assert v.tobytes() == want_v.tobytes()
+        assert g.tobytes() == want_g.tobytes()
