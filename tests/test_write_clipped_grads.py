@@ -12,6 +12,7 @@ import torch
 import fastmomentum as fm
 import fastmomentum.torch as fmt
 from fastmomentum import baseline
+from conftest import THREADED, assert_threads_run
 
 SHAPES = [(7, 5), (33,), (4, 3, 2), (1,)]
 
@@ -66,6 +67,29 @@ def test_numpy_grads_hold_torchs_clipped_grads(options, dtype, norm_type):
         for a, b in zip(ours, plain):
             assert np.array_equal(bits(a), bits(b))
         assert not all(np.array_equal(g, k) for g, k in zip(grads, kept))  # it clipped
+
+
+def test_write_back_bits_do_not_depend_on_threads():
+    """Big grads (the step's pass on threads): the same stored grads and params on 1 and 2
+    threads, and torch's clip bits."""
+    rng = np.random.default_rng(11)
+    init = [rng.standard_normal(n).astype(np.float32) for n in (THREADED, 1000, THREADED)]
+    source = [rng.standard_normal(p.size).astype(np.float32) for p in init]
+    assert_threads_run(2 * THREADED)
+    results = []
+    for threads in (1, 2):
+        fm.set_num_threads(threads)
+        params, grads = [p.copy() for p in init], [g.copy() for g in source]
+        opt = fm.SGD(params, lr=0.1, momentum=0.9, clip_grad_norm=1.0,
+                     write_clipped_grads=True)
+        opt.step(grads)
+        results.append((params, grads, opt.last_grad_norm))
+    fm.set_num_threads(2)
+    (p1, g1, t1), (p2, g2, t2) = results
+    assert t1 == t2
+    assert all(np.array_equal(bits(a), bits(b)) for a, b in zip(p1 + g1, p2 + g2))
+    expected = torch_clipped(source, 1.0, t1)
+    assert all(np.array_equal(bits(a), bits(b)) for a, b in zip(g2, expected))
 
 
 def test_coefficient_one_leaves_the_grads_bit_for_bit():
@@ -179,14 +203,12 @@ def tbits(t):
 
 
 @pytest.mark.skipif(not fmt.FAST_PATH, reason="proves the kernels' write-back")
-@pytest.mark.parametrize("amp", [False, True], ids=["plain", "amp"])
-@pytest.mark.parametrize("clip", [None, 0.3])
+@pytest.mark.parametrize("clip, amp", [(0.3, False), (None, True), (0.3, True)],
+                         ids=["clip", "amp", "amp+clip"])
 def test_torch_grads_hold_torchs_recipe(clip, amp, monkeypatch):
     """fastmomentum.torch.SGD(write_clipped_grads=True), every param through the kernels:
     the grads after the step are those torch's recipe leaves (scaler.unscale_, then
     clip_grad_norm_ with the coefficient of fastmomentum's total), and the params equal."""
-    if clip is None and not amp:
-        pytest.skip("nothing scales the grads")
     from fastmomentum import torch as fm_torch
     runs = []
     real = fm_torch._kernels.torch_sgd_clip_run
