@@ -130,6 +130,13 @@ def extension(name, source, flags=(), openmp=False, c_sources=()):
     )
 
 
+# _ewm_family's steady loops must stay inlined (see _steady_run): gcc 12 limits inlining by
+# the unit's growth, and with times' factor loops moved to the cores (a smaller unit) it
+# left _steady_run out of line at the default 40%
+INLINE_PROBE = "int main(void) { return 0; }\n"
+FAMILY_FLAGS = [flag for flag in ["--param=inline-unit-growth=80"]
+                if compiler_accepts(INLINE_PROBE, [flag])]
+
 extensions = [
     # per CPU target: the numeric cores only (no threads in them)
     *(extension(f"_cores_{name}", f"src/cores/_cores_{name}.pyx", flags)
@@ -148,7 +155,7 @@ extensions = [
     extension("_reference", "src/reference/_reference.pyx"),
     # the exponentially weighted family (var, std, cov, corr, sum, times, streams), compiled
     # once: its loops are latency-bound recurrences (no fma: the same bits everywhere)
-    extension("_ewm_family", "src/ewm_family/_ewm_family.pyx"),
+    extension("_ewm_family", "src/ewm_family/_ewm_family.pyx", FAMILY_FLAGS),
 ]
 
 compiler_directives = {

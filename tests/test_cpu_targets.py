@@ -30,6 +30,9 @@ fm.momentum_step(p, g, v, lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01
 x = rng.standard_normal(5000)
 x[7] = np.nan
 y = fm.ewm_mean(x, alpha=0.05)
+times = np.cumsum(rng.integers(0, 90, 5000)).astype("datetime64[s]")
+y = np.concatenate([y, fm.ewm_mean(x, times=times, halflife="20s"),
+                    fm.ewm_mean(x[8:], times=times[8:], halflife="20s")])
 opt = fm.SGD([p.copy()], lr=0.1, momentum=0.9)
 opt.step([g])
 back = pickle.loads(pickle.dumps(opt))
@@ -81,6 +84,43 @@ def test_a_cpu_without_avx2_runs_the_portable_cores_with_the_same_bits():
     target, result = emulated.stdout.split()
     assert target == "portable"
     assert result == native.stdout.split()[1]   # the same bits as this CPU's target
+
+
+def test_times_means_have_the_same_bits_on_every_target():
+    """ewm_mean with times: the decay factors (fm_time_factors.h: int64 and float times,
+    libm's exp2 beyond the polynomial's range) and the one-shot scan (fm_time_scan.h:
+    float64 and float32, adjust either way) are per-target cores: the same bits on the
+    portable one and every other, as is a stream's recurrence over them."""
+    from conftest import on_target, targets_beside_portable
+    from fastmomentum._ewm_family import scanned_steps, time_factors
+    rng = np.random.default_rng(12)
+    n = 5 * 1024 + 99
+    steps = rng.integers(0, 90, n)
+    steps[[700, 3000]] = [100_000, -50]            # beyond exp2's range, a growth
+    seconds = np.cumsum(steps)
+    x = rng.standard_normal(n) * 4 + 1
+    x[4000] = np.nan
+    for target in targets_beside_portable():
+        for times in (seconds.astype("datetime64[s]"), seconds * 0.25 + 1e9):
+            halflife = "20s" if times.dtype.kind == "M" else 5.0
+            values = times.view(np.int64) if times.dtype.kind == "M" else times
+            np.testing.assert_array_equal(on_target(target, time_factors, values, np.nan,
+                                                    20.0, 0.5),
+                                          on_target("portable", time_factors, values,
+                                                    np.nan, 20.0, 0.5))
+            for data in (x, x.astype(np.float32)):
+                for adjust in (True, False):
+                    before = scanned_steps()
+                    got = on_target(target, fm.ewm_mean, data, times=times,
+                                    halflife=halflife, adjust=adjust)
+                    assert scanned_steps() > before              # the scan ran
+                    want = on_target("portable", fm.ewm_mean, data, times=times,
+                                     halflife=halflife, adjust=adjust)
+                    np.testing.assert_array_equal(got, want)
+            stream = [on_target(name, lambda: fm.EwmStream("mean", halflife=halflife,
+                                                           times=True).update(x, times=times))
+                      for name in (target, "portable")]
+            np.testing.assert_array_equal(*stream)
 
 
 def test_pickles_and_state_dicts_name_no_target():

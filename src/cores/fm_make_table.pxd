@@ -8,7 +8,7 @@ from fm_core_table cimport (EMA_F32, EMA_F64, FM_CORE_TABLE_CAPSULE, FUSED_F32, 
                             MOMENTUM_F32_BF16_STATE, MOMENTUM_F32_F16_STATE,
                             SPLIT_GRAD_BF16_STATE_BF16, SPLIT_GRAD_BF16_STATE_F32,
                             SPLIT_GRAD_F32_STATE_BF16, SPLIT_GRAD_F32_STATE_F32,
-                            elementwise_fn, ewm_loop_fn, norm_fn,
+                            elementwise_fn, ewm_loop_fn, norm_fn, time_factors_fn, time_mean_fn,
                             ewm_rows_superblock_fn, ewm_series_fn, ewm_superblock_fn)
 from fm_elementwise cimport ema_range, fused_range, momentum_range, sgd_range
 from fm_core_table cimport (EMA_BF16, EMA_F16, FUSED_BF16, FUSED_F16, MOMENTUM_BF16,
@@ -23,6 +23,20 @@ from fm_norms cimport max_magnitude, sum_squares
 from fm_state_steps cimport (momentum_f32_bf16_state, momentum_f32_f16_state,
                              split_grad_bf16_state_bf16, split_grad_bf16_state_f32,
                              split_grad_f32_state_bf16, split_grad_f32_state_f32)
+
+from libc.stdint cimport int64_t
+
+cdef extern from "fm_time_factors.h" nogil:
+    void fm_time_factors_i64(const int64_t* times, double previous, Py_ssize_t n,
+                             double halflife, double log2_b, double* out)
+    void fm_time_factors_f64(const double* times, double previous, Py_ssize_t n,
+                             double halflife, double log2_b, double* out)
+
+cdef extern from "fm_time_scan.h" nogil:
+    int fm_time_mean_f64(const double* x, double* out, const double* f, Py_ssize_t n,
+                         double* w, double* s, int adjust)
+    int fm_time_mean_f32(const float* x, float* out, const double* f, Py_ssize_t n,
+                         double* w, double* s, int adjust)
 
 cdef extern from "fm_cpu.h" nogil:
     const char* FM_BUILD_TARGET
@@ -63,6 +77,10 @@ cdef inline object core_table_capsule(CoreTable* table):
     table.ewm_f64.series_superblock = <ewm_superblock_fn>series_superblock[double]
     table.ewm_f32.rows_superblock = <ewm_rows_superblock_fn>rows_superblock[float]
     table.ewm_f64.rows_superblock = <ewm_rows_superblock_fn>rows_superblock[double]
+    table.time_factors_i64 = <time_factors_fn>fm_time_factors_i64
+    table.time_factors_f64 = <time_factors_fn>fm_time_factors_f64
+    table.time_mean_f32 = <time_mean_fn>fm_time_mean_f32
+    table.time_mean_f64 = <time_mean_fn>fm_time_mean_f64
     table.sum_squares_f32 = <norm_fn>sum_squares[float]
     table.sum_squares_f64 = <norm_fn>sum_squares[double]
     table.max_magnitude_f32 = <norm_fn>max_magnitude[float]
