@@ -129,8 +129,11 @@ def _state_tensor(func, i, t, key, dtype, p):
     return t
 
 
-def step(opt):
-    """One step of every param group (every group checked before any is written)."""
+def step(opt, max_norm=None, inf_norm=False, skip_if_nonfinite=False):
+    """One step of every param group (every group checked before any is written). With
+    ``max_norm`` (a float) or ``skip_if_nonfinite``: global-norm clipping over every
+    group's grads (``opt.last_grad_norm``, ``opt.skipped_steps``; a skipped step writes
+    nothing), each grad read as ``float32(grad * coefficient)``."""
     func = "SGD.step"
     calls, first = [], 0
     master_weights, momentum_dtype = opt.master_weights, opt.momentum_dtype
@@ -183,7 +186,8 @@ def step(opt):
          for group, lr, momentum, dampening, weight_decay, views, new_buffers, stepped
          in calls],
         state_bits=_STATE_BITS[momentum_dtype], spans=spans[:len(calls)], state=opt.state,
-        increment_version=_bump_versions)
+        increment_version=_bump_versions, optimizer=opt, max_norm=max_norm,
+        inf_norm=inf_norm, skip_if_nonfinite=skip_if_nonfinite)
     opt.kernel_params = kernel_params
 
 

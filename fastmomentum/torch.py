@@ -227,8 +227,6 @@ class SGD(Optimizer):
             [p for group in self.param_groups for p in group["params"]], momentum_dtype,
             master_weights, ema, differentiable)
         if self.momentum_dtype is not None:
-            if self.clip_grad_norm is not None or self.skip_if_nonfinite:
-                _no_clipping_with_state("SGD")
             if flat:
                 raise ValueError("SGD: `flat=True` is not available with `momentum_dtype` "
                                  "or master_weights='split'")
@@ -450,11 +448,11 @@ class SGD(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        if (self.clip_grad_norm is not None or self.skip_if_nonfinite
-                or getattr(self, "grad_scale", None) is not None
-                or getattr(self, "found_inf", None) is not None):
-            if self.momentum_dtype is not None:  # (GradScaler unscales itself: see __init__)
-                _no_clipping_with_state("SGD.step")
+        amp = (getattr(self, "grad_scale", None) is not None
+               or getattr(self, "found_inf", None) is not None)
+        if self.momentum_dtype is not None and amp:  # (GradScaler unscales itself: see __init__)
+            _no_amp_with_state("SGD.step")
+        if self.clip_grad_norm is not None or self.skip_if_nonfinite or amp:
             return self._scaled_step(loss)
         return self._step_grads(loss)
 
@@ -528,6 +526,9 @@ class SGD(Optimizer):
             self._clip_checked = key  # (a NaN never compares equal: checked again)
         clip, norm_type = (None if options[0] is None else float(options[0]),
                            float(options[1]))
+        if self.momentum_dtype is not None:  # fewer-byte momentum, split master weights
+            _torch_state.step(self, clip, norm_type != 2.0, self.skip_if_nonfinite)
+            return loss
         if found_inf is not None and found_inf.item() != 0:
             self.kernel_params = 0  # as torch's fused step and GradScaler: skipped whole
             return loss
@@ -579,12 +580,10 @@ class SGD(Optimizer):
                 grads, torch.zeros(1, device=device), inv_scale.to(device))
 
 
-def _no_clipping_with_state(func):
-    raise ValueError(f"{func}: `clip_grad_norm`, `skip_if_nonfinite` and AMP's `grad_scale`/"
-                     f"`found_inf` are not available with `momentum_dtype` or "
-                     f"master_weights='split' (clip first with "
-                     f"fastmomentum.torch.clip_grad_norm_; GradScaler unscales the grads "
-                     f"itself for such an optimizer)")
+def _no_amp_with_state(func):
+    raise ValueError(f"{func}: AMP's `grad_scale`/`found_inf` are not available with "
+                     f"`momentum_dtype` or master_weights='split' (GradScaler unscales the "
+                     f"grads itself for such an optimizer: leave them unset)")
 
 
 def _amp_tensors(grad_scale, found_inf):
