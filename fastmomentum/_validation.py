@@ -480,6 +480,19 @@ def check_momentum_dtype(func, momentum_dtype):
                     f"param's dtype; got {momentum_dtype!r}")
 
 
+def check_state_params(func, momentum_dtype, params):
+    """fastmomentum.SGD's (and the baseline's) ``momentum_dtype`` as a NumPy dtype (None
+    stays None), for float32 ``params`` only."""
+    if momentum_dtype is None:
+        return None
+    _, dtype = check_momentum_dtype(func, momentum_dtype)
+    for i, p in enumerate(params):
+        if p.dtype != np.float32:
+            raise TypeError(f"{func}: `momentum_dtype` needs float32 params; `params[{i}]` "
+                            f"is {describe(p)}")
+    return dtype
+
+
 def _check_state_array(func, name, v, dtype, lead_name, lead):
     """``v``: a writeable C-contiguous array of the velocity dtype, shaped like ``lead``.
     bfloat16 bits given as uint16/int16 are refused with the view to pass instead."""

@@ -62,14 +62,8 @@ def _count(func, name, value):
 
 def _state_dtype(func, momentum_dtype, params, ema):
     """``momentum_dtype`` as a NumPy dtype (None stays None), for float32 ``params``."""
-    if momentum_dtype is None:
-        return None
-    _, dtype = _validation.check_momentum_dtype(func, momentum_dtype)
-    for i, p in enumerate(params):
-        if p.dtype != np.float32:
-            raise TypeError(f"{func}: `momentum_dtype` needs float32 params; `params[{i}]` "
-                            f"is {_validation.describe(p)}")
-    if ema is not None:
+    dtype = _validation.check_state_params(func, momentum_dtype, params)
+    if dtype is not None and ema is not None:
         raise ValueError(f"{func}: `ema` cannot be combined with `momentum_dtype` (the "
                          f"fused pass keeps param-dtype state); update a separate EMA after "
                          f"each step")
