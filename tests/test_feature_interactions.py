@@ -9,16 +9,18 @@ import torch
 import fastmomentum.torch as ft
 
 
-def test_clipping_set_after_construction_is_refused_with_momentum_dtype():
+def test_amp_set_after_construction_is_refused_with_momentum_dtype():
+    """Clipping now works with momentum_dtype (tests/test_torch_state.py); AMP's tensors
+    set by hand are still refused, nothing written."""
     p = torch.nn.Parameter(torch.randn(8))
     p.grad = torch.randn(8)
     before = p.detach().clone()
     opt = ft.SGD([p], lr=0.1, momentum=0.9, momentum_dtype=torch.bfloat16)
-    opt.clip_grad_norm = 0.5          # a plain attribute, read at every step
+    opt.grad_scale = torch.tensor([4.0])   # what GradScaler would set (it does not here)
     with pytest.raises(ValueError, match="momentum_dtype"):
         opt.step()
     assert torch.equal(p.detach(), before) and "momentum_buffer" not in opt.state[p]
-    opt.clip_grad_norm = None
+    del opt.grad_scale
     opt.step()
     assert opt.state[p]["momentum_buffer"].dtype == torch.bfloat16
 
@@ -70,11 +72,20 @@ def test_a_refused_amp_step_leaves_the_grads_scaled():
     assert torch.equal(p.detach(), torch.ones(4)) and not opt.state
 
 
-def test_numpy_sgd_refuses_clipping_of_16_bit_params_at_construction():
+def test_numpy_sgd_clips_16_bit_params():
+    """Once refused at construction; now the clipped grads written into the dtype, then
+    the step (tests/test_half.py has the full grid)."""
     import numpy as np
     import fastmomentum
-    with pytest.raises(TypeError, match="float32 or float64 params"):
-        fastmomentum.SGD([np.zeros(4, np.float16)], lr=0.1, clip_grad_norm=1.0)
+    from fastmomentum._dispatch import kernels
+    p, q = np.ones(4, np.float16), np.ones(4, np.float16)
+    g = np.array([3.0, 4.0, 0.0, 0.0], np.float16)
+    opt = fastmomentum.SGD([p], lr=0.5, clip_grad_norm=1.0)
+    opt.step([g])
+    assert opt.last_grad_norm == 5.0
+    coef = np.float32(kernels.clip_coefficient(5.0, 1.0, True))
+    fastmomentum.SGD([q], lr=0.5).step([(g.astype(np.float32) * coef).astype(np.float16)])
+    assert np.array_equal(p, q) and not np.array_equal(p, np.ones(4, np.float16) - 0.5 * g)
 
 
 def test_momentum_step_checks_rounding_with_momentum_dtype():
