@@ -155,7 +155,9 @@ class SGD(Optimizer):
     float32 master weights whose bottom halves live in ``state[p]['master_low_bits']``
     (bit-identical to float32 master weights; momentum float32, or bfloat16 with
     ``momentum_dtype``): see :meth:`master_params`. Every param must then fit (there is no
-    torch fallback), and ``ema`` is not available.
+    torch fallback), and ``ema`` is not available. ``clip_grad_norm``/``skip_if_nonfinite``
+    work with both (one norm over every group's grads, each grad read as
+    ``float32(grad * coef)``); GradScaler unscales the grads itself before such a step.
 
     ``flat=True``: each param group's params (dense CPU float32/float64, per dtype) move
     into one contiguous buffer and their grads into another, ``.data`` and ``.grad``
