@@ -232,8 +232,6 @@ class SGD(Optimizer):
             if flat:
                 raise ValueError("SGD: `flat=True` is not available with `momentum_dtype` "
                                  "or master_weights='split'")
-            # GradScaler then unscales the grads itself and skips steps with inf/NaN
-            self._step_supports_amp_scaling = False
         if flat:
             self._flatten()
         if ema is not None:
@@ -300,7 +298,7 @@ class SGD(Optimizer):
             self.__dict__.setdefault(name, value)
         self.__dict__.setdefault("master_weights", None)
         self.__dict__.setdefault("momentum_dtype", None)
-        self._step_supports_amp_scaling = self.momentum_dtype is None
+        self._step_supports_amp_scaling = True
         self.__dict__.setdefault("_flat_buckets", None)  # a pickled copy is not flat
         for group in self.param_groups:  # as torch.optim.SGD.__setstate__
             group.setdefault("nesterov", False)
@@ -450,11 +448,9 @@ class SGD(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        amp = (getattr(self, "grad_scale", None) is not None
-               or getattr(self, "found_inf", None) is not None)
-        if self.momentum_dtype is not None and amp:  # (GradScaler unscales itself: see __init__)
-            _no_amp_with_state("SGD.step")
-        if self.clip_grad_norm is not None or self.skip_if_nonfinite or amp:
+        if (self.clip_grad_norm is not None or self.skip_if_nonfinite
+                or getattr(self, "grad_scale", None) is not None
+                or getattr(self, "found_inf", None) is not None):
             return self._scaled_step(loss)
         return self._step_grads(loss)
 
@@ -528,9 +524,6 @@ class SGD(Optimizer):
             self._clip_checked = key  # (a NaN never compares equal: checked again)
         clip, norm_type = (None if options[0] is None else float(options[0]),
                            float(options[1]))
-        if self.momentum_dtype is not None:  # fewer-byte momentum, split master weights
-            _torch_state.step(self, clip, norm_type != 2.0, self.skip_if_nonfinite)
-            return loss
         if found_inf is not None and found_inf.item() != 0:
             self.kernel_params = 0  # as torch's fused step and GradScaler: skipped whole
             return loss
@@ -538,6 +531,14 @@ class SGD(Optimizer):
         # AMP's unscaling in double then rounded to float32, as GradScaler.unscale_
         inv_scale = (None if grad_scale is None
                      else grad_scale.double().reciprocal().float())
+        if self.momentum_dtype is not None:  # fewer-byte momentum, split master weights
+            # with clipping, torch's recipe: unscaled in place (after the step's checks),
+            # then the norm of the unscaled grads; else read times 1/scale in the step
+            _torch_state.step(self, clip, norm_type != 2.0, self.skip_if_nonfinite,
+                              1.0 if inv_scale is None or measures else inv_scale.item(),
+                              None if inv_scale is None or not measures
+                              else functools.partial(self._unscale_grads, inv_scale))
+            return loss
         ema = self.ema
         decay = self._ema_decay()   # these two refuse bad input and write nothing: before
         plans, torch_groups = self._plan(decay, ema is not None)  # any grad is unscaled
@@ -580,12 +581,6 @@ class SGD(Optimizer):
         for (device, _), grads in by_key.items():
             torch._amp_foreach_non_finite_check_and_unscale_(
                 grads, torch.zeros(1, device=device), inv_scale.to(device))
-
-
-def _no_amp_with_state(func):
-    raise ValueError(f"{func}: AMP's `grad_scale`/`found_inf` are not available with "
-                     f"`momentum_dtype` or master_weights='split' (GradScaler unscales the "
-                     f"grads itself for such an optimizer: leave them unset)")
 
 
 def _amp_tensors(grad_scale, found_inf):

@@ -9,20 +9,20 @@ import torch
 import fastmomentum.torch as ft
 
 
-def test_amp_set_after_construction_is_refused_with_momentum_dtype():
-    """Clipping now works with momentum_dtype (tests/test_torch_state.py); AMP's tensors
-    set by hand are still refused, nothing written."""
+def test_amp_set_after_construction_unscales_state_steps():
+    """Once refused; now grad_scale is read in the step as for float32 params (the GradScaler
+    trajectories are in tests/test_torch_clip_amp.py)."""
     p = torch.nn.Parameter(torch.randn(8))
-    p.grad = torch.randn(8)
-    before = p.detach().clone()
+    r = torch.nn.Parameter(p.detach().clone())
+    g = torch.randn(8)
+    p.grad, r.grad = 3000.0 * g, 3000.0 * g
     opt = ft.SGD([p], lr=0.1, momentum=0.9, momentum_dtype=torch.bfloat16)
-    opt.grad_scale = torch.tensor([4.0])   # what GradScaler would set (it does not here)
-    with pytest.raises(ValueError, match="momentum_dtype"):
-        opt.step()
-    assert torch.equal(p.detach(), before) and "momentum_buffer" not in opt.state[p]
-    del opt.grad_scale
+    opt.grad_scale, opt.found_inf = torch.tensor([3000.0]), torch.tensor([0.0])
     opt.step()
-    assert opt.state[p]["momentum_buffer"].dtype == torch.bfloat16
+    assert opt.kernel_params == 1 and torch.equal(p.grad, 3000.0 * g)   # read, not written
+    r.grad.mul_(torch.tensor(3000.0).double().reciprocal().float())
+    torch.optim.SGD([r], lr=0.1, momentum=0.9).step()
+    assert torch.equal(p.detach(), r.detach())
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
@@ -51,7 +51,7 @@ def test_copies_keep_split_master_weights_and_momentum_dtype():
     opt.step()
     twin = copy.deepcopy(opt)
     assert (twin.master_weights, twin.momentum_dtype) == ("split", opt.momentum_dtype)
-    assert twin._step_supports_amp_scaling is False
+    assert twin._step_supports_amp_scaling is True
     (mine,), (theirs,) = opt.master_params(), twin.master_params()
     assert torch.equal(mine, theirs)
 

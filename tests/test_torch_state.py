@@ -478,21 +478,3 @@ def test_clipping_set_after_construction_clips_state_steps():
     ref.step()
     assert torch.equal(p.detach(), r.detach())
     assert opt.last_grad_norm == pytest.approx(g.double().norm().item(), rel=1e-6)
-
-
-@pytest.mark.parametrize("kind", ["split", "fewer"])
-def test_amp_tensors_are_still_refused_with_state_options(kind):
-    """GradScaler unscales the grads itself for these optimizers (no amp scaling support):
-    grad_scale/found_inf set by hand are refused, nothing written."""
-    p = (split_param(torch.randn(4)) if kind == "split"
-         else torch.nn.Parameter(torch.randn(4)))
-    p.grad = torch.ones(4).to(p.dtype)
-    opt = fmt.SGD([p], lr=0.1, momentum=0.9, clip_grad_norm=1.0,
-                  master_weights="split" if kind == "split" else None,
-                  momentum_dtype=None if kind == "split" else torch.bfloat16)
-    assert opt._step_supports_amp_scaling is False
-    before = p.detach().clone()
-    opt.grad_scale, opt.found_inf = torch.tensor([2.0]), torch.tensor([0.0])
-    with pytest.raises(ValueError, match="grad_scale"):
-        opt.step()
-    assert torch.equal(p.detach(), before) and "momentum_buffer" not in opt.state[p]
