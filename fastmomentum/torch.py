@@ -157,7 +157,8 @@ class SGD(Optimizer):
     ``momentum_dtype``): see :meth:`master_params`. Every param must then fit (there is no
     torch fallback), and ``ema`` is not available. ``clip_grad_norm``/``skip_if_nonfinite``
     work with both (one norm over every group's grads, each grad read as
-    ``float32(grad * coef)``); GradScaler unscales the grads itself before such a step.
+    ``float32(grad * coef)``), and so do GradScaler's steps (``grad_scale`` read as the
+    grad coefficient).
 
     ``flat=True``: each param group's params (dense CPU float32/float64, per dtype) move
     into one contiguous buffer and their grads into another, ``.data`` and ``.grad``
