@@ -263,7 +263,7 @@ cdef inline void half_step_range(half* param, const StepScalars* s, const WorkIt
     grad is read as ``round16(float32(widen(grad) * float32(grad_coef)))``, the bits of
     writing the clipped grad into its dtype and then stepping: a block of grads is scaled
     into a stack buffer of the dtype and the unchanged loops run on it (``grad_coef == 1``
-    runs them as they are, one comparison per call)."""
+    runs them as they are; see docs/clipping-and-amp.md for the per-call cost)."""
     cdef HalfScalars k = half_scalars(s, w, param)
     cdef const half* grad = <const half*>w.grad
     cdef const half* block_grad

@@ -209,8 +209,8 @@ cdef inline void state_range(param_t* param, const grad_t* grad_format, state_t*
     ``float32(widen(grad) * float32(grad_coef))``, kernels.pxd read_grad's bits, by scaling
     a block of grads into a float32 buffer and running the same loops on it (a bfloat16
     grad widened is exact in float32, so the float32-grad specialisation gives its bits).
-    The loops themselves stay as they are: ``grad_coef == 1`` runs them unchanged, with one
-    comparison per call."""
+    The loops themselves stay as they are: ``grad_coef == 1`` runs them unchanged (no
+    per-element cost; per call see docs/clipping-and-amp.md)."""
     cdef StateScalars k
     cdef bint has_momentum = s.sgd.momentum != 0.0
     cdef bint has_weight_decay = s.sgd.weight_decay != 0.0
