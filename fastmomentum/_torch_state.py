@@ -129,8 +129,14 @@ def _state_tensor(func, i, t, key, dtype, p):
     return t
 
 
-def step(opt):
-    """One step of every param group (every group checked before any is written)."""
+def step(opt, max_norm=None, inf_norm=False, skip_if_nonfinite=False, grad_coef=1.0,
+         unscale=None):
+    """One step of every param group (every group checked before any is written). With
+    ``max_norm`` (a float) or ``skip_if_nonfinite``: global-norm clipping over every
+    group's grads (``opt.last_grad_norm``, ``opt.skipped_steps``; a skipped step writes
+    nothing), each grad read as ``float32(grad * coefficient)``. ``grad_coef``: else each
+    grad read times it (AMP's 1/scale). ``unscale``: called once everything is checked,
+    before the norm (AMP with clipping: GradScaler.unscale_'s in-place unscaling)."""
     func = "SGD.step"
     calls, first = [], 0
     master_weights, momentum_dtype = opt.master_weights, opt.momentum_dtype
@@ -177,13 +183,16 @@ def step(opt):
         raise RuntimeError(_kernels.INFERENCE_TENSOR_ERROR)
     spans = opt._state_spans  # per group: what its pass writes (concurrent steps refused)
     spans += [_kernels.WrittenSpans() for _ in range(len(calls) - len(spans))]
+    if unscale is not None:
+        unscale()
     kernel_params = _kernels.torch_state_steps(
         [(*views, lr, momentum, dampening, weight_decay, group["nesterov"],
           group["maximize"], new_buffers, stepped)
          for group, lr, momentum, dampening, weight_decay, views, new_buffers, stepped
          in calls],
         state_bits=_STATE_BITS[momentum_dtype], spans=spans[:len(calls)], state=opt.state,
-        increment_version=_bump_versions)
+        increment_version=_bump_versions, optimizer=opt, max_norm=max_norm,
+        inf_norm=inf_norm, skip_if_nonfinite=skip_if_nonfinite, grad_coef=grad_coef)
     opt.kernel_params = kernel_params
 
 

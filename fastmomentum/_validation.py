@@ -310,6 +310,21 @@ def check_write_clipped_grads(func, value):
     return bool(value)
 
 
+def check_write_back_fits(func, writes, momentum_dtype, params):
+    """``write_clipped_grads=True`` needs float32/float64 params and no ``momentum_dtype``:
+    the fewer-byte and 16-bit steps read their grads scaled but store none back."""
+    if not writes:
+        return
+    if momentum_dtype is not None:
+        raise ValueError(f"{func}: `write_clipped_grads=True` is not available with "
+                         f"`momentum_dtype` (its step reads the grads scaled and stores "
+                         f"none back: clip them first with clip_grad_norm_)")
+    for i, p in enumerate(params):
+        if p.dtype.itemsize == 2:
+            raise TypeError(f"{func}: `write_clipped_grads=True` needs float32 or float64 "
+                            f"params; `params[{i}]` is {describe(p)}")
+
+
 def check_clipping(func, max_norm, norm_type, skip_if_nonfinite):
     """Global-norm clipping's options (torch.nn.utils.clip_grad_norm_'s ``max_norm`` and
     ``norm_type``; ``max_norm`` None: no clipping); returns ``(max_norm, norm_type)`` as
@@ -505,6 +520,19 @@ def check_momentum_dtype(func, momentum_dtype):
     raise TypeError(f"{func}: `momentum_dtype` must be bfloat16 (ml_dtypes.bfloat16 or "
                     f"'bfloat16') or float16 (np.float16 or 'float16'), or None for the "
                     f"param's dtype; got {momentum_dtype!r}")
+
+
+def check_state_params(func, momentum_dtype, params):
+    """fastmomentum.SGD's (and the baseline's) ``momentum_dtype`` as a NumPy dtype (None
+    stays None), for float32 ``params`` only."""
+    if momentum_dtype is None:
+        return None
+    _, dtype = check_momentum_dtype(func, momentum_dtype)
+    for i, p in enumerate(params):
+        if p.dtype != np.float32:
+            raise TypeError(f"{func}: `momentum_dtype` needs float32 params; `params[{i}]` "
+                            f"is {describe(p)}")
+    return dtype
 
 
 def _check_state_array(func, name, v, dtype, lead_name, lead):

@@ -97,13 +97,23 @@ def clip_coefficient(total, max_norm, dtype):
     return one if coef > one else coef
 
 
+def _scaled_grad(grad, coef):
+    """A clipped grad as fastmomentum.SGD reads it: ``grad * coef`` in the grad's dtype,
+    bfloat16/float16 grads through float32 (``round16(float32(grad * float32(coef)))``:
+    the clipped grad written into its dtype)."""
+    if grad.dtype.itemsize == 2:
+        return (grad.astype(np.float32) * np.float32(coef)).astype(grad.dtype)
+    return grad * grad.dtype.type(coef)
+
+
 class SGD:
     """NumPy version of :class:`fastmomentum.SGD` (without ``ema``): a loop of
-    :func:`momentum_step` over the params, clipping by scaling each grad first."""
+    :func:`momentum_step` over the params, clipping by scaling each grad first
+    (:func:`_scaled_grad`); ``momentum_dtype`` as fastmomentum.SGD's."""
 
     def __init__(self, params, lr, momentum=0.0, dampening=0.0, weight_decay=0.0,
                  nesterov=False, maximize=False, *, clip_grad_norm=None, norm_type=2.0,
-                 skip_if_nonfinite=False, write_clipped_grads=False):
+                 skip_if_nonfinite=False, write_clipped_grads=False, momentum_dtype=None):
         _validation.check_sgd_hyper("SGD", lr, momentum, dampening, weight_decay, nesterov)
         clip_grad_norm, norm_type = _validation.check_clipping(
             "SGD", clip_grad_norm, norm_type, skip_if_nonfinite)
@@ -111,12 +121,16 @@ class SGD:
         for i, p in enumerate(self.params):
             _validation.check_lead_array("SGD", f"params[{i}]", p)
         _validation.check_disjoint_all("SGD", "params", self.params)
+        self.momentum_dtype = _validation.check_state_params("SGD", momentum_dtype,
+                                                             self.params)
         self.lr, self.momentum, self.dampening = lr, momentum, dampening
         self.weight_decay, self.nesterov, self.maximize = weight_decay, nesterov, maximize
         self.clip_grad_norm, self.norm_type = clip_grad_norm, norm_type
         self.skip_if_nonfinite = bool(skip_if_nonfinite)
         self.write_clipped_grads = _validation.check_write_clipped_grads(
             "SGD", write_clipped_grads)
+        _validation.check_write_back_fits("SGD", self.write_clipped_grads,
+                                          self.momentum_dtype, self.params)
         self.momentum_buffers = None
         self.steps = 0
         self.last_grad_norm = None
@@ -125,20 +139,27 @@ class SGD:
     def step(self, grads):
         grads = list(grads)
         first_step = self.momentum != 0 and self.momentum_buffers is None
-        buffers = ([np.empty_like(p) for p in self.params] if first_step
-                   else self.momentum_buffers)
+        buffers = ([np.empty_like(p, dtype=self.momentum_dtype) for p in self.params]
+                   if first_step else self.momentum_buffers)
         writes = _validation.check_write_clipped_grads("SGD.step", self.write_clipped_grads)
-        _validation.check_multi_step(self.params, grads, buffers, None, self.lr,
-                                     self.momentum, self.dampening, self.weight_decay,
-                                     self.nesterov, self.maximize, 0.0, "SGD.step", writes)
+        _validation.check_write_back_fits("SGD.step", writes, self.momentum_dtype, self.params)
+        if self.momentum_dtype is not None:
+            _validation.check_state_step(self.params, grads, buffers, self.lr, self.momentum,
+                                         self.dampening, self.weight_decay, self.nesterov,
+                                         self.momentum_dtype, "SGD.step")
+        else:
+            _validation.check_multi_step(self.params, grads, buffers, None, self.lr,
+                                         self.momentum, self.dampening, self.weight_decay,
+                                         self.nesterov, self.maximize, 0.0, "SGD.step", writes)
         if writes:
             _validation.check_grads_apart("SGD.step", self.params, grads,
                                           buffers if self.momentum != 0 else None, None)
         clip, norm_type = _validation.check_clipping(
             "SGD.step", self.clip_grad_norm, self.norm_type, self.skip_if_nonfinite)
         if clip is not None or self.skip_if_nonfinite:
-            dtype = np.dtype(np.float32 if all(p.dtype == np.float32 for p in self.params)
-                             else np.float64)
+            # float32 unless a param is float64 (16-bit grads: their widened float32)
+            dtype = np.dtype(np.float64 if any(p.dtype == np.float64 for p in self.params)
+                             else np.float32)
             total = float(dtype.type(_total_norm(grads, norm_type)))
             self.last_grad_norm = total
             coef = None if clip is None else clip_coefficient(total, clip, dtype)
@@ -150,12 +171,13 @@ class SGD:
                 self.skipped_steps += 1
                 return
             if coef is not None and not writes:
-                grads = [g * g.dtype.type(coef) for g in grads]
+                grads = [_scaled_grad(g, coef) for g in grads]
         for i, (p, g) in enumerate(zip(self.params, grads)):
             momentum_step(p, g, buffers[i] if buffers else None, lr=self.lr,
                           momentum=self.momentum, dampening=self.dampening,
                           weight_decay=self.weight_decay, nesterov=self.nesterov,
-                          maximize=self.maximize, first_step=first_step)
+                          maximize=self.maximize, first_step=first_step,
+                          momentum_dtype=self.momentum_dtype)
         if first_step:
             self.momentum_buffers = buffers
         self.steps += 1

@@ -3,6 +3,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from ._types import FloatArray, Scalar
 from . import ema_update as ema_update
@@ -21,6 +22,7 @@ class SGD:
     # the hyper-parameters are plain attributes too, as on fastmomentum.SGD
     params: list[FloatArray]
     momentum_buffers: list[FloatArray] | None
+    momentum_dtype: np.dtype[Any] | None
     last_grad_norm: float | None
     skipped_steps: int
     write_clipped_grads: bool
@@ -28,5 +30,6 @@ class SGD:
                  dampening: Scalar = 0.0, weight_decay: Scalar = 0.0, nesterov: bool = False,
                  maximize: bool = False, *, clip_grad_norm: Scalar | None = None,
                  norm_type: float = 2.0, skip_if_nonfinite: bool = False,
-                 write_clipped_grads: bool = False) -> None: ...
+                 write_clipped_grads: bool = False,
+                 momentum_dtype: DTypeLike | None = None) -> None: ...
     def step(self, grads: Sequence[FloatArray] | Iterable[FloatArray]) -> None: ...

@@ -62,14 +62,8 @@ def _count(func, name, value):
 
 def _state_dtype(func, momentum_dtype, params, ema):
     """``momentum_dtype`` as a NumPy dtype (None stays None), for float32 ``params``."""
-    if momentum_dtype is None:
-        return None
-    _, dtype = _validation.check_momentum_dtype(func, momentum_dtype)
-    for i, p in enumerate(params):
-        if p.dtype != np.float32:
-            raise TypeError(f"{func}: `momentum_dtype` needs float32 params; `params[{i}]` "
-                            f"is {_validation.describe(p)}")
-    if ema is not None:
+    dtype = _validation.check_state_params(func, momentum_dtype, params)
+    if dtype is not None and ema is not None:
         raise ValueError(f"{func}: `ema` cannot be combined with `momentum_dtype` (the "
                          f"fused pass keeps param-dtype state); update a separate EMA after "
                          f"each step")
@@ -160,12 +154,6 @@ class EMA:
         self.warmup, self.debias = warmup, debias
 
 
-def _state_without_clipping(func):
-    raise ValueError(f"{func}: `clip_grad_norm`, `skip_if_nonfinite` and "
-                     f"`write_clipped_grads` are not available with `momentum_dtype` (clip "
-                     f"the grads first)")
-
-
 class SGD:
     """torch.optim.SGD over a list of NumPy arrays, all stepped in one compiled call.
 
@@ -185,15 +173,19 @@ class SGD:
     clip coefficient (the grads are not written). ``skip_if_nonfinite=True`` skips a step
     whose total norm is NaN or inf (nothing written), counted in :attr:`skipped_steps`.
     :attr:`last_grad_norm` is the total norm of the last step (None without either option).
-    float32/float64 params only. ``write_clipped_grads=True``: the grads (writable, apart
-    from each other) are left holding the clipped values, exactly what
+    With ``momentum_dtype`` each grad is read as ``float32(grad * coefficient)`` as for
+    float32 params; bfloat16/float16 params: the norm is of the widened grads (in double,
+    fixed order; the total and the coefficient in float32 unless a param is float64) and
+    each grad is read as the clipped grad written into its dtype,
+    ``round16(float32(grad * coefficient))`` (docs/clipping-and-amp.md).
+    ``write_clipped_grads=True`` (float32/float64 params, no ``momentum_dtype``): the grads
+    (writable, apart from each other) are left holding the clipped values, exactly what
     ``clip_grad_norm_`` leaves, stored by the step's pass (also on a step
     ``skip_if_nonfinite`` skips: scaled by its coefficient, 0 or NaN).
 
     ``momentum_dtype`` (``ml_dtypes.bfloat16`` or ``np.float16``; float32 params only):
     keep the momentum buffers in that dtype (see :func:`fastmomentum.momentum_step`): 16
-    bytes a step moves per element instead of 20. Not combined with ``ema``, clipping or
-    skipping.
+    bytes a step moves per element instead of 20. Not combined with ``ema``.
 
     ``params`` may be a :class:`fastmomentum.FlatParams`: its buffer is then the one array
     stepped (one work item whatever the number of named params), and ``step()`` takes its
@@ -224,14 +216,8 @@ class SGD:
         self.params = _checked_arrays("SGD", "params", params)
         #: The momentum buffers' dtype (None: each param's own).
         self.momentum_dtype = _state_dtype("SGD", momentum_dtype, self.params, ema)
-        if self.momentum_dtype is not None and (clip_grad_norm is not None
-                                                or skip_if_nonfinite or write_clipped_grads):
-            _state_without_clipping("SGD")
-        if (clip_grad_norm is not None or skip_if_nonfinite) and any(
-                p.dtype.itemsize == 2 for p in self.params):
-            raise TypeError("SGD: `clip_grad_norm` and `skip_if_nonfinite` need float32 or "
-                            "float64 params; got a bfloat16/float16 param (clip its grads "
-                            "first, in float32)")
+        _validation.check_write_back_fits("SGD", write_clipped_grads, self.momentum_dtype,
+                                          self.params)
         self.lr, self.momentum, self.dampening = lr, momentum, dampening
         self.weight_decay, self.nesterov, self.maximize = weight_decay, nesterov, maximize
         if ema is not None:
@@ -270,14 +256,18 @@ class SGD:
         buffers = ([np.empty_like(p, dtype=self.momentum_dtype) for p in self.params]
                    if first_step else self.momentum_buffers)
         if self.momentum_dtype is not None:  # fewer-byte momentum (no EMA: see __init__)
-            if (self.clip_grad_norm is not None or self.skip_if_nonfinite
-                    or self.write_clipped_grads):
-                _state_without_clipping("SGD.step")
+            if self.write_clipped_grads is not False:
+                writes = _validation.check_write_clipped_grads("SGD.step",
+                                                               self.write_clipped_grads)
+                _validation.check_write_back_fits("SGD.step", writes, self.momentum_dtype,
+                                                  self.params)
             _kernels.multi_state_step(
                 self.params, grads, buffers, lr=self.lr, momentum=momentum,
                 dampening=self.dampening, weight_decay=self.weight_decay,
                 nesterov=self.nesterov, maximize=self.maximize, first_step=first_step,
-                momentum_dtype=self.momentum_dtype, written=self._written, optimizer=self)
+                momentum_dtype=self.momentum_dtype, written=self._written, optimizer=self,
+                clip_grad_norm=self.clip_grad_norm, norm_type=self.norm_type,
+                skip_if_nonfinite=self.skip_if_nonfinite)
             return
         ema = self.ema
         decay = ema.next_decay() if ema is not None else 0.0

@@ -155,7 +155,10 @@ class SGD(Optimizer):
     float32 master weights whose bottom halves live in ``state[p]['master_low_bits']``
     (bit-identical to float32 master weights; momentum float32, or bfloat16 with
     ``momentum_dtype``): see :meth:`master_params`. Every param must then fit (there is no
-    torch fallback), and ``ema`` is not available.
+    torch fallback), and ``ema`` is not available. ``clip_grad_norm``/``skip_if_nonfinite``
+    work with both (one norm over every group's grads, each grad read as
+    ``float32(grad * coef)``), and so do GradScaler's steps (``grad_scale`` read as the
+    grad coefficient).
 
     ``flat=True``: each param group's params (dense CPU float32/float64, per dtype) move
     into one contiguous buffer and their grads into another, ``.data`` and ``.grad``
@@ -234,17 +237,11 @@ class SGD(Optimizer):
             [p for group in self.param_groups for p in group["params"]], momentum_dtype,
             master_weights, ema, differentiable)
         if self.momentum_dtype is not None:
-            if self.clip_grad_norm is not None or self.skip_if_nonfinite:
-                _no_clipping_with_state("SGD")
             if write_clipped_grads:
-                raise ValueError("SGD: `write_clipped_grads=True` is not available with "
-                                 "`momentum_dtype` or master_weights='split' (its steps "
-                                 "neither clip nor unscale)")
+                raise ValueError(f"SGD: {_WRITE_BACK_WITH_STATE}")
             if flat:
                 raise ValueError("SGD: `flat=True` is not available with `momentum_dtype` "
                                  "or master_weights='split'")
-            # GradScaler then unscales the grads itself and skips steps with inf/NaN
-            self._step_supports_amp_scaling = False
         if flat:
             self._flatten()
         if ema is not None:
@@ -312,7 +309,7 @@ class SGD(Optimizer):
             self.__dict__.setdefault(name, value)
         self.__dict__.setdefault("master_weights", None)
         self.__dict__.setdefault("momentum_dtype", None)
-        self._step_supports_amp_scaling = self.momentum_dtype is None
+        self._step_supports_amp_scaling = True
         self.__dict__.setdefault("_flat_buckets", None)  # a pickled copy is not flat
         for group in self.param_groups:  # as torch.optim.SGD.__setstate__
             group.setdefault("nesterov", False)
@@ -465,8 +462,6 @@ class SGD(Optimizer):
         if (self.clip_grad_norm is not None or self.skip_if_nonfinite
                 or getattr(self, "grad_scale", None) is not None
                 or getattr(self, "found_inf", None) is not None):
-            if self.momentum_dtype is not None:  # (GradScaler unscales itself: see __init__)
-                _no_clipping_with_state("SGD.step")
             return self._scaled_step(loss)
         return self._step_grads(loss)
 
@@ -556,6 +551,16 @@ class SGD(Optimizer):
                     clip_grad_norm_(self._params_with_grads(), clip, norm_type)
             return loss
         measures = clip is not None or self.skip_if_nonfinite
+        if self.momentum_dtype is not None:  # fewer-byte momentum, split master weights
+            if writes:
+                raise ValueError(f"SGD.step: {_WRITE_BACK_WITH_STATE}")
+            # with clipping, torch's recipe: unscaled in place (after the step's checks),
+            # then the norm of the unscaled grads; else read times 1/scale in the step
+            _torch_state.step(self, clip, norm_type != 2.0, self.skip_if_nonfinite,
+                              1.0 if inv_scale is None or measures else inv_scale.item(),
+                              None if inv_scale is None or not measures
+                              else functools.partial(self._unscale_grads, inv_scale))
+            return loss
         ema = self.ema
         decay = self._ema_decay()   # these refuse bad input and write nothing: before
         flat = self._flat_buckets is not None and all(  # any grad is unscaled
@@ -634,12 +639,9 @@ class SGD(Optimizer):
                 grads, torch.zeros(1, device=device), inv_scale.to(device))
 
 
-def _no_clipping_with_state(func):
-    raise ValueError(f"{func}: `clip_grad_norm`, `skip_if_nonfinite` and AMP's `grad_scale`/"
-                     f"`found_inf` are not available with `momentum_dtype` or "
-                     f"master_weights='split' (clip first with "
-                     f"fastmomentum.torch.clip_grad_norm_; GradScaler unscales the grads "
-                     f"itself for such an optimizer)")
+_WRITE_BACK_WITH_STATE = ("`write_clipped_grads=True` is not available with `momentum_dtype` "
+                          "or master_weights='split' (their steps read the grads scaled and "
+                          "store none back)")
 
 
 def _amp_tensors(grad_scale, found_inf):

@@ -2,6 +2,7 @@
 clip_grad_norm_ then torch.optim.SGD, and against the same step on pre-scaled grads."""
 import math
 
+import ml_dtypes
 import numpy as np
 import pytest
 import torch
@@ -215,28 +216,32 @@ def test_baseline_mirrors_clipping(norm_type):
 @settings(max_examples=60, deadline=None)
 @given(shapes=st.lists(st.tuples(st.integers(0, 40), st.integers(1, 9)), min_size=1,
                        max_size=5),
-       dtypes=st.lists(st.sampled_from(DTYPES), min_size=5, max_size=5),
+       dtypes=st.lists(st.sampled_from(DTYPES + [ml_dtypes.bfloat16, np.float16]),
+                       min_size=5, max_size=5),
        max_norm=st.floats(0.0, 50.0), norm_type=st.sampled_from([2.0, math.inf]),
        scale=st.floats(1e-3, 1e3), seed=st.integers(0, 2 ** 16))
 def test_property_clipped_step_is_the_step_of_scaled_grads(shapes, dtypes, max_norm,
                                                             norm_type, scale, seed):
-    """Any shapes, mixed dtypes, max norms: the total is the float64 norm (rounded to
-    float32 when every array is float32), the step that of grads times the coefficient."""
+    """Any shapes, mixed dtypes (16-bit ones too), max norms: the total is the float64
+    norm (rounded to float32 unless an array is float64), the step that of grads times the
+    coefficient (16-bit grads: through float32, written into their dtype)."""
     rng = np.random.default_rng(seed)
     params = [(rng.standard_normal(s)).astype(d) for s, d in zip(shapes, dtypes)]
     grads = [(scale * rng.standard_normal(s)).astype(d) for s, d in zip(shapes, dtypes)]
     theirs = [p.copy() for p in params]
     opt = fm.SGD(params, lr=0.1, momentum=0.5, clip_grad_norm=max_norm, norm_type=norm_type)
     opt.step(grads)
-    f32 = all(p.dtype == np.float32 for p in params)
+    f32 = all(p.dtype != np.float64 for p in params)
     exact = (max((float(np.max(np.abs(g))) for g in grads if g.size), default=0.0)
              if norm_type == math.inf else
              math.sqrt(sum(float(np.sum(g.astype(np.float64) ** 2)) for g in grads)))
     assert opt.last_grad_norm == pytest.approx(float(np.float32(exact)) if f32 else exact,
                                                rel=1e-13, abs=0)
     coef = kernels.clip_coefficient(opt.last_grad_norm, max_norm, f32)
-    fm.SGD(theirs, lr=0.1, momentum=0.5).step([g * g.dtype.type(coef) for g in grads])
-    assert all(np.array_equal(a, b) for a, b in zip(params, theirs))
+    fm.SGD(theirs, lr=0.1, momentum=0.5).step(
+        [clipped_in_dtype([g], coef)[0] if g.dtype.itemsize == 2 else g * g.dtype.type(coef)
+         for g in grads])
+    assert snapshot(*params) == snapshot(*theirs)
 
 
 def test_norm_and_clipped_step_bits_do_not_depend_on_the_cpu_target():
@@ -269,3 +274,139 @@ def test_a_skipped_step_leaves_the_fused_ema():
     opt.step(grads)
     assert snapshot(*params, *ema.raw_averages, *opt.momentum_buffers) == before
     assert (ema.updates, opt.steps, opt.skipped_steps) == (1, 1, 1)
+
+
+# ---------------------------------------------------------------------------------------
+# state-clip: bfloat16/float16 params. The total is the norm of the widened grads (double
+# sums, fixed order; float32 unless a param is float64), the coefficient the float32
+# path's, and each grad is read as the clipped grad written into its dtype,
+# round16(float32(grad * float32(coef))): oracle, grads scaled so in NumPy, then the
+# unclipped 16-bit step (each rounding mode).
+
+HALF = [ml_dtypes.bfloat16, np.float16]
+HALF_SHAPES = [(300,), (17, 5), (0,), (40000,)]   # 40000: blocks, torch's chunks
+
+
+def clipped_in_dtype(grads, coef):
+    return [(g.astype(np.float32) * np.float32(coef)).astype(g.dtype) for g in grads]
+
+
+def exact_total(grads, norm_type):
+    if norm_type == math.inf:
+        return max((float(np.max(np.abs(g.astype(np.float64)))) for g in grads if g.size),
+                   default=0.0)
+    return math.sqrt(sum(float(np.sum(g.astype(np.float64) ** 2)) for g in grads))
+
+
+@pytest.mark.parametrize("dtype", HALF, ids=["bfloat16", "float16"])
+@pytest.mark.parametrize("rounding", ["torch", "once", "stochastic"])
+@pytest.mark.parametrize("norm_type", [2.0, math.inf])
+@pytest.mark.parametrize("options", SGD_OPTIONS, ids=option_id)
+def test_16_bit_clipped_step_is_the_step_of_grads_clipped_into_their_dtype(
+        options, norm_type, rounding, dtype):
+    rng = np.random.default_rng(12)
+    params = arrays(rng, dtype, HALF_SHAPES)
+    theirs = [p.copy() for p in params]
+    seed = {"seed": 5} if rounding == "stochastic" else {}
+    opt = fm.SGD(params, lr=0.05, **options, clip_grad_norm=2.0, norm_type=norm_type,
+                 rounding=rounding, **seed)
+    ref = fm.SGD(theirs, lr=0.05, **options, rounding=rounding, **seed)
+    for _ in range(3):
+        grads = arrays(rng, dtype, HALF_SHAPES, scale=3.0)
+        opt.step(grads)
+        total = opt.last_grad_norm
+        assert total == float(np.float32(exact_total(grads, norm_type)))
+        assert total == pytest.approx(torch_total([g.astype(np.float32) for g in grads],
+                                                  norm_type), rel=1e-6)
+        coef = kernels.clip_coefficient(total, 2.0, True)
+        assert coef < 1.0
+        ref.step(clipped_in_dtype(grads, coef))
+        assert snapshot(*params) == snapshot(*theirs)
+        if options["momentum"]:
+            assert snapshot(*opt.momentum_buffers) == snapshot(*ref.momentum_buffers)
+    assert opt.steps == 3 and opt.skipped_steps == 0
+
+
+@pytest.mark.parametrize("dtype", HALF, ids=["bfloat16", "float16"])
+def test_16_bit_clipping_with_the_fused_ema_and_mixed_dtypes(dtype):
+    """A float64 param makes the total and the coefficient float64 (as the float path);
+    the 16-bit grads still read coef rounded to float32; the fused EMA averages the
+    clipped step's weights."""
+    rng = np.random.default_rng(13)
+    params = arrays(rng, dtype, [(50,), (7,)]) + arrays(rng, np.float64, [(9,)])
+    theirs = [p.copy() for p in params]
+    opt = fm.SGD(params, lr=0.1, momentum=0.9, clip_grad_norm=1.0,
+                 ema=fm.EMA(params, 0.9))
+    ref = fm.SGD(theirs, lr=0.1, momentum=0.9, ema=fm.EMA(theirs, 0.9))
+    grads = [3 * g for g in arrays(rng, dtype, [(50,), (7,)])] + arrays(rng, np.float64,
+                                                                        [(9,)], 3.0)
+    opt.step(grads)
+    assert opt.last_grad_norm == pytest.approx(exact_total(grads, 2.0), rel=1e-15)
+    coef = kernels.clip_coefficient(opt.last_grad_norm, 1.0, False)
+    ref.step(clipped_in_dtype(grads[:2], coef) + [grads[2] * coef])
+    assert snapshot(*params, *opt.ema.raw_averages) == snapshot(*theirs, *ref.ema.raw_averages)
+
+
+@pytest.mark.parametrize("dtype", HALF, ids=["bfloat16", "float16"])
+def test_16_bit_clipping_bits_do_not_depend_on_threads_or_target(dtype):
+    from fastmomentum import _target
+    rng = np.random.default_rng(14)
+    grads = arrays(rng, dtype, [(THREADED,), (999,)], scale=2.0)
+    assert_threads_run(THREADED)
+    results = []
+    for target in _target.TARGETS:
+        with _target.using(target):
+            for threads in (1, 2):
+                fm.set_num_threads(threads)
+                for norm_type in (2.0, math.inf):
+                    params = [np.ones_like(g) for g in grads]
+                    opt = fm.SGD(params, lr=0.1, momentum=0.9, clip_grad_norm=0.5,
+                                 norm_type=norm_type, rounding="once")
+                    opt.step(grads)
+                    opt.step(grads)
+                    results.append((opt.last_grad_norm, snapshot(*params)))
+    fm.set_num_threads(2)
+    assert len(results) == 4 * len(_target.TARGETS)
+    assert all(r == results[i % 2] for i, r in enumerate(results))
+
+
+@pytest.mark.parametrize("dtype", HALF, ids=["bfloat16", "float16"])
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_16_bit_skip_if_nonfinite_leaves_everything(dtype, bad):
+    rng = np.random.default_rng(15)
+    params = arrays(rng, dtype, HALF_SHAPES)
+    opt = fm.SGD(params, lr=0.1, momentum=0.9, skip_if_nonfinite=True)
+    opt.step(arrays(rng, dtype, HALF_SHAPES))
+    grads = arrays(rng, dtype, HALF_SHAPES)
+    grads[1][3, 2] = bad
+    before = snapshot(*params, *opt.momentum_buffers)
+    opt.step(grads)
+    assert snapshot(*params, *opt.momentum_buffers) == before
+    assert (opt.steps, opt.skipped_steps) == (1, 1) and not math.isfinite(opt.last_grad_norm)
+
+
+@pytest.mark.parametrize("dtype", HALF, ids=["bfloat16", "float16"])
+def test_baseline_mirrors_16_bit_clipping(dtype):
+    """The baseline's norm to float32 rounding, its step (float32 without fused
+    multiply-adds, then rounded) to one unit of the 16-bit dtype of rounding="once"."""
+    rng = np.random.default_rng(16)
+    ours = arrays(rng, dtype, HALF_SHAPES)
+    theirs = [p.copy() for p in ours]
+    opt = fm.SGD(ours, lr=0.1, momentum=0.9, clip_grad_norm=2.0, skip_if_nonfinite=True,
+                 rounding="once")
+    ref = baseline.SGD(theirs, lr=0.1, momentum=0.9, clip_grad_norm=2.0,
+                       skip_if_nonfinite=True)
+    for step in range(3):
+        grads = arrays(rng, dtype, HALF_SHAPES, scale=3.0)
+        if step == 1:
+            grads[0][7] = math.nan
+        opt.step(grads)
+        ref.step(grads)
+        if step == 1:
+            assert math.isnan(ref.last_grad_norm)
+        else:
+            assert ref.last_grad_norm == pytest.approx(opt.last_grad_norm, rel=1e-7)
+        for a, b in zip(ours, theirs):
+            ulps = np.abs(a.view(np.int16).astype(np.int32) - b.view(np.int16).astype(np.int32))
+            assert ulps.max(initial=0) <= 1
+    assert ref.skipped_steps == opt.skipped_steps == 1 and ref.steps == opt.steps == 2

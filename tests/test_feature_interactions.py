@@ -9,18 +9,20 @@ import torch
 import fastmomentum.torch as ft
 
 
-def test_clipping_set_after_construction_is_refused_with_momentum_dtype():
+def test_amp_set_after_construction_unscales_state_steps():
+    """Once refused; now grad_scale is read in the step as for float32 params (the GradScaler
+    trajectories are in tests/test_torch_clip_amp.py)."""
     p = torch.nn.Parameter(torch.randn(8))
-    p.grad = torch.randn(8)
-    before = p.detach().clone()
+    r = torch.nn.Parameter(p.detach().clone())
+    g = torch.randn(8)
+    p.grad, r.grad = 3000.0 * g, 3000.0 * g
     opt = ft.SGD([p], lr=0.1, momentum=0.9, momentum_dtype=torch.bfloat16)
-    opt.clip_grad_norm = 0.5          # a plain attribute, read at every step
-    with pytest.raises(ValueError, match="momentum_dtype"):
-        opt.step()
-    assert torch.equal(p.detach(), before) and "momentum_buffer" not in opt.state[p]
-    opt.clip_grad_norm = None
+    opt.grad_scale, opt.found_inf = torch.tensor([3000.0]), torch.tensor([0.0])
     opt.step()
-    assert opt.state[p]["momentum_buffer"].dtype == torch.bfloat16
+    assert opt.kernel_params == 1 and torch.equal(p.grad, 3000.0 * g)   # read, not written
+    r.grad.mul_(torch.tensor(3000.0).double().reciprocal().float())
+    torch.optim.SGD([r], lr=0.1, momentum=0.9).step()
+    assert torch.equal(p.detach(), r.detach())
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
@@ -49,7 +51,7 @@ def test_copies_keep_split_master_weights_and_momentum_dtype():
     opt.step()
     twin = copy.deepcopy(opt)
     assert (twin.master_weights, twin.momentum_dtype) == ("split", opt.momentum_dtype)
-    assert twin._step_supports_amp_scaling is False
+    assert twin._step_supports_amp_scaling is True
     (mine,), (theirs,) = opt.master_params(), twin.master_params()
     assert torch.equal(mine, theirs)
 
@@ -70,11 +72,20 @@ def test_a_refused_amp_step_leaves_the_grads_scaled():
     assert torch.equal(p.detach(), torch.ones(4)) and not opt.state
 
 
-def test_numpy_sgd_refuses_clipping_of_16_bit_params_at_construction():
+def test_numpy_sgd_clips_16_bit_params():
+    """Once refused at construction; now the clipped grads written into the dtype, then
+    the step (tests/test_half.py has the full grid)."""
     import numpy as np
     import fastmomentum
-    with pytest.raises(TypeError, match="float32 or float64 params"):
-        fastmomentum.SGD([np.zeros(4, np.float16)], lr=0.1, clip_grad_norm=1.0)
+    from fastmomentum._dispatch import kernels
+    p, q = np.ones(4, np.float16), np.ones(4, np.float16)
+    g = np.array([3.0, 4.0, 0.0, 0.0], np.float16)
+    opt = fastmomentum.SGD([p], lr=0.5, clip_grad_norm=1.0)
+    opt.step([g])
+    assert opt.last_grad_norm == 5.0
+    coef = np.float32(kernels.clip_coefficient(5.0, 1.0, True))
+    fastmomentum.SGD([q], lr=0.5).step([(g.astype(np.float32) * coef).astype(np.float16)])
+    assert np.array_equal(p, q) and not np.array_equal(p, np.ones(4, np.float16) - 0.5 * g)
 
 
 def test_momentum_step_checks_rounding_with_momentum_dtype():

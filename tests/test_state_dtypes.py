@@ -2,6 +2,7 @@
 baseline, against an independent oracle: torch.optim.SGD's float32 step with its momentum
 buffer rounded to bfloat16/float16 after every step (Optax's ``trace`` with
 ``accumulator_dtype``: the update uses the unrounded velocity, the state keeps it rounded)."""
+import math
 import subprocess
 import sys
 
@@ -284,3 +285,173 @@ def test_mlp_loss_with_bf16_momentum_within_bound():
     bf16 = _state_cost.mlp_loss(torch.bfloat16, steps=150)
     assert bf16 != f32  # the runs differ (the state really was rounded) ...
     assert abs(bf16 - f32) <= 0.02 * f32  # ... and the loss barely
+
+
+# ---------------------------------------------------------------------------------------
+# state-clip: global-norm clipping and skipping with momentum_dtype. Oracle: torch's
+# total norm (float64) within 1e-6; given the total, torch's clip_grads_with_norm_ then
+# the unclipped fewer-byte step (torch.optim.SGD with its buffer rounded each step), bit
+# for bit; and the same fastmomentum step on grads scaled in NumPy.
+
+from hypothesis import given, settings, strategies as st   # noqa: E402
+
+from fastmomentum._dispatch import kernels   # noqa: E402
+
+CLIP_SHAPES = [(3,), (40, 5), (0,), (20000,)]
+
+
+def _grads(rng, shapes, scale=3.0):
+    return [(scale * rng.standard_normal(s)).astype(np.float32) for s in shapes]
+
+
+def _torch_total(grads, norm_type):
+    return float(torch.nn.utils.get_total_norm(
+        [torch.from_numpy(g).double() for g in grads if g.size], norm_type))
+
+
+@pytest.mark.parametrize("state", STATE_DTYPES)
+@pytest.mark.parametrize("norm_type", [2.0, float("inf")])
+@pytest.mark.parametrize("options", MOMENTUM_OPTIONS, ids=option_id)
+def test_sgd_clipped_equals_torch_clip_then_rounded_buffer(rng, state, norm_type, options):
+    dtype, torch_dtype = STATE_DTYPES[state]
+    params = [rng.standard_normal(s).astype(np.float32) for s in CLIP_SHAPES]
+    refs = [torch.tensor(p, requires_grad=True) for p in params]
+    opt = fastmomentum.SGD(params, lr=0.05, momentum_dtype=dtype, clip_grad_norm=2.0,
+                           norm_type=norm_type, **options)
+    ref = torch.optim.SGD(refs, lr=0.05, **options)
+    ref.register_step_post_hook(rounding_buffers(torch_dtype))
+    for _ in range(4):
+        grads = _grads(rng, CLIP_SHAPES)
+        total = opt.step(grads)   # None: the step returns nothing; the norm is recorded
+        assert total is None
+        total = opt.last_grad_norm
+        assert total == pytest.approx(_torch_total(grads, norm_type), rel=1e-6)
+        for r, g in zip(refs, grads):
+            r.grad = torch.tensor(g)
+        torch.nn.utils.clip_grads_with_norm_(refs, 2.0, torch.tensor(total,
+                                                                    dtype=torch.float32))
+        assert not torch.equal(refs[-1].grad, torch.tensor(grads[-1]))   # clipped
+        ref.step()
+        for p, r in zip(params, refs):
+            np.testing.assert_array_equal(p, r.detach().numpy())
+    for b, r in zip(opt.momentum_buffers, refs):
+        assert b.dtype == np.dtype(dtype)
+        np.testing.assert_array_equal(
+            b.view(np.int16), ref.state[r]["momentum_buffer"].to(torch_dtype).view(
+                torch.int16).numpy())
+    assert opt.steps == 4 and opt.skipped_steps == 0
+
+
+@pytest.mark.parametrize("state", STATE_DTYPES)
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_sgd_skip_if_nonfinite_leaves_params_and_momentum(rng, state, bad):
+    dtype, _ = STATE_DTYPES[state]
+    params = [rng.standard_normal(s).astype(np.float32) for s in CLIP_SHAPES]
+    opt = fastmomentum.SGD(params, lr=0.05, momentum=0.9, momentum_dtype=dtype,
+                           skip_if_nonfinite=True, clip_grad_norm=1.0)
+    grads = _grads(rng, CLIP_SHAPES)
+    grads[0][1] = bad
+    opt.step(grads)   # a skipped first step makes no buffers
+    assert opt.momentum_buffers is None and (opt.steps, opt.skipped_steps) == (0, 1)
+    opt.step(_grads(rng, CLIP_SHAPES))
+    grads = _grads(rng, CLIP_SHAPES)
+    grads[3][-1] = bad
+    before = snapshot(*params, *opt.momentum_buffers)
+    opt.step(grads)
+    assert snapshot(*params, *opt.momentum_buffers) == before
+    assert (opt.steps, opt.skipped_steps) == (1, 2)
+    assert not np.isfinite(opt.last_grad_norm)
+
+
+@pytest.mark.parametrize("state", STATE_DTYPES)
+def test_sgd_clipped_threaded_equals_one_thread(rng, state):
+    dtype, _ = STATE_DTYPES[state]
+    assert_threads_run(THREADED)
+    shapes = [(THREADED,), (77,)]
+    p0 = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    grads = [_grads(rng, shapes) for _ in range(3)]
+    results = []
+    threads = fastmomentum.get_num_threads()
+    try:
+        for n in (1, 2):
+            fastmomentum.set_num_threads(n)
+            params = [p.copy() for p in p0]
+            opt = fastmomentum.SGD(params, lr=0.05, momentum=0.9, momentum_dtype=dtype,
+                                   clip_grad_norm=5.0)
+            norms = []
+            for g in grads:
+                opt.step(g)
+                norms.append(opt.last_grad_norm)
+            results.append((norms, snapshot(*params, *opt.momentum_buffers)))
+    finally:
+        fastmomentum.set_num_threads(threads)
+    assert results[0] == results[1]
+
+
+@pytest.mark.parametrize("state", STATE_DTYPES)
+@pytest.mark.parametrize("norm_type", [2.0, float("inf")])
+def test_baseline_mirrors_clipping_with_momentum_dtype(rng, state, norm_type):
+    """The baseline's norm to float32 rounding; its step (no fused multiply-add) within a
+    few float32 ulps; its buffers within one unit of the momentum dtype."""
+    dtype, _ = STATE_DTYPES[state]
+    ours = [rng.standard_normal(s).astype(np.float32) for s in CLIP_SHAPES]
+    theirs = [p.copy() for p in ours]
+    kw = dict(lr=0.05, momentum=0.9, momentum_dtype=dtype, clip_grad_norm=2.0,
+              norm_type=norm_type, skip_if_nonfinite=True)
+    opt, ref = fastmomentum.SGD(ours, **kw), baseline.SGD(theirs, **kw)
+    for step in range(4):
+        grads = _grads(rng, CLIP_SHAPES)
+        if step == 2:
+            grads[1][0, 0] = np.nan
+        opt.step(grads)
+        ref.step(grads)
+        if step == 2:
+            assert np.isnan(ref.last_grad_norm)
+        else:
+            assert ref.last_grad_norm == pytest.approx(opt.last_grad_norm, rel=1e-7)
+        for a, b in zip(ours, theirs):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert [b.dtype for b in ref.momentum_buffers] == [np.dtype(dtype)] * len(CLIP_SHAPES)
+    assert ref.skipped_steps == opt.skipped_steps == 1 and ref.steps == opt.steps == 3
+
+
+@pytest.mark.parametrize("impl", [fastmomentum, baseline], ids=["kernels", "baseline"])
+def test_bad_clipping_options_with_momentum_dtype_are_refused(rng, impl):
+    params = [rng.standard_normal(5).astype(np.float32)]
+    with pytest.raises(ValueError, match=r"^SGD: .*`norm_type`"):
+        impl.SGD(params, lr=0.1, momentum=0.9, momentum_dtype=BF16, clip_grad_norm=1.0,
+                 norm_type=1.0)
+    opt = impl.SGD(params, lr=0.1, momentum=0.9, momentum_dtype=BF16)
+    opt.clip_grad_norm = -1.0
+    before = snapshot(*params)
+    with pytest.raises(ValueError, match=r"^SGD.step: .*`clip_grad_norm`"):
+        opt.step([np.ones(5, np.float32)])
+    assert snapshot(*params) == before and opt.momentum_buffers is None and opt.steps == 0
+
+
+@settings(max_examples=50, deadline=None)
+@given(shapes=st.lists(st.integers(0, 3000), min_size=1, max_size=4),
+       state=st.sampled_from(sorted(STATE_DTYPES)), max_norm=st.floats(0.0, 50.0),
+       norm_type=st.sampled_from([2.0, float("inf")]), scale=st.floats(1e-3, 1e3),
+       nesterov=st.booleans(), seed=st.integers(0, 2 ** 16))
+def test_property_clipped_state_step_is_the_step_of_scaled_grads(shapes, state, max_norm,
+                                                                 norm_type, scale, nesterov,
+                                                                 seed):
+    dtype, _ = STATE_DTYPES[state]
+    rng = np.random.default_rng(seed)
+    params = [rng.standard_normal(n).astype(np.float32) for n in shapes]
+    theirs = [p.copy() for p in params]
+    grads = [(scale * rng.standard_normal(n)).astype(np.float32) for n in shapes]
+    kw = dict(lr=0.1, momentum=0.5, nesterov=nesterov, momentum_dtype=dtype)
+    opt = fastmomentum.SGD(params, **kw, clip_grad_norm=max_norm, norm_type=norm_type)
+    ref = fastmomentum.SGD(theirs, **kw)
+    for _ in range(2):
+        opt.step(grads)
+        exact = (max((float(np.max(np.abs(g))) for g in grads if g.size), default=0.0)
+                 if norm_type == float("inf") else
+                 math.sqrt(sum(float(np.sum(g.astype(np.float64) ** 2)) for g in grads)))
+        assert opt.last_grad_norm == float(np.float32(exact))
+        coef = np.float32(kernels.clip_coefficient(opt.last_grad_norm, max_norm, True))
+        ref.step([g * coef for g in grads])
+        assert snapshot(*params, *opt.momentum_buffers) == snapshot(*theirs,
+                                                                   *ref.momentum_buffers)

@@ -378,3 +378,100 @@ def test_amp_with_a_scale_that_is_not_a_power_of_two(dtype):
             scaler.step(o)
             scaler.update()
         assert opt.kernel_params == 4 and same(ours, theirs)
+
+
+# ---------------------------------------------------------------------------------------
+# state-clip: GradScaler with momentum_dtype and master_weights="split" (the step takes
+# grad_scale/found_inf as for float32 params: skipped whole on inf, each grad read as
+# float32(grad * (1/scale)); with clipping, torch's recipe: unscaled in place, then the
+# norm of the unscaled grads)
+
+def rounded_buffers(torch_dtype):
+    def hook(optimizer, args, kwargs):
+        for state in optimizer.state.values():
+            state["momentum_buffer"] = state["momentum_buffer"].to(torch_dtype).float()
+    return hook
+
+
+@pytest.mark.parametrize("momentum_dtype", [torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("init_scale", [2.0 ** 12, 3000.0])
+def test_amp_with_momentum_dtype_equals_torch_default(momentum_dtype, init_scale):
+    ours, theirs = mlp(), mlp()
+    opt = fmt.SGD(ours.parameters(), lr=0.05, momentum=0.9, momentum_dtype=momentum_dtype)
+    assert opt._step_supports_amp_scaling
+    ref = torch.optim.SGD(theirs.parameters(), lr=0.05, momentum=0.9)
+    ref.register_step_post_hook(rounded_buffers(momentum_dtype))
+    data = batches(8)
+    make = lambda: torch.amp.GradScaler("cpu", init_scale=init_scale,  # noqa: E731
+                                        growth_interval=2)
+    scales_a, scales_b = [], []
+    a = scaled_loop(ours, opt, make(), data, inf_at=(3, 4), scales=scales_a)
+    b = scaled_loop(theirs, ref, make(), data, inf_at=(3, 4), scales=scales_b)
+    for step, _ in zip(a, b):
+        assert opt.kernel_params == (0 if step in (3, 4) else 4)  # the kernels took it
+        assert same(ours, theirs)
+    assert scales_a == scales_b and scales_a[3] < scales_a[2]
+    for p, q in zip(ours.parameters(), theirs.parameters()):
+        assert torch.equal(opt.state[p]["momentum_buffer"],
+                           ref.state[q]["momentum_buffer"].to(momentum_dtype))
+
+
+@pytest.mark.parametrize("unscale_first", [False, True])
+def test_amp_with_momentum_dtype_and_clipping(unscale_first):
+    ours, theirs = mlp(), mlp()
+    opt = fmt.SGD(ours.parameters(), lr=0.05, momentum=0.9, momentum_dtype=torch.bfloat16,
+                  clip_grad_norm=0.05)
+    ref = torch.optim.SGD(theirs.parameters(), lr=0.05, momentum=0.9)
+    ref.register_step_post_hook(rounded_buffers(torch.bfloat16))
+
+    def clip_like_ours(model):
+        total, _ = kernels.torch_grads_norm([p.grad for p in model.parameters()], False)
+        clip_with(model.parameters(), kernels.clip_coefficient(total, 0.05, True),
+                  torch.float32)
+    make = lambda: torch.amp.GradScaler("cpu", init_scale=3000.0)  # noqa: E731
+    a = scaled_loop(ours, opt, make(), batches(5), inf_at=(2,), unscale_first=unscale_first)
+    b = scaled_loop(theirs, ref, make(), batches(5), inf_at=(2,), clip=clip_like_ours,
+                    unscale_first=True)
+    for step, _ in zip(a, b):
+        assert opt.kernel_params == (0 if step == 2 else 4)
+        assert same(ours, theirs)
+
+
+@pytest.mark.parametrize("clip", [None, 0.05])
+@pytest.mark.parametrize("momentum_dtype", [None, torch.bfloat16], ids=str)
+def test_amp_with_split_master_weights_equals_float32_masters(momentum_dtype, clip):
+    """A bfloat16 model's steps under a GradScaler equal torch.optim.SGD on float32 master
+    weights fed the widened grads under a GradScaler of its own (same infs, same scales;
+    a power-of-two scale, so that unscaling the bfloat16 grads in place, torch's recipe
+    with clipping, is exact)."""
+    model = mlp(dtype=torch.bfloat16)
+    masters = [torch.nn.Parameter(p.detach().float()) for p in model.parameters()]
+    opt = fmt.SGD(model.parameters(), lr=0.05, momentum=0.9, master_weights="split",
+                  momentum_dtype=momentum_dtype, clip_grad_norm=clip)
+    ref = torch.optim.SGD(masters, lr=0.05, momentum=0.9)
+    if momentum_dtype is not None:
+        ref.register_step_post_hook(rounded_buffers(momentum_dtype))
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10, growth_interval=2)
+    ref_scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10, growth_interval=2)
+    for step, (x, y) in enumerate(batches(6, dtype=torch.bfloat16)):
+        model.zero_grad()
+        scaler.scale(torch.nn.functional.mse_loss(model(x).float(), y.float())).backward()
+        if step == 2:
+            model[0].weight.grad[0, 1] = math.inf
+        for p, m in zip(model.parameters(), masters):
+            m.grad = p.grad.float()
+        scaler.step(opt)
+        scaler.update()
+        ref_scaler.scale(torch.zeros(()))   # (its scale tensor, made lazily)
+        if clip is not None:
+            ref_scaler.unscale_(ref)
+            if step != 2:
+                total, _ = kernels.torch_grads_norm([m.grad for m in masters], False)
+                assert opt.last_grad_norm == total
+                clip_with(masters, kernels.clip_coefficient(total, clip, True),
+                          torch.float32)
+        ref_scaler.step(ref)
+        ref_scaler.update()
+        assert scaler.get_scale() == ref_scaler.get_scale()
+        assert opt.kernel_params == (0 if step == 2 else 4)
+        assert all(torch.equal(a, m.detach()) for a, m in zip(opt.master_params(), masters))

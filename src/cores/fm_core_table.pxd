@@ -119,6 +119,27 @@ cdef inline Py_ssize_t velocity_bytes(const WorkItem* w) noexcept nogil:
             or w.kernel == MOMENTUM_F32_F16_STATE or w.kernel == SPLIT_GRAD_F32_STATE_BF16
             or w.kernel == SPLIT_GRAD_BF16_STATE_BF16 else _float_bytes(w))
 
+
+# state-clip: how an item's grad is stored, for the norm pass (fastmomentum._multi's
+# items_norm): the split kernels may read bfloat16 grads of float32-computed steps, the
+# 16-bit kernels their dtype's; every other item float32 or float64 as ``is_f32``.
+cdef enum:   # (anonymous: C arrays take its values as indices)
+    GRAD_F32, GRAD_F64, GRAD_BF16, GRAD_F16
+    GRAD_FORMATS
+
+
+cdef inline int grad_format(const WorkItem* w) noexcept nogil:
+    if (w.kernel == SPLIT_GRAD_BF16_STATE_F32 or w.kernel == SPLIT_GRAD_BF16_STATE_BF16
+            or w.kernel == SGD_BF16 or w.kernel == MOMENTUM_BF16 or w.kernel == FUSED_BF16):
+        return GRAD_BF16
+    if w.kernel == SGD_F16 or w.kernel == MOMENTUM_F16 or w.kernel == FUSED_F16:
+        return GRAD_F16
+    return GRAD_F32 if w.is_f32 else GRAD_F64
+
+
+cdef inline int grad_itemsize(int f) noexcept nogil:
+    return 4 if f == GRAD_F32 else 8 if f == GRAD_F64 else 2
+
 # ---------------------------------------------------------------------------------------
 # ewm_mean: its parameters and tables (filled by the plan, fastmomentum._ewm)
 
@@ -189,7 +210,8 @@ ctypedef void (*time_factors_fn)(const void* times, double previous, Py_ssize_t 
 ctypedef int (*time_mean_fn)(const void* x, void* out, const double* f, Py_ssize_t n,
                              double* w, double* s, bint adjust) noexcept nogil
 
-# clip-amp: a grad norm's reduction over x[0:n] (float* or double*, fm_norms.pxd)
+# clip-amp: a grad norm's reduction over x[0:n] (of the GradFormat it is stored under in
+# the table, fm_norms.pxd)
 ctypedef double (*norm_fn)(const void* x, Py_ssize_t n) noexcept nogil
 
 ctypedef struct CoreTable:
@@ -199,8 +221,10 @@ ctypedef struct CoreTable:
     EwmCores ewm_f32, ewm_f64
     time_factors_fn time_factors_i64, time_factors_f64   # the ewm family's times
     time_mean_fn time_mean_f32, time_mean_f64
-    # clip-amp: grad norms (sum of squares in double; largest magnitude, NaN-sticky)
-    norm_fn sum_squares_f32, sum_squares_f64, max_magnitude_f32, max_magnitude_f64
+    # clip-amp: grad norms by GradFormat (sum of squares in double; largest magnitude,
+    # NaN-sticky)
+    norm_fn sum_squares[GRAD_FORMATS]
+    norm_fn max_magnitude[GRAD_FORMATS]
 
 #: the PyCapsule name of a CoreTable
 cdef extern from *:

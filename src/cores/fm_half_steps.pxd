@@ -218,7 +218,8 @@ cdef inline void torch_range(half* param, const half* grad, half* velocity,
                              Py_ssize_t start, Py_ssize_t stop) noexcept nogil:
     """[start, stop) of the item by torch's loops: each of torch's chunks of the buffer
     runs its vectorised loop over whole groups of ``torch_lanes`` elements, its scalar loop
-    over the rest (torch_lanes 0: no vector loop)."""
+    over the rest (torch_lanes 0: no vector loop). ``grad`` is element ``start``'s (it may
+    be a block of scaled grads: see half_step_range)."""
     cdef Py_ssize_t n = w.size, chunks = 1, chunk, begin, end, vector_end, lo, hi
     if n >= TORCH_GRAIN and s.torch_threads > 1:
         chunks = min(<Py_ssize_t>s.torch_threads, (n + TORCH_GRAIN - 1) // TORCH_GRAIN)
@@ -230,12 +231,12 @@ cdef inline void torch_range(half* param, const half* grad, half* velocity,
             if s.torch_lanes > 0 else begin
         lo, hi = max(start, begin), min(stop, vector_end)
         if lo < hi:
-            torch_loop(param + lo, grad + lo, velocity + lo if velocity != NULL else NULL,
-                       hi - lo, k[0], False)
+            torch_loop(param + lo, grad + (lo - start),
+                       velocity + lo if velocity != NULL else NULL, hi - lo, k[0], False)
         lo, hi = max(start, vector_end), min(stop, end)
         if lo < hi:
-            torch_loop(param + lo, grad + lo, velocity + lo if velocity != NULL else NULL,
-                       hi - lo, k[0], True)
+            torch_loop(param + lo, grad + (lo - start),
+                       velocity + lo if velocity != NULL else NULL, hi - lo, k[0], True)
         begin = end
 
 
@@ -247,26 +248,47 @@ cdef inline void half_ema_loop(half* average, const half* value, Py_ssize_t n, f
         store(&average[i], fmaf(decay, widen(&average[i]), one_minus_decay * widen(&value[i])))
 
 
+cdef enum:
+    # state-clip: grads scaled per block of this many elements (a stack buffer in L1)
+    HALF_SCALED_BLOCK = 1024
+
+
 cdef inline void half_step_range(half* param, const StepScalars* s, const WorkItem* w,
                                  Py_ssize_t start, Py_ssize_t stop) noexcept nogil:
     """One item's SGD step over [start, stop) (SGD_*, MOMENTUM_* and FUSED_* entries),
     then, with an average, its EMA of the new weights block by block (as
-    kernels.pxd momentum_ema_kernel: the new weights still in cache)."""
+    kernels.pxd momentum_ema_kernel: the new weights still in cache).
+
+    ``s.grad_coef != 1`` (global-norm clipping of 16-bit params, fastmomentum.SGD): each
+    grad is read as ``round16(float32(widen(grad) * float32(grad_coef)))``, the bits of
+    writing the clipped grad into its dtype and then stepping: a block of grads is scaled
+    into a stack buffer of the dtype and the unchanged loops run on it (``grad_coef == 1``
+    runs them as they are; see docs/clipping-and-amp.md for the per-call cost)."""
     cdef HalfScalars k = half_scalars(s, w, param)
     cdef const half* grad = <const half*>w.grad
+    cdef const half* block_grad
     cdef half* velocity = <half*>w.velocity
     cdef half* average = <half*>w.average
-    cdef Py_ssize_t lo = start, hi
-    cdef Py_ssize_t block = stop - start if average == NULL else 32768
+    cdef half scaled[HALF_SCALED_BLOCK]
+    cdef bint scales = s.grad_coef != 1.0
+    cdef float coef = <float>s.grad_coef
+    cdef Py_ssize_t lo = start, hi, j
+    cdef Py_ssize_t block = (HALF_SCALED_BLOCK if scales
+                             else stop - start if average == NULL else 32768)
     while lo < stop:
         hi = min(stop, lo + block)
+        block_grad = grad + lo
+        if scales:
+            for j in range(hi - lo):
+                store(&scaled[j], widen(&grad[lo + j]) * coef)
+            block_grad = scaled
         if s.rounding == ROUND_TORCH:
-            torch_range(param, grad, velocity, s, w, &k, lo, hi)
+            torch_range(param, block_grad, velocity, s, w, &k, lo, hi)
         elif s.rounding == ROUND_ONCE:
-            once_loop(param + lo, grad + lo, velocity + lo if velocity != NULL else NULL,
+            once_loop(param + lo, block_grad, velocity + lo if velocity != NULL else NULL,
                       hi - lo, k, False, 0, 0)
         else:
-            once_loop(param + lo, grad + lo, velocity + lo if velocity != NULL else NULL,
+            once_loop(param + lo, block_grad, velocity + lo if velocity != NULL else NULL,
                       hi - lo, k, True, s.stochastic_key, w.offset + lo)
         if average != NULL:
             half_ema_loop(average + lo, param + lo, hi - lo, <float>s.decay,

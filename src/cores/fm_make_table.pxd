@@ -9,6 +9,7 @@ from fm_core_table cimport (EMA_F32, EMA_F64, FM_CORE_TABLE_CAPSULE, FUSED_F32, 
                             SPLIT_GRAD_BF16_STATE_BF16, SPLIT_GRAD_BF16_STATE_F32,
                             SPLIT_GRAD_F32_STATE_BF16, SPLIT_GRAD_F32_STATE_F32,
                             elementwise_fn, ewm_loop_fn, norm_fn, time_factors_fn, time_mean_fn,
+                            GRAD_BF16, GRAD_F16, GRAD_F32, GRAD_F64,
                             ewm_rows_superblock_fn, ewm_series_fn, ewm_superblock_fn)
 from fm_elementwise cimport ema_range, fused_range, momentum_range, sgd_range
 from fm_core_table cimport (EMA_BF16, EMA_F16, FUSED_BF16, FUSED_F16, MOMENTUM_BF16,
@@ -81,8 +82,12 @@ cdef inline object core_table_capsule(CoreTable* table):
     table.time_factors_f64 = <time_factors_fn>fm_time_factors_f64
     table.time_mean_f32 = <time_mean_fn>fm_time_mean_f32
     table.time_mean_f64 = <time_mean_fn>fm_time_mean_f64
-    table.sum_squares_f32 = <norm_fn>sum_squares[float]
-    table.sum_squares_f64 = <norm_fn>sum_squares[double]
-    table.max_magnitude_f32 = <norm_fn>max_magnitude[float]
-    table.max_magnitude_f64 = <norm_fn>max_magnitude[double]
+    table.sum_squares[GRAD_F32] = <norm_fn>sum_squares[float]
+    table.sum_squares[GRAD_F64] = <norm_fn>sum_squares[double]
+    table.sum_squares[GRAD_BF16] = <norm_fn>sum_squares[fm_bf16]
+    table.sum_squares[GRAD_F16] = <norm_fn>sum_squares[fm_f16]
+    table.max_magnitude[GRAD_F32] = <norm_fn>max_magnitude[float]
+    table.max_magnitude[GRAD_F64] = <norm_fn>max_magnitude[double]
+    table.max_magnitude[GRAD_BF16] = <norm_fn>max_magnitude[fm_bf16]
+    table.max_magnitude[GRAD_F16] = <norm_fn>max_magnitude[fm_f16]
     return PyCapsule_New(table, FM_CORE_TABLE_CAPSULE, NULL)

@@ -192,25 +192,56 @@ cdef inline void _unswitched(param_t* param, uint16_t* low_bits, const grad_t* g
                         False)
 
 
+cdef enum:
+    # state-clip: grads scaled per block of this many elements (a float32 stack buffer in
+    # L1, 4 KB) before the unscaled loops run on it
+    SCALED_BLOCK = 1024
+
+
 cdef inline void state_range(param_t* param, const grad_t* grad_format, state_t* state_format,
                              const StepScalars* s, const WorkItem* w, Py_ssize_t start,
                              Py_ssize_t stop) noexcept nogil:
     """One work item's [start, stop): the scalars rounded to float32 as the float32 step
     rounds them (kernels.pxd's sgd_step). ``grad_format`` and ``state_format`` only pick
-    the specialisation (NULL)."""
+    the specialisation (NULL).
+
+    ``s.grad_coef != 1`` (global-norm clipping): each grad is read as
+    ``float32(widen(grad) * float32(grad_coef))``, kernels.pxd read_grad's bits, by scaling
+    a block of grads into a float32 buffer and running the same loops on it (a bfloat16
+    grad widened is exact in float32, so the float32-grad specialisation gives its bits).
+    The loops themselves stay as they are: ``grad_coef == 1`` runs them unchanged (no
+    per-element cost; per call see docs/clipping-and-amp.md)."""
     cdef StateScalars k
     cdef bint has_momentum = s.sgd.momentum != 0.0
+    cdef bint has_weight_decay = s.sgd.weight_decay != 0.0
+    cdef bint nesterov = s.sgd.nesterov and has_momentum
+    cdef bint first_step = w.first_step and has_momentum
+    cdef uint16_t* low_bits = <uint16_t*>w.low_bits if param_t is fm_bf16 else NULL
+    cdef state_t* velocity = <state_t*>w.velocity if has_momentum else NULL
+    cdef const grad_t* grad = <const grad_t*>w.grad
+    cdef float scaled[SCALED_BLOCK]
+    cdef float coef
+    cdef Py_ssize_t lo, hi, j
     k.neg_lr = <float>-s.sgd.lr
     k.momentum = <float>s.sgd.momentum
     k.one_minus_dampening = <float>(1.0 - s.sgd.dampening)
     k.weight_decay = <float>s.sgd.weight_decay
     k.maximize = s.sgd.maximize
-    _unswitched(param + start,
-                <uint16_t*>w.low_bits + start if param_t is fm_bf16 else NULL,
-                <const grad_t*>w.grad + start,
-                <state_t*>w.velocity + start if has_momentum else NULL, stop - start, &k,
-                s.sgd.weight_decay != 0.0, has_momentum, s.sgd.nesterov and has_momentum,
-                w.first_step and has_momentum)
+    if s.grad_coef == 1.0:
+        _unswitched(param + start, low_bits + start if param_t is fm_bf16 else NULL,
+                    grad + start, velocity + start if has_momentum else NULL, stop - start,
+                    &k, has_weight_decay, has_momentum, nesterov, first_step)
+        return
+    coef = <float>s.grad_coef
+    lo = start
+    while lo < stop:
+        hi = min(stop, lo + SCALED_BLOCK)
+        for j in range(hi - lo):
+            scaled[j] = _widen_grad(grad[lo + j]) * coef
+        _unswitched(param + lo, low_bits + lo if param_t is fm_bf16 else NULL,
+                    <const float*>scaled, velocity + lo if has_momentum else NULL, hi - lo,
+                    &k, has_weight_decay, has_momentum, nesterov, first_step)
+        lo = hi
 
 
 # The table's entries (elementwise_fn: the first written buffer, typed, then the item): one

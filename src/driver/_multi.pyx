@@ -20,7 +20,8 @@ from fastmomentum._threads cimport (NOGIL_MIN_SIZE, PARALLEL_CHUNK, run_chunks, 
                                     threads_for)
 from fm_checks cimport (finite_in, import_checks, lead, like, list_of, overlap, real_number,
                        refused, sgd_hyper_ok)
-from fm_core_table cimport CoreTable, StepScalars, WorkItem, first_written, load_core_table
+from fm_core_table cimport (CoreTable, StepScalars, WorkItem, first_written,
+                            grad_format, grad_itemsize, load_core_table)
 from fm_norms cimport larger
 from fm_core_table cimport ROUND_TORCH
 
@@ -111,16 +112,14 @@ cdef double _span_norm(const WorkItem* items, Py_ssize_t count, Py_ssize_t begin
     cdef Py_ssize_t i = _first_item(items, count, begin), lo, size
     cdef double acc = 0.0, part
     cdef const char* g
+    cdef int f
     while i < count and items[i].offset < end:
         lo = max(begin - items[i].offset, 0)
         size = min(end - items[i].offset, items[i].size) - lo
-        g = items[i].grad + lo * (4 if items[i].is_f32 else 8)
-        if items[i].is_f32:
-            part = (cores.max_magnitude_f32(g, size) if inf_norm
-                    else cores.sum_squares_f32(g, size))
-        else:
-            part = (cores.max_magnitude_f64(g, size) if inf_norm
-                    else cores.sum_squares_f64(g, size))
+        f = grad_format(&items[i])
+        g = items[i].grad + lo * grad_itemsize(f)
+        part = (cores.max_magnitude[f](g, size) if inf_norm
+                else cores.sum_squares[f](g, size))
         acc = larger(acc, part) if inf_norm else acc + part
         i += 1
     return acc
@@ -157,7 +156,7 @@ cdef double items_norm(const WorkItem* items, Py_ssize_t count, Py_ssize_t total
     if split.partials == NULL:
         raise MemoryError()
     for c in range(count):
-        nbytes += items[c].size * (4.0 if items[c].is_f32 else 8.0)
+        nbytes += items[c].size * <double>grad_itemsize(grad_format(&items[c]))
     if total < NOGIL_MIN_SIZE:
         _norm_chunk(&split, 0, 0)
     else:
@@ -194,9 +193,8 @@ cdef bint all_f32(const WorkItem* items, Py_ssize_t count) noexcept nogil:
 
 
 cdef bint any_half(const WorkItem* items, Py_ssize_t count) noexcept nogil:
-    """An item of 16-bit buffers: the norm pass and the grad coefficient are float32 and
-    float64 only (clipping and AMP of bfloat16/float16 go through torch's own, or are
-    refused)."""
+    """An item of 16-bit buffers (fastmomentum.torch.SGD clips and unscales bfloat16/float16
+    params by torch's own recipe, for torch's bits)."""
     cdef Py_ssize_t i
     for i in range(count):
         if items[i].itemsize == 2:
@@ -468,14 +466,17 @@ def multi_momentum_step(list params, grads, velocities, averages=None, *, lr, mo
     order, same bits for any thread count); the step reads every grad times the clip
     coefficient (grads are not written). ``skip_if_nonfinite``: a total norm that is NaN
     or inf skips the step whole (nothing written; ``optimizer.skipped_steps`` counts it).
-    Returns the total norm (a float, rounded to float32 when every param is float32, as
+    Returns the total norm (a float, rounded to float32 unless a param is float64, as
     torch's) when either is set, else None; ``optimizer.last_grad_norm`` is set to it.
+    bfloat16/float16 params: the norm of the widened grads, and each grad read as
+    ``round16(float32(grad * coefficient))`` (the clipped grad written into its dtype).
 
-    ``write_clipped_grads=True``: the grads (then writable, sharing memory with no other
-    grad, param, buffer or average) are left holding what clip_grad_norm_ leaves, each
-    ``grad * coefficient`` rounded to its dtype, stored by the step's own pass; a step
-    skipped by ``skip_if_nonfinite`` with ``clip_grad_norm`` still scales them by its
-    (0 or NaN) coefficient, as clip_grad_norm_ before a skipped step would."""
+    ``write_clipped_grads=True`` (float32/float64 params only): the grads (then writable,
+    sharing memory with no other grad, param, buffer or average) are left holding what
+    clip_grad_norm_ leaves, each ``grad * coefficient`` rounded to its dtype, stored by the
+    step's own pass; a step skipped by ``skip_if_nonfinite`` with ``clip_grad_norm`` still
+    scales them by its (0 or NaN) coefficient, as clip_grad_norm_ before a skipped step
+    would."""
     cdef Py_ssize_t n = len(params), i
     cdef double lr_, momentum_, dampening_, weight_decay_, decay_
     cdef bint nesterov_ = nesterov, maximize_ = maximize, first_step_ = first_step
@@ -527,7 +528,9 @@ def multi_momentum_step(list params, grads, velocities, averages=None, *, lr, mo
              decay_)
     for i in range(n):
         x = params[i]
-        every_f32 = every_f32 and cnp.PyArray_TYPE(<cnp.ndarray>x) == cnp.NPY_FLOAT
+        # the total norm's dtype: float32 unless a param is float64 (bfloat16/float16
+        # grads count as their widened float32, as torch's clip of float32 copies)
+        every_f32 = every_f32 and cnp.PyArray_TYPE(<cnp.ndarray>x) != cnp.NPY_DOUBLE
         if cnp.PyArray_SIZE(<cnp.ndarray>x) == 0:
             continue
         sgd_item(work.append(cnp.PyArray_SIZE(<cnp.ndarray>x)), &work.scalars,
@@ -537,6 +540,8 @@ def multi_momentum_step(list params, grads, velocities, averages=None, *, lr, mo
         retype_item(&work.items[work.count - 1], _dtype(x))
     if first_step_ and optimizer is not None and optimizer.momentum_buffers is not None:
         concurrent_step("SGD.step")  # another thread's first step went first
+    if writes:  # the 16-bit steps read grads scaled but store none back
+        _validation.check_write_back_fits("SGD.step", True, None, params)
     if writes and not (record_grads(work.items, work.count, _grad_spans, 0)
                        and _grad_spans.writes_disjoint(work.count)
                        and order_free(work.items, work.count, None)):
@@ -546,11 +551,7 @@ def multi_momentum_step(list params, grads, velocities, averages=None, *, lr, mo
                                       velocities if momentum_ != 0.0 else None, averages)
         raise AssertionError("multi_momentum_step: overlapping grads not named")
     cdef double total_norm = 0.0
-    if measures and any_half(work.items, work.count):
-        raise TypeError("SGD.step: `clip_grad_norm` and `skip_if_nonfinite` need float32 "
-                        "or float64 params; got a bfloat16/float16 param (clip its grads "
-                        "first, in float32)")
-    if measures:
+    if measures:   # (16-bit grads: their norm widened, the coefficient float32's)
         total_norm = finish_norm(items_norm(work.items, work.count, work.total,
                                             norm_type != 2.0), norm_type != 2.0, every_f32)
         if clip_grad_norm is not None:

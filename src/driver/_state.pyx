@@ -8,8 +8,10 @@
 # Nothing is written before every check has passed.
 cimport numpy as cnp
 
-from fastmomentum._multi cimport (WorkList, account, concurrent_step, run_items, set_scalars,
-                                  sgd_item)
+from fastmomentum._multi cimport (WorkList, account, account_norm, clip_coefficient,
+                                  concurrent_step, finish_norm, items_norm, run_items,
+                                  set_scalars, sgd_item)
+from fm_norms cimport larger
 from fastmomentum._spans cimport WrittenSpans, pass_ns, safe_threads
 from fastmomentum._threads cimport NOGIL_MIN_SIZE, threads_for
 from fm_checks cimport (bfloat16_typenum, import_checks, like, list_of, overlap, real_number,
@@ -118,6 +120,30 @@ cdef int _run(WorkList work, WrittenSpans written, object held) except -1:
     return 0
 
 
+cdef bint _clipped(list works, object optimizer, object max_norm, bint inf_norm,
+                   bint skip_if_nonfinite, double* total) except -1:
+    """Global-norm clipping and skipping of state steps (``max_norm`` a float or None):
+    the total norm of every work list's grads (lists in order, each in fixed chunks: the
+    same bits for any thread count; float32 and bfloat16 grads, so rounded to float32 as
+    torch's norm of float32 grads) into ``total``. True (the step skipped, counted in
+    ``optimizer.skipped_steps``) when it is not finite and ``skip_if_nonfinite``; else
+    every list's ``grad_coef`` is clip_grad_norm_'s coefficient (with ``max_norm``)."""
+    cdef WorkList work
+    cdef double acc = 0.0, part, coef
+    for work in works:
+        part = items_norm(work.items, work.count, work.total, inf_norm)
+        acc = larger(acc, part) if inf_norm else acc + part
+    total[0] = finish_norm(acc, inf_norm, True)
+    if skip_if_nonfinite and total[0] - total[0] != 0.0:
+        account_norm(optimizer, total[0], True)
+        return True
+    if max_norm is not None:
+        coef = clip_coefficient(total[0], max_norm, True)
+        for work in works:
+            work.scalars.grad_coef = coef
+    return False
+
+
 # ---------------------------------------------------------------------------------------
 # NumPy: float32 params with bfloat16 (ml_dtypes) or float16 momentum
 
@@ -151,11 +177,14 @@ def momentum_step_state(param, grad, velocity, lr, momentum, dampening, weight_d
 
 def multi_state_step(list params, grads, velocities, *, lr, momentum=0.0, dampening=0.0,
                      weight_decay=0.0, nesterov=False, maximize=False, first_step=False,
-                     momentum_dtype, WrittenSpans written=None, optimizer=None):
+                     momentum_dtype, WrittenSpans written=None, optimizer=None,
+                     clip_grad_norm=None, norm_type=2.0, skip_if_nonfinite=False):
     """``momentum_step_state`` on every ``params[i]`` with ``grads[i]`` and
     ``velocities[i]`` in one pass (multi_momentum_step's rules: every argument checked
     first, the result of the steps in order, ``optimizer``'s counters advanced in the same
-    C call)."""
+    C call). ``clip_grad_norm``, ``norm_type``, ``skip_if_nonfinite``: as
+    multi_momentum_step's (each grad read as ``float32(grad * coefficient)``); returns the
+    total norm when either is set, else None."""
     cdef Py_ssize_t n = len(params), i
     cdef double lr_, momentum_, dampening_, weight_decay_
     cdef bint ok = False
@@ -184,9 +213,20 @@ def multi_state_step(list params, grads, velocities, *, lr, momentum=0.0, dampen
                         state_format)
     if first_step and optimizer is not None and optimizer.momentum_buffers is not None:
         concurrent_step("SGD.step")  # another thread's first step went first
+    cdef bint skip_ = skip_if_nonfinite is True, measures = clip_grad_norm is not None or skip_
+    cdef double total = 0.0
+    if measures or skip_if_nonfinite is not False:
+        clip_grad_norm, norm_type = _validation.check_clipping(
+            "SGD.step", clip_grad_norm, norm_type, skip_if_nonfinite)
+    if measures and _clipped([work], optimizer, clip_grad_norm, norm_type != 2.0, skip_,
+                             &total):
+        return total
     _run(work, written, (params[:], grads[:], velocities[:] if momentum_ != 0.0 else None)
          if work.total >= NOGIL_MIN_SIZE else None)
     account(optimizer, velocities, first_step, None, 0.0)
+    if measures:
+        account_norm(optimizer, total, False)
+        return total
 
 
 # ---------------------------------------------------------------------------------------
@@ -256,7 +296,9 @@ cdef WorkList _torch_group_work(list params, list lows, list grads, list velocit
 
 
 def torch_state_steps(list groups, *, int state_bits, list spans, object state,
-                      object increment_version):
+                      object increment_version, object optimizer=None, object max_norm=None,
+                      bint inf_norm=False, bint skip_if_nonfinite=False,
+                      double grad_coef=1.0):
     """One step of every param group of a fastmomentum.torch.SGD, from NumPy views of
     tensors fastmomentum._torch_state.step checked, in one call that also keeps the books:
     every group is checked before any is run, and a step is whole or not at all.
@@ -272,7 +314,12 @@ def torch_state_steps(list groups, *, int state_bits, list spans, object state,
     every ``stepped`` (the autograd version counters of the params written). The views
     must be disjoint, as that step's checks make them (the optimizer's own tensors and the
     model's params); raises ValueError, writing nothing, when one does not fit. Returns
-    the number of params written."""
+    the number of params written.
+
+    ``max_norm`` (a float) / ``skip_if_nonfinite``: global-norm clipping over every group's
+    grads (see _clipped), ``optimizer.last_grad_norm`` set to the total norm; a skipped
+    step writes and stores nothing and returns 0. ``grad_coef`` (without ``max_norm``):
+    every grad read as ``float32(grad * grad_coef)`` (AMP's 1/scale)."""
     cdef list works = [_torch_group_work(group[0], group[1], group[2], group[3], group[4],
                                          group[5], group[6], group[7], group[8], group[9],
                                          group[10], state_bits)
@@ -282,6 +329,13 @@ def torch_state_steps(list groups, *, int state_bits, list spans, object state,
     for written in spans:
         if written.busy:
             concurrent_step("SGD.step")
+    cdef bint measures = max_norm is not None or skip_if_nonfinite
+    cdef double total = 0.0
+    for work in works:
+        work.scalars.grad_coef = grad_coef
+    if measures and _clipped(works, optimizer, max_norm, inf_norm, skip_if_nonfinite,
+                             &total):
+        return 0
     for work, written in zip(works, spans):
         _run(work, written, True if work.total >= NOGIL_MIN_SIZE else None)
     cdef list stepped = []
@@ -291,4 +345,6 @@ def torch_state_steps(list groups, *, int state_bits, list spans, object state,
         stepped += group[12]
     if stepped:
         increment_version(stepped)
+    if measures:
+        account_norm(optimizer, total, False)
     return len(stepped)

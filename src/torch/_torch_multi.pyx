@@ -26,7 +26,7 @@ from fastmomentum._multi cimport (WorkList, account, account_norm, all_f32, any_
                                   sgd_item)
 from fastmomentum._multi cimport (DTYPE_BF16, DTYPE_F16, DTYPE_F32, DTYPE_F64, StepDtype,
                                   retype_item, set_rounding)
-from fm_core_table cimport ROUND_ONCE, ROUND_TORCH
+from fm_core_table cimport ROUND_ONCE, ROUND_TORCH, SGD_F32, SGD_F64
 from fm_checks cimport fm_bfloat16_typenum, lookup_bfloat16
 from fastmomentum._spans cimport WrittenSpans, order_free, pass_ns, record_grads
 from fastmomentum._threads cimport threads_for
@@ -543,6 +543,7 @@ def torch_grads_norm(list grads, bint inf_norm):
             continue
         w = work.append(gt.numel)
         w.grad, w.is_f32 = gt.data, gt.is_f32
+        w.kernel = SGD_F32 if gt.is_f32 else SGD_F64   # the norm pass reads its grad format
     cdef double acc = items_norm(work.items, work.count, work.total, inf_norm)
     return finish_norm(acc, inf_norm, every_f32), every_f32
 
