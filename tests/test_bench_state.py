@@ -5,7 +5,10 @@ import json
 import pytest
 
 from fastmomentum import bench
-from fastmomentum.benchcases.state import QUICK_SIZES, state_cases
+import numpy as np
+
+from fastmomentum.bench.run import STREAM_MIN_SIZE as REPORT_STREAM_MIN_SIZE
+from fastmomentum.benchcases.state import QUICK_SIZES, SIZES, STREAM_MIN_SIZE, state_cases
 
 BYTES_PER_ELEMENT = {
     ("bf16 momentum", "fastmomentum"): 16, ("bf16 momentum", "fastmomentum.torch"): 16,
@@ -13,14 +16,24 @@ BYTES_PER_ELEMENT = {
     ("bf16 momentum", "torch-forloop"): 20, ("bf16 momentum", "torch-fused"): 20,
     ("split bf16", "fastmomentum.torch"): 14, ("split bf16", "torch-forloop"): 20,
     ("split bf16", "torch-fused"): 20, ("split bf16", "torch-forloop bf16 params"): 10,
+    # 16-bit params, grads and momentum: read 3 x 2 bytes, write 2 x 2
+    **{(state, impl): 10 for state in ("bf16 params", "f16 params")
+       for impl in ("fastmomentum", "fastmomentum.SGD", "fastmomentum.torch", "torch-forloop",
+                    "torch-fused")},
 }
+#: the reference stream loop moving the same 10 bytes, in the bfloat16 groups from 64k on
+STREAM = {("bf16 params", "C stream loop"): 10}
 
 
 def test_cases_and_their_bytes():
     cases = state_cases(quick=True)
     got = {(c.params["state"], c.impl, c.size): c.bytes_moved for c in cases}
-    assert got == {(state, impl, n): per * n for (state, impl), per in BYTES_PER_ELEMENT.items()
-                   for n in QUICK_SIZES}
+    expected = {(state, impl, n): per * n for (state, impl), per in BYTES_PER_ELEMENT.items()
+                for n in QUICK_SIZES}
+    expected.update({(state, impl, n): per * n for (state, impl), per in STREAM.items()
+                     for n in QUICK_SIZES if n >= STREAM_MIN_SIZE})
+    assert got == expected
+    assert QUICK_SIZES[-1] >= STREAM_MIN_SIZE > QUICK_SIZES[0]  # both kinds of group exist
     assert all(c.skip is None for c in cases)  # torch and ml_dtypes are test requirements
 
 
@@ -45,9 +58,48 @@ def test_report_rows_say_bytes_per_element(tmp_path, capsys, monkeypatch):
     out, _ = capsys.readouterr()
     assert status == 0
     rows = [r for r in json.loads(json_path.read_text())["rows"] if r["status"] == "ok"]
-    assert {(r["params"]["state"], r["impl"]) for r in rows} == set(BYTES_PER_ELEMENT)
+    assert {(r["params"]["state"], r["impl"]) for r in rows} == set(BYTES_PER_ELEMENT) | set(STREAM)
     for row in rows:
-        per = BYTES_PER_ELEMENT[(row["params"]["state"], row["impl"])]
+        per = {**BYTES_PER_ELEMENT, **STREAM}[(row["params"]["state"], row["impl"])]
         assert row["bytes_moved"] == per * row["size"]
         assert row["gbps"] == pytest.approx(row["bytes_moved"] / row["median_s"] / 1e9)
         assert f"{row['gbps']:.1f} ({per} B/elt)" in out
+
+
+def test_full_sizes_and_stream_threshold():
+    assert SIZES == (16, 1 << 24)
+    assert STREAM_MIN_SIZE == REPORT_STREAM_MIN_SIZE
+
+
+@pytest.mark.parametrize("state, dtype", [("bf16 params", "bfloat16"), ("f16 params", "float16")])
+@pytest.mark.parametrize("impl", ["fastmomentum", "fastmomentum.SGD", "fastmomentum.torch",
+                                  "torch-forloop", "torch-fused"])
+def test_half_param_cases_step_on_16_bit_buffers(state, dtype, impl):
+    case = next(c for c in state_cases(quick=True) if c.impl == impl and c.size == 16
+                and c.params["state"] == state)
+    assert case.dtype == dtype and not case.reference
+    step = case.make()
+    step()
+    owner = getattr(step, "__self__", None)  # a torch optimizer's bound step
+    if owner is not None:
+        (param,) = owner.state
+        assert str(param.dtype) == f"torch.{dtype}"
+        assert str(owner.state[param]["momentum_buffer"].dtype) == f"torch.{dtype}"
+        if impl == "fastmomentum.torch":
+            assert owner.kernel_params == 1   # the 16-bit kernels ran, not torch's fallback
+
+
+def test_bf16_stream_row_is_the_reference_on_bf16_buffers():
+    (case,) = [c for c in state_cases(quick=True) if c.impl == "C stream loop"]
+    assert (case.size, case.dtype, case.reference) == (QUICK_SIZES[-1], "bfloat16", True)
+    step = case.make()
+    cells = dict(zip(step.__code__.co_freevars, (c.cell_contents for c in step.__closure__)))
+    p, g, v = cells["p"], cells["g"], cells["v"]
+    assert [str(a.dtype) for a in (p, g, v)] == ["bfloat16"] * 3
+    # the loop's closed form (scale 0.5) in float32, each stored value rounded once
+    v32 = 0.5 * v.astype(np.float32) + g.astype(np.float32)
+    want_v = v32.astype(v.dtype)
+    want_p = (p.astype(np.float32) - 0.5 * v32).astype(p.dtype)
+    step()
+    np.testing.assert_array_equal(v.view(np.uint16), want_v.view(np.uint16))
+    np.testing.assert_array_equal(p.view(np.uint16), want_p.view(np.uint16))

@@ -78,7 +78,7 @@ def group_cases(cases, one_thread=False):
 def _row(case):
     return {"kernel": case.kernel, "impl": case.impl, "size": case.size, "dtype": case.dtype,
             "params": dict(case.params), "bytes_moved": case.bytes_moved,
-            "reference": case.kernel == STREAM_LOOP, "threads": case.threads,
+            "reference": case.reference or case.kernel == STREAM_LOOP, "threads": case.threads,
             "status": "skipped" if case.skip else "ok", "skip_reason": case.skip}
 
 

@@ -27,6 +27,9 @@ class Case:
     params: dict = field(default_factory=dict)
     #: fastmomentum's thread count while this case is timed (None: the report's count)
     threads: Optional[int] = None
+    #: a reference loop (the C stream loop): its bandwidth is the rows' ``vs_stream``, and it
+    #: is no peer of theirs (kernel "stream loop" rows always are; others say so here)
+    reference: bool = False
 
     @property
     def group(self):
