@@ -252,8 +252,7 @@ class Family:
         if kind is not None:
             values, unit = time_values(func, times, xs.shape[0])
             factors = self.time_factors(values, np.nan, opt.halflife_in(unit), opt.alpha)
-        # a one-shot call: its state is thrown away, so advance may scan (see advance)
-        self._run(opt, xs, ys, os, new_state(xs.shape[1]), 1.0, factors, opt.bias, scan=True)
+        self._run(opt, xs, ys, os, new_state(xs.shape[1]), 1.0, factors, opt.bias)
         return out
 
     def pairwise(self, func, stat, x, y, options, out):
@@ -298,9 +297,9 @@ class Family:
             result[:, j, :] = self.compute(func, stat, xc, partner, out=None, **options)
         return result
 
-    def _run(self, opt, xs, ys, os, state, f0, factors, bias, scan=False):
+    def _run(self, opt, xs, ys, os, state, f0, factors, bias):
         self.advance(opt.kind, xs, ys, os, state, opt.alpha, f0, factors, opt.adjust,
-                     opt.ignore_na, bias, opt.fills, opt.min_periods, opt.out_kind, scan)
+                     opt.ignore_na, bias, opt.fills, opt.min_periods, opt.out_kind)
 
     # -- streams ----------------------------------------------------------------------
     def _checked_stepper(self, kind, state, dtype, ndim, m, pair, alpha, f0, adjust,

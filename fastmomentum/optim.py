@@ -170,7 +170,7 @@ class SGD:
     ``clip_grad_norm=max_norm`` clips the gradients' global norm as
     ``torch.nn.utils.clip_grad_norm_(params, max_norm, norm_type)`` would before the step,
     fused into it: one pass computes the total norm, the step reads each grad times the
-    clip coefficient (the grads are not written). ``skip_if_nonfinite=True`` skips a step
+    clip coefficient (by default the grads are not written). ``skip_if_nonfinite=True`` skips a step
     whose total norm is NaN or inf (nothing written), counted in :attr:`skipped_steps`.
     :attr:`last_grad_norm` is the total norm of the last step (None without either option).
     With ``momentum_dtype`` each grad is read as ``float32(grad * coefficient)`` as for

@@ -542,6 +542,8 @@ class SGD(Optimizer):
         # AMP's unscaling in double then rounded to float32, as GradScaler.unscale_
         inv_scale = (None if grad_scale is None
                      else grad_scale.double().reciprocal().float())
+        if writes and self.momentum_dtype is not None:  # before anything is written
+            raise ValueError(f"SGD.step: {_WRITE_BACK_WITH_STATE}")
         if found_inf is not None and found_inf.item() != 0:
             self.kernel_params = 0  # as torch's fused step and GradScaler: skipped whole
             if writes:  # the grads as torch's recipe leaves them before its skipped step
@@ -552,8 +554,6 @@ class SGD(Optimizer):
             return loss
         measures = clip is not None or self.skip_if_nonfinite
         if self.momentum_dtype is not None:  # fewer-byte momentum, split master weights
-            if writes:
-                raise ValueError(f"SGD.step: {_WRITE_BACK_WITH_STATE}")
             # with clipping, torch's recipe: unscaled in place (after the step's checks),
             # then the norm of the unscaled grads; else read times 1/scale in the step
             _torch_state.step(self, clip, norm_type != 2.0, self.skip_if_nonfinite,

@@ -145,6 +145,22 @@ def test_skip_if_nonfinite_leaves_everything(bad, norm_type):
     assert snapshot(*params, *opt.momentum_buffers) == buffers and opt.skipped_steps == 2
 
 
+
+@pytest.mark.parametrize("state", [None, "bfloat16"])
+def test_numpy_bool_skip_if_nonfinite_set_later_skips(state):
+    """skip_if_nonfinite set to np.True_ after construction (accepted as a bool) skips a
+    non-finite step too, with and without momentum_dtype (it was once read as False)."""
+    rng = np.random.default_rng(7)
+    params = arrays(rng, np.float32)
+    dtype = None if state is None else pytest.importorskip("ml_dtypes").bfloat16
+    opt = fm.SGD(params, lr=0.1, momentum=0.9, momentum_dtype=dtype)
+    opt.skip_if_nonfinite = np.True_
+    grads = arrays(rng, np.float32)
+    grads[0].flat[0] = math.nan
+    before = snapshot(*params)
+    opt.step(grads)
+    assert snapshot(*params) == before and opt.skipped_steps == 1 and opt.steps == 0
+
 def test_nonfinite_norm_without_skip_is_torchs():
     """inf in a grad: torch's coefficient is 0 and the step writes NaN/zero updates;
     fastmomentum does the same."""

@@ -461,16 +461,11 @@ def test_times_in_blocks_equal_one_array_of_factors(dtype):
                 True, False, False, False, 1, 0)
 
 
-def _scanned():
-    from fastmomentum._ewm_family import scanned_steps
-    return scanned_steps()
-
-
-def _scan_cases(rng, n):
-    """Times mean cases for the one-shot scan (src/cores/fm_time_scan.h): integer and float
-    times, steady and bursty steps, repeated times (decay 1), gaps where the decay
+def _times_cases(rng, n):
+    """Times mean cases over several of the factors' blocks (1024 steps): integer and
+    float times, steady and bursty steps, repeated times (decay 1), gaps where the decay
     underflows (to 0 by libm's exp2), a negative step (a growth factor), missing
-    values (their blocks run pandas' loop, the scan resumes after), float32 data."""
+    values."""
     steps = rng.integers(1, 60, n)
     steps[rng.random(n) < 0.05] = 0                       # repeated times
     steps[[n // 5, n // 3]] = [40_000, 2_000_000]         # decays ~1e-241 (50 s), then 0
@@ -485,24 +480,20 @@ def _scan_cases(rng, n):
 
 @pytest.mark.parametrize("adjust", [True, False])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_times_mean_scan_matches_pandas(adjust, dtype):
-    """ewm_mean with times scans a series' blocks without missing values (independent
-    stretches side by side, within a few ulps of pandas' loop): pandas' numbers to 1e-12
-    across every kind of step, through blocks with missing values (pandas' loop there,
-    the scan resuming after), min_periods past the first block; and the scan ran (its
-    counter), over every block after the first but those with missing values."""
+def test_times_mean_over_factor_blocks_matches_pandas(adjust, dtype):
+    """ewm_mean with times (the factors from the per-target cores, block by block):
+    pandas' numbers to 1e-12 across every kind of step, missing values, min_periods past
+    the first block."""
     rng = np.random.default_rng(31)
     n = 6 * 1024 + 300
-    t, cases = _scan_cases(rng, n)
-    for name, x in cases.items():
+    t, cases = _times_cases(rng, n)
+    for x in cases.values():
         x = x.astype(dtype)
         x64 = x.astype(np.float64)
         for kw in (dict(halflife="50s"), dict(halflife="3s", min_periods=1500),
                    dict(halflife="50s", ignore_na=True)):
             kw = dict(kw, adjust=adjust)
-            before = _scanned()
             got = fastmomentum.ewm_mean(x, times=t, **kw)
-            scanned = _scanned() - before
             want = pd.Series(x64).ewm(times=t, **kw).mean().to_numpy()
             assert got.dtype == dtype
             if dtype == np.float32:
@@ -511,49 +502,26 @@ def test_times_mean_scan_matches_pandas(adjust, dtype):
                 np.testing.assert_allclose(got, want.astype(np.float32), rtol=1.2e-7, atol=0)
             else:
                 assert_matches(got, want, x)
-            # blocks of 1024: the first runs pandas' loop (the series starts there), so
-            # do those before min_periods and those with a missing value
-            first = max(1, -(-kw.get("min_periods", 1) // 1024))
-            expect = n - 1024 * first
-            if name == "missing":
-                # the blocks of 2600 and 4000, and of 1500 unless min_periods took it
-                expect -= 2 * 1024 + (1024 if first == 1 else 0)
-            assert scanned == expect, (name, kw, scanned, expect)
 
 
-def test_times_mean_scan_only_for_one_shot_means():
-    """The scan is the one-shot mean's: a stream (whose chunks give one pass's bits), the
-    other statistics, and series side by side run pandas' loop (its counter stays)."""
+@pytest.mark.parametrize("adjust", [True, False])
+def test_times_mean_one_shot_equals_stream_bits(adjust):
+    """A one-shot times mean gives the bits of an EwmStream fed the same series in chunks
+    of any sizes (issue 16.3), also with the series elsewhere in memory: no path of the
+    one-shot call may round differently from the stream's recurrence."""
     rng = np.random.default_rng(32)
-    n = 5000
-    t, cases = _scan_cases(rng, n)
-    x = cases["clean"]
-    before = _scanned()
-    stream = fastmomentum.EwmStream("mean", halflife="20s", times=True)
-    one = stream.update(x, times=t)
-    fastmomentum.ewm_var(x, times=t, halflife="20s")
-    fastmomentum.ewm_mean(np.stack([x, x], axis=1), times=t, halflife="20s")
-    assert _scanned() == before
-    got = fastmomentum.ewm_mean(x, times=t, halflife="20s")
-    assert _scanned() > before
-    np.testing.assert_allclose(got, one, rtol=1e-13)
-
-
-def test_times_mean_scan_cut_points_fixed():
-    """The scan's stretches sit at fixed positions of each block: the same call gives the
-    same bits, and so does the series with a different start in memory (a copy at an
-    odd offset); a strided series (made contiguous first) the same."""
-    rng = np.random.default_rng(33)
-    n = 4 * 1024 + 17
-    t, cases = _scan_cases(rng, n)
-    x = cases["clean"]
-    a = fastmomentum.ewm_mean(x, times=t, halflife="9s")
-    buf = np.empty(n + 1)
-    buf[1:] = x
-    np.testing.assert_array_equal(fastmomentum.ewm_mean(buf[1:], times=t, halflife="9s"), a)
-    np.testing.assert_array_equal(fastmomentum.ewm_mean(x, times=t, halflife="9s"), a)
-    wide = np.repeat(x, 2)[::2]
-    np.testing.assert_array_equal(fastmomentum.ewm_mean(wide, times=t, halflife="9s"), a)
+    n = 5 * 1024 + 17
+    t, cases = _times_cases(rng, n)
+    for x in cases.values():
+        one = fastmomentum.ewm_mean(x, times=t, halflife="20s", adjust=adjust)
+        stream = fastmomentum.EwmStream("mean", halflife="20s", times=True, adjust=adjust)
+        cuts = [0, 1, 700, 1024, 3001, 3002, n]
+        chunks = [stream.update(x[a:b], times=t[a:b]) for a, b in zip(cuts, cuts[1:])]
+        np.testing.assert_array_equal(np.concatenate(chunks), one)
+        buf = np.empty(n + 1)
+        buf[1:] = x
+        np.testing.assert_array_equal(
+            fastmomentum.ewm_mean(buf[1:], times=t, halflife="20s", adjust=adjust), one)
 
 
 # ---------------------------------------------------------------------------------------

@@ -181,12 +181,33 @@ def test_bad_write_back_is_refused_and_nothing_written(module):
     assert opt.momentum_buffers is None
 
 
-def test_momentum_dtype_refuses_write_back():
-    pytest.importorskip("ml_dtypes")
-    import ml_dtypes
-    with pytest.raises(ValueError, match="write_clipped_grads"):
-        fm.SGD(arrays(np.random.default_rng(1), np.float32), lr=0.1, momentum=0.9,
-               momentum_dtype=ml_dtypes.bfloat16, write_clipped_grads=True)
+@pytest.mark.parametrize("module", [fm, baseline])
+def test_write_back_refused_where_no_grad_is_stored(module):
+    """The fewer-byte and 16-bit steps read the grads scaled but store none back: refused,
+    at construction and when the attribute is set later, with nothing written."""
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    rng = np.random.default_rng(1)
+    with pytest.raises(ValueError, match=r"SGD: `write_clipped_grads=True` is not available "
+                                         r"with `momentum_dtype`"):
+        module.SGD(arrays(rng, np.float32), lr=0.1, momentum=0.9, clip_grad_norm=1.0,
+                   momentum_dtype=ml_dtypes.bfloat16, write_clipped_grads=True)
+    for dtype in (ml_dtypes.bfloat16, np.float16):
+        with pytest.raises(TypeError, match=r"SGD: `write_clipped_grads=True` needs float32 "
+                                            r"or float64 params; `params\[0\]` is"):
+            module.SGD(arrays(rng, dtype), lr=0.1, momentum=0.9, clip_grad_norm=1.0,
+                       write_clipped_grads=True)
+    for dtype, state in ((np.float32, ml_dtypes.bfloat16), (np.float16, None)):
+        params = arrays(rng, dtype)
+        opt = module.SGD(params, lr=0.1, momentum=0.9, clip_grad_norm=1e-3,
+                         momentum_dtype=state)
+        opt.write_clipped_grads = True
+        grads = arrays(rng, dtype, scale=10.0)
+        kept_p, kept_g = [p.copy() for p in params], [g.copy() for g in grads]
+        with pytest.raises((TypeError, ValueError), match=r"SGD.step: `write_clipped_grads"):
+            opt.step(grads)
+        assert all(np.array_equal(p, k) for p, k in zip(params, kept_p))
+        assert all(np.array_equal(g, k) for g, k in zip(grads, kept_g))
+        assert opt.momentum_buffers is None and opt.steps == 0
 
 
 # ---------------------------------------------------------------------------------------
@@ -275,6 +296,18 @@ def test_torch_refusals():
     with pytest.raises(ValueError, match="write_clipped_grads"):
         fmt.SGD(mlp().parameters(), lr=0.1, momentum=0.9, momentum_dtype=torch.bfloat16,
                 write_clipped_grads=True)
+    model = mlp()
+    opt = fmt.SGD(model.parameters(), lr=0.1, momentum=0.9, momentum_dtype=torch.bfloat16,
+                  clip_grad_norm=1e-3)
+    opt.write_clipped_grads = True   # set later: refused by the step, nothing written
+    model(torch.randn(3, 12)).sum().backward()
+    kept = [(p.detach().clone(), p.grad.clone()) for p in model.parameters()]
+    with pytest.raises(ValueError, match=r"SGD.step: `write_clipped_grads=True` is not "
+                                         r"available with `momentum_dtype`"):
+        opt.step()
+    assert all(torch.equal(p, kp) and torch.equal(p.grad, kg)
+               for p, (kp, kg) in zip(model.parameters(), kept))
+    assert not opt.state
 
 
 def test_torch_fallback_params_leave_torchs_clipped_grads():
@@ -293,3 +326,12 @@ def test_torch_fallback_params_leave_torchs_clipped_grads():
     ref.step()
     for p, q in zip(ours.parameters(), theirs.parameters()):
         assert torch.equal(p, q) and torch.equal(p.grad, q.grad)
+
+
+def test_write_back_of_empty_params_steps():
+    """No element at all: a clipped write-back step is a step of nothing (once an
+    internal error)."""
+    params = [np.empty(0, np.float32)]
+    opt = fm.SGD(params, lr=0.1, momentum=0.9, clip_grad_norm=1.0, write_clipped_grads=True)
+    opt.step([np.empty(0, np.float32)])
+    assert opt.steps == 1 and opt.last_grad_norm == 0.0

@@ -203,12 +203,6 @@ ctypedef struct EwmCores:
 # first factor 1), log2_b = log2(1 - alpha): fm_time_factors.h
 ctypedef void (*time_factors_fn)(const void* times, double previous, Py_ssize_t n,
                                  double halflife, double log2_b, double* out) noexcept nogil
-# the one-shot times mean: a block of n <= 1024 values of one series without missing values
-# (x, out: float* or double* by the entry) from the decays f and the sums *w, *s (adjust:
-# pandas' weight sum and weighted sum; else *s is the mean); 0 and nothing written when
-# something is not finite: fm_time_scan.h
-ctypedef int (*time_mean_fn)(const void* x, void* out, const double* f, Py_ssize_t n,
-                             double* w, double* s, bint adjust) noexcept nogil
 
 # clip-amp: a grad norm's reduction over x[0:n] (of the GradFormat it is stored under in
 # the table, fm_norms.pxd)
@@ -220,7 +214,6 @@ ctypedef struct CoreTable:
     void (*ewm_coefficients)(EwmParams* p) noexcept nogil   # the scans' (by b = 1 - alpha)
     EwmCores ewm_f32, ewm_f64
     time_factors_fn time_factors_i64, time_factors_f64   # the ewm family's times
-    time_mean_fn time_mean_f32, time_mean_f64
     # clip-amp: grad norms by GradFormat (sum of squares in double; largest magnitude,
     # NaN-sticky)
     norm_fn sum_squares[GRAD_FORMATS]

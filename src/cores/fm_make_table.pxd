@@ -8,7 +8,7 @@ from fm_core_table cimport (EMA_F32, EMA_F64, FM_CORE_TABLE_CAPSULE, FUSED_F32, 
                             MOMENTUM_F32_BF16_STATE, MOMENTUM_F32_F16_STATE,
                             SPLIT_GRAD_BF16_STATE_BF16, SPLIT_GRAD_BF16_STATE_F32,
                             SPLIT_GRAD_F32_STATE_BF16, SPLIT_GRAD_F32_STATE_F32,
-                            elementwise_fn, ewm_loop_fn, norm_fn, time_factors_fn, time_mean_fn,
+                            elementwise_fn, ewm_loop_fn, norm_fn, time_factors_fn,
                             GRAD_BF16, GRAD_F16, GRAD_F32, GRAD_F64,
                             ewm_rows_superblock_fn, ewm_series_fn, ewm_superblock_fn)
 from fm_elementwise cimport ema_range, fused_range, momentum_range, sgd_range
@@ -32,12 +32,6 @@ cdef extern from "fm_time_factors.h" nogil:
                              double halflife, double log2_b, double* out)
     void fm_time_factors_f64(const double* times, double previous, Py_ssize_t n,
                              double halflife, double log2_b, double* out)
-
-cdef extern from "fm_time_scan.h" nogil:
-    int fm_time_mean_f64(const double* x, double* out, const double* f, Py_ssize_t n,
-                         double* w, double* s, int adjust)
-    int fm_time_mean_f32(const float* x, float* out, const double* f, Py_ssize_t n,
-                         double* w, double* s, int adjust)
 
 cdef extern from "fm_cpu.h" nogil:
     const char* FM_BUILD_TARGET
@@ -80,8 +74,6 @@ cdef inline object core_table_capsule(CoreTable* table):
     table.ewm_f64.rows_superblock = <ewm_rows_superblock_fn>rows_superblock[double]
     table.time_factors_i64 = <time_factors_fn>fm_time_factors_i64
     table.time_factors_f64 = <time_factors_fn>fm_time_factors_f64
-    table.time_mean_f32 = <time_mean_fn>fm_time_mean_f32
-    table.time_mean_f64 = <time_mean_fn>fm_time_mean_f64
     table.sum_squares[GRAD_F32] = <norm_fn>sum_squares[float]
     table.sum_squares[GRAD_F64] = <norm_fn>sum_squares[double]
     table.sum_squares[GRAD_BF16] = <norm_fn>sum_squares[fm_bf16]

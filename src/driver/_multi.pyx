@@ -464,7 +464,7 @@ def multi_momentum_step(list params, grads, velocities, averages=None, *, lr, mo
     ``clip_grad_norm=max_norm`` (``norm_type`` 2.0 or inf): torch.nn.utils.clip_grad_norm_
     fused into the step. One pass computes the total norm of all grads (fixed summation
     order, same bits for any thread count); the step reads every grad times the clip
-    coefficient (grads are not written). ``skip_if_nonfinite``: a total norm that is NaN
+    coefficient (by default grads are not written). ``skip_if_nonfinite``: a total norm that is NaN
     or inf skips the step whole (nothing written; ``optimizer.skipped_steps`` counts it).
     Returns the total norm (a float, rounded to float32 unless a param is float64, as
     torch's) when either is set, else None; ``optimizer.last_grad_norm`` is set to it.
@@ -522,6 +522,8 @@ def multi_momentum_step(list params, grads, velocities, averages=None, *, lr, mo
     if measures or skip_if_nonfinite is not False:  # only then: the Python check (~1 us)
         clip_grad_norm, norm_type = _validation.check_clipping(
             "SGD.step", clip_grad_norm, norm_type, skip_if_nonfinite)
+        skip_ = bool(skip_if_nonfinite)   # checked: a bool or a NumPy bool
+        measures = clip_grad_norm is not None or skip_
     cdef WorkList work = WorkList(n)
     _rounding(&work.scalars, "multi_momentum_step", rounding, torch_threads, seed, step)
     set_scalars(&work.scalars, lr_, momentum_, dampening_, weight_decay_, nesterov_, maximize_,
@@ -542,7 +544,7 @@ def multi_momentum_step(list params, grads, velocities, averages=None, *, lr, mo
         concurrent_step("SGD.step")  # another thread's first step went first
     if writes:  # the 16-bit steps read grads scaled but store none back
         _validation.check_write_back_fits("SGD.step", True, None, params)
-    if writes and not (record_grads(work.items, work.count, _grad_spans, 0)
+    if writes and work.count and not (record_grads(work.items, work.count, _grad_spans, 0)
                        and _grad_spans.writes_disjoint(work.count)
                        and order_free(work.items, work.count, None)):
         # a grad stored twice, or stored while another item reads or writes it: the

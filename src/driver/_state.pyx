@@ -218,6 +218,8 @@ def multi_state_step(list params, grads, velocities, *, lr, momentum=0.0, dampen
     if measures or skip_if_nonfinite is not False:
         clip_grad_norm, norm_type = _validation.check_clipping(
             "SGD.step", clip_grad_norm, norm_type, skip_if_nonfinite)
+        skip_ = bool(skip_if_nonfinite)   # checked: a bool or a NumPy bool
+        measures = clip_grad_norm is not None or skip_
     if measures and _clipped([work], optimizer, clip_grad_norm, norm_type != 2.0, skip_,
                              &total):
         return total

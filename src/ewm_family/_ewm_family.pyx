@@ -89,7 +89,6 @@ ctypedef struct Params:
     const double* factors     # times: each step's decay b**delta (time_factors), or
                               # NULL: by b (the first by f0)
     bint adjust, ignore_na, bias, fills, same
-    bint scan                 # a one-shot call (advance's scan=): see _scan_block
     double minp
 
 
@@ -618,64 +617,15 @@ cdef void _factors(const Times* tm, Py_ssize_t t0, Py_ssize_t n, double* out) no
                                tm.log2_b, out)
 
 
-ctypedef struct ScanSums:
-    bint on          # the previous block was scanned, leaving these sums
-    double w, s
-
-# steps the scan ran (since import, all threads: a test's witness of the path)
-cdef Py_ssize_t _scanned = 0
-
-
-cdef bint _scan_block(const Chunk* b, const double* factors, ScanSums* sums) noexcept nogil:
-    """The block ``b`` of a one-shot times mean (``scan``) by the cores' scan
-    (src/cores/fm_time_scan.h: pandas' loop is one dependency chain, 3.4 ns a value; the
-    scan runs independent stretches side by side) when it is one contiguous series, started and past min_periods
-    (every result a mean), without missing values (the core checks, and refuses before
-    writing); returns whether it ran. Within a few ulps of the recurrence, so not for a
-    stream (whose chunks must give one pass's bits): it leaves the state's mean, weight
-    and count, not the decay products, seed and squared weights, which no mean reads and
-    a one-shot call throws away. Consecutive scanned blocks pass their sums on unrounded."""
-    global _scanned
-    cdef double* st = b.state
-    cdef double w, s
-    cdef bint adjust = b.p.adjust
-    cdef int done
-    if not (b.p.scan and b.p.kind == KIND_MEAN and b.m == 1 and b.ts == 1
-            and (b.p.new_wt == 1.0 if adjust else b.p.fills) and st[NOBS] >= b.p.minp):
-        sums.on = False
-        return False
-    if sums.on:
-        w, s = sums.w, sums.s
-    else:
-        w = st[OLD_WT] if adjust else 1.0
-        s = st[MEAN_X] * w
-    if b.f32:
-        done = cores.time_mean_f32(b.x, b.out, factors, b.n, &w, &s, adjust)
-    else:
-        done = cores.time_mean_f64(b.x, b.out, factors, b.n, &w, &s, adjust)
-    sums.on = done
-    if not done:
-        return False
-    sums.w, sums.s = w, s
-    st[MEAN_X] = s / w if adjust else s      # (adjust=False: s is the mean, the weight 1)
-    st[OLD_WT] = w if adjust else 1.0
-    st[NOBS] = st[NOBS] + b.n
-    _scanned += b.n
-    return True
-
-
 cdef void _call(const Chunk* c, const Times* tm) noexcept nogil:
     """A call; with times (``tm``), TIME_BLOCK steps at a time, their factors in a
     buffer on the stack (no array of n factors: its page faults and traffic): the state
     carries over between blocks as between a stream's chunks, so the results are one
-    pass's bits (except blocks _scan_block takes, in a one-shot call). (One call of
-    _chunk: with two, gcc's inlining budget ran out before the steady loops', which then
-    measured 25-40% slower.)"""
+    pass's bits. (One call of _chunk: with two, gcc's inlining budget ran out before the
+    steady loops', which then measured 25-40% slower.)"""
     cdef double factors[TIME_BLOCK]
     cdef Chunk b = c[0]
     cdef Py_ssize_t t0 = 0, item = 4 if c.f32 else 8
-    cdef ScanSums sums
-    sums.on, sums.w, sums.s = False, 0.0, 0.0
     while t0 < c.n:
         b.n = c.n - t0
         if tm != NULL:
@@ -685,14 +635,8 @@ cdef void _call(const Chunk* c, const Times* tm) noexcept nogil:
         b.x = <const char*>c.x + t0 * c.ts * item
         b.y = <const char*>c.y + t0 * c.ts * item
         b.out = <char*>c.out + t0 * c.ts * item
-        if not (tm != NULL and _scan_block(&b, factors, &sums)):
-            _chunk(&b)
+        _chunk(&b)
         t0 += b.n
-
-
-def scanned_steps():
-    """Steps of one-shot times means the scan ran since import (see _scan_block)."""
-    return _scanned
 
 
 cdef inline void _run(const Chunk* c, const Times* tm) noexcept:
@@ -729,12 +673,11 @@ cdef void _set_params(Params* p, int kind, double alpha, double f0, bint adjust,
     p.new_wt = 1.0 if adjust else alpha
     p.minp = <double>min_periods
     p.factors = NULL
-    p.scan = False
 
 
 def advance(int kind, cnp.ndarray x, cnp.ndarray y, out, cnp.ndarray state,
             double alpha, double f0, factors, bint adjust, bint ignore_na, bint bias,
-            bint fills, Py_ssize_t min_periods, int out_kind, bint scan=False):
+            bint fills, Py_ssize_t min_periods, int out_kind):
     """Advance ``state`` ((NFIELDS, m) float64, C-contiguous) over the rows of ``x``, ``y``
     (2-D (n, m), or 1-D: one series; float32 or float64, element strides any multiple of
     the item size; ``y`` may be ``x``), writing the results into ``out`` (same dtype and
@@ -742,10 +685,8 @@ def advance(int kind, cnp.ndarray x, cnp.ndarray y, out, cnp.ndarray state,
     returning it.
     ``alpha``: 1/(1 + com) as pandas rounds it. ``factors``: None (each step decays by
     ``1 - alpha``, the first by ``f0``) or a float64 C-contiguous array of each step's
-    decay (:func:`time_factors`). ``scan``: a one-shot call (its state is thrown away):
-    with :func:`time_steps` factors, a mean's blocks without missing values may run as a
-    scan, to rounding of the recurrence (see _scan_block). Unchecked beyond types and
-    layout: the callers in fastmomentum check everything first."""
+    decay (:func:`time_factors`). Unchecked beyond types and layout: the callers in
+    fastmomentum check everything first."""
     cdef Chunk c
     cdef Py_ssize_t item = cnp.PyArray_ITEMSIZE(x)
     cdef cnp.ndarray fac
@@ -775,7 +716,6 @@ def advance(int kind, cnp.ndarray x, cnp.ndarray y, out, cnp.ndarray state,
     same = cnp.PyArray_DATA(x) == cnp.PyArray_DATA(y)
     _set_params(&c.p, KIND_VAR if kind == KIND_COV and same else kind, alpha, f0, adjust,
                 ignore_na, bias, fills, min_periods, out_kind)
-    c.p.scan = scan
     if isinstance(factors, TimeSteps):
         steps = <TimeSteps>factors
         if cnp.PyArray_DIM(steps.values, 0) != c.n:
