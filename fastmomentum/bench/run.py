@@ -127,8 +127,9 @@ def stream_summary(rows):
     """{dtype: {"size", "gbps"}}: the stream loop at the largest size measured for each dtype
     (the median over the groups that timed it there)."""
     summary = {}
-    for dtype in sorted({r["dtype"] for r in rows if r["reference"]}):
-        at = [r for r in rows if r["reference"] and r["dtype"] == dtype]
+    timed = [r for r in rows if r["reference"] and r["status"] == "ok"]  # (skipped: no gbps)
+    for dtype in sorted({r["dtype"] for r in timed}):
+        at = [r for r in timed if r["dtype"] == dtype]
         size = max(r["size"] for r in at)
         summary[dtype] = {"size": size, "gbps": statistics.median(
             r["gbps"] for r in at if r["size"] == size)}
