@@ -137,9 +137,12 @@ INLINE_PROBE = "int main(void) { return 0; }\n"
 FAMILY_FLAGS = [flag for flag in ["--param=inline-unit-growth=80"]
                 if compiler_accepts(INLINE_PROBE, [flag])]
 
+CORES_INLINE_FLAGS = [flag for flag in ["--param=inline-unit-growth=400"]
+                      if compiler_accepts(INLINE_PROBE, [flag])]
+
 extensions = [
     # per CPU target: the numeric cores only (no threads in them)
-    *(extension(f"_cores_{name}", f"src/cores/_cores_{name}.pyx", flags)
+    *(extension(f"_cores_{name}", f"src/cores/_cores_{name}.pyx", [*flags, *CORES_INLINE_FLAGS])
       for name, flags in variants.items()),
     # compiled once, for the default target
     extension("_cpu", "src/cores/_cpu.pyx"),

@@ -58,14 +58,29 @@ cdef inline float rounded(float f, const half* kind) noexcept nogil:
         return fm_f16_to_float(fm_float_to_f16(f))
 
 
-cdef inline float torch_add(float a, float b, float alpha, bint scalar_loop,
-                            const half* kind) noexcept nogil:
-    """torch's ``a.add(b, alpha=alpha)`` (alpha already rounded to the dtype): the
-    vectorised loop's ``round(fma(b, alpha, a))`` or the scalar loop's
+cdef inline uint16_t to_bits(float f, const half* kind) noexcept nogil:
+    """``f`` rounded to the dtype of ``kind`` (not read), as its bits."""
+    if half is fm_bf16:
+        return fm_float_to_bf16(f)
+    else:
+        return fm_float_to_f16(f)
+
+
+cdef inline float from_bits(uint16_t bits, const half* kind) noexcept nogil:
+    if half is fm_bf16:
+        return fm_bf16_to_float(bits)
+    else:
+        return fm_f16_to_float(bits)
+
+
+cdef inline uint16_t torch_add(float a, float b, float alpha, bint scalar_loop,
+                               const half* kind) noexcept nogil:
+    """torch's ``a.add(b, alpha=alpha)`` (alpha already rounded to the dtype), as the bits
+    it stores: the vectorised loop's ``round(fma(b, alpha, a))`` or the scalar loop's
     ``round(a + round(alpha*b))``."""
     if scalar_loop:
-        return rounded(a + rounded(alpha * b, kind), kind)
-    return rounded(fmaf(b, alpha, a), kind)
+        return to_bits(a + rounded(alpha * b, kind), kind)
+    return to_bits(fmaf(b, alpha, a), kind)
 
 
 cdef inline uint32_t mix32(uint32_t x) noexcept nogil:
@@ -140,38 +155,68 @@ cdef inline HalfScalars half_scalars(const StepScalars* s, const WorkItem* w,
     return k
 
 
-cdef inline float torch_grad(const half* grad, const half* param, Py_ssize_t i,
-                             HalfScalars k, bint scalar_loop) noexcept nogil:
-    """``±grad`` with torch's coupled weight decay (selects, not branches: the loops
-    vectorise)."""
-    cdef float g = widen(&grad[i])
-    g = -g if k.maximize else g
-    return torch_add(g, widen(&param[i]), k.weight_decay, scalar_loop, param) \
-        if k.has_weight_decay else g
-
-
 cdef inline void torch_loop(half* param, const half* grad, half* velocity, Py_ssize_t n,
-                            HalfScalars k, bint scalar_loop) noexcept nogil:
+                            HalfScalars k, bint scalar_loop, bint weight_decay,
+                            bint momentum, bint nesterov, bint first_step) noexcept nogil:
     """torch's for-loop step (ROUND_TORCH) on n elements, all in its vectorised or all in
-    its scalar loop (``k`` by value: its flags are loop invariants, not loads that a store
-    through ``param`` might change)."""
+    its scalar loop. The flags are literals at every call (torch_flag_loops): each
+    combination compiles to its own loop, without the selects that computed weight decay
+    and nesterov's roundings for every element whether asked or not (float16 momentum
+    step, 16M elements, 2 threads: 84 ms with selects; see docs/mixed-precision.md).
+    ``k`` by value: its fields are loop invariants, not loads a store through ``param``
+    might change. Each stored value keeps the bits torch_add rounded (no second
+    conversion)."""
     cdef Py_ssize_t i
     cdef float g, v
-    if not k.has_momentum:
-        for i in range(n):
-            g = torch_grad(grad, param, i, k, scalar_loop)
-            store(&param[i], torch_add(widen(&param[i]), g, k.neg_lr, scalar_loop, param))
-        return
+    cdef uint16_t v_bits
     for i in range(n):
-        g = torch_grad(grad, param, i, k, scalar_loop)
-        # velocity is read even on the first step so the loop stays branch-free (the
-        # select discards it), as kernels.pxd momentum_kernel
-        v = torch_add(rounded(widen(&velocity[i]) * k.momentum_mul, param), g,
-                      k.one_minus_dampening, scalar_loop, param)
-        v = g if k.first_step else v
-        store(&velocity[i], v)
-        g = torch_add(g, v, k.momentum_add, scalar_loop, param) if k.nesterov else v
-        store(&param[i], torch_add(widen(&param[i]), g, k.neg_lr, scalar_loop, param))
+        g = widen(&grad[i])
+        g = -g if k.maximize else g
+        if weight_decay:
+            g = from_bits(torch_add(g, widen(&param[i]), k.weight_decay, scalar_loop, param),
+                          param)
+        if momentum:
+            if first_step:
+                v_bits = to_bits(g, param)   # exact: g is a value of the dtype
+                v = g
+            else:
+                v_bits = torch_add(rounded(widen(&velocity[i]) * k.momentum_mul, param), g,
+                                   k.one_minus_dampening, scalar_loop, param)
+                v = from_bits(v_bits, param)
+            velocity[i].bits = v_bits
+            g = from_bits(torch_add(g, v, k.momentum_add, scalar_loop, param), param) \
+                if nesterov else v
+        param[i].bits = torch_add(widen(&param[i]), g, k.neg_lr, scalar_loop, param)
+
+
+cdef inline void torch_flag_loops(half* param, const half* grad, half* velocity,
+                                  Py_ssize_t n, const HalfScalars* k,
+                                  bint scalar_loop) noexcept nogil:
+    """torch_loop specialised on the step's flags (literal arguments: one loop each; a
+    flag tested inside the loop, even a loop invariant, kept gcc 12 from vectorising it)."""
+    cdef bint wd = k.has_weight_decay
+    if not k.has_momentum:
+        if wd:
+            torch_loop(param, grad, velocity, n, k[0], scalar_loop, True, False, False, False)
+        else:
+            torch_loop(param, grad, velocity, n, k[0], scalar_loop, False, False, False, False)
+    elif k.first_step:
+        # first steps: one per buffer, nesterov's select costs little here
+        if wd:
+            torch_loop(param, grad, velocity, n, k[0], scalar_loop, True, True, k.nesterov,
+                       True)
+        else:
+            torch_loop(param, grad, velocity, n, k[0], scalar_loop, False, True, k.nesterov,
+                       True)
+    elif k.nesterov:
+        if wd:
+            torch_loop(param, grad, velocity, n, k[0], scalar_loop, True, True, True, False)
+        else:
+            torch_loop(param, grad, velocity, n, k[0], scalar_loop, False, True, True, False)
+    elif wd:
+        torch_loop(param, grad, velocity, n, k[0], scalar_loop, True, True, False, False)
+    else:
+        torch_loop(param, grad, velocity, n, k[0], scalar_loop, False, True, False, False)
 
 
 cdef inline float once_grad(const half* grad, float p, HalfScalars k) noexcept nogil:
@@ -231,12 +276,12 @@ cdef inline void torch_range(half* param, const half* grad, half* velocity,
             if s.torch_lanes > 0 else begin
         lo, hi = max(start, begin), min(stop, vector_end)
         if lo < hi:
-            torch_loop(param + lo, grad + (lo - start),
-                       velocity + lo if velocity != NULL else NULL, hi - lo, k[0], False)
+            torch_flag_loops(param + lo, grad + (lo - start),
+                             velocity + lo if velocity != NULL else NULL, hi - lo, k, False)
         lo, hi = max(start, vector_end), min(stop, end)
         if lo < hi:
-            torch_loop(param + lo, grad + (lo - start),
-                       velocity + lo if velocity != NULL else NULL, hi - lo, k[0], True)
+            torch_flag_loops(param + lo, grad + (lo - start),
+                             velocity + lo if velocity != NULL else NULL, hi - lo, k, True)
         begin = end
 
 
