@@ -311,6 +311,7 @@ class SGD(Optimizer):
         self.__dict__.setdefault("momentum_dtype", None)
         self._step_supports_amp_scaling = True
         self.__dict__.setdefault("_flat_buckets", None)  # a pickled copy is not flat
+        self.__dict__.setdefault("flat_segments", None)
         for group in self.param_groups:  # as torch.optim.SGD.__setstate__
             group.setdefault("nesterov", False)
             group.setdefault("maximize", False)
