@@ -135,8 +135,9 @@ def step(opt, max_norm=None, inf_norm=False, skip_if_nonfinite=False, grad_coef=
     ``max_norm`` (a float) or ``skip_if_nonfinite``: global-norm clipping over every
     group's grads (``opt.last_grad_norm``, ``opt.skipped_steps``; a skipped step writes
     nothing), each grad read as ``float32(grad * coefficient)``. ``grad_coef``: else each
-    grad read times it (AMP's 1/scale). ``unscale``: called once everything is checked,
-    before the norm (AMP with clipping: GradScaler.unscale_'s in-place unscaling)."""
+    grad read times it (AMP's 1/scale). ``unscale``: called once everything is checked
+    and no other step of this optimizer runs, before the norm (AMP with clipping:
+    GradScaler.unscale_'s in-place unscaling; a refused step unscales nothing)."""
     func = "SGD.step"
     calls, first = [], 0
     master_weights, momentum_dtype = opt.master_weights, opt.momentum_dtype
@@ -183,8 +184,6 @@ def step(opt, max_norm=None, inf_norm=False, skip_if_nonfinite=False, grad_coef=
         raise RuntimeError(_kernels.INFERENCE_TENSOR_ERROR)
     spans = opt._state_spans  # per group: what its pass writes (concurrent steps refused)
     spans += [_kernels.WrittenSpans() for _ in range(len(calls) - len(spans))]
-    if unscale is not None:
-        unscale()
     kernel_params = _kernels.torch_state_steps(
         [(*views, lr, momentum, dampening, weight_decay, group["nesterov"],
           group["maximize"], new_buffers, stepped)
@@ -192,7 +191,8 @@ def step(opt, max_norm=None, inf_norm=False, skip_if_nonfinite=False, grad_coef=
          in calls],
         state_bits=_STATE_BITS[momentum_dtype], spans=spans[:len(calls)], state=opt.state,
         increment_version=_bump_versions, optimizer=opt, max_norm=max_norm,
-        inf_norm=inf_norm, skip_if_nonfinite=skip_if_nonfinite, grad_coef=grad_coef)
+        inf_norm=inf_norm, skip_if_nonfinite=skip_if_nonfinite, grad_coef=grad_coef,
+        unscale=unscale)
     opt.kernel_params = kernel_params
 
 

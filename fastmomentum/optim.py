@@ -77,6 +77,24 @@ def _check_debias(func, decay, warmup, debias):
                          f"1 - decay**t); got decay={decay}")
 
 
+#: The attributes SGD got since its first release, with the values that do what the
+#: versions before them did: their pickles lack them (see SGD.__setstate__).
+_SGD_ADDED = {"flat": None, "momentum_dtype": None, "rounding": "torch", "torch_threads": 1,
+              "seed": None, "clip_grad_norm": None, "norm_type": 2.0,
+              "skip_if_nonfinite": False, "write_clipped_grads": False,
+              "last_grad_norm": None, "skipped_steps": 0}
+
+
+def _unpickled(obj, state, added):
+    """``obj.__dict__`` from a pickle's ``state``, made by this version or an earlier one:
+    the ``added`` attributes it lacks get their defaults, a missing WrittenSpans (a cache,
+    pickled empty) a new one."""
+    obj.__dict__.update(added)
+    obj.__dict__.update(state)
+    if "_written" not in state:
+        obj._written = _kernels.WrittenSpans()
+
+
 class EMA:
     """Exponential moving average of a list of arrays (Polyak averaging of weights).
 
@@ -102,6 +120,9 @@ class EMA:
         self.updates = 0
         self._kept = 1.0  # product of the decays used so far: the weight of the start value
         self._written = _kernels.WrittenSpans()  # what update() writes, checked across calls
+
+    def __setstate__(self, state):
+        _unpickled(self, state, {})
 
     def next_decay(self):
         """The decay the next update uses."""
@@ -241,6 +262,9 @@ class SGD:
         #: Steps skipped by skip_if_nonfinite.
         self.skipped_steps = 0
         self._written = _kernels.WrittenSpans()  # what step() writes, checked across calls
+
+    def __setstate__(self, state):
+        _unpickled(self, state, _SGD_ADDED)
 
     def step(self, grads=None):
         """Update every param in place with its gradient (a list in params' order; with

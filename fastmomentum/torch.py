@@ -311,6 +311,7 @@ class SGD(Optimizer):
         self.__dict__.setdefault("momentum_dtype", None)
         self._step_supports_amp_scaling = True
         self.__dict__.setdefault("_flat_buckets", None)  # a pickled copy is not flat
+        self.__dict__.setdefault("flat_segments", None)
         for group in self.param_groups:  # as torch.optim.SGD.__setstate__
             group.setdefault("nesterov", False)
             group.setdefault("maximize", False)
@@ -571,16 +572,16 @@ class SGD(Optimizer):
         else:
             plans, torch_groups = self._plan(decay, ema is not None)
             state = self.state
-        if measures and inv_scale is not None:
-            # torch's recipe (scaler.unscale_, then the clip): the norm is of unscaled grads
-            self._unscale_grads(inv_scale)
-            inv_scale = None
         if not torch_groups:
+            # with clipping, torch's recipe (scaler.unscale_, then the clip): the norm is of
+            # grads unscaled in place, by the kernel call once no other step runs
             skipped = self.skipped_steps
             written = _kernels.torch_sgd_clip_run(
                 plans, state, None if ema is None else ema._ema, decay, self, clip,
                 norm_type != 2.0, self.skip_if_nonfinite,
-                1.0 if inv_scale is None else inv_scale.item(),
+                1.0 if inv_scale is None or measures else inv_scale.item(),
+                None if inv_scale is None or not measures
+                else functools.partial(self._unscale_grads, inv_scale),
                 self._grad_spans if writes else None)
             if written is not None:  # None: 16-bit params, torch's recipe below
                 if self.skipped_steps != skipped:

@@ -1,6 +1,7 @@
 """The state_step benchmark cases (fewer-byte momentum, split bf16 master weights): what they
 measure and how the report shows them. No assertion is about speed."""
 import json
+import statistics
 
 import pytest
 
@@ -103,3 +104,34 @@ def test_bf16_stream_row_is_the_reference_on_bf16_buffers():
     step()
     np.testing.assert_array_equal(v.view(np.uint16), want_v.view(np.uint16))
     np.testing.assert_array_equal(p.view(np.uint16), want_p.view(np.uint16))
+
+
+def test_skipped_bf16_stream_row_leaves_the_summary_to_the_timed_ones(tmp_path, capsys,
+                                                                        monkeypatch):
+    """Without ml_dtypes the bf16 C stream loop (a reference row) is skipped: the report
+    is still written, its stream loop summary holding the timed float32 loop only, and the
+    skip line names the row and why (the summary read its missing gbps: KeyError)."""
+    from fastmomentum.benchcases import state as state_module
+    real = state_module.optional_import
+    monkeypatch.setattr(state_module, "optional_import",
+                        lambda name: None if name == "ml_dtypes" else real(name))
+    monkeypatch.chdir(tmp_path)
+    json_path = tmp_path / "r.json"
+    status = bench.main(["--quick", "--only", "state_step,momentum_step", "--sizes", "64k",
+                         "--json", str(json_path), "--no-plot"])
+    out, _ = capsys.readouterr()
+    assert status == 0
+    report = json.loads(json_path.read_text())
+    refs = [r for r in report["rows"] if r["reference"]]
+    (skipped,) = [r for r in refs if r["status"] == "skipped"]
+    timed = [r for r in refs if r["status"] == "ok"]   # one per momentum_step group
+    assert (skipped["impl"], skipped["dtype"], skipped["skip_reason"]) == (
+        "C stream loop", "bfloat16", "ml_dtypes not installed")
+    assert timed and {(r["kernel"], r["dtype"], r["size"]) for r in timed} == {
+        ("stream loop", "float32", 1 << 16)}
+    gbps = statistics.median(r["gbps"] for r in timed)
+    assert report["stream_loop"] == {"float32": {"size": 1 << 16, "gbps": gbps}}
+    assert f"stream loop float32: {gbps:.1f} GB/s at 64k elements" in out
+    assert "stream loop bfloat16" not in out
+    (line,) = [s for s in out.splitlines() if s.startswith("skipped (ml_dtypes")]
+    assert "state_step/C stream loop" in line.split(": ", 1)[1].split(", ")

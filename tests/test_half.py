@@ -1,6 +1,8 @@
 """float16 and bfloat16 steps against torch.optim.SGD's for-loop (bit for bit, at 1 and 2
 torch threads), against NumPy float32 oracles (rounding="once", the EMA), the fused and
 multi-tensor paths, stochastic rounding, and bad input."""
+import functools
+
 import ml_dtypes
 import numpy as np
 import pytest
@@ -314,6 +316,12 @@ def _multi_step(params, grads, velocities):
     (dict(rounding="once", seed=3), r"`seed` is for rounding=\"stochastic\" only"),
     (dict(torch_threads=0), r"`torch_threads` must be an integer in \[1, 65536\)"),
     (dict(rounding="stochastic", seed=-1), r"`seed` must be an integer in \[0, "),
+    # past momentum_step's C fast path, to the same words
+    (dict(rounding=b"torch"), r"`rounding` must be one of \['torch', 'once', 'stochastic'\]"),
+    (dict(rounding="Once"), r"`rounding` must be one of \['torch', 'once', 'stochastic'\]"),
+    (dict(torch_threads=1 << 16), r"`torch_threads` must be an integer in \[1, 65536\)"),
+    (dict(torch_threads=True), r"`torch_threads` must be an integer in \[1, 65536\)"),
+    (dict(torch_threads=-1), r"`torch_threads` must be an integer in \[1, 65536\)"),
 ])
 def test_bad_rounding_arguments_refused_nothing_written(rng, kwargs, message):
     p = rng.standard_normal(8).astype(np.float16)
@@ -322,7 +330,46 @@ def test_bad_rounding_arguments_refused_nothing_written(rng, kwargs, message):
         fm.momentum_step(p, p.copy(), None, lr=0.1, **kwargs)
     with pytest.raises(ValueError, match="SGD: " + message):
         fm.SGD([p], lr=0.1, **kwargs)
-    assert snapshot(p) == before
+    opt = fm.SGD([p], lr=0.1)
+    opt.rounding, opt.torch_threads = (kwargs.get("rounding", "torch"),
+                                       kwargs.get("torch_threads", 1))
+    opt.seed = kwargs.get("seed")
+    with pytest.raises(ValueError, match="multi_momentum_step: " + message):
+        opt.step([p.copy()])
+    assert snapshot(p) == before and opt.steps == 0
+
+
+def _no_python_check(*args):
+    raise AssertionError(f"_validation.rounding_options{args} called on a common rounding")
+
+
+@pytest.mark.parametrize("dtype", [BF16, np.float16], ids=["bfloat16", "float16"])
+@pytest.mark.parametrize("rounding", ["torch", "once"])
+@pytest.mark.parametrize("torch_threads", [1, 4])
+def test_common_roundings_resolved_in_c(rng, monkeypatch, dtype, rounding, torch_threads):
+    """"torch" and "once" are read in C whatever str object spells them (here one built at
+    run time, not the interned literal): the Python check (~1 us a call, most of a
+    16-element step) is never called, and the bits are the oracle's."""
+    built = "".join([rounding[:2], rounding[2:]])
+    assert built == rounding and built is not rounding
+    options = dict(lr=LR, momentum=0.9, dampening=0.0, weight_decay=0.01, nesterov=False,
+                   maximize=False)
+    oracle = (functools.partial(sgd_torch, threads=torch_threads) if rounding == "torch"
+              else sgd_once)
+    p0, grads = problem(rng, dtype, 16)
+    p, v = p0.copy(), np.full_like(p0, np.nan)   # the first step must not read v
+    opt = fm.SGD([p0.copy()], rounding=built, torch_threads=torch_threads, **options)
+    monkeypatch.setattr(fm._validation, "rounding_options", _no_python_check)
+    for i, g in enumerate(grads):
+        want_p, want_v = oracle(widen(p), widen(g), widen(v), dtype, first_step=i == 0,
+                                **options)
+        fm.momentum_step(p, g, v, first_step=i == 0, rounding=built,
+                         torch_threads=torch_threads, **options)
+        np.testing.assert_array_equal(bits(p), bits(want_p.astype(dtype)))
+        np.testing.assert_array_equal(bits(v), bits(np.asarray(want_v).astype(dtype)))
+        opt.step([g])
+        np.testing.assert_array_equal(bits(opt.params[0]), bits(p))
+        np.testing.assert_array_equal(bits(opt.momentum_buffers[0]), bits(v))
 
 
 def test_baseline_mirrors_the_options(rng):

@@ -127,6 +127,64 @@ def test_pickled_copy_continues_bit_identically():
     assert snapshot(*copy.ema.raw_averages) == snapshot(*ema.raw_averages)
 
 
+#: What fastmomentum.SGD / EMA got since their first release: pickles made before lack them
+SGD_ADDED = ("flat", "momentum_dtype", "rounding", "torch_threads", "seed", "clip_grad_norm",
+             "norm_type", "skip_if_nonfinite", "write_clipped_grads", "last_grad_norm",
+             "skipped_steps", "_written")
+EMA_ADDED = ("_written",)
+
+
+def old_pickle(obj, missing):
+    """``obj`` pickled as a version without the attributes ``missing`` would have."""
+    import pickle
+    old = pickle.loads(pickle.dumps(obj))
+    for name in missing:
+        del old.__dict__[name]
+    if getattr(old, "ema", None) is not None:
+        for name in EMA_ADDED:
+            old.ema.__dict__.pop(name, None)
+    return pickle.dumps(old)
+
+
+@pytest.mark.parametrize("missing", [(name,) for name in SGD_ADDED] + [SGD_ADDED],
+                         ids=[*SGD_ADDED, "all"])
+@pytest.mark.parametrize("dtype", [np.float32, "bfloat16"])
+def test_pickles_of_earlier_versions_step_as_a_fresh_optimizer(missing, dtype):
+    """An SGD (and its EMA) unpickled without an attribute added since steps as one
+    constructed with that attribute's default: the same bits, and torch's for float32."""
+    import pickle
+    import ml_dtypes
+    dtype = ml_dtypes.bfloat16 if dtype == "bfloat16" else dtype
+    rng = np.random.default_rng(5)
+    start = [rng.standard_normal(s).astype(np.float32).astype(dtype) for s in ((4, 3), (5,))]
+    grads = [[rng.standard_normal(p.shape).astype(np.float32).astype(dtype) for p in start]
+             for _ in range(3)]
+
+    def sgd(params):
+        return fm.SGD(params, lr=0.1, momentum=0.9, ema=fm.EMA(params, decay=0.9))
+
+    fresh = sgd([p.copy() for p in start])
+    fresh.step(grads[0])
+    old = pickle.loads(old_pickle(fresh, missing))
+    for g in grads[1:]:
+        fresh.step(g)
+        old.step(g)
+        old.ema.update(old.params)
+        fresh.ema.update(fresh.params)
+    assert old.steps == fresh.steps == 3 and old.ema.updates == fresh.ema.updates == 5
+    assert all(getattr(old, name) == getattr(fresh, name) for name in SGD_ADDED[:-1])
+    assert snapshot(*old.params, *old.momentum_buffers, *old.ema.raw_averages) == snapshot(
+        *fresh.params, *fresh.momentum_buffers, *fresh.ema.raw_averages)
+    if dtype == np.float32:
+        tparams = [torch.tensor(p) for p in start]
+        topt = torch.optim.SGD(tparams, lr=0.1, momentum=0.9)
+        for g in grads:
+            for t, gi in zip(tparams, g):
+                t.grad = torch.tensor(gi)
+            topt.step()
+        assert snapshot(*old.params) == snapshot(*(t.numpy() for t in tparams))
+
+
 def test_state_dict_layout_is_torchs():
     opt, topt, _, _ = run_both(dict(momentum=0.9), steps=1)
     sd, tsd = opt.state_dict(), topt.state_dict()

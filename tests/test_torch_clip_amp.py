@@ -2,6 +2,7 @@
 AMP (GradScaler("cpu")), against torch.optim.SGD's default for-loop."""
 import copy
 import math
+import threading
 
 import pytest
 import torch
@@ -435,6 +436,70 @@ def test_amp_with_momentum_dtype_and_clipping(unscale_first):
     for step, _ in zip(a, b):
         assert opt.kernel_params == (0 if step == 2 else 4)
         assert same(ours, theirs)
+
+
+@pytest.mark.parametrize("momentum_dtype", [None, torch.bfloat16], ids=str)
+def test_amp_clipped_step_refused_while_another_runs_unscales_nothing(momentum_dtype):
+    """A GradScaler step with clipping (unscaled in place, torch's recipe) refused because
+    another thread's step of the optimizer is running leaves grads, params and state as
+    they were; the other step (held inside its unscaling here) then ends as torch's."""
+    ours, theirs = mlp(), mlp()
+    opt = fmt.SGD(ours.parameters(), lr=0.05, momentum=0.9, momentum_dtype=momentum_dtype,
+                  clip_grad_norm=0.05)
+    ref = torch.optim.SGD(theirs.parameters(), lr=0.05, momentum=0.9)
+    if momentum_dtype is not None:
+        ref.register_step_post_hook(rounded_buffers(momentum_dtype))
+    (x0, y0), (x1, y1) = batches(2)
+    for model, optimizer in ((ours, opt), (theirs, ref)):  # the buffers exist
+        backward(model, x0, y0)
+        if optimizer is ref:
+            clip_with(theirs.parameters(), kernels.clip_coefficient(
+                kernels.torch_grads_norm([p.grad for p in theirs.parameters()], False)[0],
+                0.05, True), torch.float32)
+        optimizer.step()
+    backward(ours, x1, y1, scale=1024.0)
+    opt.grad_scale, opt.found_inf = torch.tensor([1024.0]), torch.tensor([0.0])
+    main, entered, release = threading.current_thread(), threading.Event(), threading.Event()
+    unscale, errors = opt._unscale_grads, []
+
+    def held(inv_scale):  # the other thread's step waits in its unscaling
+        if threading.current_thread() is not main:
+            entered.set()
+            release.wait(30)
+        unscale(inv_scale)
+
+    def other_step():
+        try:
+            opt.step()
+        except Exception as exc:  # noqa: BLE001 (reported below)
+            errors.append(exc)
+
+    opt._unscale_grads = held
+    params = [p.detach().clone() for p in ours.parameters()]
+    grads = [p.grad.clone() for p in ours.parameters()]
+    buffers = [opt.state[p]["momentum_buffer"].clone() for p in ours.parameters()]
+    other = threading.Thread(target=other_step)
+    other.start()
+    try:
+        assert entered.wait(30)
+        with pytest.raises(RuntimeError, match="SGD.step: another thread is stepping"):
+            opt.step()
+        assert all(torch.equal(p.grad, g) for p, g in zip(ours.parameters(), grads))
+        assert all(torch.equal(p, q) for p, q in zip(ours.parameters(), params))
+        assert all(torch.equal(opt.state[p]["momentum_buffer"], b)
+                   for p, b in zip(ours.parameters(), buffers))
+    finally:
+        release.set()
+        other.join()
+    assert errors == [] and opt.kernel_params == 4
+    backward(theirs, x1, y1, scale=1024.0)   # torch's recipe: unscale_, clip, step
+    for p in theirs.parameters():
+        p.grad.mul_(torch.tensor(1.0 / 1024.0))
+    total, _ = kernels.torch_grads_norm([p.grad for p in theirs.parameters()], False)
+    assert opt.last_grad_norm == total
+    clip_with(theirs.parameters(), kernels.clip_coefficient(total, 0.05, True), torch.float32)
+    ref.step()
+    assert same(ours, theirs)
 
 
 @pytest.mark.parametrize("clip", [None, 0.05])

@@ -1,4 +1,5 @@
 """fastmomentum.torch.SGD as a drop-in for torch.optim.SGD: bit-identical trajectories."""
+import copyreg
 import io
 import os
 import subprocess
@@ -240,6 +241,43 @@ def test_pickled_optimizer_still_steps():
     opt.step()
     ref.step()
     assert_same(opt.param_groups[0]["params"], ref.param_groups[0]["params"])
+
+
+class OldPickle:
+    """Pickles as a ``cls`` whose ``__getstate__`` gave ``state`` (an earlier version's)."""
+
+    def __init__(self, cls, state):
+        self.cls, self.state = cls, state
+
+    def __reduce__(self):
+        return copyreg._reconstructor, (self.cls, object, None), self.state
+
+
+@pytest.mark.parametrize("flat", [False, True])
+def test_pickles_of_earlier_versions_step_as_torch(flat):
+    """A pickle holding only torch's keys (a version before clipping, AMP, momentum_dtype,
+    flat=True...) and a pickle of today's: every attribute of a fresh optimizer, its
+    default, and torch's steps."""
+    import pickle
+    fresh = fmt.SGD(make_params(torch.float32), lr=0.1, momentum=0.9, flat=flat)
+    state = fresh.__getstate__()
+    torchs = {key: state[key] for key in ("defaults", "state", "param_groups")}
+    for saved in (pickle.dumps(OldPickle(fmt.SGD, torchs)), pickle.dumps(fresh)):
+        opt = pickle.loads(saved)
+        assert (opt.clip_grad_norm, opt.norm_type, opt.skip_if_nonfinite,
+                opt.write_clipped_grads, opt.last_grad_norm, opt.skipped_steps,
+                opt.momentum_dtype, opt.master_weights, opt.ema, opt.flat_segments,
+                opt.kernel_params) == (None, 2.0, False, False, None, 0, None, None, None,
+                                       None, 0)
+        ref = torch.optim.SGD(make_params(torch.float32), lr=0.1, momentum=0.9)
+        gen = torch.Generator().manual_seed(7)
+        for _ in range(2):
+            set_grads(opt.param_groups[0]["params"], ref.param_groups[0]["params"], gen)
+            opt.step()
+            ref.step()
+        assert_same(opt.param_groups[0]["params"], ref.param_groups[0]["params"])
+        assert_same_state(opt, ref)
+        assert opt.kernel_params == len(SHAPES)
 
 
 @pytest.mark.parametrize("alias", ["duplicate param", "params sharing storage",

@@ -23,7 +23,7 @@ from fm_checks cimport (finite_in, import_checks, lead, like, list_of, overlap, 
 from fm_core_table cimport (CoreTable, StepScalars, WorkItem, first_written,
                             grad_format, grad_itemsize, load_core_table)
 from fm_norms cimport larger
-from fm_core_table cimport ROUND_TORCH
+from fm_core_table cimport ROUND_ONCE, ROUND_TORCH
 
 import numpy as np
 
@@ -256,11 +256,20 @@ NUMPY_TORCH_LANES = 32
 
 cdef int _rounding(StepScalars* s, str func, object rounding, object torch_threads,
                    object seed, object step) except -1:
-    """The call's rounding of 16-bit buffers into ``s``: the defaults by identity (a few
-    ns), anything else through _validation.rounding_options (which words errors)."""
-    if rounding is "torch" and torch_threads is 1 and seed is None:
-        set_rounding(s, ROUND_TORCH, 1, NUMPY_TORCH_LANES, 0)
-        return 0
+    """The call's rounding of 16-bit buffers into ``s``. "torch" and "once" (an exact str,
+    compared in C: not only the interned literal, e.g. a name read from a config file)
+    with an int ``torch_threads`` in range and no ``seed`` are resolved here (~10 ns);
+    anything else goes through _validation.rounding_options (~1 us: it words the errors
+    and hashes the stochastic seed)."""
+    cdef int mode = -1
+    if seed is None and type(rounding) is str and type(torch_threads) is int:
+        if <str>rounding == "torch":
+            mode = ROUND_TORCH
+        elif <str>rounding == "once":
+            mode = ROUND_ONCE
+        if mode >= 0 and 1 <= torch_threads < 1 << 16:
+            set_rounding(s, mode, <int>torch_threads, NUMPY_TORCH_LANES, 0)
+            return 0
     mode, threads, key = _validation.rounding_options(func, rounding, torch_threads, seed,
                                                       step)
     set_rounding(s, mode, threads, NUMPY_TORCH_LANES, key)

@@ -300,7 +300,7 @@ cdef WorkList _torch_group_work(list params, list lows, list grads, list velocit
 def torch_state_steps(list groups, *, int state_bits, list spans, object state,
                       object increment_version, object optimizer=None, object max_norm=None,
                       bint inf_norm=False, bint skip_if_nonfinite=False,
-                      double grad_coef=1.0):
+                      double grad_coef=1.0, object unscale=None):
     """One step of every param group of a fastmomentum.torch.SGD, from NumPy views of
     tensors fastmomentum._torch_state.step checked, in one call that also keeps the books:
     every group is checked before any is run, and a step is whole or not at all.
@@ -321,7 +321,10 @@ def torch_state_steps(list groups, *, int state_bits, list spans, object state,
     ``max_norm`` (a float) / ``skip_if_nonfinite``: global-norm clipping over every group's
     grads (see _clipped), ``optimizer.last_grad_norm`` set to the total norm; a skipped
     step writes and stores nothing and returns 0. ``grad_coef`` (without ``max_norm``):
-    every grad read as ``float32(grad * grad_coef)`` (AMP's 1/scale)."""
+    every grad read as ``float32(grad * grad_coef)`` (AMP's 1/scale). ``unscale`` (or
+    None): called once no other step of these spans runs, before the norm (AMP with
+    clipping: GradScaler.unscale_'s in-place unscaling); the spans are busy meanwhile (its
+    torch ops release the GIL), so a concurrent step is refused before it writes."""
     cdef list works = [_torch_group_work(group[0], group[1], group[2], group[3], group[4],
                                          group[5], group[6], group[7], group[8], group[9],
                                          group[10], state_bits)
@@ -331,6 +334,14 @@ def torch_state_steps(list groups, *, int state_bits, list spans, object state,
     for written in spans:
         if written.busy:
             concurrent_step("SGD.step")
+    if unscale is not None:
+        for written in spans:
+            written.busy = True
+        try:
+            unscale()
+        finally:
+            for written in spans:
+                written.busy = False
     cdef bint measures = max_norm is not None or skip_if_nonfinite
     cdef double total = 0.0
     for work in works:

@@ -473,9 +473,26 @@ cdef double _plans_norm(list plans, bint inf_norm, bint* every_f32) except? -1.0
     return finish_norm(acc, inf_norm, every_f32[0])
 
 
+cdef int _unscale_alone(list plans, object unscale) except -1:
+    """``unscale()`` while no other step of the plans' optimizer runs (RuntimeError, nothing
+    written, if one does), the plans busy meanwhile."""
+    cdef TorchGroupPlan plan
+    for plan in plans:
+        if plan.written.busy:
+            concurrent_step("SGD.step")
+    for plan in plans:
+        plan.written.busy = True
+    try:
+        unscale()
+    finally:
+        for plan in plans:
+            plan.written.busy = False
+    return 0
+
+
 def torch_sgd_clip_run(list plans, object state, object ema, double decay, object optimizer,
                        object max_norm, bint inf_norm, bint skip_if_nonfinite,
-                       double grad_coef, WrittenSpans grad_spans=None):
+                       double grad_coef, object unscale, WrittenSpans grad_spans=None):
     """torch_sgd_run with every grad read as ``grad * coefficient`` (rounded to its dtype).
     With ``max_norm`` (a float) or ``skip_if_nonfinite``, first the
     total norm of the plans' grads (2-norm, or the largest magnitude when ``inf_norm``):
@@ -485,7 +502,11 @@ def torch_sgd_clip_run(list plans, object state, object ema, double decay, objec
     else ``grad_coef`` (AMP's 1/scale). ``optimizer.last_grad_norm`` is set to the total, in
     this same call. Returns the number of params written, or None (nothing done) when a
     plan holds bfloat16/float16 params: their loops take no grad coefficient, so torch's
-    unscale and clip run first (fastmomentum.torch.SGD._scaled_step).
+    unscale and clip run first (fastmomentum.torch.SGD._scaled_step). ``unscale`` (or
+    None): called before the norm once no other step of the optimizer runs, with the plans
+    busy meanwhile (AMP with clipping: GradScaler.unscale_'s in-place unscaling, whose torch
+    ops release the GIL), so a concurrent step is refused before it writes; not called
+    when None is returned.
 
     ``grad_spans`` (a WrittenSpans kept by the optimizer), write-back: the grads are left
     holding ``grad * coefficient`` (clip_grad_norm_'s in-place result), stored by the step
@@ -505,6 +526,8 @@ def torch_sgd_clip_run(list plans, object state, object ema, double decay, objec
             slots = record_grads(plan.work.items, plan.work.count, grad_spans, slots)
     if writes and not grad_spans.writes_disjoint(slots):
         return None
+    if unscale is not None:
+        _unscale_alone(plans, unscale)
     if measures:
         total = _plans_norm(plans, inf_norm, &every_f32)
         if skip_if_nonfinite and total - total != 0.0:
