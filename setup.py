@@ -130,19 +130,26 @@ def extension(name, source, flags=(), openmp=False, c_sources=()):
     )
 
 
-# _ewm_family's steady loops must stay inlined (see _steady_run): gcc 12 limits inlining by
-# the unit's growth, and with times' factor loops moved to the cores (a smaller unit) it
-# left _steady_run out of line at the default 40%
+# gcc 12 limits inlining by the unit's growth (default 40%); loops whose helpers stay out
+# of line do not vectorise. _ewm_family's steady loops (see _steady_run) needed 80% once
+# times' factor loops moved to the cores; the cores (many entries in one unit) needed 400%
+# to inline float16's conversions into the 16-bit steps (at 40%: a call per element, 16M
+# float16 momentum steps 10x slower; docs/mixed-precision.md).
 INLINE_PROBE = "int main(void) { return 0; }\n"
-FAMILY_FLAGS = [flag for flag in ["--param=inline-unit-growth=80"]
-                if compiler_accepts(INLINE_PROBE, [flag])]
 
-CORES_INLINE_FLAGS = [flag for flag in ["--param=inline-unit-growth=400"]
-                      if compiler_accepts(INLINE_PROBE, [flag])]
+
+def inline_growth_flags(percent):
+    flag = f"--param=inline-unit-growth={percent}"
+    return [flag] if compiler_accepts(INLINE_PROBE, [flag]) else []
+
+
+FAMILY_FLAGS = inline_growth_flags(80)
+CORES_INLINE_FLAGS = inline_growth_flags(400)
 
 extensions = [
     # per CPU target: the numeric cores only (no threads in them)
-    *(extension(f"_cores_{name}", f"src/cores/_cores_{name}.pyx", [*flags, *CORES_INLINE_FLAGS])
+    *(extension(f"_cores_{name}", f"src/cores/_cores_{name}.pyx",
+                [*flags, *CORES_INLINE_FLAGS])
       for name, flags in variants.items()),
     # compiled once, for the default target
     extension("_cpu", "src/cores/_cpu.pyx"),

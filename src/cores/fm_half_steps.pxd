@@ -190,33 +190,33 @@ cdef inline void torch_loop(half* param, const half* grad, half* velocity, Py_ss
 
 
 cdef inline void torch_flag_loops(half* param, const half* grad, half* velocity,
-                                  Py_ssize_t n, const HalfScalars* k,
-                                  bint scalar_loop) noexcept nogil:
-    """torch_loop specialised on the step's flags (literal arguments: one loop each; a
-    flag tested inside the loop, even a loop invariant, kept gcc 12 from vectorising it)."""
+                                  Py_ssize_t n, const HalfScalars* k) noexcept nogil:
+    """torch_loop's vectorised loop specialised on the step's flags (literal arguments: one
+    loop each; a flag tested inside the loop, even a loop invariant, kept gcc 12 from
+    vectorising it)."""
     cdef bint wd = k.has_weight_decay
     if not k.has_momentum:
         if wd:
-            torch_loop(param, grad, velocity, n, k[0], scalar_loop, True, False, False, False)
+            torch_loop(param, grad, velocity, n, k[0], False, True, False, False, False)
         else:
-            torch_loop(param, grad, velocity, n, k[0], scalar_loop, False, False, False, False)
+            torch_loop(param, grad, velocity, n, k[0], False, False, False, False, False)
     elif k.first_step:
         # first steps: one per buffer, nesterov's select costs little here
         if wd:
-            torch_loop(param, grad, velocity, n, k[0], scalar_loop, True, True, k.nesterov,
+            torch_loop(param, grad, velocity, n, k[0], False, True, True, k.nesterov,
                        True)
         else:
-            torch_loop(param, grad, velocity, n, k[0], scalar_loop, False, True, k.nesterov,
+            torch_loop(param, grad, velocity, n, k[0], False, False, True, k.nesterov,
                        True)
     elif k.nesterov:
         if wd:
-            torch_loop(param, grad, velocity, n, k[0], scalar_loop, True, True, True, False)
+            torch_loop(param, grad, velocity, n, k[0], False, True, True, True, False)
         else:
-            torch_loop(param, grad, velocity, n, k[0], scalar_loop, False, True, True, False)
+            torch_loop(param, grad, velocity, n, k[0], False, False, True, True, False)
     elif wd:
-        torch_loop(param, grad, velocity, n, k[0], scalar_loop, True, True, False, False)
+        torch_loop(param, grad, velocity, n, k[0], False, True, True, False, False)
     else:
-        torch_loop(param, grad, velocity, n, k[0], scalar_loop, False, True, False, False)
+        torch_loop(param, grad, velocity, n, k[0], False, False, True, False, False)
 
 
 cdef inline float once_grad(const half* grad, float p, HalfScalars k) noexcept nogil:
@@ -277,11 +277,14 @@ cdef inline void torch_range(half* param, const half* grad, half* velocity,
         lo, hi = max(start, begin), min(stop, vector_end)
         if lo < hi:
             torch_flag_loops(param + lo, grad + (lo - start),
-                             velocity + lo if velocity != NULL else NULL, hi - lo, k, False)
+                             velocity + lo if velocity != NULL else NULL, hi - lo, k)
         lo, hi = max(start, vector_end), min(stop, end)
         if lo < hi:
-            torch_flag_loops(param + lo, grad + (lo - start),
-                             velocity + lo if velocity != NULL else NULL, hi - lo, k, True)
+            # the scalar loop's few elements (under torch_lanes a chunk): one loop for all
+            # flags, tested per element (specialising it too outgrew gcc's inlining budget)
+            torch_loop(param + lo, grad + (lo - start),
+                       velocity + lo if velocity != NULL else NULL, hi - lo, k[0], True,
+                       k.has_weight_decay, k.has_momentum, k.nesterov, k.first_step)
         begin = end
 
 
