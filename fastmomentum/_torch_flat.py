@@ -5,21 +5,63 @@ the tensor count (docs/flat-buffers.md).
 A :class:`FlatBucket` owns the buffers of one (param group, dtype): every param's ``.data``
 is a view of ``params_buffer``, its ``.grad`` (once it has one) a view of ``grads_buffer``,
 its momentum buffer (``state[p]['momentum_buffer']``) a view of ``momentum_buffer``. Each
-step first asks ``torch_flat_scan`` (one C call, ~60 ns per param) whether all of that still
-holds; when it does, the kernels step the whole buffer through one carrier tensor. When
-something was replaced (``p.grad = g``, ``p.data = x``, ``zero_grad(set_to_none=True)`` from
+step first asks ``torch_flat_scan`` (one C call: grads read through c10::TensorImpl::grad,
+state entries no one changed since its last clean scan not looked up again) whether all of
+that still holds; when it does, the kernels step the whole buffer through one carrier
+tensor, and VersionBumps bumps the params' version counters in C. When something was
+replaced (``p.grad = g``, ``p.data = x``, ``zero_grad(set_to_none=True)`` from
 a module, a loaded state_dict), :meth:`FlatBucket.repair` copies the new values into the
 buffers and re-views, and params without a grad are left out: the kernels then step the
 contiguous runs in between.
 """
+import ctypes
+import glob
+import os
+
 import numpy as np
 import torch
 
+from . import _torch_multi
 from ._dispatch import kernels as _kernels
-from ._torch_bridge import PRIVATE as _PRIVATE
+from ._torch_bridge import FAST_PATH_REASON
 
-_increment_version = _PRIVATE["increment_version"]
 _FLAT_DTYPES = (torch.float32, torch.float64)
+
+
+def _bind_impl_grad():
+    """Let torch_flat_scan read ``p.grad`` through libc10's c10::TensorImpl::grad (checked
+    on probes there); False (the scan asks ``p.grad`` from Python) when it is missing."""
+    if FAST_PATH_REASON is not None:
+        return False
+    try:
+        lib = ctypes.CDLL(glob.glob(os.path.join(os.path.dirname(torch.__file__), "lib",
+                                                 "libc10.*"))[0])
+        address = ctypes.cast(lib._ZNK3c1010TensorImpl4gradEv, ctypes.c_void_p).value
+    except (IndexError, OSError, AttributeError):
+        return False
+    with_grad, without_grad = torch.zeros(2), torch.nn.Parameter(torch.zeros(3))
+    with_grad.grad = torch.ones(2)
+    return _torch_multi.torch_bind_impl_grad(address, with_grad, without_grad)
+
+
+def _bind_bump():
+    """Let VersionBumps call libtorch_cpu's torch::autograd::impl::bump_version (checked on
+    a probe there); False (torch._C._increment_version is called) when it is missing."""
+    if FAST_PATH_REASON is not None:
+        return False
+    try:
+        lib = ctypes.CDLL(glob.glob(os.path.join(os.path.dirname(torch.__file__), "lib",
+                                                 "*torch_cpu.*"))[0])
+        address = ctypes.cast(lib._ZN5torch8autograd4impl12bump_versionERKN2at6TensorE,
+                              ctypes.c_void_p).value
+    except (IndexError, OSError, AttributeError):
+        return False
+    return _torch_multi.torch_bind_bump(address, torch.zeros(2))
+
+
+#: Whether torch_flat_scan reads grads in C and the version bumps run in C.
+IMPL_GRAD_BOUND = _bind_impl_grad()
+BUMP_BOUND = _bind_bump()
 
 
 def _what(t):
@@ -64,6 +106,8 @@ class FlatBucket:
         self.carriers = {}  # (start, end) -> the carrier tensor of that run
         self.whole = self._carrier(0, len(params))
         self.cache = _kernels.TorchGroupCache()
+        self.bumps = _torch_multi.VersionBumps()  # the params' version counters, per step
+        self.marks = _torch_multi.FlatStateMarks()  # the state entries of the last clean scan
 
     def _view(self, buffer, i):
         return buffer[self.starts[i]:self.ends[i]].view(self.shapes[i])
@@ -201,7 +245,7 @@ def _plan_buckets(opt, torch_steps):
         for bucket in buckets:
             views = bucket.momentum_ready(carrier_state) if momentum != 0 else None
             status = _kernels.torch_flat_scan(bucket.params, bucket.grad_views, views,
-                                              state, bucket.addresses)
+                                              state, bucket.addresses, bucket.marks)
             if status is None:
                 carriers, params, firsts = [bucket.whole], bucket.params, ()
             else:
@@ -211,7 +255,7 @@ def _plan_buckets(opt, torch_steps):
                 carriers, carrier_state, group["lr"], momentum, group["dampening"],
                 group["weight_decay"], group["nesterov"], group["maximize"],
                 bucket.new_momentum_buffer, bucket.cache))
-            stepped += params
+            stepped.append((bucket, params))
             first_params += [(bucket, i) for i in firsts]
             segments += len(carriers)
     if any(plan.others for plan in plans):  # carriers are plain: cannot happen
@@ -220,11 +264,11 @@ def _plan_buckets(opt, torch_steps):
     def finish():
         # the kernels bumped the carriers' version counter, which the params do not share:
         # bump theirs as torch's in-place step does (autograd refuses stale saved weights)
-        if stepped:
-            _increment_version(stepped)
+        for bucket, params in stepped:
+            bucket.bumps.bump(params)
         for bucket, i in first_params:
             state[bucket.params[i]]["momentum_buffer"] = bucket.momentum_views[i]
-        opt.kernel_params = len(stepped)
+        opt.kernel_params = sum(len(params) for _, params in stepped)
         return segments
     return plans, finish
 

@@ -195,8 +195,40 @@ def replace_momentum(step, model, opt):
         opt.state[p]["momentum_buffer"] = opt.state[p]["momentum_buffer"] * 0.25
 
 
+def alias_grad(step, model, opt):
+    if step in (1, 4):  # a new tensor over the grad view's very memory: same data_ptr, but
+        g = model.b.weight.grad  # not the view (the scan compares TensorImpls, not addresses)
+        alias = g.view(g.shape)
+        assert alias.data_ptr() == g.data_ptr() and alias is not g
+        alias.mul_(1.5)
+        model.b.weight.grad = alias
+
+
+def none_then_same_grad(step, model, opt):
+    if step == 2:  # the very view put back: nothing to repair, still exact
+        g = model.a.bias.grad
+        model.a.bias.grad = None
+        model.a.bias.grad = g
+
+
+def replace_entry(step, model, opt):
+    if step == 3:  # after clean steps (the scan remembers the state entries): a new entry
+        p = model.b.weight
+        opt.state[p] = {"momentum_buffer": opt.state[p]["momentum_buffer"] * 0.5}
+
+
+def momentum_back_and_forth(step, model, opt):
+    if step == 3:  # the entry changed and changed back: looked up again, nothing to repair
+        entry = opt.state[model.a.weight]
+        view = entry["momentum_buffer"]
+        entry["momentum_buffer"] = view.clone()
+        entry["momentum_buffer"] = view
+
+
 @pytest.mark.parametrize("tamper", [replace_grad, module_zero_grad, replace_data,
-                                    transpose_data, drop_grad, replace_momentum],
+                                    transpose_data, drop_grad, replace_momentum, alias_grad,
+                                    none_then_same_grad, replace_entry,
+                                    momentum_back_and_forth],
                          ids=lambda f: f.__name__)
 def test_replaced_tensors_are_noticed_and_steps_stay_exact(tamper):
     model, opt = train(MLP, dict(momentum=0.9, weight_decay=1e-2), between=tamper)
@@ -240,6 +272,35 @@ def test_steps_bump_each_params_version_as_torch_does():
     assert model.a.weight._version == before + 1
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         out.backward()  # the graph saved the weights the step changed
+
+
+def test_every_stepped_params_version_grows_by_one_per_step():
+    """The bumps in C (VersionBumps) as torch._C._increment_version: each step adds one to
+    every param with a grad, also after a param's data or grad was replaced (its slot's
+    cache is refilled) and when some params are left out (indices shift)."""
+    torch.manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(5)) for _ in range(6)]
+    opt = fmt.SGD(params, lr=0.1, momentum=0.9, flat=True)
+    for step in range(6):
+        for p in params:  # in place into the flat grads, but new tensors at steps 0 and 4
+            if p.grad is None or step == 4:
+                p.grad = torch.ones(5)
+            else:
+                p.grad.add_(0.5)
+        if step == 2:
+            with torch.no_grad():
+                params[3].data = params[3].data * 2.0
+        if step == 3:
+            params[1].grad = None
+        before = [p._version for p in params]
+        opt.step()
+        assert [p._version - b for p, b in zip(params, before)] == [
+            int(p.grad is not None) for p in params], step
+
+
+def test_grads_and_bumps_are_read_in_c():
+    """torch 2.13 exports both functions the flat step calls (else it asks Python)."""
+    assert _torch_flat.IMPL_GRAD_BOUND and _torch_flat.BUMP_BOUND
 
 
 def test_add_param_group_gets_its_own_buffer():

@@ -34,7 +34,8 @@ from fm_checks cimport bytes_overlap, finite_in, import_checks, usable
 from fm_core_table cimport WorkItem
 from fm_norms cimport larger
 from fm_memory cimport grow
-from fm_torch_state cimport PyDict_Check, momentum_buffer, store_momentum_buffer
+from fm_torch_state cimport (PyDict_Check, PyDict_GetItem, fm_dict_get_known_hash,
+                             momentum_buffer, store_momentum_buffer)
 
 from fastmomentum import _validation
 
@@ -575,12 +576,30 @@ def clip_coefficient_of(double total, double max_norm, bint f32):
     """clip_grad_norm_'s coefficient as the kernels compute it (for tests)."""
     return clip_coefficient(total, max_norm, f32)
 # flat: the per-step check of SGD(flat=True) (fastmomentum/_torch_flat.py)
+# c10::TensorImpl::grad() const (exported by libc10: the at::Tensor its autograd meta holds,
+# or the undefined tensor): asking it costs ~20 instructions against ~550 for ``p.grad``
+# (getset descriptor, torch's getter, a new reference through torch's PyObject slot and the
+# GIL re-acquired around it; callgrind, 10k params). NULL until torch_bind_impl_grad.
+ctypedef const void* (*impl_grad_fn)(const void*) noexcept nogil
+cdef impl_grad_fn _impl_grad = NULL
+
+
+cdef inline const void* _impl(object t) noexcept:
+    """The TensorImpl of a torch.Tensor object (its at::Tensor, right after the header,
+    is one pointer to it: checked by fastmomentum._torch_bridge before torch_bind)."""
+    return (<const void**>(<char*><PyObject*>t + sizeof(PyObject)))[0]
+
+
+cdef inline bint _plain_type(object t) noexcept:
+    cdef PyTypeObject* tp = <PyTypeObject*>Py_TYPE(t)
+    return _tensor_type != NULL and (tp == _tensor_type or tp == _parameter_type)
+
+
 cdef inline bint _at_slot(object t, int64_t address, int64_t numel) noexcept:
     """``t`` is a plain torch.Tensor/Parameter of ``numel`` C-contiguous elements at
     ``address`` (a flat buffer's slot: a dtype or device of its own would take
     set_/``.data =``, which moves the address; ``p.data = p.data.t()`` keeps it)."""
-    cdef PyTypeObject* tp = <PyTypeObject*>Py_TYPE(t)
-    if _tensor_type == NULL or (tp != _tensor_type and tp != _parameter_type):
+    if not _plain_type(t):
         return False
     cdef TensorHandle h = <TensorHandle>(<char*><PyObject*>t + sizeof(PyObject))
     cdef void* data = NULL
@@ -591,20 +610,208 @@ cdef inline bint _at_slot(object t, int64_t address, int64_t numel) noexcept:
             and _shim.is_contiguous(h, &contiguous) == 0 and contiguous)
 
 
+def torch_bind_impl_grad(uintptr_t address, object with_grad, object without_grad):
+    """Let torch_flat_scan read grads through c10::TensorImpl::grad at ``address`` (found by
+    fastmomentum._torch_flat), after checking it on two plain tensors: ``with_grad`` (whose
+    ``.grad`` must come back as that very tensor's TensorImpl) and ``without_grad`` (no
+    grad: not that TensorImpl either). Returns whether it is bound."""
+    global _impl_grad
+    _impl_grad = NULL
+    if (address == 0 or not _plain_type(with_grad) or not _plain_type(without_grad)
+            or getattr(with_grad, _GRAD) is None or getattr(without_grad, _GRAD) is not None
+            or not _plain_type(getattr(with_grad, _GRAD))):
+        return False
+    cdef impl_grad_fn fn = <impl_grad_fn>address
+    cdef const void* g = _impl(getattr(with_grad, _GRAD))
+    if ((<const void**>fn(_impl(with_grad)))[0] != g
+            or (<const void**>fn(_impl(without_grad)))[0] == g):
+        return False
+    _impl_grad = fn
+    return True
+
+
+# torch::autograd::impl::bump_version(const at::Tensor&) (exported by libtorch_cpu):
+# torch._C._increment_version's work per tensor without its ~420 instructions of Python
+# iteration, isinstance and reference counting per tensor (callgrind, 10k params). It
+# raises (a C++ exception, fatal here) for an inference tensor outside inference mode:
+# it is only called for tensors whose dispatch key set is one seen with
+# ``is_inference() == False`` (the inference bits live in that word: _key_set_offset).
+ctypedef void (*bump_fn)(const void*) noexcept nogil
+cdef bump_fn _bump = NULL
+
+
+def torch_bind_bump(uintptr_t address, object probe):
+    """Let VersionBumps call torch::autograd::impl::bump_version at ``address`` (found by
+    fastmomentum._torch_flat), after checking that it adds one to ``probe._version`` (a
+    plain, non-inference tensor). Returns whether it is bound."""
+    global _bump
+    _bump = NULL
+    if (address == 0 or _key_set_offset < 0 or not _plain_type(probe)
+            or _is_inference(probe) is not False):
+        return False
+    cdef bump_fn fn = <bump_fn>address
+    before = probe._version
+    fn(<char*><PyObject*>probe + sizeof(PyObject))
+    if probe._version != before + 1:
+        return False
+    _bump = fn
+    return True
+
+
+cdef class VersionBumps:
+    """torch._C._increment_version over a flat bucket's params, in C: remembers each param
+    object (strong reference: an address is never reused while remembered) with its
+    dispatch key set once ``is_inference()`` said False; a param seen again with the same
+    key set is bumped by bump_version, anything else goes through torch's own op (which
+    leaves inference tensors alone)."""
+    cdef PyObject** objects
+    cdef uint64_t* key_sets
+    cdef Py_ssize_t size
+
+    def __dealloc__(self):
+        cdef Py_ssize_t i
+        for i in range(self.size):
+            Py_XDECREF(self.objects[i])
+        free(self.objects)
+        free(self.key_sets)
+
+    def bump(self, list tensors):
+        """Add one to the version counter of each of ``tensors`` (as
+        torch._C._increment_version(tensors))."""
+        cdef Py_ssize_t n = len(tensors), i
+        cdef object t
+        cdef list others = None
+        if _bump == NULL:
+            _increment_version(tensors)
+            return
+        if n > self.size:
+            grow(<void**>&self.objects, n, sizeof(PyObject*))
+            grow(<void**>&self.key_sets, n, sizeof(uint64_t))
+            for i in range(self.size, n):
+                self.objects[i] = NULL
+                self.key_sets[i] = 0
+            self.size = n
+        for i in range(n):
+            t = tensors[i]
+            if not _plain_type(t):
+                others = _appended(others, t)
+                continue
+            if self.objects[i] != <PyObject*>t or self.key_sets[i] != _key_set(t):
+                if _is_inference(t) is not False:
+                    others = _appended(others, t)
+                    continue
+                Py_INCREF(t)
+                Py_XDECREF(self.objects[i])
+                self.objects[i] = <PyObject*>t
+                self.key_sets[i] = _key_set(t)
+            _bump(<char*><PyObject*>t + sizeof(PyObject))
+        if others is not None:
+            _increment_version(others)
+
+
+cdef extern from *:
+    """
+    /* A dict's modification stamp (PEP 509: a new process-wide value at every change, never
+       reused); 0 where CPython keeps none (3.14 removed it): then nothing is remembered. */
+    #if PY_VERSION_HEX < 0x030E0000
+    #define fm_dict_stamp(d) (((PyDictObject*)(d))->ma_version_tag)
+    #else
+    #define fm_dict_stamp(d) ((uint64_t)0)
+    #endif
+    """
+    uint64_t fm_dict_stamp(object d) noexcept
+
+
+cdef class FlatStateMarks:
+    """What torch_flat_scan found in ``state`` at its last clean scan of one flat bucket: the
+    state dict and momentum-view list it read, their stamps, and each param's entry dict
+    (strong references: no address is reused while remembered) with its stamp. While the
+    state dict is unchanged, ``state[p]`` is still that entry, and while the entry is
+    unchanged, its ``'momentum_buffer'`` is still the view found then: the two dict lookups
+    per param (~280 of the scan's ~530 instructions per param, callgrind, 10k params) become
+    one comparison."""
+    cdef PyObject* state
+    cdef PyObject* buffers
+    cdef uint64_t state_stamp
+    cdef PyObject** entries
+    cdef uint64_t* stamps
+    cdef Py_ssize_t size, count  # allocated, remembered (0: nothing)
+
+    def __dealloc__(self):
+        self.forget()
+        free(self.entries)
+        free(self.stamps)
+
+    cdef void forget(self) noexcept:
+        cdef Py_ssize_t i
+        for i in range(self.count):
+            Py_XDECREF(self.entries[i])
+            self.entries[i] = NULL
+        Py_XDECREF(self.state)
+        Py_XDECREF(self.buffers)
+        self.state = self.buffers = NULL
+        self.count = 0
+
+    cdef bint valid(self, object state, list buffers, Py_ssize_t n) noexcept:
+        return (self.count == n and n > 0 and self.state == <PyObject*>state
+                and self.buffers == <PyObject*>buffers
+                and self.state_stamp == fm_dict_stamp(state) and self.state_stamp != 0)
+
+    cdef inline bint same_entry(self, Py_ssize_t i) noexcept:
+        return (self.entries[i] != NULL
+                and fm_dict_stamp(<object>self.entries[i]) == self.stamps[i])
+
+    cdef int remember(self, object state, list buffers, list params) except -1:
+        """Remember the entry of every param whose ``state[p]['momentum_buffer']`` is its
+        view in ``buffers`` now (looked up here: the rest, e.g. params without a grad nor
+        state yet, stay NULL and are looked up at every scan), and the stamps."""
+        cdef Py_ssize_t n = len(params), i
+        cdef PyObject* entry
+        cdef PyObject* buf
+        self.forget()
+        if fm_dict_stamp(state) == 0:
+            return 0
+        if n > self.size:
+            grow(<void**>&self.entries, n, sizeof(PyObject*))
+            grow(<void**>&self.stamps, n, sizeof(uint64_t))
+            self.size = n
+        for i in range(n):
+            p = params[i]
+            self.entries[i] = NULL
+            self.count = i + 1
+            entry = fm_dict_get_known_hash(state, p, <Py_hash_t><uintptr_t><PyObject*>p)
+            if entry == NULL or not PyDict_Check(<object>entry):
+                continue
+            buf = PyDict_GetItem(<object>entry, "momentum_buffer")
+            if buf == NULL or buf != <PyObject*>buffers[i]:
+                continue
+            Py_INCREF(<object>entry)
+            self.entries[i] = entry
+            self.stamps[i] = fm_dict_stamp(<object>entry)
+        Py_INCREF(state)
+        Py_INCREF(buffers)
+        self.state, self.buffers = <PyObject*>state, <PyObject*>buffers
+        self.state_stamp = fm_dict_stamp(state)
+        return 0
+
+
 def torch_flat_scan(list params, list grads, list buffers, object state,
-                    cnp.ndarray addresses):
+                    cnp.ndarray addresses, FlatStateMarks marks=None):
     """None when every param of one flat buffer is as its last flat step left it: its
     data still over its whole slot (``addresses``: int64, the param then grad address of
     each param, then each param's element count), its ``.grad`` the very view object in
-    ``grads`` and (``buffers`` not None) its momentum buffer in ``state`` the one in
+    ``grads`` (read through c10::TensorImpl::grad once torch_bind_impl_grad bound it, else
+    ``p.grad``) and (``buffers`` not None) its momentum buffer in ``state`` the one in
     ``buffers``. The grad view's own data pointer is not asked: that one shim call
     measured 2-8x the rest of the scan (10k params: 100-130 against 300-1050 ns per param,
     interleaved medians on the loaded machine), so ``p.grad.data = x`` on the view is the
     one replacement the scan misses (docs/flat-buffers.md). Otherwise a bytearray with,
     per param, 0 (so), 1 (no grad: not stepped) or 2 (something replaced or missing:
-    fastmomentum._torch_flat repairs it)."""
+    fastmomentum._torch_flat repairs it). ``marks`` (the bucket's FlatStateMarks, or None)
+    spares the state lookups of params whose entry no one changed since the last clean
+    scan."""
     cdef Py_ssize_t n = len(params), i
-    cdef object p, g
+    cdef object p, g, view
     cdef bytearray status = None
     cdef const int64_t* expected
     cdef const int64_t* numel
@@ -616,18 +823,37 @@ def torch_flat_scan(list params, list grads, list buffers, object state,
                          "`grads` (and `buffers`) one per param, `state` a dict")
     expected = <const int64_t*>cnp.PyArray_DATA(addresses)
     numel = expected + 2 * n
+    cdef bint repaired = False
+    cdef bint marked = (buffers is not None and marks is not None
+                        and marks.valid(state, buffers, n))
     for i in range(n):
         p = params[i]
-        g = getattr(p, _GRAD)
+        view = grads[i]
+        # p.grad is the view exactly when its at::Tensor holds the view's TensorImpl: a
+        # TensorImpl has one Python object, the view alive in ``grads`` (so never freed and
+        # reused); anything else (another tensor, None, a subclass) takes getattr
+        if (_impl_grad != NULL and _plain_type(p) and _plain_type(view)
+                and (<const void**>_impl_grad(_impl(p)))[0] == _impl(view)):
+            g = view
+        else:
+            g = getattr(p, _GRAD)
         if g is None:
             code = 1
-        elif (g is grads[i] and _at_slot(p, expected[2 * i], numel[i])
-              and (buffers is None or momentum_buffer(state, p) is buffers[i])):
+        elif (g is view and _at_slot(p, expected[2 * i], numel[i])
+              and (buffers is None or (marked and marks.same_entry(i))
+                   or momentum_buffer(state, p) is buffers[i])):
             code = 0
         else:
             code = 2
+        repaired = repaired or code == 2
         if code and status is None:
             status = bytearray(n)
         if status is not None:
             status[i] = code
+    if marks is not None:
+        if buffers is not None and not repaired:  # (a repair re-views: look up again)
+            if not marked:
+                marks.remember(state, buffers, params)
+        else:
+            marks.forget()
     return status
