@@ -303,6 +303,15 @@ def test_grads_and_bumps_are_read_in_c():
     assert _torch_flat.IMPL_GRAD_BOUND and _torch_flat.BUMP_BOUND
 
 
+def test_key_set_offset_is_found_every_time():
+    """The DispatchKeySet word is found on every probe (a 24th word, past torch 2.13's
+    23-word TensorImpl, read the next heap chunk's header: -1 in ~5% of probes, turning
+    bump_version and the group cache off at random)."""
+    from fastmomentum import _torch_bridge
+    offsets = {_torch_bridge._key_set_offset() for _ in range(2000)}
+    assert len(offsets) == 1 and offsets.pop() >= 0
+
+
 def test_add_param_group_gets_its_own_buffer():
     model = MLP()
     opt = fmt.SGD([model.a.weight], lr=0.1, momentum=0.9, flat=True)

@@ -323,7 +323,8 @@ def torch_state_steps(list groups, *, int state_bits, list spans, object state,
     step writes and stores nothing and returns 0. ``grad_coef`` (without ``max_norm``):
     every grad read as ``float32(grad * grad_coef)`` (AMP's 1/scale). ``unscale`` (or
     None): called once no other step of these spans runs, before the norm (AMP with
-    clipping: GradScaler.unscale_'s in-place unscaling); the spans are busy meanwhile (its
+    clipping: GradScaler.unscale_'s in-place unscaling); the spans are busy meanwhile and
+    through the norm (its
     torch ops release the GIL), so a concurrent step is refused before it writes."""
     cdef list works = [_torch_group_work(group[0], group[1], group[2], group[3], group[4],
                                          group[5], group[6], group[7], group[8], group[9],
@@ -334,20 +335,26 @@ def torch_state_steps(list groups, *, int state_bits, list spans, object state,
     for written in spans:
         if written.busy:
             concurrent_step("SGD.step")
+    cdef bint measures = max_norm is not None or skip_if_nonfinite
+    cdef bint skipped = False
+    cdef double total = 0.0
+    for work in works:
+        work.scalars.grad_coef = grad_coef
     if unscale is not None:
+        # busy from the unscaling through the norm (both release the GIL): a concurrent
+        # step can neither unscale the grads a second time nor write them mid-norm
         for written in spans:
             written.busy = True
         try:
             unscale()
+            skipped = measures and _clipped(works, optimizer, max_norm, inf_norm,
+                                            skip_if_nonfinite, &total)
         finally:
             for written in spans:
                 written.busy = False
-    cdef bint measures = max_norm is not None or skip_if_nonfinite
-    cdef double total = 0.0
-    for work in works:
-        work.scalars.grad_coef = grad_coef
-    if measures and _clipped(works, optimizer, max_norm, inf_norm, skip_if_nonfinite,
-                             &total):
+    elif measures:
+        skipped = _clipped(works, optimizer, max_norm, inf_norm, skip_if_nonfinite, &total)
+    if skipped:
         return 0
     for work, written in zip(works, spans):
         _run(work, written, True if work.total >= NOGIL_MIN_SIZE else None)

@@ -474,21 +474,22 @@ cdef double _plans_norm(list plans, bint inf_norm, bint* every_f32) except? -1.0
     return finish_norm(acc, inf_norm, every_f32[0])
 
 
-cdef int _unscale_alone(list plans, object unscale) except -1:
-    """``unscale()`` while no other step of the plans' optimizer runs (RuntimeError, nothing
-    written, if one does), the plans busy meanwhile."""
+cdef int _claim(list plans) except -1:
+    """Mark the plans busy, or RuntimeError (nothing written) if another step of their
+    optimizer runs."""
     cdef TorchGroupPlan plan
     for plan in plans:
         if plan.written.busy:
             concurrent_step("SGD.step")
     for plan in plans:
         plan.written.busy = True
-    try:
-        unscale()
-    finally:
-        for plan in plans:
-            plan.written.busy = False
     return 0
+
+
+cdef void _release(list plans) noexcept:
+    cdef TorchGroupPlan plan
+    for plan in plans:
+        plan.written.busy = False
 
 
 def torch_sgd_clip_run(list plans, object state, object ema, double decay, object optimizer,
@@ -505,7 +506,7 @@ def torch_sgd_clip_run(list plans, object state, object ema, double decay, objec
     plan holds bfloat16/float16 params: their loops take no grad coefficient, so torch's
     unscale and clip run first (fastmomentum.torch.SGD._scaled_step). ``unscale`` (or
     None): called before the norm once no other step of the optimizer runs, with the plans
-    busy meanwhile (AMP with clipping: GradScaler.unscale_'s in-place unscaling, whose torch
+    busy meanwhile and through the norm (AMP with clipping: GradScaler.unscale_'s in-place unscaling, whose torch
     ops release the GIL), so a concurrent step is refused before it writes; not called
     when None is returned.
 
@@ -528,9 +529,18 @@ def torch_sgd_clip_run(list plans, object state, object ema, double decay, objec
     if writes and not grad_spans.writes_disjoint(slots):
         return None
     if unscale is not None:
-        _unscale_alone(plans, unscale)
-    if measures:
+        # busy from the unscaling through the norm (both release the GIL): a concurrent
+        # step can neither unscale the grads a second time nor write them mid-norm
+        _claim(plans)
+        try:
+            unscale()
+            if measures:
+                total = _plans_norm(plans, inf_norm, &every_f32)
+        finally:
+            _release(plans)
+    elif measures:
         total = _plans_norm(plans, inf_norm, &every_f32)
+    if measures:
         if skip_if_nonfinite and total - total != 0.0:
             account_norm(optimizer, total, True)
             return 0
