@@ -39,4 +39,8 @@ kernels = types.SimpleNamespace(
     multi_state_step=_state.multi_state_step,
     torch_state_steps=_state.torch_state_steps,
     torch_flat_scan=_torch_multi.torch_flat_scan,  # flat
+    torch_bind_impl_grad=_torch_multi.torch_bind_impl_grad,
+    torch_bind_bump=_torch_multi.torch_bind_bump,
+    VersionBumps=_torch_multi.VersionBumps,
+    FlatStateMarks=_torch_multi.FlatStateMarks,
 )

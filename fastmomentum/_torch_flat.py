@@ -21,7 +21,6 @@ import os
 import numpy as np
 import torch
 
-from . import _torch_multi
 from ._dispatch import kernels as _kernels
 from ._torch_bridge import FAST_PATH_REASON
 
@@ -41,7 +40,7 @@ def _bind_impl_grad():
         return False
     with_grad, without_grad = torch.zeros(2), torch.nn.Parameter(torch.zeros(3))
     with_grad.grad = torch.ones(2)
-    return _torch_multi.torch_bind_impl_grad(address, with_grad, without_grad)
+    return _kernels.torch_bind_impl_grad(address, with_grad, without_grad)
 
 
 def _bind_bump():
@@ -56,7 +55,7 @@ def _bind_bump():
                               ctypes.c_void_p).value
     except (IndexError, OSError, AttributeError):
         return False
-    return _torch_multi.torch_bind_bump(address, torch.zeros(2))
+    return _kernels.torch_bind_bump(address, torch.zeros(2))
 
 
 #: Whether torch_flat_scan reads grads in C and the version bumps run in C.
@@ -106,8 +105,8 @@ class FlatBucket:
         self.carriers = {}  # (start, end) -> the carrier tensor of that run
         self.whole = self._carrier(0, len(params))
         self.cache = _kernels.TorchGroupCache()
-        self.bumps = _torch_multi.VersionBumps()  # the params' version counters, per step
-        self.marks = _torch_multi.FlatStateMarks()  # the state entries of the last clean scan
+        self.bumps = _kernels.VersionBumps()  # the params' version counters, per step
+        self.marks = _kernels.FlatStateMarks()  # the state entries of the last clean scan
 
     def _view(self, buffer, i):
         return buffer[self.starts[i]:self.ends[i]].view(self.shapes[i])
