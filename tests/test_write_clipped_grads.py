@@ -213,6 +213,17 @@ def test_write_back_refused_where_no_grad_is_stored(module):
 # ---------------------------------------------------------------------------------------
 # torch
 
+@pytest.fixture(autouse=True)
+def torch_autograd_on():
+    """Autograd as torch's default for every test here. In two of about ten full runs
+    (stop 21 locally, stop 22's CI) all six torch tests below failed at backward() with
+    "element 0 of tensors does not require grad", as if grad mode or inference mode had
+    been left changed by something before them; no earlier test was caught leaving either
+    changed (a setup/teardown watch over four full runs), so the cause is still open."""
+    with torch.inference_mode(False), torch.enable_grad():
+        yield
+
+
 def mlp(seed=0):
     torch.manual_seed(seed)
     return torch.nn.Sequential(torch.nn.Linear(12, 32), torch.nn.ReLU(),
