@@ -209,6 +209,14 @@ cdef inline uint64_t _key_set(object t) noexcept:
     return (<uint64_t*>(impl + _key_set_offset))[0]
 
 
+cdef void _release_objects(PyObject** objects, Py_ssize_t size) noexcept:
+    """Drop the strong references of a remembered-objects array and free it."""
+    cdef Py_ssize_t i
+    for i in range(size):
+        Py_XDECREF(objects[i])
+    free(objects)
+
+
 cdef class TorchGroupCache:
     """What one param group's previous steps established, so steady-state steps re-check
     it for the price of a comparison.
@@ -232,10 +240,7 @@ cdef class TorchGroupCache:
         self.written = WrittenSpans()
 
     def __dealloc__(self):
-        cdef Py_ssize_t i
-        for i in range(self.size):
-            Py_XDECREF(self.objects[i])
-        free(self.objects)
+        _release_objects(self.objects, self.size)
         free(self.data)
         free(self.key_sets)
 
@@ -679,10 +684,7 @@ cdef class VersionBumps:
     cdef Py_ssize_t size
 
     def __dealloc__(self):
-        cdef Py_ssize_t i
-        for i in range(self.size):
-            Py_XDECREF(self.objects[i])
-        free(self.objects)
+        _release_objects(self.objects, self.size)
         free(self.key_sets)
 
     def bump(self, list tensors):
