@@ -12,6 +12,7 @@
 # the Python validator explain. Nothing is written before every check has passed.
 cimport cython
 cimport numpy as cnp
+from cpython.long cimport PyLong_AsLongAndOverflow
 from libc.math cimport sqrt
 from libc.stdlib cimport free, malloc
 
@@ -254,21 +255,32 @@ cdef inline bint _is_f32_or_half(object x) noexcept:
 #: (fastmomentum._torch_bridge.TORCH_HALF_LANES): the NumPy API gives those bits
 NUMPY_TORCH_LANES = 32
 
-cdef int _rounding(StepScalars* s, str func, object rounding, object torch_threads,
+# the default arguments' objects (the interned literal and the cached small int)
+cdef object DEFAULT_ROUNDING = "torch", DEFAULT_TORCH_THREADS = 1
+
+
+cdef inline int _rounding(StepScalars* s, str func, object rounding, object torch_threads,
                    object seed, object step) except -1:
     """The call's rounding of 16-bit buffers into ``s``. "torch" and "once" (an exact str,
     compared in C: not only the interned literal, e.g. a name read from a config file)
     with an int ``torch_threads`` in range and no ``seed`` are resolved here (~10 ns);
     anything else goes through _validation.rounding_options (~1 us: it words the errors
     and hashes the stochastic seed)."""
-    cdef int mode = -1
+    cdef int mode = -1, overflow = 0
+    cdef long threads_
+    if rounding is DEFAULT_ROUNDING and torch_threads is DEFAULT_TORCH_THREADS and seed is None:
+        # the defaults, by identity (~5 instructions; the checks below take ~90)
+        set_rounding(s, ROUND_TORCH, 1, NUMPY_TORCH_LANES, 0)
+        return 0
     if seed is None and type(rounding) is str and type(torch_threads) is int:
         if <str>rounding == "torch":
             mode = ROUND_TORCH
         elif <str>rounding == "once":
             mode = ROUND_ONCE
-        if mode >= 0 and 1 <= torch_threads < 1 << 16:
-            set_rounding(s, mode, <int>torch_threads, NUMPY_TORCH_LANES, 0)
+        # compared as a C long: two Python comparisons cost ~80 instructions a call
+        threads_ = PyLong_AsLongAndOverflow(torch_threads, &overflow)
+        if mode >= 0 and not overflow and 1 <= threads_ < 1 << 16:
+            set_rounding(s, mode, <int>threads_, NUMPY_TORCH_LANES, 0)
             return 0
     mode, threads, key = _validation.rounding_options(func, rounding, torch_threads, seed,
                                                       step)

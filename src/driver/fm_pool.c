@@ -50,17 +50,12 @@ enum { POOL_MAX = 1023 };   /* worker slots: 10 bits of the claim word */
    spinning thread takes a core from whoever else wants it. */
 #define IDLE_SPIN_NS 100000
 #define WAIT_SPIN_NS 5000
-/* A pool thread yields its CPU (between chunks, holding none) after running YIELD_NS when
-   the chunks left are less than TAIL_NS of its work: on a core another process wants, the
-   scheduler takes the CPU away at the end of a slice (0.75-3 ms under Linux's EEVDF), and
-   if that happens in the middle of a chunk near the end of a loop, the caller waits out
-   the other process's slice for it (measured: a 4M-element momentum_step, 1.6 ms on one
-   thread, took 6 ms on two). Earlier in a long loop the caller has other chunks to run
-   meanwhile, and yielding there only gave away the thread's share of a loaded machine
-   (16M elements: 33 ms against 25 ms for OpenMP's static split, load 7 on 2 CPUs). With
-   nothing else runnable a yield is a 0.3 us system call. */
-#define YIELD_NS 250000
-#define TAIL_NS 3000000
+/* No yielding between chunks: a pool thread that gave its CPU away near the end of a loop
+   (to dodge a preemption in the middle of the loop's last chunks) cost more than it saved.
+   Measured in one process against eb8d50c's OpenMP build (benchmarks/contention.py, medians
+   of 21 rounds, 2 runs each): quiet, 4M-element momentum_step 1.27-1.53x slower with the
+   yield, 0.92-1.05x without; ema_update 4M 1.25x and 1.05-1.13x; with one core busy,
+   without it every kernel from 256k to 16M stayed within 0.98-1.04x of one thread. */
 /* The caller's overhead before any loop was measured: a wake-up call (benchmarks/
    wake_cost.c: 4.6-6.6 us on the 2-vCPU VM with its cores idle or one busy, 13-15 us with
    both loaded by other processes). Each loop then updates the estimate (1/16 per loop,
@@ -150,7 +145,6 @@ static int count_cpus(void) {
 static uint32_t run_chunks(int slot) {
     uint32_t ran = 0;
     uint64_t gen = 0;
-    int64_t yielded = now_ns(), chunk_ns = 0;
     for (;;) {
         uint64_t s = atomic_load(&pool.claim);
         if (ran && s / GEN_ONE != gen)   /* a pool thread's job ended under it */
@@ -163,12 +157,6 @@ static uint32_t run_chunks(int slot) {
         uint64_t next = s & NEXT_MASK;
         if (next >= nchunks)
             break;
-        if (slot != 0 && ran && (int64_t)(nchunks - next) * chunk_ns < TAIL_NS
-                && now_ns() - yielded > YIELD_NS) {
-            sched_yield();
-            yielded = now_ns();
-            continue;
-        }
         uint64_t claimed = s + 1;
         int worker = slot;
         if (worker < 0) {
@@ -181,9 +169,7 @@ static uint32_t run_chunks(int slot) {
             continue;
         slot = worker;
         gen = s / GEN_ONE;
-        int64_t started = now_ns();
         task(ctx, (ptrdiff_t)next, worker);
-        chunk_ns = now_ns() - started;
         ran++;
         if (worker != 0 && atomic_fetch_add(&pool.done, 1) + 1 == nchunks
                 && atomic_load(&pool.caller_sleeps))

@@ -113,9 +113,19 @@ cdef inline bint bytes_overlap(const char* a, Py_ssize_t na, const char* b,
     return na > 0 and nb > 0 and a < b + nb and b < a + na
 
 
+cdef inline Py_ssize_t array_nbytes(cnp.ndarray a) noexcept:
+    """PyArray_NBYTES without its call to PyArray_MultiplyList: the three overlap checks of
+    a 16-element momentum_step spent ~200 instructions (~25 ns) there."""
+    cdef Py_ssize_t n = cnp.PyArray_ITEMSIZE(a), i
+    cdef const cnp.npy_intp* dims = cnp.PyArray_DIMS(a)
+    for i in range(cnp.PyArray_NDIM(a)):
+        n *= dims[i]
+    return n
+
+
 cdef inline bint overlap(cnp.ndarray a, cnp.ndarray b) noexcept:
-    return bytes_overlap(cnp.PyArray_BYTES(a), cnp.PyArray_NBYTES(a),
-                          cnp.PyArray_BYTES(b), cnp.PyArray_NBYTES(b))
+    return bytes_overlap(cnp.PyArray_BYTES(a), array_nbytes(a),
+                          cnp.PyArray_BYTES(b), array_nbytes(b))
 
 
 cdef inline double real_number(object x) except? -1.0:
