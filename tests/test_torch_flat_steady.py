@@ -78,3 +78,11 @@ def test_a_group_leaving_the_fast_path_is_stepped_by_torch():
             opt.param_groups[1]["weight_decay"] = torch.tensor(0.25)
     _, opt = train(Conv, dict(momentum=0.9), steps=5, between=tensor_weight_decay)
     assert not opt._flat_steady.active
+
+
+def test_momentum_turned_on_leaves_plans_without_momentum():
+    def momentum_on(step, model, opt):
+        steady_before(step, opt)
+        if step == 3:
+            opt.param_groups[0]["momentum"] = 0.9
+    train(MLP, dict(momentum=0.0), steps=6, between=momentum_on)
