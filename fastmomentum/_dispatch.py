@@ -43,4 +43,6 @@ kernels = types.SimpleNamespace(
     torch_bind_bump=_torch_multi.torch_bind_bump,
     VersionBumps=_torch_multi.VersionBumps,
     FlatStateMarks=_torch_multi.FlatStateMarks,
+    FlatSteady=_torch_multi.FlatSteady,
+    torch_flat_steady=_torch_multi.torch_flat_steady,
 )

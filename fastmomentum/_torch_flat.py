@@ -225,13 +225,15 @@ def flatten(param_groups, first_group=0):
 
 
 def _plan_buckets(opt, torch_steps):
-    """Per flat bucket one scan (and repair), then its plan: ``(plans, finish)``, where
-    ``finish()`` does a run's bookkeeping after the plans ran (the params' version counters,
-    the first steps' momentum buffers, ``kernel_params``) and returns the number of
-    carriers stepped. Groups the fast path does not take (see SGD._fast_path_fits) are
-    stepped by torch over the same views at once when ``torch_steps``; the caller of
+    """Per flat bucket one scan (and repair), then its plan: ``(plans, finish, clean)``,
+    where ``finish()`` does a run's bookkeeping after the plans ran (the params' version
+    counters, the first steps' momentum buffers, ``kernel_params``) and returns the number
+    of carriers stepped, and ``clean`` is, when every group fits and no scan found anything
+    replaced (params without a grad are clean), ``(group_index, bucket, plan, carriers,
+    params, status)`` per bucket (for FlatSteady.capture), else None. Groups the fast path does not take (see SGD._fast_path_fits) are stepped by
+    torch over the same views at once when ``torch_steps``; the caller of
     ``torch_steps=False`` has checked that every group fits."""
-    plans, stepped, first_params, segments = [], [], [], 0
+    plans, stepped, first_params, segments, clean = [], [], [], 0, []
     carrier_state = opt._flat_carrier_state
     state = opt.state
     for g, (group, buckets) in enumerate(zip(opt.param_groups, opt._flat_buckets)):
@@ -239,6 +241,7 @@ def _plan_buckets(opt, torch_steps):
             if not torch_steps:
                 raise AssertionError("SGD.step: flat=True: a group the kernels cannot step")
             opt._torch_step(group, group["params"])
+            clean = None
             continue
         momentum = group["momentum"]
         for bucket in buckets:
@@ -254,6 +257,10 @@ def _plan_buckets(opt, torch_steps):
                 carriers, carrier_state, group["lr"], momentum, group["dampening"],
                 group["weight_decay"], group["nesterov"], group["maximize"],
                 bucket.new_momentum_buffer, bucket.cache))
+            if firsts or (status is not None and 2 in status):
+                clean = None
+            elif clean is not None:
+                clean.append((g, bucket, plans[-1], carriers, params, status))
             stepped.append((bucket, params))
             first_params += [(bucket, i) for i in firsts]
             segments += len(carriers)
@@ -269,16 +276,23 @@ def _plan_buckets(opt, torch_steps):
             state[bucket.params[i]]["momentum_buffer"] = bucket.momentum_views[i]
         opt.kernel_params = sum(len(params) for _, params in stepped)
         return segments
-    return plans, finish
+    return plans, finish, clean
 
 
 def flat_step(opt):
     """One step of an SGD(flat=True): per flat bucket one scan, then every bucket's runs in
     one torch_sgd_run; groups the fast path does not take are stepped by torch over the
-    same views. Returns the number of carriers stepped."""
-    plans, finish = _plan_buckets(opt, True)
+    same views. Returns the number of carriers stepped. A step whose every scan was clean
+    leaves its plans to ``opt._flat_steady`` (torch_flat_steady runs them again while
+    nothing changes); any other forgets them."""
+    plans, finish, clean = _plan_buckets(opt, True)
     _kernels.torch_sgd_run(plans, opt._flat_carrier_state)
-    return finish()
+    segments = finish()
+    if clean is None:
+        opt._flat_steady.forget()
+    else:
+        opt._flat_steady.capture(clean, len(opt.param_groups))
+    return segments
 
 
 def flat_scaled_plans(opt):
@@ -286,7 +300,7 @@ def flat_scaled_plans(opt):
     step (the caller checked): the scans and repairs of flat_step, one plan per bucket, so
     that torch_sgd_clip_run makes one norm pass and one step call per flat buffer.
     Returns ``(plans, finish)`` as _plan_buckets."""
-    return _plan_buckets(opt, False)
+    return _plan_buckets(opt, False)[:2]
 
 
 def zero_grad(opt):

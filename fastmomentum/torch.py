@@ -274,6 +274,7 @@ class SGD(Optimizer):
         self.flat_segments = 0
         self._flat_carrier_state = {}
         self._flat_buckets = _torch_flat.flatten(self.param_groups)
+        self._flat_steady = _kernels.FlatSteady()  # the plans a steady step runs again
 
     def add_param_group(self, param_group):
         """torch.optim.Optimizer.add_param_group; with flat=True the group gets its own
@@ -469,7 +470,10 @@ class SGD(Optimizer):
     def _step_grads(self, loss):
         """The step of the grads as they are (no clipping, no AMP)."""
         if self._flat_buckets is not None:
-            self.flat_segments = _torch_flat.flat_step(self)
+            segments = _kernels.torch_flat_steady(self._flat_steady, self.param_groups,
+                                                  self.state, self)
+            self.flat_segments = (_torch_flat.flat_step(self) if segments is None
+                                  else segments)
             return loss
         if self.momentum_dtype is not None:  # fewer-byte momentum, split master weights
             _torch_state.step(self)

@@ -14,7 +14,7 @@
 # itself.
 cimport cython
 cimport numpy as cnp
-from cpython.object cimport PyObject, PyTypeObject, Py_TYPE
+from cpython.object cimport PyObject, PyObject_TypeCheck, PyTypeObject, Py_TYPE
 from cpython.ref cimport Py_INCREF, Py_XDECREF
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t, uintptr_t
 from libc.stdlib cimport free
@@ -690,12 +690,15 @@ cdef class VersionBumps:
     def bump(self, list tensors):
         """Add one to the version counter of each of ``tensors`` (as
         torch._C._increment_version(tensors))."""
+        self.bump_all(tensors)
+
+    cdef int bump_all(self, list tensors) except -1:
         cdef Py_ssize_t n = len(tensors), i
         cdef object t
         cdef list others = None
         if _bump == NULL:
             _increment_version(tensors)
-            return
+            return 0
         if n > self.size:
             grow(<void**>&self.objects, n, sizeof(PyObject*))
             grow(<void**>&self.key_sets, n, sizeof(uint64_t))
@@ -719,6 +722,7 @@ cdef class VersionBumps:
             _bump(<char*><PyObject*>t + sizeof(PyObject))
         if others is not None:
             _increment_version(others)
+        return 0
 
 
 cdef extern from *:
@@ -822,6 +826,11 @@ def torch_flat_scan(list params, list grads, list buffers, object state,
     fastmomentum._torch_flat repairs it). ``marks`` (the bucket's FlatStateMarks, or None)
     spares the state lookups of params whose entry no one changed since the last clean
     scan."""
+    return _flat_scan(params, grads, buffers, state, addresses, marks)
+
+
+cdef object _flat_scan(list params, list grads, list buffers, object state,
+                       cnp.ndarray addresses, FlatStateMarks marks):
     cdef Py_ssize_t n = len(params), i
     cdef object p, g, view
     cdef bytearray status = None
@@ -869,3 +878,146 @@ def torch_flat_scan(list params, list grads, list buffers, object state,
         else:
             marks.forget()
     return status
+
+
+# flat: the steady-state step of SGD(flat=True). A step whose every scan is clean steps each
+# bucket's whole carrier with the plan an earlier clean step made (same memory, same
+# kernels): only the hyperparameters are read again. Through Python (_plan_buckets: the
+# plan, the closure, sums and generators) the mlp-20 step's fixed path was ~52k
+# instructions (callgrind).
+
+@cython.final
+cdef class _SteadyBucket:
+    cdef Py_ssize_t group          # its param group's index
+    cdef list params, grads, buffers  # the FlatBucket's params and views (buffers: None
+    cdef cnp.ndarray addresses     # without momentum) and its scan's addresses
+    cdef FlatStateMarks marks
+    cdef VersionBumps bumps
+    cdef TorchGroupPlan plan       # of its runs, run again at each steady step
+    cdef list stepped              # the params those runs hold
+    cdef bytearray status          # its clean scan's answer (None, or only 0 and 1)
+
+
+cdef class FlatSteady:
+    """The plans of the last clean step of an SGD(flat=True) (fastmomentum._torch_flat), run
+    again by torch_flat_steady while every scan stays clean, the group count and the
+    momentum's being zero stay the same and no group leaves the fast path."""
+    cdef list buckets             # of _SteadyBucket (None: nothing captured)
+    cdef list carriers            # their whole carriers, in order
+    cdef VersionBumps carrier_bumps
+    cdef Py_ssize_t groups, params
+    cdef object params_count      # params as an int object: set as kernel_params
+
+    def __cinit__(self):
+        self.carrier_bumps = VersionBumps()
+
+    @property
+    def active(self):
+        """Whether plans are held (a steady step can be taken)."""
+        return self.buckets is not None
+
+    def forget(self):
+        self.buckets = self.carriers = None
+
+    def capture(self, list entries, Py_ssize_t groups):
+        """Hold ``entries``: per flat bucket ``(group_index, bucket, plan, carriers,
+        stepped, status)``, the plan of that bucket's runs (``carriers``, holding the
+        params ``stepped``) made by a clean step of ``groups`` param groups after a scan
+        that answered ``status`` (None, or params without a grad only). Plans torch
+        must share or that take first steps are not held: nothing is."""
+        cdef _SteadyBucket b
+        cdef TorchGroupPlan plan
+        cdef list buckets = [], carriers = []
+        cdef Py_ssize_t params = 0
+        for group, bucket, plan, runs, stepped, status in entries:
+            if plan.others is not None or plan.new_buffers is not None:
+                self.forget()
+                return
+            b = _SteadyBucket()
+            b.group = group
+            b.params, b.grads = bucket.params, bucket.grad_views
+            # the views the scan checks exactly when the plan steps momentum
+            b.buffers = (bucket.momentum_views if plan.work.scalars.sgd.momentum != 0.0
+                         else None)
+            b.addresses = bucket.addresses
+            b.marks, b.bumps, b.plan = bucket.marks, bucket.bumps, plan
+            b.stepped, b.status = stepped, status
+            buckets.append(b)
+            carriers += runs
+            params += len(stepped)
+        self.buckets, self.carriers = buckets, carriers
+        self.groups, self.params, self.params_count = groups, params, params
+
+
+cdef PyObject* _group_value(object group, str key) noexcept:
+    return PyDict_GetItem(group, key)
+
+
+def torch_flat_steady(FlatSteady steady, list param_groups, object state, object optimizer):
+    """The step of an SGD(flat=True) when nothing changed since ``steady`` captured its
+    plans: every bucket's scan (torch_flat_scan) clean, as many param groups, each a dict
+    still on the fast path (``differentiable`` false, ``weight_decay`` not a tensor: see
+    SGD._fast_path_fits; ``state`` a dict) with its momentum zero exactly when it was.
+    Then, in this call: the hyperparameters read (as torch_sgd_group_plan reads them), the
+    plans run (RuntimeError, nothing written, while another step of the optimizer runs),
+    the carriers' and params' version counters bumped, ``optimizer.kernel_params`` set;
+    returns the number of runs stepped. None (nothing written, nothing
+    raised) when anything differs: fastmomentum._torch_flat's full step then runs."""
+    cdef _SteadyBucket b
+    cdef PyObject* value
+    cdef object group = None
+    cdef Py_ssize_t last = -1
+    cdef double lr_ = 0.0, momentum_ = 0.0, dampening_ = 0.0, weight_decay_ = 0.0
+    cdef bint nesterov = False, maximize = False
+    if (steady.buckets is None or len(param_groups) != steady.groups
+            or not PyDict_Check(state) or _tensor_type == NULL):
+        return None
+    for b in steady.buckets:
+        if b.group != last:
+            last = b.group
+            group = param_groups[last]
+            if not PyDict_Check(group):
+                return None
+            # a missing key or a bad value: the full step raises torch's error
+            value = _group_value(group, "differentiable")
+            if value == NULL or (<object>value is not False and <object>value):
+                return None
+            value = _group_value(group, "weight_decay")
+            if value == NULL or PyObject_TypeCheck(<object>value, _tensor_type):
+                return None
+            for key in ("lr", "momentum", "dampening", "nesterov", "maximize"):
+                if _group_value(group, key) == NULL:
+                    return None
+            try:
+                weight_decay_ = <object>value
+                lr_ = <object>_group_value(group, "lr")
+                momentum_ = <object>_group_value(group, "momentum")
+                dampening_ = <object>_group_value(group, "dampening")
+                nesterov = <object>_group_value(group, "nesterov")
+                maximize = <object>_group_value(group, "maximize")
+            except Exception:  # the full step raises it where torch_sgd_group_plan does
+                return None
+        if (momentum_ != 0.0) != (b.buffers is not None):
+            return None
+        status = _flat_scan(b.params, b.grads, b.buffers, state, b.addresses, b.marks)
+        if (status is not None or b.status is not None) and (
+                status is None or b.status is None or status != b.status):
+            return None
+        set_scalars(&b.plan.work.scalars, lr_, momentum_, dampening_, weight_decay_,
+                    nesterov, maximize, 0.0)
+    for b in steady.buckets:
+        if b.plan.written.busy:
+            concurrent_step("SGD.step")
+    for b in steady.buckets:
+        b.plan.written.busy = True
+    for b in steady.buckets:
+        b.plan.work.run(threads_for(pass_ns(b.plan.work.items, b.plan.work.total))
+                        if b.plan.work.count else 1)
+    for b in steady.buckets:
+        b.plan.written.busy = False
+    # as torch_sgd_run and the full step's finish: the carriers', then the params' counters
+    steady.carrier_bumps.bump_all(steady.carriers)
+    for b in steady.buckets:
+        b.bumps.bump_all(b.stepped)
+    optimizer.kernel_params = steady.params_count
+    return len(steady.carriers)
