@@ -591,3 +591,29 @@ def test_pairwise_errors_write_nothing(impl):
         np.testing.assert_array_equal(out, 5.0)
     with pytest.raises(ValueError, match="share memory"):
         fn(out[:, 0, :], y, pairwise=True, alpha=0.5, out=out)
+
+
+@pytest.mark.parametrize("stat", ["var", "std", "cov", "corr", "sum"])
+def test_column_split_equals_baseline_bits_and_pandas(stat):
+    """A frame large enough to split its series over threads (blocks of 8 series, each on a
+    state of its own; 45 series: a last block of 5) runs the split, and gives the NumPy
+    baseline's bits (and pandas' values) on 1 and 2 threads, missing values included."""
+    from fastmomentum import _threads
+    rng = np.random.default_rng(21)
+    x = rng.standard_normal((30_000, 45))
+    x[rng.random(x.shape) < 0.002] = np.nan
+    y = rng.standard_normal(x.shape) if stat in PAIR else None
+    before = fastmomentum.get_num_threads()
+    want = call("baseline", stat, x, y, alpha=0.05)
+    try:
+        for threads in (1, 2):
+            fastmomentum.set_num_threads(threads)
+            loops = _threads._pool_stats()[0]
+            got = call("fastmomentum", stat, x, y, alpha=0.05)
+            assert (_threads._pool_stats()[0] > loops) == (threads > 1)
+            np.testing.assert_array_equal(got, want)
+    finally:
+        fastmomentum.set_num_threads(before)
+    frame = pd.DataFrame(x).ewm(alpha=0.05)
+    ref = getattr(frame, stat)(*([pd.DataFrame(y)] if y is not None else [])).to_numpy()
+    assert_matches(want, ref, x)

@@ -31,12 +31,15 @@ the seed's share, the decay up to the first observation and the first observatio
 Series side by side (rows of a C-ordered block) whose weight states are all equal and whose
 row has no missing value take one weight computation per row and a loop over the series the
 compiler vectorises; it computes every value by the same operations as the per-value step.
-It runs on the calling thread (see _chunk: a split by columns measured slower).
+Large calls split their series into blocks over threads, each block on a copy of its
+state (see _chunk).
 """
 cimport numpy as cnp
 from libc.math cimport NAN, log2, pow, sqrt
 from libc.stdint cimport int64_t
+from libc.stdlib cimport free, malloc
 
+from fastmomentum._threads cimport run_chunks, threads_for
 from fm_core_table cimport CoreTable, load_core_table
 
 from fastmomentum import _target
@@ -533,9 +536,11 @@ cdef inline void _spread(const Series* w, double* st, Py_ssize_t m, Py_ssize_t j
 
 
 cdef void _rows(const real* x, const real* y, real* out, double* st, Py_ssize_t n,
-                Py_ssize_t m, Py_ssize_t j0, Py_ssize_t j1, const Params* p) noexcept nogil:
-    """Series j0..j1 side by side (row stride m), row after row; while they share one
-    weight state it is kept in ``w`` and written to them when that ends."""
+                Py_ssize_t m, Py_ssize_t ts, Py_ssize_t j0, Py_ssize_t j1,
+                const Params* p) noexcept nogil:
+    """Series j0..j1 side by side (row stride ``ts``, state of ``m`` series), row after row;
+    while they share one weight state it is kept in ``w`` and written to them when that
+    ends."""
     cdef Py_ssize_t t, j
     cdef bint uniform = _uniform(st, m, j0, j1)
     cdef double f
@@ -544,15 +549,15 @@ cdef void _rows(const real* x, const real* y, real* out, double* st, Py_ssize_t 
         _load(&w, st, m, j0)
     for t in range(n):
         f = _factor(p, t)
-        if uniform and _row_finite(x + t * m, y + t * m, j0, j1):
-            _uniform_row(x + t * m, y + t * m, out + t * m, st, m, j0, j1, &w, f, p)
+        if uniform and _row_finite(x + t * ts, y + t * ts, j0, j1):
+            _uniform_row(x + t * ts, y + t * ts, out + t * ts, st, m, j0, j1, &w, f, p)
         else:
             if uniform:
                 _spread(&w, st, m, j0, j1)
             for j in range(j0, j1):
                 _load(&s, st, m, j)
-                _step(&s, x[t * m + j], y[t * m + j], f, p)
-                out[t * m + j] = <real>_output(&s, p)
+                _step(&s, x[t * ts + j], y[t * ts + j], f, p)
+                out[t * ts + j] = <real>_output(&s, p)
                 _store(&s, st, m, j)
             uniform = _uniform(st, m, j0, j1)
             if uniform:
@@ -567,10 +572,10 @@ cdef void _chunk_part(const Chunk* c, Py_ssize_t j0, Py_ssize_t j1) noexcept nog
     if c.js == 1 and j1 - j0 > 1:
         if c.f32:
             _rows(<const float*>c.x, <const float*>c.y, <float*>c.out, c.state, c.n, c.m,
-                  j0, j1, &c.p)
+                  c.ts, j0, j1, &c.p)
         else:
             _rows(<const double*>c.x, <const double*>c.y, <double*>c.out, c.state, c.n, c.m,
-                  j0, j1, &c.p)
+                  c.ts, j0, j1, &c.p)
         return
     for j in range(j0, j1):
         if c.f32:
@@ -581,12 +586,67 @@ cdef void _chunk_part(const Chunk* c, Py_ssize_t j0, Py_ssize_t j1) noexcept nog
                     <double*>c.out + j * c.js, c.state, c.n, c.m, j, c.ts, &c.p)
 
 
+ctypedef struct ColumnSplit:
+    # run_chunks' context: block k is series k*width.. of ``c``, its state copied into
+    # scratch + k*(width*NFIELDS + COLUMN_ALIGN) (NFIELDS rows of its own width; the gap:
+    # no two blocks' states in one cache line)
+    const Chunk* c
+    double* scratch
+    Py_ssize_t width
+
+
+cdef void _column_block(void* ctx, Py_ssize_t block, int worker) noexcept nogil:
+    """One block of series of a split call, on a state of its own (see _chunk)."""
+    cdef const ColumnSplit* sp = <const ColumnSplit*>ctx
+    cdef const Chunk* c = sp.c
+    cdef Py_ssize_t j0 = block * sp.width, w = min(sp.width, c.m - j0), f, j
+    cdef Py_ssize_t skip = j0 * c.js * (4 if c.f32 else 8)
+    cdef double* own = sp.scratch + block * (sp.width * NFIELDS + COLUMN_ALIGN)
+    cdef Chunk part = c[0]
+    for f in range(NFIELDS):
+        for j in range(w):
+            own[f * w + j] = c.state[f * c.m + j0 + j]
+    part.m = w
+    part.state = own
+    part.x = <const char*>c.x + skip
+    part.y = <const char*>c.y + skip
+    part.out = <char*>c.out + skip
+    _chunk_part(&part, 0, w)
+    for f in range(NFIELDS):
+        for j in range(w):
+            c.state[f * c.m + j0 + j] = own[f * w + j]
+
+
+cdef enum:
+    # a split's blocks are whole multiples of this many series (a cache line of float64)
+    COLUMN_ALIGN = 8
+
+
 cdef void _chunk(const Chunk* c) noexcept nogil:
-    """One call, on the calling thread. Series side by side were split across threads by
-    blocks of columns (OpenMP, then the pool); measured here on a quiet machine, 100k x 100
-    ewm_var into out=: one thread 25 ms, two threads 60-134 ms (each thread sweeps every row
-    for its columns, sharing the rows' cache lines), so the split is off until a layout that
-    pays is found (e.g. row superblocks, as ewm_mean's scan)."""
+    """One call: its series in one block a thread, when threads pay. Each block runs on a
+    copy of its series' state: on the shared state array (two threads writing the means
+    and co-moments of neighbouring series, in one cache line, every row) 100k x 100
+    ewm_var into out= measured 25 ms on one thread, 60-134 ms on two. Every series takes
+    the same operations in any block (the row loop's are the per-value step's), so the
+    results do not depend on the split."""
+    cdef ColumnSplit sp
+    cdef int threads = 1
+    cdef Py_ssize_t blocks
+    if c.m >= 2 * COLUMN_ALIGN:
+        # about 1 ns a value (ewm_var of 100k x 100 on one thread: 2.5 ns with its page
+        # faults), an estimate that errs towards fewer threads
+        threads = threads_for(<double>c.n * <double>c.m)
+    if threads > 1:
+        sp.width = ((c.m + threads - 1) // threads + COLUMN_ALIGN - 1) \
+            // COLUMN_ALIGN * COLUMN_ALIGN
+        blocks = (c.m + sp.width - 1) // sp.width
+        sp.scratch = <double*>malloc(blocks * (sp.width * NFIELDS + COLUMN_ALIGN)
+                                     * sizeof(double))
+        if sp.scratch != NULL:
+            sp.c = c
+            run_chunks(_column_block, &sp, blocks, threads)
+            free(sp.scratch)
+            return
     _chunk_part(c, 0, c.m)
 
 
