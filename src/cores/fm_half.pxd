@@ -9,6 +9,7 @@ cdef extern from "fm_half.h" nogil:
         uint16_t bits
     float fm_bf16_to_float(uint16_t h)
     uint16_t fm_float_to_bf16(float f)
+    float fm_bf16_rounded(float f)
     float fm_f16_to_float(uint16_t h)
     uint16_t fm_float_to_f16(float f)
     uint32_t fm_float_bits(float f)
