@@ -230,9 +230,10 @@ def _plan_buckets(opt, torch_steps):
     counters, the first steps' momentum buffers, ``kernel_params``) and returns the number
     of carriers stepped, and ``clean`` is, when every group fits and no scan found anything
     replaced (params without a grad are clean), ``(group_index, bucket, plan, carriers,
-    params, status)`` per bucket (for FlatSteady.capture), else None. Groups the fast path does not take (see SGD._fast_path_fits) are stepped by
-    torch over the same views at once when ``torch_steps``; the caller of
-    ``torch_steps=False`` has checked that every group fits."""
+    params, status)`` per bucket (for FlatSteady.capture), else None. Groups the fast
+    path does not take (see SGD._fast_path_fits) are stepped by torch over the same views
+    at once when ``torch_steps``; the caller of ``torch_steps=False`` has checked that
+    every group fits."""
     plans, stepped, first_params, segments, clean = [], [], [], 0, []
     carrier_state = opt._flat_carrier_state
     state = opt.state
@@ -299,7 +300,7 @@ def flat_scaled_plans(opt):
     """The plans of a clipped / AMP step of an SGD(flat=True) whose every group the kernels
     step (the caller checked): the scans and repairs of flat_step, one plan per bucket, so
     that torch_sgd_clip_run makes one norm pass and one step call per flat buffer.
-    Returns ``(plans, finish)`` as _plan_buckets."""
+    Returns ``(plans, finish)``: the first two of _plan_buckets' answer."""
     return _plan_buckets(opt, False)[:2]
 
 

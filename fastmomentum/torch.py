@@ -470,8 +470,9 @@ class SGD(Optimizer):
     def _step_grads(self, loss):
         """The step of the grads as they are (no clipping, no AMP)."""
         if self._flat_buckets is not None:
-            segments = _kernels.torch_flat_steady(self._flat_steady, self.param_groups,
-                                                  self.state, self)
+            segments = (_kernels.torch_flat_steady(self._flat_steady, self.param_groups,
+                                                   self.state, self)
+                        if FAST_PATH else None)  # FAST_PATH off: the full step's choice
             self.flat_segments = (_torch_flat.flat_step(self) if segments is None
                                   else segments)
             return loss

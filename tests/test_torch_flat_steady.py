@@ -86,3 +86,18 @@ def test_momentum_turned_on_leaves_plans_without_momentum():
         if step == 3:
             opt.param_groups[0]["momentum"] = 0.9
     train(MLP, dict(momentum=0.0), steps=6, between=momentum_on)
+
+
+def test_steady_steps_stop_with_the_fast_path(monkeypatch):
+    """FAST_PATH switched off (as SGD._fast_path_fits reads it): torch steps, not plans."""
+    seen = []
+
+    def switch_off(step, model, opt):
+        steady_before(step, opt)
+        if step == 3:
+            monkeypatch.setattr(fmt, "FAST_PATH", False)
+        if isinstance(opt, fmt.SGD):
+            seen.append(opt._flat_steady.active)
+    _, opt = train(MLP, dict(momentum=0.9), steps=6, between=switch_off)
+    assert seen[3] and not any(seen[4:])
+    assert opt.kernel_params == 0

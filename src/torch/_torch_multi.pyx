@@ -894,6 +894,7 @@ cdef class _SteadyBucket:
     cdef FlatStateMarks marks
     cdef VersionBumps bumps
     cdef TorchGroupPlan plan       # of its runs, run again at each steady step
+    cdef object hyper              # this step's (lr, momentum, ..., maximize), read first
     cdef list stepped              # the params those runs hold
     cdef bytearray status          # its clean scan's answer (None, or only 0 and 1)
 
@@ -980,7 +981,7 @@ def torch_flat_steady(FlatSteady steady, list param_groups, object state, object
                 return None
             # a missing key or a bad value: the full step raises torch's error
             value = _group_value(group, "differentiable")
-            if value == NULL or (<object>value is not False and <object>value):
+            if value == NULL or <object>value is not False:
                 return None
             value = _group_value(group, "weight_decay")
             if value == NULL or PyObject_TypeCheck(<object>value, _tensor_type):
@@ -1003,12 +1004,16 @@ def torch_flat_steady(FlatSteady steady, list param_groups, object state, object
         if (status is not None or b.status is not None) and (
                 status is None or b.status is None or status != b.status):
             return None
-        set_scalars(&b.plan.work.scalars, lr_, momentum_, dampening_, weight_decay_,
-                    nesterov, maximize, 0.0)
+        b.hyper = (lr_, momentum_, dampening_, weight_decay_, nesterov, maximize)
+    # the plans are written only once no step of this optimizer runs them (the checks
+    # above may have run Python code, and another thread with it)
     for b in steady.buckets:
         if b.plan.written.busy:
             concurrent_step("SGD.step")
     for b in steady.buckets:
+        lr_, momentum_, dampening_, weight_decay_, nesterov, maximize = b.hyper
+        set_scalars(&b.plan.work.scalars, lr_, momentum_, dampening_, weight_decay_,
+                    nesterov, maximize, 0.0)
         b.plan.written.busy = True
     for b in steady.buckets:
         b.plan.work.run(threads_for(pass_ns(b.plan.work.items, b.plan.work.total))
