@@ -894,7 +894,6 @@ cdef class _SteadyBucket:
     cdef FlatStateMarks marks
     cdef VersionBumps bumps
     cdef TorchGroupPlan plan       # of its runs, run again at each steady step
-    cdef object hyper              # this step's (lr, momentum, ..., maximize), read first
     cdef list stepped              # the params those runs hold
     cdef bytearray status          # its clean scan's answer (None, or only 0 and 1)
 
@@ -970,6 +969,7 @@ def torch_flat_steady(FlatSteady steady, list param_groups, object state, object
     cdef Py_ssize_t last = -1
     cdef double lr_ = 0.0, momentum_ = 0.0, dampening_ = 0.0, weight_decay_ = 0.0
     cdef bint nesterov = False, maximize = False
+    cdef list hypers = []   # per bucket, read before any plan is written
     if (steady.buckets is None or len(param_groups) != steady.groups
             or not PyDict_Check(state) or _tensor_type == NULL):
         return None
@@ -1004,14 +1004,14 @@ def torch_flat_steady(FlatSteady steady, list param_groups, object state, object
         if (status is not None or b.status is not None) and (
                 status is None or b.status is None or status != b.status):
             return None
-        b.hyper = (lr_, momentum_, dampening_, weight_decay_, nesterov, maximize)
+        hypers.append((lr_, momentum_, dampening_, weight_decay_, nesterov, maximize))
     # the plans are written only once no step of this optimizer runs them (the checks
     # above may have run Python code, and another thread with it)
     for b in steady.buckets:
         if b.plan.written.busy:
             concurrent_step("SGD.step")
-    for b in steady.buckets:
-        lr_, momentum_, dampening_, weight_decay_, nesterov, maximize = b.hyper
+    for b, hyper in zip(steady.buckets, hypers):
+        lr_, momentum_, dampening_, weight_decay_, nesterov, maximize = hyper
         set_scalars(&b.plan.work.scalars, lr_, momentum_, dampening_, weight_decay_,
                     nesterov, maximize, 0.0)
         b.plan.written.busy = True
