@@ -255,10 +255,6 @@ cdef inline bint _is_f32_or_half(object x) noexcept:
 #: (fastmomentum._torch_bridge.TORCH_HALF_LANES): the NumPy API gives those bits
 NUMPY_TORCH_LANES = 32
 
-# the default arguments' objects (the interned literal and the cached small int)
-cdef object DEFAULT_ROUNDING = "torch", DEFAULT_TORCH_THREADS = 1
-
-
 cdef inline int _rounding(StepScalars* s, str func, object rounding, object torch_threads,
                    object seed, object step) except -1:
     """The call's rounding of 16-bit buffers into ``s``. "torch" and "once" (an exact str,
@@ -268,10 +264,6 @@ cdef inline int _rounding(StepScalars* s, str func, object rounding, object torc
     and hashes the stochastic seed)."""
     cdef int mode = -1, overflow = 0
     cdef long threads_
-    if rounding is DEFAULT_ROUNDING and torch_threads is DEFAULT_TORCH_THREADS and seed is None:
-        # the defaults, by identity (~5 instructions; the checks below take ~90)
-        set_rounding(s, ROUND_TORCH, 1, NUMPY_TORCH_LANES, 0)
-        return 0
     if seed is None and type(rounding) is str and type(torch_threads) is int:
         if <str>rounding == "torch":
             mode = ROUND_TORCH
