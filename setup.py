@@ -170,7 +170,8 @@ extensions = [
     extension("_torch_multi", "src/torch/_torch_multi.pyx"),
     extension("_reference", "src/reference/_reference.pyx"),
     # the exponentially weighted family (var, std, cov, corr, sum, times, streams), compiled
-    # once: its loops are latency-bound recurrences (no fma: the same bits everywhere)
+    # once: its per-value loops are latency-bound recurrences (no fma: the same bits
+    # everywhere); its row step across series is a core (fm_ewm_moments.pxd)
     extension("_ewm_family", "src/ewm_family/_ewm_family.pyx", FAMILY_FLAGS),
 ]
 

@@ -121,6 +121,34 @@ def test_times_means_have_the_same_bits_on_every_target():
             np.testing.assert_array_equal(*stream)
 
 
+def test_the_family_row_step_has_the_same_bits_on_every_target():
+    """The ewm family's row step across series side by side (fm_ewm_moments.pxd
+    family_row, and its row_finite check) is a per-target core: every statistic of a
+    C-ordered frame along axis 0 (rows with and without missing values, float64 and
+    float32, bias either way, adjust either way) the same bits on the portable target and
+    every other."""
+    from conftest import on_target, targets_beside_portable
+    rng = np.random.default_rng(13)
+    x = rng.standard_normal((300, 37)) * 3 + 2
+    y = rng.standard_normal((300, 37)) + 0.5 * x
+    x[[5, 120], [3, 30]] = [np.nan, np.inf]          # rows that leave the row step
+    y[200, 0] = np.nan
+    calls = [(fm.ewm_var, (x,), {"bias": True}), (fm.ewm_var, (x,), {}),
+             (fm.ewm_std, (x,), {}), (fm.ewm_cov, (x, y), {}),
+             (fm.ewm_cov, (x, y), {"bias": True}), (fm.ewm_corr, (x, y), {}),
+             (fm.ewm_sum, (x,), {"adjust": True})]      # (pandas: sum has adjust=True only)
+    for target in targets_beside_portable():
+        for fn, args, options in calls:
+            for dtype in (np.float64, np.float32):
+                for adjust in (True, False):
+                    data = [np.ascontiguousarray(a, dtype) for a in args]
+                    kwargs = {"adjust": adjust, **options}
+                    got, want = (on_target(name, fn, *data, alpha=0.1, **kwargs)
+                                 for name in (target, "portable"))
+                    assert got.dtype == dtype
+                    np.testing.assert_array_equal(got, want, err_msg=f"{fn.__name__}")
+
+
 def test_pickles_and_state_dicts_name_no_target():
     params = [np.ones(3, np.float32), np.ones(4)]
     ema = fm.EMA(params, decay=0.9)

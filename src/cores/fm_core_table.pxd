@@ -2,8 +2,8 @@
 # _cores_avx2) hands to the modules compiled once, and the structs its functions take.
 #
 # Only the loops whose instructions differ per target are built per target: the
-# element-wise steps (fastmomentum/kernels.pxd) and ewm_mean's inner loops (pandas' loop,
-# the series scan and the columns scan). Everything that decides (checks, work lists,
+# element-wise steps (fastmomentum/kernels.pxd), ewm_mean's inner loops (pandas' loop,
+# the series scan and the columns scan) and the ewm family's row step. Everything that decides (checks, work lists,
 # threads, the ewm plan) is compiled once and calls them through this table.
 #
 # Why a struct of function pointers in a PyCapsule (and not `cdef api` or Cython's
@@ -192,11 +192,22 @@ ctypedef void (*ewm_rows_superblock_fn)(const void* x, void* out, Py_ssize_t n, 
                                         Py_ssize_t s, double* y, const double* carry_in,
                                         const EwmParams* p) noexcept nogil
 
+# the ewm family's row step (fm_ewm_moments.pxd family_row; x, y, out float* or double*)
+ctypedef void (*ewm_family_row_fn)(const void* x, const void* y, void* out, double* st,
+                                   Py_ssize_t m, Py_ssize_t j0, Py_ssize_t j1, double a,
+                                   double c, double k, bint nan_out, int kind, bint bias,
+                                   bint std) noexcept nogil
+
+# no NaN or inf among x[j0:j1] (fm_ewm_moments.pxd row_finite; float* or double*)
+ctypedef bint (*ewm_row_finite_fn)(const void* x, Py_ssize_t j0, Py_ssize_t j1) noexcept nogil
+
 ctypedef struct EwmCores:
     ewm_loop_fn pandas_loop             # pandas' loop over m series side by side
     ewm_series_fn pandas_series         # pandas' loop over one series
     ewm_superblock_fn series_superblock # one superblock of a series by the scan
     ewm_rows_superblock_fn rows_superblock  # one superblock of rows of m series side by side
+    ewm_family_row_fn family_row        # the ewm family's row step (var, cov, corr, sum...)
+    ewm_row_finite_fn row_finite        # whether a row may take it
 
 # times: each step's decay (1 - alpha)**((t_i - t_{i-1})/halflife) from n times (int64 or
 # float64 by the entry, each counted as its float64 value; t_{-1} = previous, NaN: none, the

@@ -10,7 +10,8 @@ from fm_core_table cimport (EMA_F32, EMA_F64, FM_CORE_TABLE_CAPSULE, FUSED_F32, 
                             SPLIT_GRAD_F32_STATE_BF16, SPLIT_GRAD_F32_STATE_F32,
                             elementwise_fn, ewm_loop_fn, norm_fn, time_factors_fn,
                             GRAD_BF16, GRAD_F16, GRAD_F32, GRAD_F64,
-                            ewm_rows_superblock_fn, ewm_series_fn, ewm_superblock_fn)
+                            ewm_family_row_fn, ewm_row_finite_fn, ewm_rows_superblock_fn,
+                            ewm_series_fn, ewm_superblock_fn)
 from fm_elementwise cimport ema_range, fused_range, momentum_range, sgd_range
 from fm_core_table cimport (EMA_BF16, EMA_F16, FUSED_BF16, FUSED_F16, MOMENTUM_BF16,
                             MOMENTUM_F16, SGD_BF16, SGD_F16)
@@ -18,6 +19,7 @@ from fm_half cimport fm_bf16, fm_f16
 from fm_half_steps cimport half_ema_range, half_step_range
 from fm_ewm_coefficients cimport scan_coefficients
 from fm_ewm_loop cimport pandas_loop, pandas_series
+from fm_ewm_moments cimport family_row, row_finite
 from fm_ewm_rows cimport rows_superblock
 from fm_ewm_scan cimport series_superblock
 from fm_norms cimport max_magnitude, sum_squares
@@ -72,6 +74,10 @@ cdef inline object core_table_capsule(CoreTable* table):
     table.ewm_f64.series_superblock = <ewm_superblock_fn>series_superblock[double]
     table.ewm_f32.rows_superblock = <ewm_rows_superblock_fn>rows_superblock[float]
     table.ewm_f64.rows_superblock = <ewm_rows_superblock_fn>rows_superblock[double]
+    table.ewm_f32.family_row = <ewm_family_row_fn>family_row[float]
+    table.ewm_f64.family_row = <ewm_family_row_fn>family_row[double]
+    table.ewm_f32.row_finite = <ewm_row_finite_fn>row_finite[float]
+    table.ewm_f64.row_finite = <ewm_row_finite_fn>row_finite[double]
     table.time_factors_i64 = <time_factors_fn>fm_time_factors_i64
     table.time_factors_f64 = <time_factors_fn>fm_time_factors_f64
     table.sum_squares[GRAD_F32] = <norm_fn>sum_squares[float]

@@ -4,7 +4,8 @@ recurrence: pandas' loops (aggregations.pyx ``ewm``, ``ewmcov``) with their stat
 array between calls, so that a series processed in chunks of any sizes runs exactly the
 operations of one pass (bit-identical), and a stream can be saved and resumed.
 
-Compiled once (not per CPU target): no ``fma`` (without ``-mfma`` it is a libm call, 25 ns a
+Compiled once (not per CPU target; the value arithmetic lives in fm_ewm_moments.pxd, whose
+row step across series is also built per target as a core): no ``fma`` (without ``-mfma`` it is a libm call, 25 ns a
 value measured) and ``-ffp-contract=off`` forbids the compiler's own, so every result is
 the same sequence of IEEE multiplies and adds in every build, as pandas' loops.
 
@@ -35,19 +36,23 @@ Large calls split their series into blocks over threads, each block on a copy of
 state (see _chunk).
 """
 cimport numpy as cnp
-from libc.math cimport NAN, log2, pow, sqrt
+from libc.math cimport NAN, log2, pow
 from libc.stdint cimport int64_t
 from libc.stdlib cimport free, malloc
 
 from fastmomentum._threads cimport run_chunks, threads_for
-from fm_core_table cimport CoreTable, load_core_table
+from fm_core_table cimport CoreTable, EwmCores, load_core_table
+from fm_ewm_moments cimport (DECAY, KIND_CORR, KIND_COV, KIND_MEAN, KIND_SUM, KIND_VAR,
+                             NFIELDS, NOBS, OLD_WT, OUT_STD, SEED, SUM_WT2, Moments, _finish,
+                             _value_step)
 
 from fastmomentum import _target
 
 cnp.import_array()
 
-# times' decay factors are the numeric cores' (built per CPU target: the vectorised 2**y,
-# src/cores/fm_time_factors.h); the recurrence itself is compiled here, once
+# times' decay factors and the row step of series side by side are the numeric cores' (built
+# per CPU target: the vectorised 2**y, src/cores/fm_time_factors.h; family_row,
+# src/cores/fm_ewm_moments.pxd); the rest of the recurrence is compiled here, once
 cdef CoreTable cores
 
 
@@ -63,18 +68,6 @@ cdef enum:
 ctypedef fused real:
     float
     double
-
-# state fields (rows of the (NFIELDS, m) float64 state array)
-cdef enum:
-    MEAN_X, MEAN_Y, COV, OLD_WT, SUM_WT2, NOBS, DECAY, SEED, LEAD_DECAY, X1, Y1, VAR_X, VAR_Y,
-    NFIELDS
-
-cdef enum:
-    # which recurrence; corr: pandas' three (cov(x, y), var(x), var(y): one weight state,
-    # as pandas masks x and y jointly first) in one pass
-    # (var: cov of x with itself, computing one mean: the same bits as KIND_COV with y = x)
-    KIND_MEAN = 0, KIND_SUM = 1, KIND_COV = 2, KIND_CORR = 3, KIND_VAR = 4
-    OUT_VALUE = 0, OUT_STD = 1                          # cov kind: the value, or zsqrt of it
 
 STATE_FIELDS = ("mean_x", "mean_y", "cov", "old_wt", "sum_wt2", "nobs", "decay", "seed",
                 "lead_decay", "x1", "y1", "var_x", "var_y")
@@ -130,36 +123,6 @@ cdef inline void _store(const Series* s, double* st, Py_ssize_t m, Py_ssize_t j)
         st[f * m + j] = d[f]
 
 
-ctypedef struct Moments:
-    double mean_x, mean_y, cov, var_x, var_y
-
-
-cdef inline double _comoment(double m, double mu, double mv, double nu, double nv, double xu,
-                             double xv, double a, double c) noexcept nogil:
-    """pandas' co-moment step, with the old and new means of both sides: one multiply and
-    one add on its dependency chain."""
-    return a * m + (a * ((mu - nu) * (mv - nv)) + c * ((xu - nu) * (xv - nv)))
-
-
-cdef inline Moments _value_step(Moments v, double x, double y, double a, double c,
-                                int kind) noexcept nogil:
-    """The values' part of a step (weights ``a``, ``c`` given)."""
-    cdef Moments r = v
-    cdef double mn = a * v.mean_x + c * x, mny
-    r.mean_x = mn if v.mean_x != x else v.mean_x
-    if kind == KIND_VAR:
-        r.mean_y = r.mean_x
-        r.cov = _comoment(v.cov, v.mean_x, v.mean_x, r.mean_x, r.mean_x, x, x, a, c)
-    elif kind >= KIND_COV:
-        mny = a * v.mean_y + c * y
-        r.mean_y = mny if v.mean_y != y else v.mean_y
-        r.cov = _comoment(v.cov, v.mean_x, v.mean_y, r.mean_x, r.mean_y, x, y, a, c)
-    if kind == KIND_CORR:
-        r.var_x = _comoment(v.var_x, v.mean_x, v.mean_x, r.mean_x, r.mean_x, x, x, a, c)
-        r.var_y = _comoment(v.var_y, v.mean_y, v.mean_y, r.mean_y, r.mean_y, y, y, a, c)
-    return r
-
-
 cdef inline Moments _moments(const Series* s) noexcept nogil:
     cdef Moments v
     v.mean_x, v.mean_y, v.cov, v.var_x, v.var_y = s.mean_x, s.mean_y, s.cov, s.var_x, s.var_y
@@ -170,26 +133,11 @@ cdef inline void _set_moments(Series* s, Moments v) noexcept nogil:
     s.mean_x, s.mean_y, s.cov, s.var_x, s.var_y = v.mean_x, v.mean_y, v.cov, v.var_x, v.var_y
 
 
-cdef inline double _zsqrt(double v) noexcept nogil:
-    return sqrt(v) if not v < 0 else 0.0      # pandas' zsqrt (NaN stays NaN)
-
-
 cdef inline double _bias_factor(const Series* s) noexcept nogil:
     """bias=False: (sum w)^2/((sum w)^2 - sum w^2), 0 where pandas gives NaN."""
     cdef double num = s.old_wt * s.old_wt    # pandas' sum_wt equals old_wt at every step
     cdef double den = num - s.sum_wt2
     return num / den if den > 0 else 0.0
-
-
-cdef inline double _finish(Moments v, double k, int kind, bint bias, bint std) noexcept nogil:
-    """A result of the cov or corr kind from the moments and _bias_factor ``k``."""
-    cdef double r
-    if kind == KIND_CORR:
-        return v.cov / _zsqrt(v.var_x * v.var_y)
-    r = v.cov
-    if not bias:
-        r = k * r if k != 0.0 else NAN
-    return _zsqrt(r) if std else r
 
 
 cdef inline double _output(const Series* s, const Params* p) noexcept nogil:
@@ -423,69 +371,6 @@ cdef inline bint _uniform(const double* st, Py_ssize_t m, Py_ssize_t j0,
     return not differ
 
 
-cdef inline bint _row_finite(const real* x, const real* y, Py_ssize_t j0,
-                             Py_ssize_t j1) noexcept nogil:
-    """No NaN or inf in the row: integer operations on the exponent bits only, an OR
-    reduction the compiler vectorises (a float compare with NaN did not, nor the int flag
-    of an integer compare mixed with 64-bit words: gcc 12 left the float64 loop scalar).
-    The exponent field plus one at its lowest bit carries into the sign bit exactly when
-    the field is all ones (NaN or inf)."""
-    cdef Py_ssize_t j
-    cdef const unsigned long long* bx
-    cdef const unsigned long long* by
-    cdef const unsigned int* fx
-    cdef const unsigned int* fy
-    cdef unsigned long long e64 = 0x7ff0000000000000ULL, one64 = 0x0010000000000000ULL
-    cdef unsigned long long bad64 = 0
-    cdef unsigned int e32 = 0x7f800000U, one32 = 0x00800000U, bad32 = 0
-    if real is double:
-        bx = <const unsigned long long*>x
-        by = <const unsigned long long*>y
-        for j in range(j0, j1):
-            bad64 |= ((bx[j] & e64) + one64) | ((by[j] & e64) + one64)
-        return (bad64 >> 63) == 0
-    else:
-        fx = <const unsigned int*>x
-        fy = <const unsigned int*>y
-        for j in range(j0, j1):
-            bad32 |= ((fx[j] & e32) + one32) | ((fy[j] & e32) + one32)
-        return (bad32 >> 31) == 0
-
-
-cdef inline void _row_values(const real* x, const real* y, real* out, double* st,
-                             Py_ssize_t m, Py_ssize_t j0, Py_ssize_t j1, double a, double c,
-                             double k, bint nan_out, int kind, bint bias,
-                             bint std) noexcept nogil:
-    """The value operations of one row across series j0..j1 (``kind``, ``bias``, ``std``
-    constants once inlined: a plain loop over contiguous arrays)."""
-    cdef Py_ssize_t j
-    cdef Moments mo
-    cdef double v
-    cdef double* mean_x = st + MEAN_X * m
-    cdef double* mean_y = st + MEAN_Y * m
-    cdef double* cov = st + COV * m
-    cdef double* var_x = st + VAR_X * m
-    cdef double* var_y = st + VAR_Y * m
-    for j in range(j0, j1):
-        if kind == KIND_SUM:
-            v = a * mean_x[j] + x[j]          # a: the decay
-            mean_x[j] = v
-        else:
-            mo.mean_x = mean_x[j]
-            if kind >= KIND_COV:
-                mo.mean_y, mo.cov = mean_y[j], cov[j]
-            if kind == KIND_CORR:
-                mo.var_x, mo.var_y = var_x[j], var_y[j]
-            mo = _value_step(mo, x[j], y[j], a, c, kind)
-            mean_x[j] = mo.mean_x
-            if kind >= KIND_COV:
-                mean_y[j], cov[j] = mo.mean_y, mo.cov
-            if kind == KIND_CORR:
-                var_x[j], var_y[j] = mo.var_x, mo.var_y
-            v = _finish(mo, k, kind, bias, std) if kind >= KIND_COV else mo.mean_x
-        out[j] = <real>(NAN if nan_out else v)
-
-
 cdef void _uniform_row(const real* x, const real* y, real* out, double* st, Py_ssize_t m,
                        Py_ssize_t j0, Py_ssize_t j1, Series* w, double f,
                        const Params* p) noexcept nogil:
@@ -501,26 +386,9 @@ cdef void _uniform_row(const real* x, const real* y, real* out, double* st, Py_s
         shares = _observe(w, f, p)
         a, c = shares.a, shares.c
         k = 0.0 if p.bias or p.kind < KIND_COV else _bias_factor(w)
-    if p.kind == KIND_SUM:
-        _row_values(x, y, out, st, m, j0, j1, a, c, k, nan_out, KIND_SUM, False, False)
-    elif p.kind == KIND_MEAN:
-        _row_values(x, y, out, st, m, j0, j1, a, c, k, nan_out, KIND_MEAN, False, False)
-    elif p.kind == KIND_CORR:
-        _row_values(x, y, out, st, m, j0, j1, a, c, k, nan_out, KIND_CORR, True, False)
-    elif p.kind == KIND_VAR and p.bias:
-        _row_values(x, y, out, st, m, j0, j1, a, c, k, nan_out, KIND_VAR, True,
-                    p.out_kind == OUT_STD)
-    elif p.kind == KIND_VAR and p.out_kind == OUT_STD:
-        _row_values(x, y, out, st, m, j0, j1, a, c, k, nan_out, KIND_VAR, False, True)
-    elif p.kind == KIND_VAR:
-        _row_values(x, y, out, st, m, j0, j1, a, c, k, nan_out, KIND_VAR, False, False)
-    elif p.bias:
-        _row_values(x, y, out, st, m, j0, j1, a, c, k, nan_out, KIND_COV, True,
-                    p.out_kind == OUT_STD)
-    elif p.out_kind == OUT_STD:
-        _row_values(x, y, out, st, m, j0, j1, a, c, k, nan_out, KIND_COV, False, True)
-    else:
-        _row_values(x, y, out, st, m, j0, j1, a, c, k, nan_out, KIND_COV, False, False)
+    # the row's value operations: the target's (vectorised across the series)
+    (cores.ewm_f32 if real is float else cores.ewm_f64).family_row(
+        x, y, out, st, m, j0, j1, a, c, k, nan_out, p.kind, p.bias, p.out_kind == OUT_STD)
 
 
 cdef inline void _spread(const Series* w, double* st, Py_ssize_t m, Py_ssize_t j0,
@@ -545,11 +413,13 @@ cdef void _rows(const real* x, const real* y, real* out, double* st, Py_ssize_t 
     cdef bint uniform = _uniform(st, m, j0, j1)
     cdef double f
     cdef Series s, w
+    cdef const EwmCores* ewm = &cores.ewm_f32 if real is float else &cores.ewm_f64
     if uniform:
         _load(&w, st, m, j0)
     for t in range(n):
         f = _factor(p, t)
-        if uniform and _row_finite(x + t * ts, y + t * ts, j0, j1):
+        if (uniform and ewm.row_finite(x + t * ts, j0, j1)
+                and (y == x or ewm.row_finite(y + t * ts, j0, j1))):
             _uniform_row(x + t * ts, y + t * ts, out + t * ts, st, m, j0, j1, &w, f, p)
         else:
             if uniform:
