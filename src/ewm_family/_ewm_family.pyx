@@ -5,9 +5,10 @@ array between calls, so that a series processed in chunks of any sizes runs exac
 operations of one pass (bit-identical), and a stream can be saved and resumed.
 
 Compiled once (not per CPU target; the value arithmetic lives in fm_ewm_moments.pxd, whose
-row step across series is also built per target as a core): no ``fma`` (without ``-mfma`` it is a libm call, 25 ns a
-value measured) and ``-ffp-contract=off`` forbids the compiler's own, so every result is
-the same sequence of IEEE multiplies and adds in every build, as pandas' loops.
+row step across series is also built per target as a core): no ``fma`` (without ``-mfma``
+it is a libm call, 25 ns a value measured) and ``-ffp-contract=off`` forbids the
+compiler's own, so every result is the same sequence of IEEE multiplies and adds in every
+build, as pandas' loops.
 
 A step, for a started series (one that has seen a value), where ``f`` is the step's decay
 (``1 - alpha``, or ``(1 - alpha)**delta`` with ``times``), ``ow`` the old weight, ``nw`` the
