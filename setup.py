@@ -151,11 +151,15 @@ def inline_growth_flags(percent, large_function_insns=None):
 
 FAMILY_FLAGS = inline_growth_flags(80)
 CORES_INLINE_FLAGS = inline_growth_flags(400, large_function_insns=100000)
+# The cores never read errno: without -fno-math-errno gcc keeps a libm call beside every
+# sqrt (for errno on a negative input), and the ewm family's std and corr row steps stayed
+# scalar ("control flow in loop", -fopt-info-vec). It changes no value.
+CORES_FLAGS = [*CORES_INLINE_FLAGS, "-fno-math-errno"]
 
 extensions = [
     # per CPU target: the numeric cores only (no threads in them)
     *(extension(f"_cores_{name}", f"src/cores/_cores_{name}.pyx",
-                [*flags, *CORES_INLINE_FLAGS])
+                [*flags, *CORES_FLAGS])
       for name, flags in variants.items()),
     # compiled once, for the default target
     extension("_cpu", "src/cores/_cpu.pyx"),
