@@ -402,10 +402,8 @@ def _family_time_factors(values, previous, halflife, alpha):
 
 
 def _family_advance(kind, x, y, out, state, alpha, f0, factors, adjust, ignore_na, bias,
-                    fills, min_periods, out_kind, scan=False):
-    """NumPy version of ``fastmomentum._ewm_family.advance`` (same contract, same state;
-    ``scan``, the compiled one's licence to compute a one-shot mean's blocks by a scan to
-    rounding, changes nothing here: the recurrence is the reference)."""
+                    fills, min_periods, out_kind):
+    """NumPy version of ``fastmomentum._ewm_family.advance`` (same contract, same state)."""
     if out is None:
         out = np.empty_like(x)
     if x.ndim == 1:

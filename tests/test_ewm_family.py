@@ -594,15 +594,18 @@ def test_pairwise_errors_write_nothing(impl):
 
 
 @pytest.mark.parametrize("stat", ["var", "std", "cov", "corr", "sum"])
-def test_column_split_equals_baseline_bits_and_pandas(stat):
-    """A frame large enough to split its series over threads (blocks of 8 series, each on a
-    state of its own; 45 series: a last block of 5) runs the split, and gives the NumPy
-    baseline's bits (and pandas' values) on 1 and 2 threads, missing values included."""
+@pytest.mark.parametrize("shape, order", [((2_000, 1029), "C"), ((30_000, 45), "F")])
+def test_column_split_equals_baseline_bits_and_pandas(stat, shape, order):
+    """A frame large enough to split its series over threads (blocks of whole multiples of
+    8 series, each on a state of its own, the last one shorter) runs the split, and gives
+    the NumPy baseline's bits (and pandas' values) on 1 and 2 threads, missing values
+    included: series side by side (C order: blocks of at least 512 series, each thread
+    sweeping part of every row) and series one by one (F order)."""
     from fastmomentum import _threads
     rng = np.random.default_rng(21)
-    x = rng.standard_normal((30_000, 45))
+    x = np.asarray(rng.standard_normal(shape), order=order)
     x[rng.random(x.shape) < 0.002] = np.nan
-    y = rng.standard_normal(x.shape) if stat in PAIR else None
+    y = np.asarray(rng.standard_normal(x.shape), order=order) if stat in PAIR else None
     before = fastmomentum.get_num_threads()
     want = call("baseline", stat, x, y, alpha=0.05)
     try:

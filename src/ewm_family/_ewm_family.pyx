@@ -491,6 +491,13 @@ cdef void _column_block(void* ctx, Py_ssize_t block, int worker) noexcept nogil:
 cdef enum:
     # a split's blocks are whole multiples of this many series (a cache line of float64)
     COLUMN_ALIGN = 8
+    # Series side by side (rows, js == 1) split into blocks of at least this many: each
+    # thread then sweeps part of every row. With the row step vectorised (a core) that
+    # lost up to 400 series a row and paid from 1024, where one thread's state outgrows
+    # L1 (10M values into out=, medians of 5, quiet: ewm_var 1 -> 2 threads 5.9 -> 10.1 ms
+    # at 100 series, 5.7 -> 9.9 at 400, 14.0 -> 9.7 at 1024, 11.9 -> 8.3 at 4096;
+    # ewm_corr 15.8 -> 16.7, 15.9 -> 16.6, 20.3 -> 17.3, 19.3 -> 13.4).
+    ROW_SPLIT_MIN = 512
 
 
 cdef void _chunk(const Chunk* c) noexcept nogil:
@@ -503,7 +510,7 @@ cdef void _chunk(const Chunk* c) noexcept nogil:
     cdef ColumnSplit sp
     cdef int threads = 1
     cdef Py_ssize_t blocks
-    if c.m >= 2 * COLUMN_ALIGN:
+    if c.m >= 2 * (ROW_SPLIT_MIN if c.js == 1 else COLUMN_ALIGN):
         # about 1 ns a value (ewm_var of 100k x 100 on one thread: 2.5 ns with its page
         # faults), an estimate that errs towards fewer threads
         threads = threads_for(<double>c.n * <double>c.m)
