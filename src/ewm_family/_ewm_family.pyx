@@ -366,9 +366,12 @@ cdef Py_ssize_t _steady(const real* x, const real* y, real* out, Py_ssize_t t, P
     else:
         t = _steady_run(x, y, out, t, n, ts, s, a, c, k, b, t_ok, KIND_COV, False, False)
     s.nobs = s.nobs + (t - t0)
-    decays = pow(b, <double>(t - t0))          # (one pow a chunk of a stream: ~30 ns each)
-    s.decay = _flush(s.decay * decays)
-    s.seed = _flush(s.seed * (decays if p.adjust else pow(a, <double>(t - t0))))
+    # (one or two pows a chunk of a stream, ~30 ns each: none once both products have
+    # flushed to zero, 0.9**6600 < TINY, which they then stay: they never go negative)
+    if s.decay != 0.0 or s.seed != 0.0:
+        decays = pow(b, <double>(t - t0))
+        s.decay = _flush(s.decay * decays)
+        s.seed = _flush(s.seed * (decays if p.adjust else pow(a, <double>(t - t0))))
     return t
 
 
