@@ -34,7 +34,8 @@ from . import _ewm_api, _ewm_family  # noqa: E402
 (ewm_var, ewm_std, ewm_cov, ewm_corr, ewm_sum, _ewm_mean_times,
  EwmStream) = _ewm_api.make_functions(_ewm_api.Family(_ewm_family.advance,
                                                           _ewm_family.time_steps,
-                                                          _ewm_family.Stepper))
+                                                          _ewm_family.Stepper,
+                                                          _ewm_family.StreamCore))
 
 from ._version import __version__
 

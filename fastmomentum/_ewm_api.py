@@ -228,10 +228,12 @@ class Family:
     ``(1 - alpha)**((t_i - t_{i-1})/halflife)`` from :func:`time_values` ``values``, with
     ``t_{-1} = previous``, or 1 for the first when ``previous`` is NaN)."""
 
-    def __init__(self, advance, time_factors, stepper=None):
+    def __init__(self, advance, time_factors, stepper=None, stream_core=None):
         self.advance = advance
         self.time_factors = time_factors
         self.stepper = stepper or self._checked_stepper
+        # a compiled first base of EwmStream (its _fast, _steps and update's common path)
+        self.stream_core = stream_core
 
     # -- one statistic over a whole array ---------------------------------------------
     def compute(self, func, stat, x, y, com, span, halflife, alpha, adjust, ignore_na,
@@ -322,8 +324,9 @@ class Family:
 
     def stream_class(self):
         family = self
+        bases = (_StreamBase,) if self.stream_core is None else (self.stream_core, _StreamBase)
 
-        class EwmStream(_StreamBase):
+        class EwmStream(*bases):
             __doc__ = _StreamBase.__doc__
             _family = family
         return EwmStream
@@ -393,12 +396,18 @@ class _StreamBase:
         fast = self._fast
         if fast is not None and out is None and times is None:
             # the common call: a C-contiguous chunk like the previous one, time along axis
-            # 0 (same operations as below), checked by the family's stepper (compiled: in
-            # C); None when it is not such a chunk
+            # 0 (same operations as _checked_update), checked by the family's stepper; None
+            # when it is not such a chunk (the compiled family's streams take this path in
+            # C: StreamCore.update)
             result = fast(x, y)
             if result is not None:
                 self._steps += result.shape[0]
                 return result
+        return self._checked_update(x, y, times, out)
+
+    def _checked_update(self, x, y, times, out):
+        """update's path for every chunk (the one above, and the compiled family's
+        StreamCore.update, take only the common call)."""
         func, x, y, out, axis = self._check_chunk(x, y, out)
         xs, ys, os = as_steps(x, axis), as_steps(y, axis), as_steps(out, axis)
         n, m = xs.shape

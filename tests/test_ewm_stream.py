@@ -228,9 +228,10 @@ def pandas_family(stat, x, y, kw):
 @pytest.mark.parametrize("stat", ["var", "cov"])
 def test_common_update_path_and_its_refusals(impl, stat):
     """After a first update, chunks like it go through the family's stepper (compiled:
-    fastmomentum._ewm_family.Stepper, checked in C); chunks it does not take (another
-    dtype or byte order, Fortran order, another width, a y of another length, out=) fall
-    back to the checked path, and every mix gives one pass's bits."""
+    fastmomentum._ewm_family.Stepper, checked in C, called by StreamCore.update in C)
+    and never through the checked path; chunks it does not take (another dtype or byte
+    order, Fortran order, another width, a y of another length, out=) fall back to the
+    checked path, and every mix gives one pass's bits."""
     mod = fastmomentum if impl == "fastmomentum" else baseline
     x, y, _ = _data(400, 3, 5, missing=0.05)
     pair = stat in PAIR
@@ -241,6 +242,12 @@ def test_common_update_path_and_its_refusals(impl, stat):
         from fastmomentum._ewm_family import Stepper
         assert isinstance(stream._fast, Stepper)
     fast = stream._fast
+    checked = []                     # the chunk lengths that took the checked path
+
+    def checked_update(x, y, times, out, real=stream._checked_update):
+        checked.append(len(x))
+        return real(x, y, times, out)
+    stream._checked_update = checked_update
     before = stream._states[0].copy()
     refused = [(x[50:60].astype(np.float32), y[50:60].astype(np.float32)),
                (x[50:60].astype(">f8"), y[50:60].astype(">f8")),
@@ -261,6 +268,7 @@ def test_common_update_path_and_its_refusals(impl, stat):
     args = (x[200:300], y[200:300]) if pair else (x[200:300],)
     parts.append(stream.update(*args, out=out))                              # checked path
     parts.append(_update(stream, stat, x[300:], y[300:], None))              # the stepper
+    assert checked == [80, 100]
     np.testing.assert_array_equal(np.concatenate(parts), one)
     assert stream.state_dict()["steps"] == 400
 

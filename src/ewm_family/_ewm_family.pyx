@@ -37,6 +37,8 @@ Large calls split their series into blocks over threads, each block on a copy of
 state (see _chunk).
 """
 cimport numpy as cnp
+from cpython.object cimport PyTypeObject
+from cpython.ref cimport Py_INCREF
 from libc.math cimport NAN, log2, pow
 from libc.stdint cimport int64_t
 from libc.stdlib cimport free, malloc
@@ -50,6 +52,15 @@ from fm_ewm_moments cimport (DECAY, KIND_CORR, KIND_COV, KIND_MEAN, KIND_SUM, KI
 from fastmomentum import _target
 
 cnp.import_array()
+
+cdef extern from "numpy/arrayobject.h":
+    # (not in numpy's .pxd) a new array of a descriptor it steals a reference to: a
+    # stream's results from the Stepper's own descriptor, without PyArray_EMPTY's lookup
+    # and checks (130 instructions of ~3300 a 16-value update, callgrind)
+    PyTypeObject PyArray_Type
+    object PyArray_NewFromDescr(PyTypeObject* subtype, cnp.dtype descr, int nd,
+                                cnp.npy_intp* dims, cnp.npy_intp* strides, void* data,
+                                int flags, void* obj)
 
 # times' decay factors and the row step of series side by side are the numeric cores' (built
 # per CPU target: the vectorised 2**y, src/cores/fm_time_factors.h; family_row,
@@ -315,9 +326,12 @@ cdef Py_ssize_t _steady(const real* x, const real* y, real* out, Py_ssize_t t, P
     else:
         t = _steady_run(x, y, out, t, n, ts, s, a, c, k, b, t_ok, KIND_COV, False, False)
     s.nobs = s.nobs + (t - t0)
-    decays = pow(b, <double>(t - t0))          # (one pow a chunk of a stream: ~30 ns each)
-    s.decay = _flush(s.decay * decays)
-    s.seed = _flush(s.seed * (decays if p.adjust else pow(a, <double>(t - t0))))
+    # (one or two pows a chunk of a stream, ~30 ns each: none once both products have
+    # flushed to zero, 0.9**6600 < TINY, which they then stay: they never go negative)
+    if s.decay != 0.0 or s.seed != 0.0:
+        decays = pow(b, <double>(t - t0))
+        s.decay = _flush(s.decay * decays)
+        s.seed = _flush(s.seed * (decays if p.adjust else pow(a, <double>(t - t0))))
     return t
 
 
@@ -724,6 +738,7 @@ cdef class Stepper:
     cdef int typenum, ndim
     cdef Py_ssize_t m
     cdef bint pair
+    cdef cnp.dtype descr          # the results' (native byte order)
 
     def __init__(self, int kind, cnp.ndarray state, cnp.dtype dtype, int ndim, Py_ssize_t m,
                  bint pair, double alpha, double f0, bint adjust, bint ignore_na, bint bias,
@@ -737,6 +752,7 @@ cdef class Stepper:
                              "or float64 of 1 or 2 dimensions")
         self.state = state
         self.typenum = dtype.type_num
+        self.descr = cnp.PyArray_DescrFromType(dtype.type_num)
         self.ndim = ndim
         self.m = m
         self.pair = pair
@@ -753,6 +769,9 @@ cdef class Stepper:
                 and (self.ndim == 1 or cnp.PyArray_DIM(arr, 1) == self.m))
 
     def __call__(self, x, y=None):
+        return self._step(x, y)
+
+    cdef object _step(self, object x, object y):
         cdef Chunk c
         cdef cnp.ndarray xa, ya, out
         if not self._takes(x) or (y is None) == self.pair:
@@ -765,7 +784,9 @@ cdef class Stepper:
             ya = <cnp.ndarray>y
             if cnp.PyArray_DIM(ya, 0) != cnp.PyArray_DIM(xa, 0):
                 return None
-        out = cnp.PyArray_EMPTY(self.ndim, cnp.PyArray_DIMS(xa), self.typenum, 0)
+        Py_INCREF(self.descr)
+        out = PyArray_NewFromDescr(&PyArray_Type, self.descr, self.ndim,
+                                   cnp.PyArray_DIMS(xa), NULL, NULL, 0, NULL)
         c.f32 = self.typenum == cnp.NPY_FLOAT
         c.n = cnp.PyArray_DIM(xa, 0)
         c.m = self.m
@@ -778,3 +799,25 @@ cdef class Stepper:
         c.p = self.p
         _run(&c, NULL)
         return out
+
+
+cdef class StreamCore:
+    """The compiled part of ``EwmStream`` (its first base; the Python part is
+    ``fastmomentum._ewm_api._StreamBase``): the step count, the :class:`Stepper` of the
+    common update, and :meth:`update`'s common path in C, which hands every other call to
+    the Python ``_checked_update``. (A Python ``update`` before the Stepper cost ~0.3 us a
+    call: its frame, keyword-only arguments, attribute lookups and ``self._steps +=``.)"""
+    cdef public Stepper _fast
+    cdef public Py_ssize_t _steps
+
+    def update(self, x, y=None, *, times=None, out=None):
+        """The results of the next chunk (a 1-D series chunk, or a 2-D block with time
+        along ``axis``); ``y``: cov and corr; ``times``: its times (streams made with
+        ``times=True``)."""
+        cdef object result
+        if self._fast is not None and out is None and times is None:
+            result = self._fast._step(x, y)
+            if result is not None:
+                self._steps += cnp.PyArray_DIM(<cnp.ndarray>result, 0)
+                return result
+        return self._checked_update(x, y, times, out)
