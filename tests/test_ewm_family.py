@@ -284,6 +284,26 @@ def test_time_factors_against_pow_and_chunk_independent(times_dtype):
         time_factors(times.astype(np.float32), np.nan, 1.0, 0.5)
 
 
+def test_time_factors_small_and_wide_int64_times_agree():
+    """int64 times within [-2**50, 2**50) (seconds to microseconds since 1970) take the
+    factor pass's short conversion (the integer difference), wider ones (nanoseconds) the
+    full one: where both are exact (times under 2**53) they give the same bits, whichever
+    blocks a shift moves across 2**50; nanosecond times match pow as pandas rounds them."""
+    from fastmomentum._ewm_family import time_factors
+    rng = np.random.default_rng(23)
+    steps = np.concatenate([rng.integers(0, 90, 2500), [0, 5000, -40, 1]])
+    times = np.cumsum(steps).astype(np.int64)
+    small = time_factors(times, np.nan, 20.0, 0.5)
+    for shift in (2**52, 2**50 - int(times[1500]), -2**50 - int(times[700]), -2**50):
+        np.testing.assert_array_equal(time_factors(times + shift, np.nan, 20.0, 0.5), small)
+    nanos = times * 10**9 + 1_700_000_000 * 10**9
+    tf = nanos.astype(np.float64)
+    halflife = 20.0 * 10**9
+    want = np.power(0.5, np.diff(tf, prepend=tf[0]) / halflife)
+    np.testing.assert_allclose(time_factors(nanos, np.nan, halflife, 0.5), want,
+                               rtol=2e-15, atol=1e-300)
+
+
 @pytest.mark.parametrize("impl", IMPLS)
 def test_times_alpha_one_with_repeated_times(impl):
     """alpha=1 (b = 0) with repeated timestamps: pandas' pow(0, 0) = 1 keeps the weight,
