@@ -210,7 +210,10 @@ cdef inline Weights _observe(Series* s, double f, const Params* p) noexcept nogi
     """The weights' part of an observed step of a started series (decay ``f`` first);
     returns the shares the values' part uses."""
     cdef Weights w
-    cdef double ow = _flush(s.old_wt * f), nw, inv
+    # not flushed: an observed step leaves old_wt >= 1 (adjust; 1 otherwise), so a product
+    # below TINY is one step's (only a run of missing values decays old_wt for good, and
+    # _step flushes that); 2 of the timed mean's 40 instructions a value
+    cdef double ow = s.old_wt * f, nw, inv
     s.sum_wt2 = _flush(s.sum_wt2 * (f * f))
     if p.adjust:
         s.seed = _flush(s.seed * f)
@@ -297,7 +300,7 @@ cdef inline Py_ssize_t _steady_run(const real* x, const real* y, real* out, Py_s
 
 cdef inline Py_ssize_t _timed_kind(const real* x, const real* y, real* out, Py_ssize_t t,
                                    Py_ssize_t n, Py_ssize_t ts, Series* s, Py_ssize_t t_ok,
-                                   const Params* p, int kind, bint adjust,
+                                   const Params* p, int kind, bint adjust, bint fills,
                                    bint check_y) noexcept nogil:
     """_steady's counterpart with times (not sum: pandas has none): values t.. of a
     started series, each step decaying by its own factor, the weights recomputed as _step
@@ -310,7 +313,11 @@ cdef inline Py_ssize_t _timed_kind(const real* x, const real* y, real* out, Py_s
     cdef Params q = p[0]
     cdef Weights w
     cdef double xt, yt, f, k = 0.0
+    cdef Py_ssize_t t0 = t
     q.adjust = adjust
+    q.fills = fills
+    if adjust:
+        q.new_wt = 1.0           # as _set_params: a constant, 1.0 * inv folded away
     while t < n:
         xt = x[t * ts]
         yt = y[t * ts] if check_y else xt
@@ -318,7 +325,6 @@ cdef inline Py_ssize_t _timed_kind(const real* x, const real* y, real* out, Py_s
             break
         f = q.factors[t]
         ws.decay = _flush(ws.decay * f)
-        ws.nobs = ws.nobs + 1
         w = _observe(&ws, f, &q)
         if kind >= KIND_COV and not q.bias:
             k = _bias_factor(&ws)
@@ -327,6 +333,7 @@ cdef inline Py_ssize_t _timed_kind(const real* x, const real* y, real* out, Py_s
                                                            q.out_kind == OUT_STD)
                              if kind >= KIND_COV else v.mean_x)
         t += 1
+    ws.nobs = ws.nobs + <double>(t - t0)      # (counts: exact, as one a step)
     s[0] = ws
     _set_moments(s, v)
     return t
@@ -335,14 +342,14 @@ cdef inline Py_ssize_t _timed_kind(const real* x, const real* y, real* out, Py_s
 cdef Py_ssize_t _timed_run(const real* x, const real* y, real* out, Py_ssize_t t,
                            Py_ssize_t n, Py_ssize_t ts, Series* s, Py_ssize_t t_ok,
                            const Params* p) noexcept nogil:
-    """_timed_kind: the mean's own copies (a constant kind and adjust, y not read: no
-    branches on them in the loop; 63 instructions a value before, callgrind) or the
+    """_timed_kind: the mean's own copies (a constant kind, adjust and fills, y not read:
+    no branches on them in the loop; 63 instructions a value before, callgrind) or the
     others' (a runtime kind)."""
-    if p.kind == KIND_MEAN and x == y and p.adjust:
-        return _timed_kind(x, y, out, t, n, ts, s, t_ok, p, KIND_MEAN, True, False)
-    if p.kind == KIND_MEAN and x == y:
-        return _timed_kind(x, y, out, t, n, ts, s, t_ok, p, KIND_MEAN, False, False)
-    return _timed_kind(x, y, out, t, n, ts, s, t_ok, p, p.kind, p.adjust, True)
+    if p.kind == KIND_MEAN and x == y and p.adjust and not p.fills:
+        return _timed_kind(x, y, out, t, n, ts, s, t_ok, p, KIND_MEAN, True, False, False)
+    if p.kind == KIND_MEAN and x == y and not p.adjust and p.fills:
+        return _timed_kind(x, y, out, t, n, ts, s, t_ok, p, KIND_MEAN, False, True, False)
+    return _timed_kind(x, y, out, t, n, ts, s, t_ok, p, p.kind, p.adjust, p.fills, True)
 
 
 cdef inline Py_ssize_t _first_ok(Py_ssize_t t, const Series* s,
