@@ -525,6 +525,41 @@ def test_times_mean_over_factor_blocks_matches_pandas(adjust, dtype):
 
 
 @pytest.mark.parametrize("adjust", [True, False])
+def test_times_mean_dead_products_same_bits_and_state(adjust):
+    """A long times mean: its products of decays (decay, seed, sum_wt2) flush to 0 after
+    ~1000 halflives, and the timed loop then runs without them (_timed_run). Outputs and
+    the whole state are the bits of the NumPy baseline's recurrence, in one call and in
+    chunks whose edges fall before and after the products die; missing values between."""
+    from fastmomentum._ewm_api import new_state
+    from fastmomentum._ewm_family import advance, time_factors
+    rng = np.random.default_rng(33)
+    n = 3000
+    times = np.cumsum(rng.integers(1, 100, n)).astype(np.int64)
+    x = rng.standard_normal(n)
+    x[[900, 2200, 2201]] = np.nan
+    fills = not adjust                       # pandas' mean with times has com = 1
+    for ignore_na in (False, True):
+        args = (0.5, 1.0)
+        opts = (adjust, ignore_na, False, fills, 0, 0)
+        factors = time_factors(times, np.nan, 30.0, 0.5)
+        want_state = new_state(1)
+        want = baseline._family_advance(0, x[:, None], x[:, None], None, want_state, *args,
+                                        factors, *opts)[:, 0]
+        assert want_state[[4, 6, 7], 0].tolist() == [0.0, 0.0, 0.0]   # sum_wt2, decay, seed
+        state = new_state(1)
+        np.testing.assert_array_equal(advance(0, x, x, None, state, *args, factors, *opts),
+                                      want)
+        np.testing.assert_array_equal(state, want_state)
+        state = new_state(1)
+        parts = []
+        for a, b in zip([0, 5, 400, 1500, 2201], [5, 400, 1500, 2201, n]):
+            f = time_factors(times[a:b], float(times[a - 1]) if a else np.nan, 30.0, 0.5)
+            parts.append(advance(0, x[a:b], x[a:b], None, state, *args, f, *opts))
+        np.testing.assert_array_equal(np.concatenate(parts), want)
+        np.testing.assert_array_equal(state, want_state)
+
+
+@pytest.mark.parametrize("adjust", [True, False])
 def test_times_mean_one_shot_equals_stream_bits(adjust):
     """A one-shot times mean gives the bits of an EwmStream fed the same series in chunks
     of any sizes (issue 16.3), also with the series elsewhere in memory: no path of the
