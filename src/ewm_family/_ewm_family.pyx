@@ -301,23 +301,20 @@ cdef inline Py_ssize_t _steady_run(const real* x, const real* y, real* out, Py_s
     return t
 
 
-cdef inline Py_ssize_t _timed_kind(const real* x, const real* y, real* out, Py_ssize_t t,
-                                   Py_ssize_t n, Py_ssize_t ts, Series* s, Py_ssize_t t_ok,
-                                   const Params* p, int kind, bint adjust, bint fills,
-                                   bint check_y, bint live) noexcept nogil:
-    """_steady's counterpart with times (not sum: pandas has none): values t.. of a
-    started series, each step decaying by its own factor, the weights recomputed as _step
-    does but in a local copy of the state (_step on the state in memory chains every
-    weight through a store and a load: 9 ns a value for the mean measured, 3.7 here), and
-    of the parameters (``out`` may alias ``p``: gcc reloaded every field after each store).
-    ``check_y``: whether y's values may be missing where x's are not (False: y is x);
-    ``live``: whether the products (decay, seed, the mean's sum_wt2) are updated (False:
-    they are 0)."""
+cdef inline Py_ssize_t _timed_mean(const real* x, real* out, Py_ssize_t t, Py_ssize_t n,
+                                   Py_ssize_t ts, Series* s, Py_ssize_t t_ok,
+                                   const Params* p, bint adjust, bint fills,
+                                   bint live) noexcept nogil:
+    """_timed_any for the mean of x (y is x: not read), its kind, adjust and fills
+    constants (no branches on them in the loop), on a local copy of the parameters
+    (``out`` may alias ``p``: gcc reloaded every field after each store); ``live``: whether
+    the products (decay, seed, sum_wt2) are updated (False: they are 0, see _timed_run).
+    The same operations as _step's (one count added at the end: exact)."""
     cdef Moments v = _moments(s)
     cdef Series ws = s[0]
     cdef Params q = p[0]
     cdef Weights w
-    cdef double xt, yt, f, k = 0.0
+    cdef double xt, f
     cdef Py_ssize_t t0 = t
     q.adjust = adjust
     q.fills = fills
@@ -325,21 +322,16 @@ cdef inline Py_ssize_t _timed_kind(const real* x, const real* y, real* out, Py_s
         q.new_wt = 1.0           # as _set_params: a constant, 1.0 * inv folded away
     while t < n:
         xt = x[t * ts]
-        yt = y[t * ts] if check_y else xt
-        if not ((xt - xt == 0.0) and (yt - yt == 0.0)):
+        if not (xt - xt == 0.0):
             break
         f = q.factors[t]
         if live:
             ws.decay = _flush(ws.decay * f)
         w = _observe(&ws, f, &q, live)
-        if kind >= KIND_COV and not q.bias:
-            k = _bias_factor(&ws)
-        v = _value_step(v, xt, yt, w.a, w.c, kind)
-        out[t * ts] = <real>(NAN if t < t_ok else _finish(v, k, kind, q.bias,
-                                                           q.out_kind == OUT_STD)
-                             if kind >= KIND_COV else v.mean_x)
+        v = _value_step(v, xt, xt, w.a, w.c, KIND_MEAN)
+        out[t * ts] = <real>(NAN if t < t_ok else v.mean_x)
         t += 1
-    ws.nobs = ws.nobs + <double>(t - t0)      # (counts: exact, as one a step)
+    ws.nobs = ws.nobs + <double>(t - t0)
     s[0] = ws
     _set_moments(s, v)
     return t
@@ -348,27 +340,57 @@ cdef inline Py_ssize_t _timed_kind(const real* x, const real* y, real* out, Py_s
 cdef Py_ssize_t _timed_run(const real* x, const real* y, real* out, Py_ssize_t t,
                            Py_ssize_t n, Py_ssize_t ts, Series* s, Py_ssize_t t_ok,
                            const Params* p) noexcept nogil:
-    """_timed_kind: the mean's own copies (a constant kind, adjust and fills, y not read:
-    no branches on them in the loop; 63 instructions a value before, callgrind) or the
-    others' (a runtime kind). The mean's products of decays, once flushed to 0 (after
-    about 1000 halflives: most of a long series), stay 0 (0 * f is 0, or NaN for an
-    infinite f, flushed again): its copies without them run 20 instructions a value
-    instead of 32, and the products stay 0 (the same bits)."""
+    """Values t.. of a started series with times (not sum: pandas has none): the mean's
+    own copies of the loop (_timed_mean: 63 instructions a value before, callgrind), or
+    _timed_any. The mean's products of decays, once flushed to 0 (after about 1000
+    halflives: most of a long series), stay 0 (0 * f is 0, or NaN for an infinite f,
+    flushed again): its copies without them run 20 instructions a value instead of 32
+    (1M-value times mean, callgrind), and the products stay 0 (the same bits)."""
     cdef bint dead = s.decay == 0.0 and s.seed == 0.0 and s.sum_wt2 == 0.0
     if p.kind == KIND_MEAN and x == y and p.adjust and not p.fills:
         if dead:
-            return _timed_kind(x, y, out, t, n, ts, s, t_ok, p, KIND_MEAN, True, False,
-                               False, False)
-        return _timed_kind(x, y, out, t, n, ts, s, t_ok, p, KIND_MEAN, True, False, False,
-                           True)
+            return _timed_mean(x, out, t, n, ts, s, t_ok, p, True, False, False)
+        return _timed_mean(x, out, t, n, ts, s, t_ok, p, True, False, True)
     if p.kind == KIND_MEAN and x == y and not p.adjust and p.fills:
         if dead:
-            return _timed_kind(x, y, out, t, n, ts, s, t_ok, p, KIND_MEAN, False, True,
-                               False, False)
-        return _timed_kind(x, y, out, t, n, ts, s, t_ok, p, KIND_MEAN, False, True, False,
-                           True)
-    return _timed_kind(x, y, out, t, n, ts, s, t_ok, p, p.kind, p.adjust, p.fills, True,
-                       True)
+            return _timed_mean(x, out, t, n, ts, s, t_ok, p, False, True, False)
+        return _timed_mean(x, out, t, n, ts, s, t_ok, p, False, True, True)
+    return _timed_any(x, y, out, t, n, ts, s, t_ok, p)
+
+
+cdef Py_ssize_t _timed_any(const real* x, const real* y, real* out, Py_ssize_t t,
+                           Py_ssize_t n, Py_ssize_t ts, Series* s, Py_ssize_t t_ok,
+                           const Params* p) noexcept nogil:
+    """_steady's counterpart with times for any kind: values t.. of a started series,
+    each step decaying by its own factor, the weights recomputed as _step does but in a
+    local copy of the state (_step on the state in memory chains every weight through a
+    store and a load: 9 ns a value for the mean measured, 3.7 here). On the parameters in
+    memory: as _timed_mean's loop with a runtime kind on a local copy, gcc 12 packed pairs
+    of its chains into one register (1M-value ewm_var and ewm_cov with times measured 2x
+    slower)."""
+    cdef Moments v = _moments(s)
+    cdef Series ws = s[0]
+    cdef Weights w
+    cdef double xt, yt, f, k = 0.0
+    while t < n:
+        xt = x[t * ts]
+        yt = y[t * ts]
+        if not ((xt - xt == 0.0) and (yt - yt == 0.0)):
+            break
+        f = p.factors[t]
+        ws.decay = _flush(ws.decay * f)
+        ws.nobs = ws.nobs + 1
+        w = _observe(&ws, f, p, True)
+        if p.kind >= KIND_COV and not p.bias:
+            k = _bias_factor(&ws)
+        v = _value_step(v, xt, yt, w.a, w.c, p.kind)
+        out[t * ts] = <real>(NAN if t < t_ok else _finish(v, k, p.kind, p.bias,
+                                                           p.out_kind == OUT_STD)
+                             if p.kind >= KIND_COV else v.mean_x)
+        t += 1
+    s[0] = ws
+    _set_moments(s, v)
+    return t
 
 
 cdef inline Py_ssize_t _first_ok(Py_ssize_t t, const Series* s,
