@@ -434,12 +434,12 @@ def _family_advance(kind, x, y, out, state, alpha, f0, factors, adjust, ignore_n
                 mean_x[seen] += xt[seen]
                 nobs[seen] += 1
             else:
-                ow = np.where(old_wt * f >= tiny, old_wt * f, 0.0)
+                ow = old_wt * f             # flushed where no value is observed
                 sw2 = np.where(sum_wt2 * (f * f) >= tiny, sum_wt2 * (f * f), 0.0)
                 sum_wt2[going] = sw2[going]
                 if adjust:
                     seed[going] = np.where(seed[going] * f >= tiny, seed[going] * f, 0.0)
-                old_wt[going & ~obs] = ow[going & ~obs]
+                old_wt[going & ~obs] = np.where(ow >= tiny, ow, 0.0)[going & ~obs]
                 seen = going & obs
                 nobs[seen] += 1
                 nw = 1.0 - ow if fills else np.full_like(ow, new_wt)

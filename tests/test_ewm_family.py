@@ -284,6 +284,26 @@ def test_time_factors_against_pow_and_chunk_independent(times_dtype):
         time_factors(times.astype(np.float32), np.nan, 1.0, 0.5)
 
 
+def test_time_factors_small_and_wide_int64_times_agree():
+    """int64 times within [-2**50, 2**50) (seconds to microseconds since 1970) take the
+    factor pass's short conversion (the integer difference), wider ones (nanoseconds) the
+    full one: where both are exact (times under 2**53) they give the same bits, whichever
+    blocks a shift moves across 2**50; nanosecond times match pow as pandas rounds them."""
+    from fastmomentum._ewm_family import time_factors
+    rng = np.random.default_rng(23)
+    steps = np.concatenate([rng.integers(0, 90, 2500), [0, 5000, -40, 1]])
+    times = np.cumsum(steps).astype(np.int64)
+    small = time_factors(times, np.nan, 20.0, 0.5)
+    for shift in (2**52, 2**50 - int(times[1500]), -2**50 - int(times[700]), -2**50):
+        np.testing.assert_array_equal(time_factors(times + shift, np.nan, 20.0, 0.5), small)
+    nanos = times * 10**9 + 1_700_000_000 * 10**9
+    tf = nanos.astype(np.float64)
+    halflife = 20.0 * 10**9
+    want = np.power(0.5, np.diff(tf, prepend=tf[0]) / halflife)
+    np.testing.assert_allclose(time_factors(nanos, np.nan, halflife, 0.5), want,
+                               rtol=2e-15, atol=1e-300)
+
+
 @pytest.mark.parametrize("impl", IMPLS)
 def test_times_alpha_one_with_repeated_times(impl):
     """alpha=1 (b = 0) with repeated timestamps: pandas' pow(0, 0) = 1 keeps the weight,
@@ -502,6 +522,41 @@ def test_times_mean_over_factor_blocks_matches_pandas(adjust, dtype):
                 np.testing.assert_allclose(got, want.astype(np.float32), rtol=1.2e-7, atol=0)
             else:
                 assert_matches(got, want, x)
+
+
+@pytest.mark.parametrize("adjust", [True, False])
+def test_times_mean_dead_products_same_bits_and_state(adjust):
+    """A long times mean: its products of decays (decay, seed, sum_wt2) flush to 0 after
+    ~1000 halflives, and the timed loop then runs without them (_timed_run). Outputs and
+    the whole state are the bits of the NumPy baseline's recurrence, in one call and in
+    chunks whose edges fall before and after the products die; missing values between."""
+    from fastmomentum._ewm_api import new_state
+    from fastmomentum._ewm_family import advance, time_factors
+    rng = np.random.default_rng(33)
+    n = 3000
+    times = np.cumsum(rng.integers(1, 100, n)).astype(np.int64)
+    x = rng.standard_normal(n)
+    x[[900, 2200, 2201]] = np.nan
+    fills = not adjust                       # pandas' mean with times has com = 1
+    for ignore_na in (False, True):
+        args = (0.5, 1.0)
+        opts = (adjust, ignore_na, False, fills, 0, 0)
+        factors = time_factors(times, np.nan, 30.0, 0.5)
+        want_state = new_state(1)
+        want = baseline._family_advance(0, x[:, None], x[:, None], None, want_state, *args,
+                                        factors, *opts)[:, 0]
+        assert want_state[[4, 6, 7], 0].tolist() == [0.0, 0.0, 0.0]   # sum_wt2, decay, seed
+        state = new_state(1)
+        np.testing.assert_array_equal(advance(0, x, x, None, state, *args, factors, *opts),
+                                      want)
+        np.testing.assert_array_equal(state, want_state)
+        state = new_state(1)
+        parts = []
+        for a, b in zip([0, 5, 400, 1500, 2201], [5, 400, 1500, 2201, n]):
+            f = time_factors(times[a:b], float(times[a - 1]) if a else np.nan, 30.0, 0.5)
+            parts.append(advance(0, x[a:b], x[a:b], None, state, *args, f, *opts))
+        np.testing.assert_array_equal(np.concatenate(parts), want)
+        np.testing.assert_array_equal(state, want_state)
 
 
 @pytest.mark.parametrize("adjust", [True, False])

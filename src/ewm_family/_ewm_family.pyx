@@ -166,13 +166,18 @@ ctypedef struct Weights:
     double a, c          # the old mean's and the new value's shares of the new mean
 
 
-cdef inline Weights _observe(Series* s, double f, const Params* p) noexcept nogil:
+cdef inline Weights _observe(Series* s, double f, const Params* p, bint live) noexcept nogil:
     """The weights' part of an observed step of a started series (decay ``f`` first);
-    returns the shares the values' part uses."""
+    returns the shares the values' part uses. ``live``: False where sum_wt2 and seed are
+    0 and stay so (see _timed_run), not updated."""
     cdef Weights w
-    cdef double ow = _flush(s.old_wt * f), nw, inv
-    s.sum_wt2 = _flush(s.sum_wt2 * (f * f))
-    if p.adjust:
+    # not flushed: an observed step leaves old_wt >= 1 (adjust; 1 otherwise), so a product
+    # below TINY is one step's (only a run of missing values decays old_wt for good, and
+    # _step flushes that); 2 of the timed mean's 40 instructions a value
+    cdef double ow = s.old_wt * f, nw, inv
+    if live:
+        s.sum_wt2 = _flush(s.sum_wt2 * (f * f))
+    if p.adjust and live:
         s.seed = _flush(s.seed * f)
     nw = 1.0 - ow if p.fills else p.new_wt
     inv = 1.0 / (ow + nw)
@@ -184,8 +189,9 @@ cdef inline Weights _observe(Series* s, double f, const Params* p) noexcept nogi
         s.old_wt = ow + nw
     else:
         s.old_wt = 1.0
-        s.sum_wt2 = s.sum_wt2 / ((ow + nw) * (ow + nw))   # as pandas: ill-conditioned after gaps
-        s.seed = _flush(s.seed * w.a)
+        if live:
+            s.sum_wt2 = s.sum_wt2 / ((ow + nw) * (ow + nw))   # as pandas: ill-conditioned after gaps
+            s.seed = _flush(s.seed * w.a)
     return w
 
 
@@ -218,7 +224,7 @@ cdef inline void _step(Series* s, double x, double y, double f, const Params* p)
             s.seed = _flush(s.seed * f)
         return
     s.nobs = s.nobs + 1
-    w = _observe(s, f, p)
+    w = _observe(s, f, p, True)
     _set_moments(s, _value_step(_moments(s), x, y, w.a, w.c, p.kind))
 
 
@@ -255,13 +261,73 @@ cdef inline Py_ssize_t _steady_run(const real* x, const real* y, real* out, Py_s
     return t
 
 
+cdef inline Py_ssize_t _timed_mean(const real* x, real* out, Py_ssize_t t, Py_ssize_t n,
+                                   Py_ssize_t ts, Series* s, Py_ssize_t t_ok,
+                                   const Params* p, bint adjust, bint fills,
+                                   bint live) noexcept nogil:
+    """_timed_any for the mean of x (y is x: not read), its kind, adjust and fills
+    constants (no branches on them in the loop), on a local copy of the parameters
+    (``out`` may alias ``p``: gcc reloaded every field after each store); ``live``: whether
+    the products (decay, seed, sum_wt2) are updated (False: they are 0, see _timed_run).
+    The same operations as _step's (one count added at the end: exact)."""
+    cdef Moments v = _moments(s)
+    cdef Series ws = s[0]
+    cdef Params q = p[0]
+    cdef Weights w
+    cdef double xt, f
+    cdef Py_ssize_t t0 = t
+    q.adjust = adjust
+    q.fills = fills
+    if adjust:
+        q.new_wt = 1.0           # as _set_params: a constant, 1.0 * inv folded away
+    while t < n:
+        xt = x[t * ts]
+        if not (xt - xt == 0.0):
+            break
+        f = q.factors[t]
+        if live:
+            ws.decay = _flush(ws.decay * f)
+        w = _observe(&ws, f, &q, live)
+        v = _value_step(v, xt, xt, w.a, w.c, KIND_MEAN)
+        out[t * ts] = <real>(NAN if t < t_ok else v.mean_x)
+        t += 1
+    ws.nobs = ws.nobs + <double>(t - t0)
+    s[0] = ws
+    _set_moments(s, v)
+    return t
+
+
 cdef Py_ssize_t _timed_run(const real* x, const real* y, real* out, Py_ssize_t t,
                            Py_ssize_t n, Py_ssize_t ts, Series* s, Py_ssize_t t_ok,
                            const Params* p) noexcept nogil:
-    """_steady's counterpart with times (not sum: pandas has none): values t.. of a
-    started series, each step decaying by its own factor, the weights recomputed as _step
-    does but in a local copy of the state (_step on the state in memory chains every
-    weight through a store and a load: 9 ns a value for the mean measured, 3.7 here)."""
+    """Values t.. of a started series with times (not sum: pandas has none): the mean's
+    own copies of the loop (_timed_mean: 63 instructions a value before, callgrind), or
+    _timed_any. The mean's products of decays, once flushed to 0 (after about 1000
+    halflives: most of a long series), stay 0 (0 * f is 0, or NaN for an infinite f,
+    flushed again): its copies without them run 20 instructions a value instead of 32
+    (1M-value times mean, callgrind), and the products stay 0 (the same bits)."""
+    cdef bint dead = s.decay == 0.0 and s.seed == 0.0 and s.sum_wt2 == 0.0
+    if p.kind == KIND_MEAN and x == y and p.adjust and not p.fills:
+        if dead:
+            return _timed_mean(x, out, t, n, ts, s, t_ok, p, True, False, False)
+        return _timed_mean(x, out, t, n, ts, s, t_ok, p, True, False, True)
+    if p.kind == KIND_MEAN and x == y and not p.adjust and p.fills:
+        if dead:
+            return _timed_mean(x, out, t, n, ts, s, t_ok, p, False, True, False)
+        return _timed_mean(x, out, t, n, ts, s, t_ok, p, False, True, True)
+    return _timed_any(x, y, out, t, n, ts, s, t_ok, p)
+
+
+cdef Py_ssize_t _timed_any(const real* x, const real* y, real* out, Py_ssize_t t,
+                           Py_ssize_t n, Py_ssize_t ts, Series* s, Py_ssize_t t_ok,
+                           const Params* p) noexcept nogil:
+    """_steady's counterpart with times for any kind: values t.. of a started series,
+    each step decaying by its own factor, the weights recomputed as _step does but in a
+    local copy of the state (_step on the state in memory chains every weight through a
+    store and a load: 9 ns a value for the mean measured, 3.7 here). On the parameters in
+    memory: as _timed_mean's loop with a runtime kind on a local copy, gcc 12 packed pairs
+    of its chains into one register (1M-value ewm_var and ewm_cov with times measured 2x
+    slower)."""
     cdef Moments v = _moments(s)
     cdef Series ws = s[0]
     cdef Weights w
@@ -274,7 +340,7 @@ cdef Py_ssize_t _timed_run(const real* x, const real* y, real* out, Py_ssize_t t
         f = p.factors[t]
         ws.decay = _flush(ws.decay * f)
         ws.nobs = ws.nobs + 1
-        w = _observe(&ws, f, p)
+        w = _observe(&ws, f, p, True)
         if p.kind >= KIND_COV and not p.bias:
             k = _bias_factor(&ws)
         v = _value_step(v, xt, yt, w.a, w.c, p.kind)
@@ -362,7 +428,7 @@ cdef void _series(const real* x, const real* y, real* out, double* st, Py_ssize_
                          and s.old_wt == ow and s.sum_wt2 == sw2))):
             if p.kind != KIND_SUM and p.factors == NULL:
                 probe = s            # the next step's shares, from a copy of the state
-                shares = _observe(&probe, b, p)
+                shares = _observe(&probe, b, p, True)
                 a, c = shares.a, shares.c
             if p.factors != NULL:
                 t = _timed_run(x, y, out, t, n, ts, &s, _first_ok(t, &s, p), p)
@@ -398,7 +464,7 @@ cdef void _uniform_row(const real* x, const real* y, real* out, double* st, Py_s
     w.nobs = w.nobs + 1
     nan_out = w.nobs < p.minp
     if p.kind != KIND_SUM:
-        shares = _observe(w, f, p)
+        shares = _observe(w, f, p, True)
         a, c = shares.a, shares.c
         k = 0.0 if p.bias or p.kind < KIND_COV else _bias_factor(w)
     # the row's value operations: the target's (vectorised across the series)
