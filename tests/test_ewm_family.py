@@ -677,3 +677,4 @@ def test_column_split_equals_baseline_bits_and_pandas(stat, shape, order):
     frame = pd.DataFrame(x).ewm(alpha=0.05)
     ref = getattr(frame, stat)(*([pd.DataFrame(y)] if y is not None else [])).to_numpy()
     assert_matches(want, ref, x)
+

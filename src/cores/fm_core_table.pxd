@@ -3,8 +3,9 @@
 #
 # Only the loops whose instructions differ per target are built per target: the
 # element-wise steps (fastmomentum/kernels.pxd), ewm_mean's inner loops (pandas' loop,
-# the series scan and the columns scan) and the ewm family's row step. Everything that decides (checks, work lists,
-# threads, the ewm plan) is compiled once and calls them through this table.
+# the series scan and the columns scan) and the ewm family's row step. Everything that
+# decides (checks, work lists, threads, the ewm plan) is compiled once and calls them
+# through this table.
 #
 # Why a struct of function pointers in a PyCapsule (and not `cdef api` or Cython's
 # cross-module cimport): the compiled-once modules copy the whole struct into a static

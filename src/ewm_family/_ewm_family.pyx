@@ -85,7 +85,6 @@ STATE_FIELDS = ("mean_x", "mean_y", "cov", "old_wt", "sum_wt2", "nobs", "decay",
                 "lead_decay", "x1", "y1", "var_x", "var_y")
 
 
-
 ctypedef struct Series:
     double mean_x, mean_y, cov, old_wt, sum_wt2, nobs, decay, seed, lead_decay, x1, y1
     double var_x, var_y
@@ -111,7 +110,8 @@ ctypedef struct Chunk:
     Params p
 
 
-# Weights and decay products below this are flushed to zero: a product of decays rounds to a
+# Decay products (and a weight decayed by missing values) below this are flushed to zero: a
+# product of decays rounds to a
 # fixed subnormal (0.9 * 2.5e-323 == 2.5e-323) and every later step would run at subnormal
 # speed (measured: 120 ns a value instead of 2).
 cdef double TINY = 1e-300
@@ -171,9 +171,11 @@ cdef inline Weights _observe(Series* s, double f, const Params* p, bint live) no
     returns the shares the values' part uses. ``live``: False where sum_wt2 and seed are
     0 and stay so (see _timed_run), not updated."""
     cdef Weights w
-    # not flushed: an observed step leaves old_wt >= 1 (adjust; 1 otherwise), so a product
-    # below TINY is one step's (only a run of missing values decays old_wt for good, and
-    # _step flushes that); 2 of the timed mean's 40 instructions a value
+    # not flushed (as pandas): the step leaves old_wt = ow + nw >= 1 (adjust; 1 otherwise),
+    # so a tiny ow (the first observation after a long gap, or a times gap of ~1000
+    # halflives) does not persist; its share gives pandas' values there (an ewm_corr of
+    # -inf where flushing gave NaN: test_gap_boundary_matches_pandas); 2 of the timed
+    # mean's 40 instructions a value
     cdef double ow = s.old_wt * f, nw, inv
     if live:
         s.sum_wt2 = _flush(s.sum_wt2 * (f * f))
@@ -517,10 +519,17 @@ cdef void _rows(const real* x, const real* y, real* out, double* st, Py_ssize_t 
         _spread(&w, st, m, j0, j1)
 
 
+cdef enum:
+    # Fewer series side by side than this run one by one (the same bits): a row's weights,
+    # finite checks and call into the cores cost ~20 ns, the per-value recurrence ~3 ns a
+    # value (1M x 2 ewm_cov took 32 ms by rows, 16 ms before the row step was a core)
+    ROWS_MIN = 8
+
+
 cdef void _chunk_part(const Chunk* c, Py_ssize_t j0, Py_ssize_t j1) noexcept nogil:
     """Series j0..j1 of one call (what a thread runs)."""
     cdef Py_ssize_t j
-    if c.js == 1 and j1 - j0 > 1:
+    if c.js == 1 and j1 - j0 >= ROWS_MIN:
         if c.f32:
             _rows(<const float*>c.x, <const float*>c.y, <float*>c.out, c.state, c.n, c.m,
                   c.ts, j0, j1, &c.p)
@@ -592,8 +601,10 @@ cdef void _chunk(const Chunk* c) noexcept nogil:
     cdef Py_ssize_t blocks
     if c.m >= 2 * (ROW_SPLIT_MIN if c.js == 1 else COLUMN_ALIGN):
         # about 1 ns a value (ewm_var of 100k x 100 on one thread: 2.5 ns with its page
-        # faults), an estimate that errs towards fewer threads
+        # faults; by rows, vectorised, 0.6-1.4 ns); rows: no block under ROW_SPLIT_MIN
         threads = threads_for(<double>c.n * <double>c.m)
+        if c.js == 1:
+            threads = min(threads, <int>(c.m // ROW_SPLIT_MIN))
     if threads > 1:
         sp.width = ((c.m + threads - 1) // threads + COLUMN_ALIGN - 1) \
             // COLUMN_ALIGN * COLUMN_ALIGN
@@ -750,7 +761,6 @@ def advance(int kind, cnp.ndarray x, cnp.ndarray y, out, cnp.ndarray state,
     return out
 
 
-
 cdef class TimeSteps:
     """The times of a call (``time_steps``), which ``advance`` turns into decay factors
     block by block (see _chunk_timed)."""
@@ -881,8 +891,11 @@ cdef class StreamCore:
         along ``axis``); ``y``: cov and corr; ``times``: its times (streams made with
         ``times=True``)."""
         cdef object result
-        if self._fast is not None and out is None and times is None:
-            result = self._fast._step(x, y)
+        # a reference of its own: the step may release the GIL, and another thread's
+        # load_state_dict would drop the Stepper (and its state array) meanwhile
+        cdef Stepper fast = self._fast
+        if fast is not None and out is None and times is None:
+            result = fast._step(x, y)
             if result is not None:
                 self._steps += cnp.PyArray_DIM(<cnp.ndarray>result, 0)
                 return result
