@@ -122,9 +122,11 @@ static inline double fm_small_i64_to_f64(uint64_t d) {
 
 /* FM_DEFINE_TIME_FACTORS(NAME, T, TO_F64, SMALL): NAME(times, previous, n, halflife,
    log2_b, out): out[i] = b**((times[i] - times[i-1])/halflife), times[-1] = previous; a
-   NaN previous (no earlier value): out[0] = 1. One pass a block (SMALL: int64 times, the
-   block's pass by fm_small_i64_to_f64, redone by TO_F64 when a time is not small, the
-   same bits); the rare values outside the polynomial's range (a step of more than 1022
+   NaN previous (no earlier value): out[0] = 1. One pass a block (SMALL: int64 times, by
+   fm_small_i64_to_f64 when the block's times are all small, else by TO_F64, the same
+   bits; which is decided by an OR over the block first, so that nanosecond times, pandas'
+   default and never small, take one pass, not the small one and then the full one); the
+   rare values outside the polynomial's range (a step of more than 1022
    halflives' worth of decay, or a growth beyond 2**1023) are redone by libm's exp2
    afterwards. */
 #define FM_DEFINE_TIME_FACTORS(NAME, T, TO_F64, SMALL)                                   \
@@ -143,9 +145,12 @@ static inline double fm_small_i64_to_f64(uint64_t d) {
             if (SMALL) {                                                                 \
                 const uint64_t* u = (const uint64_t*)times;                              \
                 wide = u[i0 - 1] + FM_SMALL_TIME;                                        \
-                FM_EXP2_PASS(i0, end, (wide |= u[i] + FM_SMALL_TIME,                     \
-                             fm_small_i64_to_f64(u[i] - u[i - 1]) / halflife * log2_b),  \
-                             outside)                                                    \
+                for (ptrdiff_t i = i0; i < end; i++)                                     \
+                    wide |= u[i] + FM_SMALL_TIME;                                        \
+                if (!(wide >> 51))                                                       \
+                    FM_EXP2_PASS(i0, end,                                                \
+                                 fm_small_i64_to_f64(u[i] - u[i - 1]) / halflife * log2_b, \
+                                 outside)                                                \
             }                                                                            \
             if (!SMALL || wide >> 51) {                                                  \
                 outside = 0;                                                             \
