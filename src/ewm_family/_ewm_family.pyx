@@ -110,10 +110,9 @@ ctypedef struct Chunk:
     Params p
 
 
-# Decay products (and a weight decayed by missing values) below this are flushed to zero: a
-# product of decays rounds to a
-# fixed subnormal (0.9 * 2.5e-323 == 2.5e-323) and every later step would run at subnormal
-# speed (measured: 120 ns a value instead of 2).
+# Decay products (and a weight decayed by missing values) below this are flushed to zero:
+# a product of decays rounds to a fixed subnormal (0.9 * 2.5e-323 == 2.5e-323) and every
+# later step would run at subnormal speed (measured: 120 ns a value instead of 2).
 cdef double TINY = 1e-300
 
 
@@ -173,9 +172,8 @@ cdef inline Weights _observe(Series* s, double f, const Params* p, bint live) no
     cdef Weights w
     # not flushed (as pandas): the step leaves old_wt = ow + nw >= 1 (adjust; 1 otherwise),
     # so a tiny ow (the first observation after a long gap, or a times gap of ~1000
-    # halflives) does not persist; its share gives pandas' values there (an ewm_corr of
-    # -inf where flushing gave NaN: test_gap_boundary_matches_pandas); 2 of the timed
-    # mean's 40 instructions a value
+    # halflives) does not persist; its share gives pandas' values there (e.g. an ewm_corr
+    # of -inf where flushing gave NaN); 2 of the timed mean's 40 instructions a value
     cdef double ow = s.old_wt * f, nw, inv
     if live:
         s.sum_wt2 = _flush(s.sum_wt2 * (f * f))
